@@ -1,0 +1,66 @@
+"""Shared command-line plumbing: argument groups, logging setup and the error boundary.
+
+Every command builds an `argparse` parser, then calls `run_main(parser, argv)`, which parses,
+configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from orpheus.errors import OrpheusError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the epilog's examples as written."""
+
+
+def make_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """An `ArgumentParser` with Orpheus's formatter; `epilog` holds usage examples."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=HelpFormatter)
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, jobs: bool = False, overwrite: bool = False) -> None:
+    """Add `--quiet`/`--verbose` and, when asked, `--jobs` and `--overwrite`."""
+    if jobs:
+        parser.add_argument("--jobs", type=int, default=default_jobs(),
+                            help="worker processes for per-track work (default: all cores)")
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="hide progress bars and info messages")
+    parser.add_argument("--verbose", action="store_true", help="show debug messages")
+
+
+def default_jobs() -> int:
+    """The number of cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Log to stderr: warnings only with `quiet`, debug with `verbose`, else info."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+             func: Callable[[argparse.Namespace], int | None]) -> int:
+    """Parse `argv`, set up logging and call `func(args)`; expected errors become one line and status 1."""
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    try:
+        status = func(args)
+    except OrpheusError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return int(status or 0)

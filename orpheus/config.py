@@ -1,0 +1,173 @@
+"""Run configuration: frozen dataclasses loaded from JSON, validated, saved with every run.
+
+A config file has up to three sections, each optional, each a dataclass below:
+
+    {"data": {...DataConfig...}, "model": {...ModelConfig...}, "train": {...TrainConfig...}}
+
+Unknown keys and wrong types are `ConfigError`s naming the key path (e.g. `train.batch_size`).
+The resolved config (defaults filled in) is written into the run directory when training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orpheus.errors import ConfigError
+
+SCHEDULES = ("constant", "step", "cyclic", "one_cycle")
+NORMALISATIONS = ("per_example", "dataset")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Input pipeline settings (see `orpheus.data_input.make_dataset`)."""
+    window_s: float = 15.0              # crop length in seconds
+    shuffle_buffer: int = 1000          # examples in the shuffle buffer (training only)
+    top_n_tags: int | None = 50         # keep the N most popular training-split tags; None keeps all
+    with_tags: tuple[str, ...] = ()     # always keep these tags (in addition to the top N)
+    without_tags: tuple[str, ...] = ()  # never keep these tags
+    merge_tags: tuple[tuple[str, ...], ...] = ()  # each group becomes one tag named by its first member
+    exclude_tids: tuple[str, ...] = ()  # track ids left out of every split
+    normalise: str = "per_example"      # "per_example" standardisation or fixed "dataset" statistics
+
+    def __post_init__(self) -> None:
+        _check(self.window_s > 0, "data.window_s", "must be positive")
+        _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be at least 1")
+        _check(self.top_n_tags is None or self.top_n_tags >= 1, "data.top_n_tags", "must be at least 1 or null")
+        _check(self.normalise in NORMALISATIONS, "data.normalise", f"must be one of {NORMALISATIONS}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model of the registry (`python -m orpheus.models` lists them) and its width."""
+    name: str = "pons_log_mel"
+    n_filters: int = 16                 # base number of filters of the front end
+    n_dense: int = 500                  # units of the penultimate dense layer
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.n_filters >= 1, "model.n_filters", "must be at least 1")
+        _check(self.n_dense >= 1, "model.n_dense", "must be at least 1")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by both loops."""
+    batch_size: int = 64                # global batch; each replica gets batch_size // replicas
+    loop: str = "fit"                   # "fit" (model.fit) | "custom" (GradientTape loop)
+    learning_rate: float = 1e-3         # base (or peak) learning rate of the Adam optimizer
+    schedule: str = "constant"          # "constant" | "step" | "cyclic" | "one_cycle"
+    min_learning_rate: float = 1e-5     # lower rate of the cyclic and one-cycle schedules
+    decay_rate: float = 0.5             # step decay factor
+    decay_epochs: float = 10.0          # step decay period, or half-cycle length for "cyclic"
+    early_stopping_patience: int = 10   # epochs without validation PR-AUC gain before stopping; 0 = off
+    reduce_lr_patience: int = 0         # epochs before ReduceLROnPlateau halves the rate; 0 = off
+    seed: int = 0
+    mixed_precision: bool = False       # float16 compute (GPU)
+    xla: bool = False                   # jit_compile the training step (GPU)
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        _check(self.loop in ("fit", "custom"), "train.loop", 'must be "fit" or "custom"')
+        _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
+        _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
+        _check(0 < self.min_learning_rate <= self.learning_rate, "train.min_learning_rate",
+               "must be positive and at most train.learning_rate")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some keys of some sections changed, e.g. `replace(train={"loop": "custom"})`."""
+        updated = {name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()}
+        return dataclasses.replace(self, **updated)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}")
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` (from JSON) against the type `hint`, converting lists to tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {type(value).__name__}")
+        item_hint = typing.get_args(hint)[0]
+        return tuple(_convert(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"{key} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix} must be an object, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}.{unknown[0]}; known keys: {', '.join(sorted(names))}")
+    values = {}
+    for name, value in raw.items():
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], value, f"{prefix}.{name}" if prefix else name)
+        else:
+            values[name] = _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
+    return cls(**values)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a parsed JSON object into a `Config`; missing keys take their defaults."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a JSON object, got {type(raw).__name__}")
+    hints = typing.get_type_hints(Config)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r}; expected data, model, train")
+    return Config(**{name: _build(hints[name], value, name) for name, value in raw.items()})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a JSON config file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; see configs/ for examples")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    try:
+        return config_from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err

@@ -1,0 +1,81 @@
+"""Atomic, resumable file outputs shared by every stage.
+
+Outputs are written to a temporary name in the destination folder and renamed into place only
+when complete, so an interrupted run never leaves a truncated file under the final name, and a
+rerun can trust that any file present under its final name is whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from orpheus.errors import MissingInputError, OutputExistsError
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    """Return `path` as a Path, or raise `MissingInputError` naming it and what it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: {what} not found; check the path")
+    return path
+
+
+def require_dir(path: str | os.PathLike, what: str) -> Path:
+    """Return `path` as a Path, or raise `MissingInputError` if it is not an existing folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MissingInputError(f"{path}: {what} folder not found; check the path")
+    return path
+
+
+def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless `overwrite`; create the parent folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds.
+
+    The temporary file is removed if the block raises, so a failed write leaves nothing behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
+    """Write `obj` as indented, key-sorted JSON to `path` atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Write a CSV with `header` and `rows` to `path` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)

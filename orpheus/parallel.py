@@ -1,0 +1,54 @@
+"""Ordered parallel map over tracks in a process pool, with a progress bar.
+
+Per-track work (decoding, silence analysis, feature extraction) is CPU-bound, so it runs in worker
+processes. Results come back in input order, so outputs do not depend on scheduling.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc: str,
+                 quiet: bool = False, chunksize: int | None = None) -> Iterator[R]:
+    """Yield `func(item)` for each item, in input order, using `jobs` processes.
+
+    `func` must be a module-level function (it is pickled). With `jobs <= 1` it runs inline, which
+    keeps tracebacks simple and avoids process start-up for tiny inputs. Workers start from a fork
+    server (or are spawned), never forked from this process, which may hold TensorFlow's threads.
+    """
+    bar = tqdm(total=len(items), desc=desc, unit="track", disable=quiet, dynamic_ncols=True)
+    try:
+        if jobs <= 1 or len(items) <= 1:
+            for item in items:
+                yield func(item)
+                bar.update()
+            return
+        chunksize = chunksize or max(1, min(16, len(items) // (jobs * 8)))
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            for result in pool.map(func, items, chunksize=chunksize):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Split `items` into lists of at most `size` items, in order."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,228 @@
+"""The TFRecord schema, declared once: the writer and the parser are both generated from it.
+
+A shard folder describes itself with `dataset.json` (see `DatasetInfo`): the feature format, sample
+rate, spectrogram settings, the tag names in output order and the counts per split. Training,
+evaluation and tagging read only that folder, so the label order can never drift from the weights.
+
+Every example holds:
+    tid        bytes   the MSD track id (or the dataset's own clip id)
+    artist_id  bytes   used for artist-separated splits; empty when unknown
+    audio      float32 waveform [n_samples], log-mel [n_frames, n_mels] or MFCC [n_frames, n_mfcc],
+                       stored flat (float32 values, or float16 bytes for compact storage) with its
+                       shape in `audio_shape`
+    tags       int64   [n_tags] multi-hot over `DatasetInfo.tags`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from orpheus.errors import DataFormatError, MissingInputError
+from orpheus.files import write_json_atomic
+
+FORMATS = ("waveform", "log-mel-spectrogram", "mfcc")
+SPLITS = ("train", "valid", "test")
+STORAGE_DTYPES = ("float32", "float16")
+DATASET_INFO = "dataset.json"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One entry of the schema.
+
+    dtype:   the parsed dtype (tf.string, tf.int64 or tf.float32).
+    shape:   the parsed shape; `None` only on the first (time) axis, recorded per example.
+    storage: "float16" stores a float32 feature as raw float16 bytes (half the size); else native.
+    """
+    dtype: tf.DType
+    shape: tuple[int | None, ...]
+    storage: str = "native"
+
+    @property
+    def variable(self) -> bool:
+        return None in self.shape
+
+
+def example_spec(fmt: str, n_bins: int | None, n_tags: int, storage: str = "float32") -> dict[str, Feature]:
+    """The schema for one shard folder.
+
+    Args:
+        fmt: one of `FORMATS`.
+        n_bins: mel bands (log-mel) or coefficients (MFCC); ignored for waveform.
+        n_tags: size of the tag vocabulary.
+        storage: "float32" or "float16" for the audio feature.
+    """
+    if fmt not in FORMATS:
+        raise DataFormatError(f"unknown feature format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if storage not in STORAGE_DTYPES:
+        raise DataFormatError(f"unknown storage dtype {storage!r}; expected float32 or float16")
+    audio_shape = (None,) if fmt == "waveform" else (None, int(n_bins))
+    return {
+        "tid": Feature(tf.string, ()),
+        "artist_id": Feature(tf.string, ()),
+        "audio": Feature(tf.float32, audio_shape, "float16" if storage == "float16" else "native"),
+        "tags": Feature(tf.int64, (n_tags,)),
+    }
+
+
+def _bytes(value: Any) -> tf.train.Feature:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[bytes(value)]))
+
+
+def to_example(values: Mapping[str, Any], spec: Mapping[str, Feature]) -> tf.train.Example:
+    """Serialise one example; `values` maps every spec name to a str/bytes or an array of its shape."""
+    features: dict[str, tf.train.Feature] = {}
+    for name, feat in spec.items():
+        if name not in values:
+            raise DataFormatError(f"example is missing feature {name!r}")
+        value = values[name]
+        if feat.dtype == tf.string:
+            features[name] = _bytes(value)
+            continue
+        array = np.asarray(value)
+        expected = tuple(d for d in feat.shape)
+        if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, array.shape)):
+            raise DataFormatError(f"feature {name!r} has shape {array.shape}, spec says {expected}")
+        if feat.variable:
+            features[f"{name}_shape"] = tf.train.Feature(int64_list=tf.train.Int64List(value=array.shape))
+        if feat.storage == "float16":
+            features[name] = _bytes(array.astype("<f2").tobytes())
+        elif feat.dtype == tf.int64:
+            features[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=array.ravel().astype(np.int64)))
+        else:
+            features[name] = tf.train.Feature(float_list=tf.train.FloatList(value=array.ravel().astype(np.float32)))
+    return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+def parse_fn(spec: Mapping[str, Feature]) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """A function mapping one serialised example (scalar tf.string) to a dict of tensors.
+
+    Variable-length features come back in their recorded shape, e.g. log-mel float32
+    [n_frames, n_mels]; usable inside `tf.data.Dataset.map`.
+    """
+    description: dict[str, Any] = {}
+    for name, feat in spec.items():
+        if feat.dtype == tf.string or feat.storage == "float16":
+            description[name] = tf.io.FixedLenFeature([], tf.string)
+        elif feat.variable:
+            description[name] = tf.io.VarLenFeature(feat.dtype)
+        else:
+            description[name] = tf.io.FixedLenFeature(feat.shape, feat.dtype)
+        if feat.variable:
+            description[f"{name}_shape"] = tf.io.FixedLenFeature([len(feat.shape)], tf.int64)
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        raw = tf.io.parse_single_example(serialized, description)
+        out: dict[str, tf.Tensor] = {}
+        for name, feat in spec.items():
+            value = raw[name]
+            if feat.storage == "float16":
+                value = tf.cast(tf.io.decode_raw(value, tf.float16, little_endian=True), tf.float32)
+            elif isinstance(value, tf.SparseTensor):
+                value = value.values
+            if feat.variable:
+                static = [d if d is not None else -1 for d in feat.shape]
+                value = tf.reshape(value, tf.cast(raw[f"{name}_shape"], tf.int32))
+                value = tf.ensure_shape(value, [None if d == -1 else d for d in static])
+            out[name] = value
+        return out
+
+    return parse
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """`{split}-{index:05d}-of-{count:05d}.tfrecord`, the shard naming convention."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shard_paths(shard_dir: str | Path, split: str) -> list[str]:
+    """The sorted shard files of `split` in `shard_dir`."""
+    if split not in SPLITS:
+        raise DataFormatError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return sorted(str(p) for p in Path(shard_dir).glob(f"{split}-*-of-*.tfrecord"))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a shard folder holds, stored as its `dataset.json`.
+
+    format:        one of `FORMATS`.
+    sample_rate:   Hz of the decoded audio.
+    tags:          tag names in the order of the `tags` multi-hot vector.
+    n_mels / n_fft / hop_length / preset: spectrogram settings (None for waveform).
+    n_mfcc:        MFCC coefficients (None unless format is "mfcc").
+    storage:       "float32" or "float16".
+    counts:        tracks per split.
+    positives:     per split, positive count of each tag (aligned with `tags`).
+    command:       the command line that wrote the folder.
+    """
+    format: str
+    sample_rate: int
+    tags: tuple[str, ...]
+    n_mels: int | None = None
+    n_fft: int | None = None
+    hop_length: int | None = None
+    preset: str | None = None
+    n_mfcc: int | None = None
+    storage: str = "float32"
+    counts: dict[str, int] = field(default_factory=dict)
+    positives: dict[str, list[int]] = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def n_bins(self) -> int | None:
+        """Feature bins per frame: mels, MFCCs, or None for waveform."""
+        return {"waveform": None, "mfcc": self.n_mfcc}.get(self.format, self.n_mels)
+
+    @property
+    def frames_per_second(self) -> float:
+        """Rate of the time axis: samples/s for waveform, frames/s for spectral formats."""
+        if self.format == "waveform":
+            return float(self.sample_rate)
+        return self.sample_rate / self.hop_length
+
+    def spec(self) -> dict[str, Feature]:
+        """The example schema of this folder's shards."""
+        return example_spec(self.format, self.n_bins, len(self.tags), self.storage)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["tags"] = list(self.tags)
+        return out
+
+
+def write_dataset_info(shard_dir: str | Path, info: DatasetInfo) -> Path:
+    """Write `info` as `shard_dir/dataset.json` atomically; returns the path."""
+    path = Path(shard_dir) / DATASET_INFO
+    write_json_atomic(path, info.to_json())
+    return path
+
+
+def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
+    """Read `shard_dir/dataset.json`, with a clear error when missing or malformed."""
+    path = Path(shard_dir) / DATASET_INFO
+    if not path.is_file():
+        raise MissingInputError(f"{path}: not found; point --tfrecords-dir at a folder written by "
+                                "tfrecords/preprocessing.py")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in dataclasses.fields(DatasetInfo)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}")
+        raw["tags"] = tuple(raw["tags"])
+        info = DatasetInfo(**raw)
+    except (ValueError, TypeError, KeyError) as err:
+        raise DataFormatError(f"{path}: malformed dataset description ({err}); rerun preprocessing") from err
+    if info.format not in FORMATS:
+        raise DataFormatError(f"{path}: unknown format {info.format!r}; rerun preprocessing")
+    return info

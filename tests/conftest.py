@@ -1,0 +1,21 @@
+"""Shared fixtures. Tests run the real code on tiny data in the real formats, with seeded RNGs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest
+
+SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+
+
+@pytest.fixture(scope="session")
+def shared_audio_dir() -> Path:
+    """The folder of real music clips beside the checkout, or skip when it is absent."""
+    clips = SHARED_AUDIO / "clips"
+    if not clips.is_dir():
+        pytest.skip("../shared/audio is not present on this machine")
+    return clips

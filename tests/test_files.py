@@ -1,0 +1,51 @@
+import pytest
+
+from orpheus import cli
+from orpheus.errors import DataFormatError, OutputExistsError
+from orpheus.files import atomic_path, check_output, write_csv_atomic
+from orpheus.parallel import batched, parallel_map
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.csv"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    write_csv_atomic(target, ["a", "b"], [[1, 2]])
+    assert target.read_text().splitlines() == ["a,b", "1,2"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_check_output_refuses_overwrite(tmp_path):
+    target = tmp_path / "x.csv"
+    target.write_text("")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        check_output(target, overwrite=False)
+    assert check_output(target, overwrite=True) == target
+
+
+def _square(x):
+    return x * x
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_parallel_map_keeps_order(jobs):
+    assert list(parallel_map(_square, list(range(50)), jobs=jobs, desc="t", quiet=True)) == [x * x for x in range(50)]
+
+
+def test_batched():
+    assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
+
+
+def test_run_main_turns_errors_into_one_line(capsys):
+    parser = cli.make_parser("prog", "d", "e")
+    cli.add_common_args(parser)
+
+    def fail(args):
+        raise DataFormatError("x.h5: wrong layout; use the MSD summary file")
+
+    assert cli.run_main(parser, [], fail) == 1
+    err = capsys.readouterr().err
+    assert err == "prog: error: x.h5: wrong layout; use the MSD summary file\n"

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from orpheus import spec
+from orpheus.errors import DataFormatError, MissingInputError
+
+
+@pytest.mark.parametrize("fmt, n_bins, shape", [
+    ("log-mel-spectrogram", 96, (37, 96)),
+    ("waveform", None, (1234,)),
+    ("mfcc", 20, (11, 20)),
+])
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_writer_and_parser_agree(fmt, n_bins, shape, storage):
+    rng = np.random.default_rng(0)
+    schema = spec.example_spec(fmt, n_bins, n_tags=5, storage=storage)
+    audio = rng.standard_normal(shape).astype(np.float32)
+    tags = np.array([1, 0, 0, 1, 1])
+    example = spec.to_example({"tid": "TRAAA", "artist_id": b"AR1", "audio": audio, "tags": tags}, schema)
+    parsed = spec.parse_fn(schema)(tf.constant(example.SerializeToString()))
+    assert parsed["tid"].numpy() == b"TRAAA"
+    assert parsed["artist_id"].numpy() == b"AR1"
+    np.testing.assert_array_equal(parsed["tags"].numpy(), tags)
+    assert parsed["audio"].dtype == tf.float32
+    assert tuple(parsed["audio"].shape) == shape
+    tolerance = 2e-3 * np.abs(audio).max() if storage == "float16" else 0
+    np.testing.assert_allclose(parsed["audio"].numpy(), audio, atol=tolerance, rtol=0)
+
+
+def test_parser_works_in_tf_data(tmp_path):
+    schema = spec.example_spec("log-mel-spectrogram", 4, n_tags=2)
+    path = str(tmp_path / spec.shard_name("train", 0, 1))
+    with tf.io.TFRecordWriter(path) as writer:
+        for n in (3, 5):
+            values = {"tid": f"T{n}", "artist_id": "", "audio": np.ones((n, 4)), "tags": [0, 1]}
+            writer.write(spec.to_example(values, schema).SerializeToString())
+    frames = [int(x["audio"].shape[0]) for x in tf.data.TFRecordDataset(path).map(spec.parse_fn(schema))]
+    assert frames == [3, 5]
+    assert spec.shard_paths(tmp_path, "train") == [path]
+    assert spec.shard_paths(tmp_path, "test") == []
+
+
+def test_shape_mismatch_is_an_error():
+    schema = spec.example_spec("log-mel-spectrogram", 96, n_tags=3)
+    with pytest.raises(DataFormatError, match="audio"):
+        spec.to_example({"tid": "T", "artist_id": "", "audio": np.zeros((5, 95)), "tags": [0, 0, 1]}, schema)
+
+
+def test_dataset_info_round_trip(tmp_path):
+    info = spec.DatasetInfo(format="log-mel-spectrogram", sample_rate=16000, tags=("rock", "pop"), n_mels=96,
+                            n_fft=512, hop_length=256, preset="musicnn", counts={"train": 3},
+                            positives={"train": [2, 1]}, command="preprocessing.py ...")
+    spec.write_dataset_info(tmp_path, info)
+    loaded = spec.read_dataset_info(tmp_path)
+    assert loaded == info
+    assert loaded.frames_per_second == 62.5
+    assert loaded.spec()["audio"].shape == (None, 96)
+
+
+def test_dataset_info_errors(tmp_path):
+    with pytest.raises(MissingInputError, match="dataset.json"):
+        spec.read_dataset_info(tmp_path)
+    (tmp_path / "dataset.json").write_text('{"format": "waveform", "sample_rate": 16000, "tags": [], "colour": 1}')
+    with pytest.raises(DataFormatError, match="unknown keys"):
+        spec.read_dataset_info(tmp_path)

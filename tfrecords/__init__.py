@@ -1,0 +1,1 @@
+"""The preprocessing stage: `ultimate.csv` + `clean_lastfm.db` + audio -> sharded TFRecords + `dataset.json`."""
