@@ -1,0 +1,110 @@
+"""The run directory: what a trained (or converted pretrained) model needs to tag audio.
+
+Layout, written by training and by the pretrained-model conversion alike:
+
+    RUN_DIR/run.json       RunInfo: output tag order, feature settings, window, normalisation
+    RUN_DIR/config.json    the resolved Config of the run (training only)
+    RUN_DIR/model.keras    the final Keras model
+    RUN_DIR/checkpoints/   training checkpoints (resume)
+    RUN_DIR/logs/          TensorBoard event files
+    RUN_DIR/history.csv    per-epoch metrics
+
+Tagging and evaluation read only `run.json` and `model.keras`, so pretrained and self-trained
+models are treated alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orpheus.errors import DataFormatError, MissingInputError
+from orpheus.files import write_json_atomic
+from orpheus.spec import FORMATS, DatasetInfo
+
+RUN_INFO = "run.json"
+MODEL_FILE = "model.keras"
+NORMALISATIONS = ("per_example", "dataset", "none")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """How to turn audio into the model's input, and what its outputs mean.
+
+    tags:         model output names, in output order.
+    format:       one of `orpheus.spec.FORMATS`.
+    sample_rate:  Hz the audio is resampled to.
+    window_s:     seconds of audio per model input window.
+    n_mels / n_fft / hop_length / preset / n_mfcc: feature settings as in `DatasetInfo`.
+    normalise:    "per_example" (standardise each window), "dataset" (subtract `feature_mean`,
+                  divide by `feature_std`, one value per bin) or "none".
+    model_name:   registry key of the architecture.
+    source:       where the weights come from (a shard folder, a pretrained checkpoint).
+    """
+    tags: tuple[str, ...]
+    format: str
+    sample_rate: int
+    window_s: float
+    n_mels: int | None = None
+    n_fft: int | None = None
+    hop_length: int | None = None
+    preset: str | None = None
+    n_mfcc: int | None = None
+    normalise: str = "per_example"
+    feature_mean: tuple[float, ...] = ()
+    feature_std: tuple[float, ...] = ()
+    model_name: str = ""
+    source: str = ""
+
+    @property
+    def frames_per_second(self) -> float:
+        """Rate of the model's time axis: samples/s for waveform, frames/s for spectral formats."""
+        if self.format == "waveform":
+            return float(self.sample_rate)
+        return self.sample_rate / self.hop_length
+
+    @property
+    def window_frames(self) -> int:
+        """Length of one input window on the time axis (samples or frames)."""
+        return int(round(self.window_s * self.frames_per_second))
+
+    @classmethod
+    def from_dataset(cls, info: DatasetInfo, tags: tuple[str, ...], window_s: float, **extra: Any) -> "RunInfo":
+        """The RunInfo of a model trained on the shard folder described by `info`."""
+        return cls(tags=tuple(tags), format=info.format, sample_rate=info.sample_rate, window_s=window_s,
+                   n_mels=info.n_mels, n_fft=info.n_fft, hop_length=info.hop_length, preset=info.preset,
+                   n_mfcc=info.n_mfcc, **extra)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("tags", "feature_mean", "feature_std"):
+            out[key] = list(out[key])
+        return out
+
+
+def write_run_info(run_dir: str | Path, info: RunInfo) -> Path:
+    """Write `run_dir/run.json` atomically; returns its path."""
+    path = Path(run_dir) / RUN_INFO
+    write_json_atomic(path, info.to_json())
+    return path
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Read `run_dir/run.json` with a clear error when missing or malformed."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise MissingInputError(f"{path}: not found; --run-dir must be a folder written by "
+                                "orpheus/training.py (or a converted pretrained model)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        for key in ("tags", "feature_mean", "feature_std"):
+            raw[key] = tuple(raw.get(key, ()))
+        info = RunInfo(**raw)
+    except (ValueError, TypeError) as err:
+        raise DataFormatError(f"{path}: malformed run description ({err}); retrain or reconvert") from err
+    if info.format not in FORMATS or info.normalise not in NORMALISATIONS:
+        raise DataFormatError(f"{path}: unknown format {info.format!r} or normalisation {info.normalise!r}")
+    return info
