@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from orpheus.errors import DataFormatError
+from orpheus.rundir import RunInfo, read_run_info, write_run_info
+from orpheus.windows import cut_windows, normalise_windows, window_starts
+
+
+def test_last_window_aligned_to_end():
+    assert window_starts(100, 30).tolist() == [0, 30, 60, 70]
+    assert window_starts(90, 30).tolist() == [0, 30, 60]
+    assert window_starts(100, 30, 50).tolist() == [0, 50, 70]
+    assert window_starts(10, 30).tolist() == [0]
+    with pytest.raises(DataFormatError):
+        window_starts(10, 0)
+
+
+def test_cut_windows_content_and_padding():
+    features = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    windows = cut_windows(features, 4)
+    assert windows.shape == (3, 4, 3)
+    np.testing.assert_array_equal(windows[-1, :, 0], [6, 7, 8, 9])
+    short = cut_windows(features[:2], 4)
+    np.testing.assert_array_equal(short[0, :, 0], [0, 1, 0, 0])
+
+
+def test_normalisation_modes(tmp_path):
+    rng = np.random.default_rng(1)
+    windows = (5 + 3 * rng.standard_normal((4, 20, 2))).astype(np.float32)
+    base = dict(tags=("a",), format="log-mel-spectrogram", sample_rate=16000, window_s=1.0, n_mels=2,
+                n_fft=512, hop_length=256)
+    per_example = normalise_windows(windows, RunInfo(**base)).numpy()
+    np.testing.assert_allclose(per_example.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(per_example.std(axis=(1, 2)), 1, atol=1e-3)
+    info = RunInfo(**base, normalise="dataset", feature_mean=(5.0, 1.0), feature_std=(3.0, 1.0))
+    dataset = normalise_windows(windows, info).numpy()
+    np.testing.assert_allclose(dataset[..., 0], (windows[..., 0] - 5) / 3, rtol=1e-5)
+    assert normalise_windows(windows, RunInfo(**base, normalise="none")).numpy() is not None
+    write_run_info(tmp_path, info)
+    assert read_run_info(tmp_path) == info
+    assert info.window_frames == 62
