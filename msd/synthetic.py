@@ -485,7 +485,8 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: float = 30.0,
-             jobs: int | None = None, quiet: bool = False, overwrite: bool = False) -> SyntheticMSD:
+             jobs: int | None = None, quiet: bool = False, overwrite: bool = False,
+             audio: bool = True) -> SyntheticMSD:
     """Write a miniature MSD with `n_tracks` audio previews into `out_dir` (see the module docstring).
 
     Args:
@@ -496,6 +497,8 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
         jobs: worker processes for rendering and encoding (default: all cores).
         quiet: hide the progress bar.
         overwrite: replace the outputs of an earlier run in `out_dir`.
+        audio: write the mp3 tree; without it only the metadata files and truth.csv are written
+            (fast, for tests and benchmarks of the metadata rules).
 
     Raises:
         ConfigError: bad `n_tracks` or `duration_s`.
@@ -522,8 +525,11 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
     audio_rows = sorted((r for r in rows if r.has_audio), key=lambda r: r.digital_id)
     audio_jobs = [AudioJob(str(msd.audio_dir / audio_relpath(r.digital_id)), r.tags, r.audio_seed, duration_s,
                            r.fault) for r in audio_rows]
-    sizes = list(parallel_map(write_audio_job, audio_jobs, jobs=jobs or default_jobs(), desc="synthesising previews",
-                              quiet=quiet, chunksize=1))
+    if audio:
+        sizes = list(parallel_map(write_audio_job, audio_jobs, jobs=jobs or default_jobs(),
+                                  desc="synthesising previews", quiet=quiet, chunksize=1))
+    else:
+        sizes = [100_001] * len(audio_jobs)
     healthy_sizes = [s for s, r in zip(sizes, audio_rows) if r.fault == ""]
     if healthy_sizes and min(healthy_sizes) <= 100_000:
         log.warning("a healthy preview is only %d bytes (<= 100,000): the --min-size filter would drop it",
@@ -548,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracks", type=int, required=True, help="number of audio previews, faulty ones included")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated world")
     parser.add_argument("--duration-s", type=float, default=30.0, help="length of the previews in seconds")
+    parser.add_argument("--no-audio", action="store_true",
+                        help="write only the metadata files and truth.csv, no mp3 tree")
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 
@@ -557,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run(args: argparse.Namespace) -> int:
         msd = generate(args.out_dir, args.tracks, args.seed, duration_s=args.duration_s, jobs=args.jobs,
-                       quiet=args.quiet, overwrite=args.overwrite)
+                       quiet=args.quiet, overwrite=args.overwrite, audio=not args.no_audio)
         print(f"miniature MSD written to {msd.root} ({msd.n_tracks} previews; ground truth in {msd.truth_csv.name})")
         return 0
 
