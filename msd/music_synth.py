@@ -918,14 +918,14 @@ INSTRUMENTS: dict[str, Instrument] = {
                                   render_acoustic_guitar, 0.0, 0.2, 0.4),
     "voice_female": Instrument("sung formant voice, f0 about 200-400 Hz",
                                lambda s: render_voice(s, low_pitch=55, high_pitch=67, formant_scale=1.17),
-                               0.0, 0.3, 0.1),
+                               2.0, 0.3, 0.1),
     "voice_male": Instrument("sung formant voice, f0 about 90-180 Hz",
                              lambda s: render_voice(s, low_pitch=42, high_pitch=54, formant_scale=1.0),
-                             0.0, 0.3, 0.1),
+                             2.0, 0.3, 0.1),
     "rap_voice": Instrument("rhythmic spoken-like voiced bursts", lambda s: render_rap(
-        s, base_pitch=45, formant_scale=1.0), 0.0, 0.1, 0.05),
+        s, base_pitch=45, formant_scale=1.0), 2.0, 0.1, 0.05),
     "female_rap_voice": Instrument("rhythmic spoken-like voiced bursts, female", lambda s: render_rap(
-        s, base_pitch=56, formant_scale=1.17), 0.0, 0.1, 0.05),
+        s, base_pitch=56, formant_scale=1.17), 2.0, 0.1, 0.05),
     "drums": Instrument("drum kit playing the union of the tags' styles (see DRUM_STYLES), e.g. rock: kick, "
                         "snare, 8th hats; 80s: gated-reverb snare; 90s: breakbeat", render_drums, 0.0, 0.1, 0.0),
 }

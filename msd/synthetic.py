@@ -75,6 +75,7 @@ FAULT_KINDS = ("zero_byte", "corrupt", "no_summary", "ambiguous", "mismatch", "d
                "silence", "short", "no_clean_tag")
 SILENCE_START_S, SILENCE_LENGTH_S = 12.0, 6.0
 SHORT_CLIP_S = 8.0
+MIN_DURATION_S = 10.0
 TRUTH_COLUMNS = ("track_id", "track_7digitalid", "artist_id", "mp3_path", "fault", "tags")
 
 # Raw Last.fm spellings of each clean tag, most common first. Each maps to its clean tag by the
@@ -463,8 +464,16 @@ def write_audio_job(job: AudioJob) -> int:
     if job.fault == "silence":
         start = int(min(SILENCE_START_S, duration_s / 3) * SAMPLE_RATE)
         audio[start:start + int(SILENCE_LENGTH_S * SAMPLE_RATE)] = 0.0
-    # A short clip is encoded at the best quality so that only its length gives it away.
-    return write_mp3(path, audio, SAMPLE_RATE, quality=0.0 if job.fault == "short" else 0.9)
+    return write_mp3(path, audio, SAMPLE_RATE, quality=mp3_quality(duration_s))
+
+
+def mp3_quality(duration_s: float) -> float:
+    """VBR compression level that keeps a preview of `duration_s` above 100,000 bytes.
+
+    0.9 (the fastest to encode) gives about 70 kbit/s of this music: enough from 20 s on. Shorter
+    previews, and the 8 s short-clip fault (which only its length may give away), get more bits.
+    """
+    return 0.9 if duration_s >= 20 else 0.5 if duration_s >= 10 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +502,8 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
         out_dir: an empty or missing folder (or any folder with `overwrite`).
         n_tracks: number of audio files (faulty ones included); >= 1.
         seed: the world's seed; the same seed gives the same files.
-        duration_s: length of the healthy previews in seconds (> SHORT_CLIP_S + 7).
+        duration_s: length of the healthy previews in seconds, >= MIN_DURATION_S (10); use 16 or more
+            for the cleaning's `--filter-trim-length 15`.
         jobs: worker processes for rendering and encoding (default: all cores).
         quiet: hide the progress bar.
         overwrite: replace the outputs of an earlier run in `out_dir`.
@@ -506,9 +516,12 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
     """
     if n_tracks < 1:
         raise ConfigError(f"--tracks must be at least 1, got {n_tracks}")
-    if duration_s < SHORT_CLIP_S + 7:
-        raise ConfigError(f"--duration-s must be at least {SHORT_CLIP_S + 7:g} s (longer than the short-clip fault "
-                          f"and the 15 s trim filter), got {duration_s:g}")
+    if duration_s < MIN_DURATION_S:
+        raise ConfigError(f"--duration-s must be at least {MIN_DURATION_S:g} s (longer than the {SHORT_CLIP_S:g} s "
+                          f"short-clip fault), got {duration_s:g}")
+    if duration_s < 16:
+        log.warning("previews of %g s are shorter than the cleaning's usual --filter-trim-length 15 allows; "
+                    "use --duration-s 16 or more for an end-to-end run", duration_s)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     rows, artists, groups, mismatches = _build_world(n_tracks, seed, duration_s)
