@@ -586,4 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module, so that worker processes unpickle `msd.synthetic`
+    # functions rather than this `__main__` script's.
+    from msd.synthetic import main as package_main
+
+    sys.exit(package_main())
