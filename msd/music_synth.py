@@ -710,7 +710,8 @@ def _ambient_chord(song: Song, pitches: Sequence[int], length_s: float, rng: np.
     for pitch in pitches:
         phase = _wrap(float(midi_hz(pitch)) * t)
         lfo = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi * rng.uniform(0.05, 0.2)) * t + np.float32(rng.uniform(0, 6.3)))
-        out += _sine(phase) * (0.6 + 0.4 * lfo) + _sine(2 * phase) * (0.3 * lfo) + _sine(3 * phase) * (0.12 - 0.12 * lfo)
+        out += _sine(phase) * (0.6 + 0.4 * lfo) + _sine(2 * phase) * (0.3 * lfo)
+        out += _sine(3 * phase) * (0.12 - 0.12 * lfo)
     fade = min(2.0, length_s / 3)
     return out * _envelope(n, song.sample_rate, fade, 10.0, 1.0, fade) / len(pitches)
 

@@ -220,8 +220,8 @@ def fault_plan(n_tracks: int) -> list[str]:
     return kinds + [""] * (n_tracks - len(kinds))
 
 
-def _build_world(n_tracks: int, seed: int, duration_s: float) -> tuple[list[_Row], list[dict], list[list[_Row]],
-                                                                      list[tuple[_Row, str, str]]]:
+def _build_world(n_tracks: int, seed: int) -> tuple[list[_Row], list[dict], list[list[_Row]],
+                                                   list[tuple[_Row, str, str]]]:
     """Rows (audio and not), artists, duplicate groups and mismatch pairs for a seed."""
     rng = np.random.default_rng([seed, 0x4D5344])
     taken: set[str] = set()
@@ -262,7 +262,8 @@ def _build_world(n_tracks: int, seed: int, duration_s: float) -> tuple[list[_Row
         row.tagged = fault != "untagged"
         audio_rows.append(row)
     extra_rows = []
-    for _ in range(2 * n_tracks + 20):  # the summary file has many more songs than previews
+    n_plain = 2 * n_tracks + 20
+    for _ in range(n_plain):  # the summary file has many more songs than previews
         artist = int(rng.integers(n_artists))
         row = new_row(artist, track_tags(artist))
         row.tagged = rng.random() < 0.5
@@ -292,14 +293,17 @@ def _build_world(n_tracks: int, seed: int, duration_s: float) -> tuple[list[_Row
         ids = sorted([keeper.track_id, row.track_id])
         keeper.track_id, row.track_id = ids  # the healthy member holds the smaller id
         groups.append(members)
-    for _ in range(max(2, n_tracks // 10)):  # groups among songs without previews
-        first, second = (int(i) for i in rng.choice(len(extra_rows), 2, replace=False))
+    # Groups and mismatches among songs without previews use only plain rows (no twin, no group
+    # member), so that no track's fate depends on the order in which the cleaning applies its rules.
+    plain = rng.permutation(n_plain)
+    for k in range(max(2, n_tracks // 10)):
+        first, second = int(plain[2 * k]), int(plain[2 * k + 1])
         extra_rows[second].artist, extra_rows[second].title = extra_rows[first].artist, extra_rows[first].title
         groups.append([extra_rows[first], extra_rows[second]])
     # Mismatches: the 7digital preview is another song (MSD artist/title != 7digital artist/title).
     mismatches = []
     mismatch_rows = [r for r in audio_rows if r.fault == "mismatch"]
-    mismatch_rows += [extra_rows[int(i)] for i in rng.choice(len(extra_rows), max(2, n_tracks // 10), replace=False)]
+    mismatch_rows += [extra_rows[int(i)] for i in plain[-max(2, n_tracks // 10):]]
     for row in mismatch_rows:
         mismatches.append((row, _artist_name(rng), _title(rng)))
     return audio_rows + extra_rows, artists, groups, mismatches
@@ -524,7 +528,7 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
                     "use --duration-s 16 or more for an end-to-end run", duration_s)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    rows, artists, groups, mismatches = _build_world(n_tracks, seed, duration_s)
+    rows, artists, groups, mismatches = _build_world(n_tracks, seed)
     rng = np.random.default_rng([seed, 0x746167])
     summary_rows = [rows[int(i)] for i in rng.permutation(len(rows)) if rows[int(i)].in_summary]
     msd = SyntheticMSD(root=out_dir, summary_h5=out_dir / "msd_summary_file.h5", tags_db=out_dir / "lastfm_tags.db",

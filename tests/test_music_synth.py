@@ -69,7 +69,8 @@ def test_draw_tags_is_realistic_and_seeded():
     assert not any("classical" in tags and ("male" in tags or "female" in tags) for tags in drawn)
 
 
-@pytest.mark.parametrize("tags", [[g, "instrumental"] for g in music_synth.GENRES] + [["female"], ["rap", "male", "90s"]])
+@pytest.mark.parametrize("tags", [[g, "instrumental"] for g in music_synth.GENRES]
+                         + [["female"], ["rap", "male", "90s"], ["jazz", "80s", "male"]])
 def test_no_long_silence_in_any_genre(tags):
     audio = music_synth.render_track(tags, seed=11, duration_s=6.0, sample_rate=SAMPLE_RATE)
     assert _longest_silence_s(audio, SAMPLE_RATE) < 0.1

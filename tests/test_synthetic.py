@@ -96,7 +96,8 @@ def test_summary_h5_has_the_real_layout(world, truth):
 def test_lastfm_db_has_the_real_schema_and_mess(world, truth):
     con = sqlite3.connect(world.tags_db)
     try:
-        columns = {t: [(c[1], c[2]) for c in con.execute(f"PRAGMA table_info({t})")] for t in ("tids", "tags", "tid_tag")}
+        columns = {t: [(c[1], c[2]) for c in con.execute(f"PRAGMA table_info({t})")]
+                   for t in ("tids", "tags", "tid_tag")}
         assert columns == {"tids": [("tid", "TEXT")], "tags": [("tag", "TEXT")],
                            "tid_tag": [("tid", "INT"), ("tag", "INT"), ("val", "FLOAT")]}
         pairs = con.execute("SELECT tids.tid, tags.tag, tid_tag.val FROM tid_tag "
