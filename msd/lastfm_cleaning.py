@@ -258,9 +258,10 @@ def run(raw_db: str | Path, output: str | Path, *, val: float = 0.0, txt_dir: st
     output = check_output(output, overwrite)
     csv_out = check_output(sources_path(output), overwrite)
     start = time.perf_counter()
-    steps = tqdm(total=3, desc="lastfm_cleaning", unit="step", disable=quiet)
+    vocabulary = load_vocabulary(txt_dir)
+    LastFm(raw_db).close()  # bad input fails here, before any progress output
+    steps = tqdm(total=3, desc="lastfm_cleaning", unit="step", disable=quiet, delay=1)
     try:
-        vocabulary = load_vocabulary(txt_dir)
         with LastFm(raw_db) as raw:
             pairs, tags, sources = clean_pairs(raw, vocabulary, val)
             raw_path = raw.path

@@ -247,14 +247,16 @@ def run(fetcher_csv: str | Path, output: str | Path, *, path_h5: str | Path, pat
     output = check_output(output, overwrite)
     dropped_out = check_output(dropped_path(output), overwrite)
     start = time.perf_counter()
-    steps = tqdm(total=6, desc="wrangle", unit="step", disable=quiet)
+    # the small inputs are read (and bad ones reported) before any progress output
+    mismatched = read_mismatches(path_txt_mism) if path_txt_mism is not None else None
+    duplicates = read_duplicates(path_txt_dupl) if discard_dupl else None
+    if discard_no_tag:
+        LastFm(path_db).close()
+    require_file(path_h5, "MSD summary HDF5")
+    fetch = read_fetcher_csv(fetcher_csv)
+    steps = tqdm(total=4, desc="wrangle", unit="step", disable=quiet, delay=1)
     try:
-        fetch = read_fetcher_csv(fetcher_csv)
-        steps.update()
         summary = read_summary(path_h5)
-        steps.update()
-        mismatched = read_mismatches(path_txt_mism) if path_txt_mism is not None else None
-        duplicates = read_duplicates(path_txt_dupl) if discard_dupl else None
         steps.update()
         tagged = None
         if discard_no_tag:
