@@ -36,6 +36,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -270,10 +271,10 @@ def load_checkpoint_values(model: keras.Model, reader, scopes: Sequence[tuple[st
         for variable in model.get_layer(layer_name).weights:
             assignments.append((variable, f"{scope}/{variable.name}"))
 
-    used = [name for _, name in assignments]
-    model_paths = [v.path for v, _ in assignments]
-    unmapped = sorted({v.path for v in model.weights} - set(model_paths))
-    duplicated = sorted({n for n in used if used.count(n) > 1} | {p for p in model_paths if model_paths.count(p) > 1})
+    used = Counter(name for _, name in assignments)
+    model_paths = Counter(variable.path for variable, _ in assignments)
+    unmapped = sorted({variable.path for variable in model.weights} - set(model_paths))
+    duplicated = sorted({n for counts in (used, model_paths) for n, count in counts.items() if count > 1})
     absent = sorted(set(used) - wanted)
     left_over = sorted(wanted - set(used))
     for problem, names in (("model weights without a checkpoint value", unmapped),

@@ -244,12 +244,14 @@ def test_coverage_is_checked_in_both_directions():
     vgg_reader = open_checkpoint(locate_checkpoint("MSD_vgg"))
     with pytest.raises(DataFormatError, match="expected in the checkpoint but absent"):
         load_checkpoint_values(model, vgg_reader, entry.scopes, "MSD_vgg")
-    vgg = PRETRAINED["MSD_vgg"]
-    vgg_model = vgg.builder(vgg.config, vgg.input_shape, 50)
-    # a checkpoint variable the model never takes: leave the model's output layer out of the table
-    # and drop the model's check by handing it a model without that layer's weights mapped elsewhere
-    with pytest.raises(DataFormatError, match="model weights without a checkpoint value: tags/"):
-        load_checkpoint_values(vgg_model, vgg_reader, vgg.scopes[:-1], "MSD_vgg")
+    with pytest.raises(DataFormatError, match="mapped more than once: dense/bias, dense/kernel"):
+        load_checkpoint_values(model, reader, entry.scopes + (("dense", "dense"),), "MSD_musicnn")
+    # a model whose every weight is mapped, but which leaves checkpoint variables unused
+    import keras
+    audio = keras.Input((None, 96, 1), name="audio")
+    only_bn = keras.Model(audio, keras.layers.BatchNormalization(name="input_bn")(audio))
+    with pytest.raises(DataFormatError, match="checkpoint variables the model does not use: batch_normalization_1/"):
+        load_checkpoint_values(only_bn, reader, entry.scopes[:1], "MSD_musicnn")
 
 
 @needs_musicnn
