@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -182,27 +183,26 @@ def test_zero_tags_is_a_config_error():
         build_model(ModelConfig(), (None, 96), 0)
 
 
-def test_one_training_step_reduces_the_loss_on_a_learnable_batch():
-    """Tags that are a function of the input: Adam steps on one batch must lower the loss.
+def test_training_steps_reduce_the_loss_on_a_learnable_batch():
+    """Tags that are a function of the input: three Adam steps on one batch must lower the loss.
 
     Dropout is off and the loss is measured in training mode (batch statistics), so the comparison
-    is deterministic and not blurred by batch norm's slowly moving averages.
+    is deterministic and not blurred by batch norm's slowly moving averages. Eager steps: on this
+    tiny batch, tracing a graph would cost more than it saves.
     """
     keras.utils.set_random_seed(0)
-    config, n_bins, _ = SMALL["pons_log_mel"]
-    config = ModelConfig(name=config.name, n_filters=config.n_filters, n_dense=config.n_dense, dropout=0.0)
+    config, n_bins, (n_frames, _) = SMALL["fcn"]
+    config = dataclasses.replace(config, dropout=0.0)
     rng = np.random.default_rng(0)
-    inputs = rng.standard_normal((8, 20, n_bins)).astype("float32")
-    labels = np.zeros((8, N_TAGS), dtype="float32")
-    for tag in range(N_TAGS):        # tag k is on when mel band k is loud on average
-        labels[:, tag] = inputs[:, :, tag].mean(axis=1) > 0
+    inputs = rng.standard_normal((8, n_frames, n_bins)).astype("float32")
+    labels = (inputs[:, :, :N_TAGS].mean(axis=1) > 0).astype("float32")  # tag k: mel band k loud on average
     model = build_model(config, (None, n_bins), N_TAGS)
     loss = keras.losses.BinaryCrossentropy()
     before = float(loss(labels, model(inputs, training=True)))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, jit_compile=False)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss, run_eagerly=True)
     model.fit(inputs, labels, epochs=3, batch_size=8, verbose=0)
     after = float(loss(labels, model(inputs, training=True)))
-    assert after < 0.9 * before
+    assert after < 0.8 * before
 
 
 def test_listing_command_prints_every_model_with_its_count(capsys):
@@ -215,7 +215,7 @@ def test_listing_command_prints_every_model_with_its_count(capsys):
 
 
 def test_listing_command_explains_a_window_a_model_cannot_take(capsys):
-    assert models_main(["--input-seconds", "5", "--quiet"]) == 0
+    assert models_main(["--input-seconds", "5", "--n-filters", "2", "--n-dense", "8", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "model 'fcn' needs at least 320 frames" in out
 
