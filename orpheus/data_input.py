@@ -4,7 +4,7 @@ Reads a shard folder written by `tfrecords/preprocessing.py` (`{split}-*-of-*.tf
 in the canonical order:
 
     sorted files -> shard per worker -> shuffle files -> interleave(TFRecordDataset, AUTOTUNE) ->
-    shuffle examples -> parse -> drop excluded track ids -> crop one window -> normalise ->
+    shuffle examples (within blocks of data.shuffle_buffer) -> parse -> drop excluded track ids -> crop one window -> normalise ->
     select / merge tags -> batch (per-replica size) -> prefetch
 
 Excluded track ids are dropped right after parsing (before the crop) so no work is spent on them;
@@ -157,6 +157,18 @@ def _pad_to(audio: tf.Tensor, window_frames: int) -> tf.Tensor:
     return tf.pad(audio, paddings)
 
 
+def _stateless_shuffle(dataset: tf.data.Dataset, block: int, seed: tf.Tensor, salt: int = 0) -> tf.data.Dataset:
+    """Shuffle serialized records within consecutive blocks of `block`, seeded by the int64 tensor `seed`.
+
+    Unlike `Dataset.shuffle`, the seed may be a tensor (one per epoch inside `flat_map`), and the
+    order depends on (seed, block index) only.
+    """
+    dataset = dataset.batch(block).enumerate()
+    dataset = dataset.map(lambda i, records: tf.random.experimental.stateless_shuffle(
+        records, seed=tf.stack([seed, i * 2 + salt])), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.unbatch()
+
+
 def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
     """Training steps in one pass over the training split (at least 1)."""
     count = info.counts.get("train")
@@ -218,13 +230,13 @@ def make_dataset(shard_dir: str | Path, split: str, config: Config,
         if by_file and pipelines > 1:
             dataset = dataset.shard(pipelines, pipeline_id)
         if training:
-            dataset = dataset.shuffle(len(files), seed=epoch_seed)
+            dataset = _stateless_shuffle(dataset, len(files), epoch_seed, salt=-1)
         dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                                      num_parallel_calls=AUTOTUNE, deterministic=True)
         if not by_file:  # fewer files than workers: share out examples instead
             dataset = dataset.shard(pipelines, pipeline_id)
         if training:
-            dataset = dataset.shuffle(config.data.shuffle_buffer, seed=epoch_seed)
+            dataset = _stateless_shuffle(dataset, config.data.shuffle_buffer, epoch_seed)
         dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE)
         if config.data.exclude_tids:
             dataset = dataset.filter(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["tid"], excluded))))
