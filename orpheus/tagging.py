@@ -407,7 +407,7 @@ class Tagger:
             queue.append(pending)
             if blocks is not None:
                 try:
-                    for windows, starts in self._windows_from_blocks(blocks):
+                    for windows, starts in windows_from_blocks(blocks, self.window_frames, self.hop_frames):
                         add(pending, windows, starts)
                         yield from ready()
                 except OrpheusError as err:
@@ -423,35 +423,6 @@ class Tagger:
         flush()
         yield from ready()
 
-    def _windows_from_blocks(self, blocks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Cut (windows, start frames) from consecutive feature blocks with a rolling buffer."""
-        width, hop = self.window_frames, self.hop_frames
-        buffer: np.ndarray | None = None
-        buffer_start = 0   # global frame index of buffer[0]
-        next_start = 0     # next window start (global frame), a multiple of hop
-        last_emitted = -1
-        for block in blocks:
-            buffer = block if buffer is None else np.concatenate([buffer, block])
-            end = buffer_start + buffer.shape[0]
-            starts = np.arange(next_start, end - width + 1, hop, dtype=np.int64)
-            if starts.size:
-                index = (starts - buffer_start)[:, None] + np.arange(width)[None, :]
-                yield buffer[index], starts
-                last_emitted = int(starts[-1])
-                next_start = last_emitted + hop
-            # keep what the next window, or the final end-aligned one, may still need
-            keep_from = max(buffer_start, min(next_start, end - width))
-            buffer, buffer_start = buffer[keep_from - buffer_start:], keep_from
-        if buffer is None:
-            return
-        n_frames = buffer_start + buffer.shape[0]
-        last = max(n_frames - width, 0)
-        if last != last_emitted:  # the final window aligned to the end (padded when the track is short)
-            tail = buffer[last - buffer_start:]
-            if tail.shape[0] < width:
-                tail = np.pad(tail, [(0, width - tail.shape[0])] + [(0, 0)] * (tail.ndim - 1))
-            yield tail[None, :width], np.array([last], np.int64)
-
     def _finish(self, pending: _Pending) -> TrackTags:
         result = pending.result
         if result.error is not None:
@@ -463,6 +434,48 @@ class Tagger:
         if self.embeddings:
             result.embeddings = np.concatenate(pending.embeddings)
         return result
+
+
+def windows_from_blocks(blocks: Iterable[np.ndarray], width: int, hop: int
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Cut windows from consecutive feature blocks with a rolling buffer, as `cut_windows` would whole.
+
+    The starts are those of `orpheus.windows.window_starts` on the whole track: every `hop` frames,
+    plus a last window aligned to the end; a track shorter than `width` is zero-padded to one window.
+    Only about `width + block` frames are held at once.
+
+    Args:
+        blocks: float32 [n_steps_in_block(, n_bins)] blocks, consecutive along time.
+        width, hop: window length and hop in steps.
+
+    Yields:
+        (windows float32 [n, width(, n_bins)], start steps int64 [n]).
+    """
+    buffer: np.ndarray | None = None
+    buffer_start = 0   # global frame index of buffer[0]
+    next_start = 0     # next window start (global frame), a multiple of hop
+    last_emitted = -1
+    for block in blocks:
+        buffer = block if buffer is None else np.concatenate([buffer, block])
+        end = buffer_start + buffer.shape[0]
+        starts = np.arange(next_start, end - width + 1, hop, dtype=np.int64)
+        if starts.size:
+            index = (starts - buffer_start)[:, None] + np.arange(width)[None, :]
+            yield buffer[index], starts
+            last_emitted = int(starts[-1])
+            next_start = last_emitted + hop
+        # keep what the next window, or the final end-aligned one, may still need
+        keep_from = max(buffer_start, min(next_start, end - width))
+        buffer, buffer_start = buffer[keep_from - buffer_start:], keep_from
+    if buffer is None:
+        return
+    n_frames = buffer_start + buffer.shape[0]
+    last = max(n_frames - width, 0)
+    if last != last_emitted:  # the final window aligned to the end (padded when the track is short)
+        tail = buffer[last - buffer_start:]
+        if tail.shape[0] < width:
+            tail = np.pad(tail, [(0, width - tail.shape[0])] + [(0, 0)] * (tail.ndim - 1))
+        yield tail[None, :width], np.array([last], np.int64)
 
 
 # ---------------------------------------------------------------- outputs

@@ -155,7 +155,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
                                         stream_threshold_s=stream_threshold_s or STREAM_THRESHOLD_S))
     failed = [r for r in results if r.error is not None]
     for r in failed:
-        print(f"{r.file}: error: {r.error}", file=sys.stderr)
+        print(f"test_model.py: error: {r.error}", file=sys.stderr)
     write_outputs(results, tagger, fmt=fmt, threshold=threshold, top=top, taggram=taggram, stream=stream)
     if taggram is not None:
         window_s_used = tagger.window_frames / tagger.frames_per_second
