@@ -36,6 +36,20 @@ def import_sounddevice():
     return sounddevice
 
 
+def input_device() -> dict:
+    """The default input device's description (`sounddevice.query_devices(kind="input")`).
+
+    Raises:
+        AudioDeviceError: PortAudio is missing or there is no input device.
+    """
+    sd = import_sounddevice()
+    try:
+        return dict(sd.query_devices(kind="input"))
+    except (sd.PortAudioError, ValueError) as err:
+        raise AudioDeviceError(f"no audio input device ({err}); connect a microphone, or {DEVICE_HELP}; "
+                               f"if PortAudio finds no devices at all, {LIBRARY_HELP}") from err
+
+
 def record(duration_s: float, sample_rate: int, *, countdown_s: int = 3, quiet: bool = False,
            block_s: float = 0.25) -> np.ndarray:
     """Record `duration_s` seconds from the default input device.
@@ -56,11 +70,7 @@ def record(duration_s: float, sample_rate: int, *, countdown_s: int = 3, quiet: 
     if duration_s <= 0:
         raise ConfigError(f"--record-length must be positive, got {duration_s}")
     sd = import_sounddevice()
-    try:
-        device = sd.query_devices(kind="input")
-    except (sd.PortAudioError, ValueError) as err:
-        raise AudioDeviceError(f"no audio input device ({err}); connect a microphone, or {DEVICE_HELP}; "
-                               f"if PortAudio finds no devices at all, {LIBRARY_HELP}") from err
+    device = input_device()
     log.info("recording from %s", device.get("name", "the default input"))
     for remaining in range(countdown_s, 0, -1):
         if not quiet:
@@ -70,12 +80,13 @@ def record(duration_s: float, sample_rate: int, *, countdown_s: int = 3, quiet: 
         print("\rrecording now     ", file=sys.stderr, flush=True)
     n_samples = int(round(duration_s * sample_rate))
     block = max(1, int(block_s * sample_rate))
-    out = np.empty(n_samples, np.float32)
+    # 16-bit capture, like a wav file: every PortAudio host API and ALSA plugin supports it
+    out = np.empty(n_samples, np.int16)
     got = 0
     bar = tqdm(total=round(duration_s, 2), desc="recording", unit="s", disable=quiet, dynamic_ncols=True,
                file=sys.stderr, bar_format="{desc}: {bar} {n:.1f}/{total:.1f} s")
     try:
-        with sd.InputStream(samplerate=sample_rate, channels=1, dtype="float32", blocksize=block) as stream:
+        with sd.InputStream(samplerate=sample_rate, channels=1, dtype="int16", blocksize=block) as stream:
             while got < n_samples:
                 data, overflowed = stream.read(min(block, n_samples - got))
                 if overflowed:
@@ -88,7 +99,7 @@ def record(duration_s: float, sample_rate: int, *, countdown_s: int = 3, quiet: 
                                f"{DEVICE_HELP}") from err
     finally:
         bar.close()
-    return out
+    return out.astype(np.float32) / np.float32(32768)  # the scaling libsndfile uses for 16-bit PCM
 
 
 def save_recording(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:

@@ -141,6 +141,9 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
         if out is not None:
             check_output(out, overwrite)
     files = list_audio_files(mp3) if mp3 is not None else []
+    if record:  # fail fast, before loading the model, when there is nothing to record from
+        from orpheus.recording import input_device
+        input_device()
     tagger = Tagger(resolve_run_dir(run_dir, model), window_s=window_s, hop_s=hop_s, aggregate=aggregate,
                     batch_size=batch_size, embeddings=embeddings is not None)
     if record:
