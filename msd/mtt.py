@@ -132,6 +132,8 @@ def check_audio(job: tuple[str, str]) -> AudioCheck:
                 n_read = len(f.read(4096, dtype="float32"))
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if first_line.startswith("Error opening"):  # libsndfile's generic message names the file, not the fault
+            first_line = "not a decodable audio file"
         return AudioCheck(f"corrupt audio ({first_line})", size)
     if n_read == 0:
         return AudioCheck("corrupt audio (no samples)", size)
