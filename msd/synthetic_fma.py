@@ -138,9 +138,10 @@ def plan_tracks(n_tracks: int, seed: int) -> pd.DataFrame:
     artist_split = {a: "test" if i < n_held_out else "validation" if i < 2 * n_held_out else "training"
                     for i, a in enumerate(by_hash)}
     track_ids = np.sort(rng.choice(np.arange(2, 155321), size=n_tracks, replace=False))
+    # Every artist gets at least one track, so every split has tracks.
+    track_artists = rng.permutation(np.concatenate([artist_ids, rng.choice(artist_ids, n_tracks - n_artists)]))
     rows = []
-    for track_id in track_ids:
-        artist = int(artist_ids[rng.integers(n_artists)])
+    for track_id, artist in zip(track_ids, track_artists.tolist()):
         top = artist_genre[artist]
         candidates = children[top]
         gid = int(candidates[rng.integers(len(candidates))])
