@@ -72,7 +72,7 @@ SMALL_GENRES = ("Electronic", "Experimental", "Folk", "Hip-Hop", "Instrumental",
 
 # FMA genre title -> the music_synth recipes that render it (checked against music_synth.TAG_RECIPES in tests).
 FMA_RECIPES: dict[str, tuple[str, ...]] = {
-    "Rock": ("rock",), "Punk": ("rock", "fast"), "Post-Rock": ("rock", "instrumental"), "Metal": ("metal",),
+    "Rock": ("rock",), "Punk": ("rock",), "Post-Rock": ("rock", "instrumental"), "Metal": ("metal",),
     "Loud-Rock": ("metal",), "Noise-Rock": ("metal",), "Indie-Rock": ("rock",),
     "Electronic": ("electronic",), "Techno": ("electronic", "dance"), "House": ("dance",), "IDM": ("electronic",),
     "Ambient Electronic": ("ambient", "electronic"), "Trip-Hop": ("electronic", "hip hop"), "Dubstep": ("electronic",),
@@ -80,7 +80,7 @@ FMA_RECIPES: dict[str, tuple[str, ...]] = {
     "Folk": ("folk",), "Psych-Folk": ("folk",), "Free-Folk": ("folk",), "Country": ("folk",), "Bluegrass": ("folk",),
     "Old-Time / Historic": ("folk",), "International": ("folk",), "Latin America": ("folk",),
     "Asia-Far East": ("folk",), "Jazz": ("jazz",), "Jazz: Vocal": ("jazz", "female"), "Free-Jazz": ("jazz",),
-    "Blues": ("jazz",), "Easy Listening": ("jazz", "slow"), "Classical": ("classical",),
+    "Blues": ("jazz",), "Easy Listening": ("jazz",), "Classical": ("classical",),
     "20th Century Classical": ("classical",), "Chamber Music": ("classical",), "Pop": ("pop",),
     "Experimental Pop": ("pop", "electronic"), "Synth Pop": ("pop", "electronic"), "Soul-RnB": ("pop",),
     "Disco": ("dance",), "Funk": ("dance",), "Experimental": ("ambient",), "Avant-Garde": ("ambient",),
@@ -208,7 +208,11 @@ def generate(out_dir: str | Path, *, n_tracks: int = 64, seed: int = 0, duration
     manifest, jobs_to_render = {}, []
     for track_id, row in tracks.iterrows():
         genre_titles = [title_of[g] for g in eval_id_list(row[("track", "genres_all")])]
-        recipes = sorted({r for title in genre_titles for r in FMA_RECIPES.get(title, ())} & set(TAG_RECIPES))
+        # music_synth takes the tempo from the first genre: the top genre leads, then the track's own genres.
+        leads = [row[("track", "genre_top")]] if isinstance(row[("track", "genre_top")], str) else []
+        ordered = [*leads, *(title_of[g] for g in eval_id_list(row[("track", "genres")])), *genre_titles]
+        recipes = [r for r in dict.fromkeys(r for title in ordered for r in FMA_RECIPES.get(title, ()))
+                   if r in TAG_RECIPES]
         fault = row[("synthetic", "fault")]
         path = audio_dir / audio_path(track_id)
         if fault:

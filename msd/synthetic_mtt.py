@@ -76,26 +76,26 @@ STYLES: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "india": (("indian",), {"sitar": .6, "india": .3, "eastern": .3, "drone": .3, "percussion": .3, "no vocals": .2}),
 }
 
-# Raw MTT tag -> the music_synth recipe that renders it (checked against music_synth.TAG_RECIPES in tests).
+# Raw MTT tag -> the music_synth recipe (a key of music_synth.TAG_RECIPES) whose sound carries it; tags
+# with no recipe of their own (guitar, piano, slow, loud, ...) come with their style's genre recipe.
 MTT_RECIPES: dict[str, str] = {
     **{t: "classical" for t in ("classical", "clasical", "classic", "baroque", "orchestra", "orchestral",
-                                "harpsichord", "opera", "operatic", "female opera", "soprano")},
+                                "harpsichord", "opera", "operatic", "female opera", "soprano", "strings",
+                                "violin", "cello")},
     **{t: "rock" for t in ("rock", "hard rock", "electric guitar", "guitars")},
     **{t: "metal" for t in ("metal", "heavy metal", "heavy", "hard")},
     **{t: "electronic" for t in ("electronic", "electro", "electronica", "techno", "synth", "trance")},
     **{t: "dance" for t in ("dance", "house", "beat", "beats")},
-    **{t: "ambient" for t in ("ambient", "new age", "spacey", "airy", "calm")},
+    **{t: "ambient" for t in ("ambient", "new age", "spacey", "airy", "calm", "drone")},
     **{t: "jazz" for t in ("jazz", "jazzy", "sax", "trumpet")},
     **{t: "folk" for t in ("folk", "country", "banjo", "acoustic", "acoustic guitar", "sitar", "indian", "india",
                            "eastern")},
     **{t: "pop" for t in ("pop", "upbeat", "happy")},
-    **{t: "hip hop" for t in ("hip hop",)},
+    "hip hop": "hip hop",
     **{t: "rap" for t in ("rap", "talking")},
     **{t: "female" for t in ("female", "female vocal", "female singer", "woman", "woman singing")},
     **{t: "male" for t in ("male", "male vocal", "male voice", "man singing")},
     **{t: "instrumental" for t in ("no vocals", "no voice", "instrumental")},
-    **{t: t for t in ("guitar", "piano", "strings", "violin", "cello", "drums", "bass", "slow", "fast", "loud",
-                      "quiet", "soft", "drone", "percussion", "vocal", "vocals", "voice", "singing")},
 }
 
 FIRST_WORDS = ("Jade", "Amber", "Silver", "Hollow", "Crimson", "Northern", "Quiet", "Electric", "Velvet", "Iron",
@@ -185,9 +185,12 @@ def _replace(clip: Clip, **changes) -> Clip:
 
 
 def recipes_for(tags: Sequence[str], table: Mapping[str, str], available: Sequence[str]) -> list[str]:
-    """The renderable recipes of `tags` (via `table`), sorted and unique, restricted to `available`."""
+    """The renderable recipes of `tags` (via `table`), unique, in the order of `tags`, limited to `available`.
+
+    Order matters: music_synth takes the tempo from the first genre, so the style's own tag leads.
+    """
     usable = set(available)
-    return sorted({table[t] for t in tags if t in table and table[t] in usable})
+    return list(dict.fromkeys(table[t] for t in tags if t in table and table[t] in usable))
 
 
 def clip_seed(seed: int, key: int) -> int:
