@@ -374,3 +374,11 @@ def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, c
     ours = np.asarray(converted("MSD_musicnn")(split_patches(spectrogram, info.window_frames), training=False))
     expected, _ = reference("MSD_musicnn", split_patches(music_patches))
     assert np.abs(ours - expected).max() < 1e-3
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrained.main(["convert", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "python -m orpheus.pretrained convert MSD_musicnn" in out and INSTALL_COMMAND in out
