@@ -9,7 +9,6 @@ today's numpy). Inputs: a seeded random spectrogram and real music through the m
 from __future__ import annotations
 
 import ast
-import os
 import sys
 from pathlib import Path
 
