@@ -326,7 +326,12 @@ def _replace_dir(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
         os.replace(tmp_dir, out_dir)
         shutil.rmtree(old)
     else:
-        os.replace(tmp_dir, out_dir)
+        try:
+            os.replace(tmp_dir, out_dir)
+        except OSError as err:      # another process renamed its conversion into place first
+            if not out_dir.exists():
+                raise
+            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it") from err
 
 
 def convert(name: str, out_dir: str | os.PathLike, *, overwrite: bool = False,

@@ -9,7 +9,6 @@ today's numpy). Inputs: a seeded random spectrogram and real music through the m
 from __future__ import annotations
 
 import ast
-import os
 import sys
 from pathlib import Path
 
@@ -358,3 +357,27 @@ def test_cli_list_shows_conversion_state(tmp_path, capsys):
     assert out.count("installed, not converted yet") == 3 and "converted: " + str(tmp_path) in out
     assert pretrained.main(["list", "--musicnn-dir", str(tmp_path / "nowhere")]) == 0
     assert capsys.readouterr().out.count(INSTALL_COMMAND) == 4
+
+
+@needs_musicnn
+def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, converted, shared_audio_dir,
+                                                                     music_patches):
+    """End to end as tagging does it: audio and features from run.json's settings, then model.keras,
+    against musicnn's recipe (librosa features, original graph); measured 3e-7, tagging tolerance 0.01."""
+    from orpheus.audio import features, load_audio
+    info = read_run_info(pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir))
+    audio, sample_rate = load_audio(shared_audio_dir / REAL_CLIP, info.sample_rate)
+    spectrogram = features(audio, sample_rate, format=info.format, n_mels=info.n_mels, n_fft=info.n_fft,
+                           hop_length=info.hop_length, preset=info.preset)
+    assert abs(spectrogram.shape[0] - music_patches.shape[0]) <= 1
+    ours = np.asarray(converted("MSD_musicnn")(split_patches(spectrogram, info.window_frames), training=False))
+    expected, _ = reference("MSD_musicnn", split_patches(music_patches))
+    assert np.abs(ours - expected).max() < 1e-3
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrained.main(["convert", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "python -m orpheus.pretrained convert MSD_musicnn" in out and INSTALL_COMMAND in out
