@@ -356,7 +356,6 @@ def convert(name: str, out_dir: str | os.PathLike, *, overwrite: bool = False,
         os.chmod(tmp_dir, 0o755)        # mkdtemp makes it private; a run directory is an ordinary folder
         model.save(tmp_dir / MODEL_FILE)
         write_run_info(tmp_dir, run_info(name, source))
-        os.chmod(tmp_dir / RUN_INFO, 0o644)  # atomic writes create private files; keep it readable like the model
         _replace_dir(tmp_dir, out_dir, overwrite)
     finally:
         if tmp_dir.exists():
