@@ -153,6 +153,16 @@ def build_lists(folder: Path, summary: pd.DataFrame, n_mism: int, n_groups: int,
             f.write(f"%{g} Artist - Title\n" + "".join(f"{t}\n" for t in group[:size]))
 
 
+def build_inputs(work: str, sizes: dict, seed: int) -> None:
+    """Write every table input of the benchmark into `work`."""
+    work = Path(work)
+    rng = np.random.default_rng(seed)
+    summary = build_summary(work / "msd_summary_file.h5", sizes["summary_rows"], rng)
+    build_lastfm(work / "lastfm_tags.db", summary, sizes["tids"], sizes["tags"], sizes["pairs"], rng)
+    build_fetcher(work / "fetcher.csv", summary, sizes["fetcher_rows"], rng)
+    build_lists(work, summary, sizes["mismatches"], sizes["duplicate_groups"], rng)
+
+
 def timed_child(code: str) -> dict:
     """Run `code` in a fresh Python; it prints a JSON dict. Adds seconds and the child's peak RSS (MB)."""
     wrapper = ("import json, resource, time, sys\nstart = time.perf_counter()\n" + code +
@@ -164,15 +174,13 @@ def timed_child(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_tables(work: Path, scale: float, seed: int) -> None:
+def bench_tables(work: Path, scale: float, seed: int, reuse: bool = False) -> None:
     sizes = {k: max(10, int(v * scale)) for k, v in FULL.items()}
-    rng = np.random.default_rng(seed)
-    start = time.perf_counter()
-    summary = build_summary(work / "msd_summary_file.h5", sizes["summary_rows"], rng)
-    build_lastfm(work / "lastfm_tags.db", summary, sizes["tids"], sizes["tags"], sizes["pairs"], rng)
-    build_fetcher(work / "fetcher.csv", summary, sizes["fetcher_rows"], rng)
-    build_lists(work, summary, sizes["mismatches"], sizes["duplicate_groups"], rng)
-    print(f"built inputs {sizes} in {time.perf_counter() - start:.1f} s")
+    if not reuse:
+        # built in a child, so this process stays small: Linux carries ru_maxrss across fork + exec
+        built = timed_child(f"from bench.cleaning import build_inputs\nbuild_inputs({str(work)!r}, {sizes!r}, "
+                            f"{seed})\nresult = {{}}")
+        print(f"built inputs {sizes} in {built['seconds']:.1f} s (peak {built['peak_mb']:.0f} MB)")
 
     w = timed_child(
         "from msd.wrangle import run\n"
@@ -247,6 +255,7 @@ def main() -> int:
     parser.add_argument("--no-tables", action="store_true", help="skip the table part")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", help="keep inputs and outputs here (default: a temporary folder)")
+    parser.add_argument("--reuse-inputs", action="store_true", help="time the stages on the inputs in --work-dir")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"cleaning benchmark: {default_jobs()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -254,7 +263,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         if not args.no_tables:
-            bench_tables(work, args.scale, args.seed)
+            bench_tables(work, args.scale, args.seed, args.reuse_inputs)
         if not args.no_audio:
             bench_audio(work, args.audio_tracks, args.seed)
     finally:
