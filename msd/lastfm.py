@@ -107,12 +107,19 @@ class LastFm:
     # ---- bulk queries ----
     def popularity(self) -> list[tuple[str, int]]:
         """(tag, number of distinct tracks) for every tag with at least one track; descending, ties by name."""
-        counts = pd.read_sql_query(
-            "SELECT tags.tag AS tag, c.n AS n FROM "
-            "(SELECT tag, COUNT(DISTINCT tid) AS n FROM tid_tag GROUP BY tag) AS c "
-            "JOIN tags ON tags.ROWID = c.tag", self.conn)
-        counts = counts.sort_values(["n", "tag"], ascending=[False, True], kind="stable")
-        return [(str(t), int(n)) for t, n in zip(counts["tag"], counts["n"])]
+        tags = pd.read_sql_query("SELECT ROWID AS rid, tag FROM tags", self.conn)
+        shift = max(int(tags["rid"].max() if len(tags) else 1).bit_length(), 1)
+        # one streamed scan; (tid << shift) | tag packs a pair so repeated pairs count once
+        cursor = self.conn.execute(f"SELECT (tid << {shift}) | tag FROM tid_tag")
+        chunks = []
+        while rows := cursor.fetchmany(1 << 20):
+            chunks.append(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=len(rows)))
+        packed = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
+        counts = np.bincount(packed & ((1 << shift) - 1), minlength=int(tags["rid"].max() or 0) + 1
+                             if len(tags) else 1)
+        table = tags.assign(n=counts[tags["rid"].to_numpy()])
+        table = table[table["n"] > 0].sort_values(["n", "tag"], ascending=[False, True], kind="stable")
+        return [(str(t), int(n)) for t, n in zip(table["tag"], table["n"])]
 
     def tid_table(self) -> pd.Series:
         """Series mapping tid (str) -> ROWID (int64), cached; tids in ROWID order."""
