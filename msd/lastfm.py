@@ -85,6 +85,15 @@ class LastFm:
     def close(self) -> None:
         self.conn.close()
 
+    def has_index(self, table: str, column: str) -> bool:
+        """Whether an index of `table` starts with `column` (the clean database has them; raw ones may not)."""
+        for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                                     (table,)).fetchall():
+            first = self.conn.execute("SELECT name FROM pragma_index_info(?) WHERE seqno = 0", (row[0],)).fetchone()
+            if first is not None and first[0] == column:
+                return True
+        return False
+
     # ---- small queries ----
     def vocabulary(self) -> list[str]:
         """All tags, in ROWID order (for the clean database: by popularity, descending)."""
@@ -131,7 +140,11 @@ class LastFm:
 
     def tagged_tids(self, min_val: float | None = None) -> set[str]:
         """Track ids with at least one tid_tag row (with val >= `min_val` when given)."""
-        # streaming the column and deduplicating in numpy beats SQLite's DISTINCT b-tree ~10x without an index
+        if min_val is None and self.has_index("tid_tag", "tid"):  # walk the index, all in SQLite
+            rowids = np.fromiter((r[0] for r in self.conn.execute("SELECT DISTINCT tid FROM tid_tag")), np.int64)
+            table = self.tid_table()
+            return set(table.index[np.isin(table.to_numpy(), rowids)])
+        # without an index, streaming the column and deduplicating in numpy beats SQLite's DISTINCT b-tree
         sql = "SELECT tid FROM tid_tag" + (" WHERE val >= ?" if min_val is not None else "")
         params = () if min_val is None else (float(min_val),)
         cursor = self.conn.execute(sql, params)
