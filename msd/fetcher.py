@@ -19,6 +19,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 
 import argparse
 import logging
+import multiprocessing
 import time
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ from orpheus.parallel import parallel_map
 log = logging.getLogger(__name__)
 
 CLIP_SUFFIX = ".clip.mp3"
+FILES_PER_WORKER = 2000
 COLUMNS = ["track_7digitalid", "file_path", "file_size", "channels", "sample_rate", "clip_length"]
 
 
@@ -88,18 +90,19 @@ def read_header(path: str) -> tuple[int, int | None, int | None, float | None]:
     return size, None, None, None
 
 
-def _header_row(path: str) -> tuple[int, int | None, int | None, float | None]:
-    return read_header(path)
-
-
 def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False) -> pd.DataFrame:
     """Scan `root_dir` and return the fetcher table (columns `COLUMNS`, one row per clip, sorted by path)."""
     root = require_dir(root_dir, "audio root")
     rel_paths = find_clips(root)
     ids = [seven_digital_id(p) for p in rel_paths]
     full = [str(root / p) for p in rel_paths]
-    headers = list(parallel_map(_header_row, full, jobs=jobs, desc="fetcher", quiet=quiet,
-                                chunksize=max(1, min(64, len(full) // (max(jobs, 1) * 4) or 1))))
+    # a header read takes about a millisecond and starting a worker about a second: use only as many
+    # workers as there are FILES_PER_WORKER files
+    workers = max(1, min(jobs, len(full) // FILES_PER_WORKER))
+    if workers > 1:  # workers fork from a server that has imported this module once, not each on its own
+        multiprocessing.set_forkserver_preload(["msd.fetcher"])
+    headers = list(parallel_map(read_header, full, jobs=workers, desc="fetcher", quiet=quiet,
+                                chunksize=max(1, min(256, len(full) // (workers * 8) or 1))))
     table = pd.DataFrame(headers, columns=["file_size", "channels", "sample_rate", "clip_length"])
     table.insert(0, "file_path", rel_paths)
     table.insert(0, "track_7digitalid", ids)

@@ -34,7 +34,8 @@ def test_scan_reads_headers_and_keeps_unreadable(tree):
     assert good.loc[[333, 444], ["channels", "sample_rate", "clip_length"]].isna().all().all()
 
 
-def test_cli_writes_csv_refuses_overwrite_and_parallel_matches(tree, tmp_path, capsys):
+def test_cli_writes_csv_refuses_overwrite_and_parallel_matches(tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fetcher, "FILES_PER_WORKER", 1)  # really start 2 workers on this tiny tree
     out = tmp_path / "fetcher.csv"
     assert fetcher.main([str(out), "--root-dir", str(tree), "--quiet", "--jobs", "1"]) == 0
     first = pd.read_csv(out)
