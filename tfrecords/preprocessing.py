@@ -44,6 +44,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 import argparse
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -72,7 +73,7 @@ PROGRESS_DIR = "progress"
 SKIPPED_CSV = "skipped.csv"
 # Tracks handed to one process pool at a time: bounds the features held in memory when the writer
 # (the main process) is slower than the workers.
-TRACKS_PER_BATCH_PER_JOB = 32
+TRACKS_PER_BATCH_PER_JOB = 128
 SQL_CHUNK = 500
 
 
@@ -374,10 +375,16 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
 
     Returns the sidecar dict.
     """
+    # TensorFlow is imported after the first result is in: with a process pool, its import (seconds)
+    # overlaps the workers' decoding instead of delaying their start.
+    results = iter(results)
+    first = list(itertools.islice(results, 1))
     import tensorflow as tf
 
     from orpheus import spec
 
+    if SPLIT_NAMES != tuple(spec.SPLITS) or shard.name != spec.shard_name(shard.split, shard.index, shard.count):
+        raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/preprocessing.py")
     schema = spec.example_spec(settings.format, settings.n_mfcc if settings.format == "mfcc" else settings.n_mels,
                                len(vocabulary), settings.storage)
     remove_leftovers(out_dir, shard)
@@ -386,7 +393,7 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
     skipped: list[tuple[str, str]] = []
     with atomic_path(out_dir / shard.name) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for track, (values, reason) in zip(shard.tracks, results):
+            for track, (values, reason) in zip(shard.tracks, itertools.chain(first, results)):
                 if values is None:
                     skipped.append((track.track_id, reason))
                     continue
@@ -472,10 +479,6 @@ def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | 
                                 hop_length=hop_length, n_mfcc=n_mfcc, dtype=dtype, min_length_s=min_length_s)
     vocabulary, shards, skipped_before = plan(csv_path, tag_path, root_dir, split=split, split_file=split_file,
                                               num_files=num_files)
-    from orpheus import spec
-    if tuple(SPLIT_NAMES) != tuple(spec.SPLITS) or any(s.name != spec.shard_name(s.split, s.index, s.count)
-                                                         for s in shards):
-        raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/preprocessing.py")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if shard_index is not None and not 0 <= shard_index < len(shards):
