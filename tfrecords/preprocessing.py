@@ -5,8 +5,9 @@ Inputs:
                       columns audio_start/audio_end (seconds) exist, only that span is decoded: this is
                       how the original urop2019 Orpheus dropped the leading and trailing silence found by
                       the cleaning stage. An empty value means the start / the end of the file.
-    clean_lastfm.db   tables tids(tid), tags(tag), tid_tag(tid, tag, val) joined on ROWIDs; every
-                      tid_tag row is a positive. Tag output order = ROWID order of the `tags` table.
+    clean_lastfm.db   tables tids(tid), tags(tag), tid_tag(tid, tag, val) joined on ROWIDs, read with
+                      `msd.lastfm.LastFm`; every tid_tag row is a positive (`multi_hot`, min_val 0).
+                      Tag output order = ROWID order of the `tags` table.
 
 Outputs in OUT_DIR:
     {split}-{i:05d}-of-{n:05d}.tfrecord   examples per `orpheus.spec` (tid, artist_id, audio, tags)
@@ -49,7 +50,6 @@ import json
 import logging
 import math
 import shlex
-import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,7 +74,6 @@ SKIPPED_CSV = "skipped.csv"
 # Tracks handed to one process pool at a time: bounds the features held in memory when the writer
 # (the main process) is slower than the workers.
 TRACKS_PER_BATCH_PER_JOB = 128
-SQL_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -150,49 +149,33 @@ def _optional_seconds(value: str | None, column: str, track_id: str, path: Path)
         raise DataFormatError(f"{path}: {column}={value!r} of track {track_id} is not a number of seconds") from err
 
 
-def read_tag_vocabulary(db: sqlite3.Connection) -> list[tuple[int, str]]:
-    """(ROWID, tag) of every tag, in ROWID order (the output order)."""
-    return db.execute("SELECT ROWID, tag FROM tags ORDER BY ROWID").fetchall()
-
-
 def read_track_tags(tag_path: str | Path, track_ids: Sequence[str]) -> tuple[list[str], dict[str, list[int]]]:
-    """Read the clean tag database.
+    """Read the clean tag database through the cleaning stage's query layer (`msd.lastfm.LastFm`).
 
     Args:
-        tag_path: clean_lastfm.db (tables tids, tags, tid_tag).
+        tag_path: clean_lastfm.db (tables tids, tags, tid_tag joined on ROWIDs).
         track_ids: the tracks of interest.
 
     Returns:
         (vocabulary, tags_of): tag names in ROWID order, and for each track id with at least one
         tag the sorted indices of its tags in that vocabulary.
+
+    Raises:
+        MissingInputError / DataFormatError: the file is absent, not SQLite, or lacks the schema.
     """
-    path = require_file(tag_path, "clean tag database (clean_lastfm.db)")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as err:
-        raise DataFormatError(f"{path}: cannot open as SQLite ({err}); expected clean_lastfm.db") from err
-    try:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"tids", "tags", "tid_tag"} <= tables:
-            raise DataFormatError(f"{path}: tables tids, tags, tid_tag not all present (found {sorted(tables)}); "
-                                  "expected clean_lastfm.db from msd/lastfm_cleaning.py")
-        vocabulary = read_tag_vocabulary(db)
-        index_of_rowid = {rowid: i for i, (rowid, _) in enumerate(vocabulary)}
-        tags_of: dict[str, set[int]] = {}
-        ids = list(track_ids)
-        for start in range(0, len(ids), SQL_CHUNK):
-            chunk = ids[start:start + SQL_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute("SELECT tids.tid, tid_tag.tag FROM tid_tag JOIN tids ON tids.ROWID = tid_tag.tid "
-                              f"WHERE tids.tid IN ({marks})", chunk)
-            for tid, tag_rowid in rows:
-                if tag_rowid in index_of_rowid:
-                    tags_of.setdefault(tid, set()).add(index_of_rowid[tag_rowid])
-    except sqlite3.DatabaseError as err:
-        raise DataFormatError(f"{path}: not a readable tag database ({err}); expected clean_lastfm.db") from err
-    finally:
-        db.close()
-    return [tag for _, tag in vocabulary], {tid: sorted(tags) for tid, tags in tags_of.items()}
+    from msd.lastfm import LastFm  # pandas: needed by the main process only, not by the workers
+
+    with LastFm(tag_path) as db:
+        vocabulary = db.vocabulary()
+        duplicated = sorted(tag for tag, n in Counter(vocabulary).items() if n > 1)
+        if duplicated:
+            raise DataFormatError(f"{tag_path}: tag(s) {duplicated[:3]} appear twice in the tags table; pass the "
+                                  "clean database from msd/lastfm_cleaning.py, not the raw one")
+        labels = db.multi_hot(list(track_ids), vocabulary)  # uint8 [n_tracks, n_tags]
+    tags_of: dict[str, list[int]] = {}
+    for row, col in zip(*np.nonzero(labels)):
+        tags_of.setdefault(track_ids[row], []).append(int(col))
+    return vocabulary, tags_of
 
 
 def read_split_file(split_path: str | Path) -> dict[str, str]:
