@@ -80,11 +80,14 @@ TRACKS_PER_BATCH_PER_JOB = 128
 class Track:
     """One row of ultimate.csv that will be decoded.
 
-    path: absolute audio path; start_s/end_s: the span to decode in seconds (end None = to the end);
+    mp3_path: as in ultimate.csv, relative to --root-dir; path: the same, resolved (not part of the
+    shard fingerprint, so moving the audio tree does not invalidate finished shards);
+    start_s/end_s: the span to decode in seconds (end None = to the end);
     tags: indices into the vocabulary of the positive tags, sorted.
     """
     track_id: str
     artist_id: str
+    mp3_path: str
     path: str
     start_s: float = 0.0
     end_s: float | None = None
@@ -280,7 +283,7 @@ def plan(csv_path: str | Path, tag_path: str | Path, root_dir: str | Path, *, sp
             split_name = hash_split(row["artist_id"] or tid, split)
         start = _optional_seconds(row.get("audio_start"), "audio_start", tid, csv_file) or 0.0
         end = _optional_seconds(row.get("audio_end"), "audio_end", tid, csv_file)
-        tracks_by_split[split_name].append(Track(tid, row["artist_id"], str(root / row["mp3_path"]),
+        tracks_by_split[split_name].append(Track(tid, row["artist_id"], row["mp3_path"], str(root / row["mp3_path"]),
                                                  start, end, tuple(tags_of[tid])))
     return vocabulary, plan_shards(tracks_by_split, num_files), skipped
 
@@ -319,7 +322,8 @@ def extract(job: tuple[Track, FeatureSettings]) -> tuple[np.ndarray | None, str]
 def fingerprint(settings: FeatureSettings, vocabulary: Sequence[str], shard: Shard) -> str:
     """A hash of everything that determines a shard's content: settings, vocabulary and its tracks."""
     payload = json.dumps({"settings": asdict(settings), "tags": list(vocabulary),
-                          "tracks": [asdict(t) for t in shard.tracks]}, sort_keys=True)
+                          "tracks": [{k: v for k, v in asdict(t).items() if k != "path"} for t in shard.tracks]},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -548,8 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=tuple(audio.PRESETS), default="db",
                         help="log-mel recipe: db = power_to_db, n_fft 2048, hop 512; musicnn = log10(10000x+1), "
                              "n_fft 512, hop 256 (MFCC always uses db)")
-    parser.add_argument("--n-fft", type=int, default=None, help="STFT size in samples (default: the preset's)")
-    parser.add_argument("--hop-length", type=int, default=None, help="STFT hop in samples (default: the preset's)")
+    parser.add_argument("--n-fft", type=int, default=None, help="STFT size in samples; None = the preset's")
+    parser.add_argument("--hop-length", type=int, default=None, help="STFT hop in samples; None = the preset's")
     parser.add_argument("--n-mfcc", type=int, default=20, help="MFCC coefficients (mfcc format)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="storage of the feature; float16 halves the size (error: see below)")
