@@ -374,3 +374,16 @@ def test_end_to_end_on_the_miniature_msd(tmp_path):
         assert artists.setdefault(ex["artist_id"], ex["split"]) == ex["split"]
         assert ex["audio"].shape[1] == 96 and ex["audio"].shape[0] >= 15 * 16000 // 512
     assert sum(info.counts.values()) == len(examples)
+
+
+def test_pool_batches_bound_memory():
+    def settings(fmt, dtype="float32"):
+        return pp.resolve_settings(fmt, sample_rate=16000, n_mels=96, preset="db", n_fft=None, hop_length=None,
+                                   n_mfcc=20, dtype=dtype, min_length_s=15)
+    for fmt in ("waveform", "log-mel-spectrogram", "mfcc"):
+        for jobs in (1, 2, 16):
+            n = pp.tracks_per_batch(settings(fmt), jobs)
+            assert jobs * 4 <= n <= jobs * pp.TRACKS_PER_BATCH_PER_JOB
+    # one minute of 16 kHz float32 waveform is 3.84 MB: 16 jobs may not hold 16 x 128 of them
+    assert pp.tracks_per_batch(settings("waveform"), 16) * 3.84e6 <= pp.BATCH_MEMORY_BYTES * 1.01
+    assert pp.tracks_per_batch(settings("waveform", "float16"), 16) > pp.tracks_per_batch(settings("waveform"), 16)

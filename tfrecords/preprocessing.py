@@ -72,8 +72,10 @@ SPLIT_NAMES = ("train", "valid", "test")  # == orpheus.spec.SPLITS, checked in `
 PROGRESS_DIR = "progress"
 SKIPPED_CSV = "skipped.csv"
 # Tracks handed to one process pool at a time: bounds the features held in memory when the writer
-# (the main process) is slower than the workers.
+# (the main process) is slower than the workers, while keeping pool start-ups rare.
 TRACKS_PER_BATCH_PER_JOB = 128
+BATCH_MEMORY_BYTES = 1 << 30
+ESTIMATE_TRACK_S = 60.0  # MSD previews are 30 s; allow for longer tracks
 
 
 @dataclass(frozen=True)
@@ -450,6 +452,16 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
                            n_mfcc if fmt == "mfcc" else None, dtype, min_length_s)
 
 
+def tracks_per_batch(settings: FeatureSettings, jobs: int) -> int:
+    """Tracks per process pool: `TRACKS_PER_BATCH_PER_JOB` per job, fewer when their features
+    (estimated for `ESTIMATE_TRACK_S`-second tracks) would exceed `BATCH_MEMORY_BYTES`."""
+    values_per_s = settings.sample_rate if settings.format == "waveform" else (
+        settings.sample_rate / settings.hop_length * (settings.n_mfcc or settings.n_mels))
+    track_bytes = values_per_s * ESTIMATE_TRACK_S * (2 if settings.storage == "float16" else 4)
+    by_memory = int(BATCH_MEMORY_BYTES // max(track_bytes, 1))
+    return max(max(1, jobs) * 4, min(max(1, jobs) * TRACKS_PER_BATCH_PER_JOB, by_memory))
+
+
 def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | Path, root_dir: str | Path,
         sample_rate: int = 16000, n_mels: int = 96, preset: str = "db", n_fft: int | None = None,
         hop_length: int | None = None, n_mfcc: int = 20, dtype: str = "float32", min_length_s: float = 15.0,
@@ -494,7 +506,7 @@ def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | 
             remove_leftovers(out, shard)
     log.info("%d shard(s) in all; %d to write, %d already complete", len(selected), len(todo),
              len(selected) - len(todo))
-    jobs_per_batch = max(1, jobs) * TRACKS_PER_BATCH_PER_JOB
+    jobs_per_batch = tracks_per_batch(settings, jobs)
     items = [(track, settings) for shard in todo for track in shard.tracks]
 
     def results() -> Iterator[tuple[np.ndarray | None, str]]:
