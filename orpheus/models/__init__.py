@@ -22,6 +22,7 @@ from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
 from orpheus.models.choi import build_crnn, build_fcn
 from orpheus.models.dabral import build_multiscale
+from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG, build_musicnn, build_vgg
 from orpheus.models.pons import build_pons_log_mel, build_pons_waveform
 
 Builder = Callable[[ModelConfig, tuple, int], keras.Model]
@@ -37,10 +38,14 @@ class ModelEntry:
         builder: `build_x(config, input_shape, n_tags) -> keras.Model`.
         formats: the `orpheus.spec.FORMATS` the model accepts as input.
         description: one line: the paper and what the architecture does.
+        reference_config: the widths of the published model when they differ from `ModelConfig`'s
+            defaults (musicnn's checkpoints); None when the defaults are the reference. Used by the
+            listing; training always uses the run's own config.
     """
     builder: Builder
     formats: tuple[str, ...]
     description: str
+    reference_config: ModelConfig | None = None
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -50,6 +55,14 @@ MODELS: dict[str, ModelEntry] = {
     "pons_waveform": ModelEntry(
         build_pons_waveform, WAVEFORM_FORMATS,
         "Pons et al. 2018: sample-level waveform front end, residual 512-filter back end"),
+    "musicnn": ModelEntry(
+        build_musicnn, SPECTROGRAM_FORMATS,
+        "Pons & Serra 2019 musicnn, as the musicnn 0.1.0 checkpoints define it (loads them)",
+        MUSICNN_CONFIG),
+    "vgg": ModelEntry(
+        build_vgg, SPECTROGRAM_FORMATS,
+        "musicnn 0.1.0's VGG-like baseline: five 3x3 conv layers, fixed window (loads its checkpoints)",
+        VGG_CONFIG),
     "fcn": ModelEntry(
         build_fcn, SPECTROGRAM_FORMATS,
         "Choi et al. 2016 FCN: five 3x3 conv blocks pooled to one vector (29 s / 1366 frames -> 1x1)"),
