@@ -15,6 +15,7 @@ from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
 from orpheus.models import MODELS, SPECTROGRAM_FORMATS, WAVEFORM_FORMATS, build_model, count_parameters
 from orpheus.models.__main__ import main as models_main
+from orpheus.models import pons
 from orpheus.models.choi import adapted_frequency_pools
 from orpheus.spec import FORMATS
 
@@ -97,6 +98,30 @@ def test_parameter_counts_of_the_other_models(name, expected):
     assert count_parameters(build_model(ModelConfig(name=name), (None, 96), 50)) == expected
 
 
+# musicnn's checkpoint widths (n_filters=64, n_dense=200), 96 mels, 50 tags, by hand:
+#   input bn 4; timbral 7x38 and 7x67 convs of 204 filters: 54,468 + 95,880, bns 816 + 816;
+#   temporal 128/64/32 x 1 convs of 51 filters: 6,579 + 3,315 + 1,683, bns 3 * 204 = 612 (561 channels);
+#   mid end Conv1D(64, 7): 7*561*64+64 = 251,392, then 2 x (7*64*64+64 = 28,736), bns 3 * 256;
+#   max+mean of 561 + 3*64 = 753 channels = 1,506, bn 6,024; dense 1,506*200+200 = 301,400, bn 800;
+#   tags 200*50+50 = 10,050                                                      -> 792,079
+# vgg (n_filters=128) on 187 frames x 96 mels, 50 tags: input bn 4; conv1 9*1*128+128 = 1,280;
+#   conv2..5 4 x (9*128*128+128 = 147,584); bns 5 * 512; pools leave 2 x 1 x 128 = 256 features;
+#   tags 256*50+50 = 12,850                                                      -> 607,030
+@pytest.mark.parametrize("name, shape, expected", [("musicnn", (None, 96), 792_079), ("vgg", (187, 96), 607_030)])
+def test_parameter_counts_of_the_musicnn_models_at_their_checkpoint_widths(name, shape, expected):
+    reference = MODELS[name].reference_config
+    assert reference is not None and reference.name == name
+    assert count_parameters(build_model(reference, shape, 50)) == expected
+
+
+def test_waveform_minimum_length_is_exact():
+    assert pons.waveform_frames(pons.min_waveform_samples()) == pons.BACKEND_KERNEL + 1
+    assert pons.waveform_frames(pons.min_waveform_samples() - 1) == pons.BACKEND_KERNEL
+    model = build_model(ModelConfig(name="pons_waveform", n_dense=8), (48_000,), 3)
+    # 48000 // 3 = 16000 -> 5332 -> 1776 -> 591 -> 196 -> 64 -> 20  ((n - 2) // 3 per block)
+    assert model.get_layer("sample6_pool").output.shape[1] == pons.waveform_frames(48_000) == 20
+
+
 def test_fcn_pools_a_29_second_input_to_one_by_one_before_the_global_pool():
     """96 mels x 1366 frames (29.1 s at 12 kHz, hop 256): the last block sees 4 x 4, Choi's final 4x4 pool."""
     model = build_model(ModelConfig(name="fcn", n_filters=2), (1366, 96), 50)
@@ -149,8 +174,11 @@ def test_output_shape_dtype_names_and_variable_length(name):
         assert np.all((probabilities > 0) & (probabilities < 1))
         embedding = keras.ops.convert_to_numpy(embedder(batch, training=False))
         assert embedding.shape[0] == 3 and embedding.ndim == 2
-        # the embedding is what the "tags" layer reads (after dropout, inactive here)
+        # the embedding is what the "tags" layer reads, through at most a dropout layer
         assert embedding.shape[1] == model.get_layer("tags").kernel.shape[0]
+        reader = model.get_layer("tags").input._keras_history.operation
+        read = reader.input if isinstance(reader, keras.layers.Dropout) else model.get_layer("tags").input
+        assert read is model.get_layer("embedding").output
 
 
 @pytest.mark.parametrize("name", [

@@ -12,6 +12,7 @@ mixed-precision policy, so probabilities and the loss are computed in full preci
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import keras
@@ -48,9 +49,9 @@ def check_input_shape(input_shape: Sequence[int | None], *, kind: str, model: st
     else:
         raise ValueError(f"unknown input kind {kind!r}")
     for size in shape:
-        if size is not None and (not isinstance(size, int) or size < 1):
+        if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
             raise ConfigError(f"model {model!r}: input shape {shape} must hold positive integers or None")
-    return shape
+    return tuple(None if size is None else int(size) for size in shape)
 
 
 def check_min_length(length: int | None, minimum: int, *, model: str, unit: str) -> None:
