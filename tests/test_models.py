@@ -29,7 +29,7 @@ SMALL = {
     "pons_waveform": (ModelConfig(name="pons_waveform", n_dense=8), None, (19_680, 25_000)),
     "fcn": (ModelConfig(name="fcn", n_filters=2), 24, (320, 411)),
     "crnn": (ModelConfig(name="crnn", n_filters=2), 20, (96, 150)),
-    "multiscale": (ModelConfig(name="multiscale", n_filters=2, n_dense=8), 16, (16, 45)),
+    "multiscale": (ModelConfig(name="multiscale", n_filters=2, n_dense=8), 16, (64, 99)),
 }
 
 
@@ -90,10 +90,12 @@ def test_pons_parameter_counts_match_the_paper_configuration(name, expected):
 # crnn: input bn 384; conv1 9*1*64+64=640, bn 256; conv2 9*64*128+128=73,856, bn 512;
 #       conv3 and conv4 147,584 + bn 512 each; gru1 3*(128*32+32*32+64)=15,552;
 #       gru2 3*(32*32+32*32+64)=6,336; tags 32*50+50=1,650                       -> 395,378
-# multiscale: per stream 9*1*32+32=320, bn 128, 9*32*64+64=18,496, bn 256 = 19,200, x3 = 57,600;
-#       merged1 9*192*128+128=221,312, bn 512; merged2 9*128*256+256=295,168, bn 1,024;
-#       embedding (max+mean 512) 512*500+500=256,500; tags 500*50+50=25,050     -> 857,166
-@pytest.mark.parametrize("name, expected", [("fcn", 865_074), ("crnn", 395_378), ("multiscale", 857_166)])
+# multiscale (no conv batch norms; kernels time x frequency):
+#       scale1 7*3*1*50+50=1,100, 5*3*50*100+100=75,100, 9*100*70+70=63,070;
+#       scale2 5*3*1*100+100=1,600, 63,070; scale3 9*1*70+70=700;
+#       merged 9*210*70+70=132,370, 9*70*70+70=44,170; 96 bands -> 6 after /16, so max+mean over time
+#       of 6*70 = 840 values, bn 4*840=3,360; embedding 840*500+500=420,500; tags 500*50+50=25,050 -> 830,090
+@pytest.mark.parametrize("name, expected", [("fcn", 865_074), ("crnn", 395_378), ("multiscale", 830_090)])
 def test_parameter_counts_of_the_other_models(name, expected):
     assert count_parameters(build_model(ModelConfig(name=name), (None, 96), 50)) == expected
 
@@ -138,11 +140,17 @@ def test_crnn_feeds_the_grus_one_vector_per_remaining_frame():
 def test_multiscale_streams_line_up_for_odd_lengths():
     """The three scales reach the same map size for any length, so the depthwise concatenation works."""
     model = build_model(ModelConfig(name="multiscale", n_filters=2), (None, 20), 3)
-    for n_frames in (16, 47, 103):
+    for n_frames in (64, 99, 131):
         outputs = model(random_batch((1, n_frames, 20)), training=False)
         assert outputs.shape == (1, 3)
-    concat = model.get_layer("scales_concat")
-    assert concat.output.shape[-1] == 3 * 4 * 2
+    assert model.get_layer("scales_concat").output.shape[-1] == 3 * 9     # round(70 * 2 / 16) = 9 each
+
+
+def test_multiscale_at_the_authors_input_ends_on_their_flattened_map():
+    """128 mels x 628 frames: the last map is 9 x 8 x 70 = 5,040 values, as in the authors' code."""
+    model = build_model(ModelConfig(name="multiscale"), (628, 128), 50)
+    assert model.get_layer("scales_concat").output.shape[1:] == (19, 16, 210)
+    assert model.get_layer("merged_conv2_pool").output.shape[1:] == (9, 8, 70)
 
 
 def test_frequency_pools_adapt_to_few_bins():
@@ -222,8 +230,8 @@ def test_unknown_model_name_lists_the_known_ones():
     ("pons_waveform", (19_679,), "at least 19680 samples"),
     ("fcn", (319, 96), "at least 320 frames"),
     ("crnn", (95, 96), "at least 96 frames"),
-    ("multiscale", (15, 96), "at least 16 frames"),
-    ("multiscale", (100, 7), "at least 8 bins"),
+    ("multiscale", (63, 96), "at least 64 frames"),
+    ("multiscale", (100, 15), "at least 16 bins"),
     ("crnn", (None,), "spectrogram input shape"),
 ])
 def test_input_shapes_a_model_cannot_take_are_config_errors(name, shape, message):

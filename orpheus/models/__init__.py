@@ -71,7 +71,7 @@ MODELS: dict[str, ModelEntry] = {
         "Choi et al. 2017 CRNN: four 3x3 conv blocks, then two GRU layers over time"),
     "multiscale": ModelEntry(
         build_multiscale, SPECTROGRAM_FORMATS,
-        "Dabral et al. 2018: conv streams over 1x, 2x, 4x time-subsampled spectrograms, concatenated"),
+        "Dabral et al. 2018: conv stacks over three subsampled spectrograms, concatenated depthwise"),
 }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from typing import Sequence
 
@@ -18,11 +17,10 @@ from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
 
-logger = logging.getLogger(__name__)
 
 EPILOG = """examples:
   python -m orpheus.models
-  python -m orpheus.models --input-seconds 29.1 --sample-rate 12000 --hop-length 256 --n-tags 50
+  python -m orpheus.models --input-seconds 29.12 --sample-rate 12000 --hop-length 256 --n-tags 50
   python -m orpheus.models --n-filters 32 --n-dense 1024
 """
 

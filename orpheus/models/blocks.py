@@ -80,17 +80,18 @@ def drop_axis(x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
 
 def conv_relu_bn(x: keras.KerasTensor, filters: int, kernel_size: int | tuple[int, int], *, name: str,
                  strides: int = 1, padding: str = "valid", pool_size: int | tuple[int, int] | None = None,
-                 ) -> keras.KerasTensor:
-    """Convolution with ReLU, then batch norm, then an optional max-pooling (Pons et al.'s order).
+                 batch_norm: bool = True) -> keras.KerasTensor:
+    """Convolution with ReLU, then batch norm (unless `batch_norm` is False), then an optional max-pooling.
 
-    A 1-D convolution when `kernel_size` is an int (x: [t, c]), else 2-D (x: [t, f, c]).
-    Layers: `{name}_conv`, `{name}_bn`, `{name}_pool`.
+    Pons et al.'s order. A 1-D convolution when `kernel_size` is an int (x: [t, c]), else 2-D
+    (x: [t, f, c]). Layers: `{name}_conv`, `{name}_bn`, `{name}_pool`.
     """
     conv = layers.Conv1D if isinstance(kernel_size, int) else layers.Conv2D
     pool = layers.MaxPooling1D if isinstance(kernel_size, int) else layers.MaxPooling2D
     x = conv(filters, kernel_size, strides=strides, padding=padding, activation="relu",
              kernel_initializer="variance_scaling", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
     if pool_size is not None:
         x = pool(pool_size, name=f"{name}_pool")(x)
     return x
