@@ -13,7 +13,8 @@ import pytest
 
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
-from orpheus.models import MODELS, SPECTROGRAM_FORMATS, WAVEFORM_FORMATS, build_model, count_parameters
+from orpheus.models import (MODELS, SPECTROGRAM_FORMATS, WAVEFORM_FORMATS, build_model, check_format,
+                            count_parameters)
 from orpheus.models.__main__ import main as models_main
 from orpheus.models import pons
 from orpheus.models.choi import adapted_frequency_pools
@@ -237,6 +238,16 @@ def test_unknown_model_name_lists_the_known_ones():
 def test_input_shapes_a_model_cannot_take_are_config_errors(name, shape, message):
     with pytest.raises(ConfigError, match=message):
         build_model(ModelConfig(name=name), shape, 50)
+
+
+def test_format_check_names_the_models_that_fit():
+    check_format("pons_waveform", "waveform")
+    check_format("crnn", "mfcc")
+    with pytest.raises(ConfigError, match="model 'fcn' takes log-mel-spectrogram or mfcc input, not waveform; "
+                                          "models for waveform: pons_waveform"):
+        check_format("fcn", "waveform")
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        check_format("nope", "mfcc")
 
 
 def test_zero_tags_is_a_config_error():

@@ -75,6 +75,14 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of model `name`; `ConfigError` listing the known names when there is none."""
+    entry = MODELS.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown model {name!r} (model.name); known models: {', '.join(sorted(MODELS))}")
+    return entry
+
+
 def build_model(config: ModelConfig, input_shape: tuple[int | None, ...], n_tags: int) -> keras.Model:
     """Build the registered model `config.name` for inputs of `input_shape` and `n_tags` outputs.
 
@@ -90,12 +98,24 @@ def build_model(config: ModelConfig, input_shape: tuple[int | None, ...], n_tags
         ConfigError: an unknown model name (the message lists the known ones) or an input shape or tag
             count the model cannot take.
     """
-    entry = MODELS.get(config.name)
-    if entry is None:
-        raise ConfigError(f"unknown model {config.name!r} (model.name); known models: {', '.join(sorted(MODELS))}")
+    entry = model_entry(config.name)
     if not isinstance(n_tags, int) or n_tags < 1:
         raise ConfigError(f"model {config.name!r} needs n_tags >= 1, got {n_tags!r}")
     return entry.builder(config, tuple(input_shape), n_tags)
+
+
+def check_format(name: str, fmt: str) -> None:
+    """Raise `ConfigError` unless registered model `name` accepts input features of format `fmt`.
+
+    Args:
+        name: a key of `MODELS` (model.name).
+        fmt: one of `orpheus.spec.FORMATS`, e.g. the `format` of a shard folder's dataset.json.
+    """
+    entry = model_entry(name)
+    if fmt not in entry.formats:
+        fitting = sorted(key for key, other in MODELS.items() if fmt in other.formats)
+        raise ConfigError(f"model {name!r} takes {' or '.join(entry.formats)} input, not {fmt}; "
+                          f"models for {fmt}: {', '.join(fitting) or 'none'}")
 
 
 def count_parameters(model: keras.Model) -> int:
