@@ -9,7 +9,6 @@ today's numpy). Inputs: a seeded random spectrogram and real music through the m
 from __future__ import annotations
 
 import ast
-import os
 import sys
 from pathlib import Path
 
@@ -244,12 +243,14 @@ def test_coverage_is_checked_in_both_directions():
     vgg_reader = open_checkpoint(locate_checkpoint("MSD_vgg"))
     with pytest.raises(DataFormatError, match="expected in the checkpoint but absent"):
         load_checkpoint_values(model, vgg_reader, entry.scopes, "MSD_vgg")
-    vgg = PRETRAINED["MSD_vgg"]
-    vgg_model = vgg.builder(vgg.config, vgg.input_shape, 50)
-    # a checkpoint variable the model never takes: leave the model's output layer out of the table
-    # and drop the model's check by handing it a model without that layer's weights mapped elsewhere
-    with pytest.raises(DataFormatError, match="model weights without a checkpoint value: tags/"):
-        load_checkpoint_values(vgg_model, vgg_reader, vgg.scopes[:-1], "MSD_vgg")
+    with pytest.raises(DataFormatError, match="mapped more than once: dense/bias, dense/kernel"):
+        load_checkpoint_values(model, reader, entry.scopes + (("dense", "dense"),), "MSD_musicnn")
+    # a model whose every weight is mapped, but which leaves checkpoint variables unused
+    import keras
+    audio = keras.Input((None, 96, 1), name="audio")
+    only_bn = keras.Model(audio, keras.layers.BatchNormalization(name="input_bn")(audio))
+    with pytest.raises(DataFormatError, match="checkpoint variables the model does not use: batch_normalization_1/"):
+        load_checkpoint_values(only_bn, reader, entry.scopes[:1], "MSD_musicnn")
 
 
 @needs_musicnn
@@ -356,3 +357,27 @@ def test_cli_list_shows_conversion_state(tmp_path, capsys):
     assert out.count("installed, not converted yet") == 3 and "converted: " + str(tmp_path) in out
     assert pretrained.main(["list", "--musicnn-dir", str(tmp_path / "nowhere")]) == 0
     assert capsys.readouterr().out.count(INSTALL_COMMAND) == 4
+
+
+@needs_musicnn
+def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, converted, shared_audio_dir,
+                                                                     music_patches):
+    """End to end as tagging does it: audio and features from run.json's settings, then model.keras,
+    against musicnn's recipe (librosa features, original graph); measured 3e-7, tagging tolerance 0.01."""
+    from orpheus.audio import features, load_audio
+    info = read_run_info(pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir))
+    audio, sample_rate = load_audio(shared_audio_dir / REAL_CLIP, info.sample_rate)
+    spectrogram = features(audio, sample_rate, format=info.format, n_mels=info.n_mels, n_fft=info.n_fft,
+                           hop_length=info.hop_length, preset=info.preset)
+    assert abs(spectrogram.shape[0] - music_patches.shape[0]) <= 1
+    ours = np.asarray(converted("MSD_musicnn")(split_patches(spectrogram, info.window_frames), training=False))
+    expected, _ = reference("MSD_musicnn", split_patches(music_patches))
+    assert np.abs(ours - expected).max() < 1e-3
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrained.main(["convert", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "python -m orpheus.pretrained convert MSD_musicnn" in out and INSTALL_COMMAND in out
