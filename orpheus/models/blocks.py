@@ -23,6 +23,9 @@ from orpheus.errors import ConfigError
 INPUT_NAME = "audio"
 EMBEDDING_NAME = "embedding"
 OUTPUT_NAME = "tags"
+# He initialisation (truncated normal, fan-in, scale 2): TF1's `variance_scaling_initializer()` that Pons
+# et al.'s code uses for every ReLU layer
+RELU_INITIALIZER = "he_normal"
 
 
 def check_input_shape(input_shape: Sequence[int | None], *, kind: str, model: str) -> tuple[int | None, ...]:
@@ -89,7 +92,7 @@ def conv_relu_bn(x: keras.KerasTensor, filters: int, kernel_size: int | tuple[in
     conv = layers.Conv1D if isinstance(kernel_size, int) else layers.Conv2D
     pool = layers.MaxPooling1D if isinstance(kernel_size, int) else layers.MaxPooling2D
     x = conv(filters, kernel_size, strides=strides, padding=padding, activation="relu",
-             kernel_initializer="variance_scaling", name=f"{name}_conv")(x)
+             kernel_initializer=RELU_INITIALIZER, name=f"{name}_conv")(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     if pool_size is not None:
@@ -151,7 +154,7 @@ def dense_bn_head(x: keras.KerasTensor, n_tags: int, *, n_dense: int, dropout: f
     x: [d] pooled features. Layers: `head_dropout`, `head_dense`, `embedding`, `embedding_dropout`, `tags`.
     """
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    x = layers.Dense(n_dense, activation="relu", kernel_initializer="variance_scaling", name="head_dense")(x)
+    x = layers.Dense(n_dense, activation="relu", kernel_initializer=RELU_INITIALIZER, name="head_dense")(x)
     x = layers.BatchNormalization(name=EMBEDDING_NAME)(x)
     x = layers.Dropout(dropout, name="embedding_dropout")(x)
     return tag_output(x, n_tags)

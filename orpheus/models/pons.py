@@ -98,7 +98,7 @@ def backend(x: keras.KerasTensor, n_tags: int, *, n_dense: int, dropout: float) 
     for index in (2, 3):
         name = f"backend{index}"
         residual = layers.Conv1D(BACKEND_FILTERS, BACKEND_KERNEL, padding="same", activation="relu",
-                                 kernel_initializer="variance_scaling", name=f"{name}_conv")(x)
+                                 kernel_initializer=blocks.RELU_INITIALIZER, name=f"{name}_conv")(x)
         residual = blocks.scalar_batch_norm(residual, name=f"{name}_bn")
         x = layers.Add(name=f"{name}_add")([residual, x])
         if index == 2:
