@@ -124,7 +124,9 @@ class RunState(keras.callbacks.Callback):
         super().__init__()
         self.directory, self.siblings = directory, siblings
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
+        # Keras leaves the random-seed states (dropout) out of a model's checkpoint; resuming needs them.
+        seeds = [v.value for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, seeds=seeds)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2,
                                                   checkpoint_name="epoch")
         self.saved_states: dict = {}
