@@ -1,5 +1,6 @@
 import csv
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -70,10 +71,16 @@ def test_fit_run_directory_and_learning(shards, fit_run):
     assert model.output_shape == (None, 3)
 
 
-def test_custom_loop_matches_fit(shards, fit_run, tmp_path):
-    """Same seed, same data, same loss scaling: the GradientTape loop reproduces model.fit."""
-    config = config_from_dict(TINY).replace(train={"loop": "custom"})
-    run_dir = train(shards, config, epochs=3, steps_per_epoch=4, run_dir=tmp_path / "custom", quiet=True)
+def test_custom_loop_matches_fit(shards, fit_run, tmp_path, caplog):
+    """Same seed, same data, same loss scaling: the GradientTape loop reproduces model.fit.
+
+    Mixed precision is asked for too: without a GPU it is ignored with a warning (float32 run).
+    """
+    config = config_from_dict(TINY).replace(train={"loop": "custom", "mixed_precision": True})
+    with caplog.at_level(logging.WARNING):
+        run_dir = train(shards, config, epochs=3, steps_per_epoch=4, run_dir=tmp_path / "custom", quiet=True)
+    if not tf.config.list_logical_devices("GPU"):
+        assert "mixed_precision ignored" in caplog.text
     fit_rows, custom_rows = history(fit_run), history(run_dir)
     for key in ("loss", "val_loss", "val_roc_auc", "val_pr_auc"):
         np.testing.assert_allclose([r[key] for r in custom_rows], [r[key] for r in fit_rows], rtol=1e-3, err_msg=key)
@@ -82,7 +89,7 @@ def test_custom_loop_matches_fit(shards, fit_run, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("loop", ["custom", "fit"])
+@pytest.mark.parametrize("loop", ["custom", pytest.param("fit", marks=pytest.mark.slow)])
 def test_resume_ends_identical_to_uninterrupted(shards, tmp_path, loop):
     config = config_from_dict(TINY).replace(train={"loop": loop, "schedule": "cyclic", "decay_epochs": 1.0,
                                                    "min_learning_rate": 1e-4})
