@@ -290,6 +290,7 @@ class Tagger:
                 raise DataFormatError('--embeddings needs a layer named "embedding"; this model has none') from err
         self._forward = keras.Model(self.model.inputs, outputs) if embeddings else self.model
         self.embeddings = embeddings
+        self._infer = self._make_infer()
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -297,10 +298,10 @@ class Tagger:
 
     def predict_windows(self, windows: np.ndarray, *, normalised: bool = False
                         ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the model on windows float32 [n, window_frames(, n_bins)] in padded batches.
+        """Run the model on windows float32 [n, window_frames(, n_bins)], `batch_size` at a time.
 
         Windows are normalised here (`orpheus.windows.normalise_windows`) unless `normalised`.
-        Batches are padded to a power of two (at most `batch_size`) so the traced graph is reused.
+        One graph traced for any batch size (its input signature leaves every axis free).
 
         Returns:
             (probabilities float32 [n, n_tags], embeddings float32 [n, dim] or None).
@@ -309,18 +310,26 @@ class Tagger:
         probs, embeds = [], []
         for start in range(0, windows.shape[0], self.batch_size):
             chunk = windows[start:start + self.batch_size]
-            n = chunk.shape[0]
-            size = min(self.batch_size, 1 << (n - 1).bit_length())
-            if size > n:
-                chunk = np.concatenate([chunk, np.zeros((size - n,) + chunk.shape[1:], chunk.dtype)])
-            out = self._forward.predict_on_batch(chunk if normalised else normalise_windows(chunk, self.info))
+            chunk = chunk if normalised else normalise_windows(chunk, self.info)
+            out = self._infer(chunk)
             if self.embeddings:
-                probs.append(np.asarray(out[0])[:n])
-                embeds.append(np.asarray(out[1]).reshape(size, -1)[:n])
+                probs.append(out[0].numpy())
+                embeds.append(out[1].numpy().reshape(chunk.shape[0], -1))
             else:
-                probs.append(np.asarray(out)[:n])
+                probs.append(out.numpy())
         return (np.concatenate(probs).astype(np.float32),
                 np.concatenate(embeds).astype(np.float32) if self.embeddings else None)
+
+    def _make_infer(self):
+        import tensorflow as tf
+        forward = self._forward
+
+        @tf.autograph.experimental.do_not_convert
+        def infer(windows):
+            return forward(windows, training=False)
+
+        signature = [tf.TensorSpec([None] * len(self.model.input_shape), tf.float32)]
+        return tf.function(infer, input_signature=signature)
 
     # ---- tagging
 
