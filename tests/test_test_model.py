@@ -168,3 +168,34 @@ def test_model_tags_missing_from_dataset_is_clear_error(capsys, tiny_run_dir, tm
                               "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert status == 1 and "electronic" in err and "dataset.json" in err
+
+
+def test_merged_tags_of_the_run_map_to_groups(capsys, tiny_run_dir, tmp_path):  # noqa: F811
+    import shutil
+
+    from orpheus.config import config_from_dict
+    from orpheus.files import write_json_atomic
+    run_dir = tmp_path / "merged_run"
+    shutil.copytree(tiny_run_dir, run_dir)
+    write_json_atomic(run_dir / "config.json",
+                      config_from_dict({"data": {"merge_tags": [["rock", "hard rock"]]}}).to_json())
+    rng = np.random.default_rng(5)
+    dataset_tags = TINY_TAGS + ("hard rock",)
+    labels = (rng.random((6, len(dataset_tags))) < 0.5).astype(np.int64)
+    labels[:, 0] = [1, 0, 0, 0, 0, 0]
+    labels[:, -1] = [0, 1, 0, 0, 0, 0]  # hard rock only: counts as rock
+    write_shards(tmp_path / "shards", dataset_tags, labels,
+                 [rng.normal(size=(300, 96)).astype(np.float32) for _ in range(6)])
+    status = test_model.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
+                              "--out", str(tmp_path / "r"), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    with np.load(tmp_path / "r" / "predictions.npz") as npz:
+        assert list(npz["labels"][:, 0]) == [1, 1, 0, 0, 0, 0]
+        np.testing.assert_array_equal(npz["labels"][:, 1:], labels[:, 1:len(TINY_TAGS)])
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        test_model.main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "examples:" in out and "--record-length" in out
