@@ -30,6 +30,13 @@ import numpy as np  # noqa: E402
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "audio" / "clips"
 
 
+def cpu_s() -> float:
+    """CPU seconds used so far by this process and its finished children (the pool's workers)."""
+    import resource
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def reference_tags(files, run_dir):
     """The musicnn recipe, one track at a time; returns ({file: probabilities [n_tags]}, seconds)."""
     import keras
@@ -111,12 +118,16 @@ def main(argv=None) -> int:
         audio_s = sum(__import__("soundfile").info(str(f)).duration for f in files)
         print(f"{len(files)} files, {audio_s:.0f} s of audio, model {run_dir}")
         print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared)")
+        cpu0 = cpu_s()
         ours, ours_s = orpheus_tags(folder, run_dir, args.jobs)
+        cpu1 = cpu_s()
         ref, ref_s = reference_tags(files, run_dir)
+        cpu2 = cpu_s()
     diff = max(float(np.abs(ours[str(f)] - ref[str(f)]).max()) for f in files)
-    print(f"(a) reference, one track at a time: {ref_s:7.2f} s  {len(files) / ref_s:6.2f} tracks/s")
+    print(f"(a) reference, one track at a time: {ref_s:7.2f} s  {len(files) / ref_s:6.2f} tracks/s  "
+          f"(CPU {cpu2 - cpu1:.1f} s)")
     print(f"(b) predict --mp3 DIR, jobs={args.jobs}, in-process incl. model load: {ours_s:7.2f} s  "
-          f"{len(files) / ours_s:6.2f} tracks/s")
+          f"{len(files) / ours_s:6.2f} tracks/s  (CPU {cpu1 - cpu0:.1f} s incl. workers)")
     print(f"speed ratio (b)/(a): {ref_s / ours_s:.2f}x   max |probability difference|: {diff:.5f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0

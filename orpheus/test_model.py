@@ -125,7 +125,8 @@ def embeddings_index_path(path: Path) -> Path:
 
 
 def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: str | None = None,
-                record: bool = False, record_length: float = 30.0, save_recording: str | None = None,
+                record: bool = False, record_length: float = 30.0, countdown_s: int = 3,
+                save_recording: str | None = None,
                 window_s: float | None = None, hop_s: float | None = None, threshold: float | None = None,
                 top: int | None = None, fmt: str = "table", aggregate: str = "mean", taggram: str | None = None,
                 embeddings: str | None = None, jobs: int = 1, batch_size: int = 64, overwrite: bool = False,
@@ -135,6 +136,8 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     stream = stream or sys.stdout
     if (mp3 is None) == (not record):
         raise ConfigError("give exactly one of --mp3 FILE_OR_DIR and --record")
+    if save_recording is not None and not record:
+        raise ConfigError("--save-recording needs --record")
     if top is not None and top <= 0:
         raise ConfigError(f"--top must be positive, got {top}")
     for out in (taggram, embeddings, save_recording):
@@ -149,7 +152,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if record:
         from orpheus.recording import record as record_audio
         from orpheus.recording import save_recording as save_wav
-        samples = record_audio(record_length, tagger.info.sample_rate, quiet=quiet)
+        samples = record_audio(record_length, tagger.info.sample_rate, countdown_s=countdown_s, quiet=quiet)
         if save_recording is not None:
             save_wav(save_recording, samples, tagger.info.sample_rate)
         results = [tagger.tag_audio(save_recording or "<microphone>", samples)]
@@ -249,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for mp3/ogg/flac/wav (sorted)")
     source.add_argument("--record", action="store_true", help="record from the default input device, then tag")
     predict.add_argument("--record-length", type=float, default=30.0, help="seconds to record")
+    predict.add_argument("--countdown", type=int, default=3, help="seconds of countdown before recording")
     predict.add_argument("--save-recording", metavar="OUT.wav", help="keep the recording as a wav file")
     predict.add_argument("--window", dest="window_s", type=float, default=None,
                          help="seconds per window, e.g. 3 or 15 (default: the model's window)")
@@ -287,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _predict_command(args: argparse.Namespace) -> int:
     return run_predict(run_dir=args.run_dir, model=args.model, mp3=args.mp3, record=args.record,
-                       record_length=args.record_length, save_recording=args.save_recording,
+                       record_length=args.record_length, countdown_s=args.countdown, save_recording=args.save_recording,
                        window_s=args.window_s, hop_s=args.hop_s, threshold=args.threshold, top=args.top,
                        fmt=args.fmt, aggregate=args.aggregate, taggram=args.taggram, embeddings=args.embeddings,
                        jobs=args.jobs, batch_size=args.batch_size, overwrite=args.overwrite, quiet=args.quiet)
