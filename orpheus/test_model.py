@@ -204,13 +204,24 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     tagger = Tagger(run_path, batch_size=batch_size)
     tracks = make_track_windows(shard_dir, split, tagger.info, merge_tags=merge_groups_of(run_path))
     tids, labels, scores = [], [], []
+    pending: list[np.ndarray] = []  # windows of tracks not yet run, batched across tracks
+
+    def flush() -> None:
+        if pending:
+            probs, _ = tagger.predict_windows(np.concatenate(pending), normalised=True)
+            bounds = np.cumsum([w.shape[0] for w in pending])[:-1]
+            scores.extend(part.mean(axis=0) for part in np.split(probs, bounds))
+            pending.clear()
+
     total = dataset_info.counts.get(split)
     for tid, windows, track_labels in tqdm(tracks.as_numpy_iterator(), total=total, desc=f"evaluating {split}",
                                            unit="track", disable=quiet, dynamic_ncols=True):
-        probs, _ = tagger.predict_windows(windows, normalised=True)
         tids.append(tid.decode("utf-8"))
         labels.append(track_labels.astype(np.int8))
-        scores.append(probs.mean(axis=0))
+        pending.append(windows)
+        if sum(w.shape[0] for w in pending) >= batch_size:
+            flush()
+    flush()
     if not tids:
         raise OrpheusError(f"{shard_dir}: no {split} tracks; check --split or rerun preprocessing")
     metrics = write_report(out_dir, tids, tagger.tags, np.stack(labels), np.stack(scores), threshold=threshold,
