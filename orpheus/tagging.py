@@ -112,7 +112,12 @@ def decode_features(task: tuple[str, FeatureSettings]) -> Decoded:
         samples, _ = audio_io.load_audio(path, settings.sample_rate)
         return Decoded(path, features=settings.compute(samples))
     except OrpheusError as err:
-        return Decoded(path, error=str(err))
+        return Decoded(path, error=error_naming(path, err))
+
+
+def error_naming(path: str, err: Exception) -> str:
+    """The error message, prefixed with the file when it does not already name it."""
+    return str(err) if str(path) in str(err) else f"{path}: {err}"
 
 
 def stream_features(path: str | Path, settings: FeatureSettings, block_s: float = STREAM_BLOCK_S
@@ -420,7 +425,7 @@ class Tagger:
                         add(pending, windows, starts)
                         yield from ready()
                 except OrpheusError as err:
-                    pending.result.error = str(err)
+                    pending.result.error = error_naming(name, err)
             pending.closed = True
             if pending.result.error is not None or pending.n_windows == 0:
                 # drop any windows of a file that failed midway: it is reported, not half-tagged

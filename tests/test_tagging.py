@@ -142,3 +142,11 @@ def test_worker_side_imports_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_file_shorter_than_a_window_gets_one_padded_window(tagger, tmp_path):
+    short = tmp_path / "click.wav"
+    sf.write(str(short), np.zeros(100, np.float32), 16000)  # 1 frame of 187
+    result = next(tagger.tag_files([short], quiet=True))
+    assert result.error is None and result.window_scores.shape == (1, 6)
+    np.testing.assert_allclose(result.scores, reference_scores(tagger, short)[0], atol=1e-6)
