@@ -266,13 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--countdown", type=int, default=3, help="seconds of countdown before recording")
     predict.add_argument("--save-recording", metavar="OUT.wav", help="keep the recording as a wav file")
     predict.add_argument("--window", dest="window_s", type=float, default=None,
-                         help="seconds per window, e.g. 3 or 15 (default: the model's window)")
+                         help="seconds per window, e.g. 3 or 15; None: the model's window")
     predict.add_argument("--hop", dest="hop_s", type=float, default=None,
-                         help="seconds between window starts (default: the window, no overlap)")
+                         help="seconds between window starts; None: the window length (no overlap)")
     select = predict.add_mutually_exclusive_group()
     select.add_argument("--threshold", type=float, default=None, help="show tags with probability >= this")
     select.add_argument("--top", type=int, default=None,
-                        help=f"show the N most probable tags (table default: {TABLE_TOP}; json/csv: all)")
+                        help=f"show the N most probable tags; None: {TABLE_TOP} for table, all for json/csv")
     predict.add_argument("--format", dest="fmt", choices=("table", "json", "csv"), default="table",
                          help="output on stdout; json: one object per line and file")
     predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--run-dir", required=True, help="run directory (run.json + model.keras)")
     test.add_argument("--tfrecords-dir", required=True, help="shard folder (dataset.json + *.tfrecord)")
     test.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    test.add_argument("--out", help="report folder (default: RUN_DIR/report-SPLIT)")
+    test.add_argument("--out", help="report folder; None: RUN_DIR/report-SPLIT")
     test.add_argument("--threshold", type=float, default=0.5, help="for per-tag accuracy and recall")
     test.add_argument("--tag-map", dest="map_method", choices=("pca", "tsne"), default="pca",
                       help="projection of the output layer's tag vectors")
