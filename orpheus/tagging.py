@@ -534,7 +534,7 @@ def plot_taggram(path: str | Path, result: TrackTags, tags: Sequence[str], windo
     ax.set_yticks(np.arange(len(tags)), tags, fontsize=6)
     step = max(1, probs.shape[0] // 12)
     ticks = np.arange(0, probs.shape[0], step)
-    ax.set_xticks(ticks, [f"{result.window_start_s[i]:.0f}" for i in ticks], fontsize=7)
+    ax.set_xticks(ticks, [f"{result.window_start_s[i]:.1f}" for i in ticks], fontsize=7)
     ax.set(xlabel=f"window start (s); last window ends at {ends[-1]:.1f} s", title=f"Taggram: {Path(result.file).name}")
     fig.colorbar(image, ax=ax, label="probability")
     fig.tight_layout()
