@@ -36,6 +36,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -270,10 +271,10 @@ def load_checkpoint_values(model: keras.Model, reader, scopes: Sequence[tuple[st
         for variable in model.get_layer(layer_name).weights:
             assignments.append((variable, f"{scope}/{variable.name}"))
 
-    used = [name for _, name in assignments]
-    model_paths = [v.path for v, _ in assignments]
-    unmapped = sorted({v.path for v in model.weights} - set(model_paths))
-    duplicated = sorted({n for n in used if used.count(n) > 1} | {p for p in model_paths if model_paths.count(p) > 1})
+    used = Counter(name for _, name in assignments)
+    model_paths = Counter(variable.path for variable, _ in assignments)
+    unmapped = sorted({variable.path for variable in model.weights} - set(model_paths))
+    duplicated = sorted({n for counts in (used, model_paths) for n, count in counts.items() if count > 1})
     absent = sorted(set(used) - wanted)
     left_over = sorted(wanted - set(used))
     for problem, names in (("model weights without a checkpoint value", unmapped),
@@ -325,7 +326,12 @@ def _replace_dir(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
         os.replace(tmp_dir, out_dir)
         shutil.rmtree(old)
     else:
-        os.replace(tmp_dir, out_dir)
+        try:
+            os.replace(tmp_dir, out_dir)
+        except OSError as err:      # another process renamed its conversion into place first
+            if not out_dir.exists():
+                raise
+            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it") from err
 
 
 def convert(name: str, out_dir: str | os.PathLike, *, overwrite: bool = False,
@@ -350,7 +356,6 @@ def convert(name: str, out_dir: str | os.PathLike, *, overwrite: bool = False,
         os.chmod(tmp_dir, 0o755)        # mkdtemp makes it private; a run directory is an ordinary folder
         model.save(tmp_dir / MODEL_FILE)
         write_run_info(tmp_dir, run_info(name, source))
-        os.chmod(tmp_dir / RUN_INFO, 0o644)  # atomic writes create private files; keep it readable like the model
         _replace_dir(tmp_dir, out_dir, overwrite)
     finally:
         if tmp_dir.exists():

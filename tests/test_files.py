@@ -18,6 +18,16 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
 
 
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    import os
+    previous = os.umask(0o022)
+    try:
+        write_csv_atomic(tmp_path / "x.csv", ["a"], [[1]])
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "x.csv").stat().st_mode & 0o777 == 0o644
+
+
 def test_check_output_refuses_overwrite(tmp_path):
     target = tmp_path / "x.csv"
     target.write_text("")

@@ -20,6 +20,8 @@ import keras
 
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
+from orpheus.models.choi import build_crnn, build_fcn
+from orpheus.models.dabral import build_multiscale
 from orpheus.models.pons import build_pons_log_mel, build_pons_waveform
 
 Builder = Callable[[ModelConfig, tuple, int], keras.Model]
@@ -48,6 +50,15 @@ MODELS: dict[str, ModelEntry] = {
     "pons_waveform": ModelEntry(
         build_pons_waveform, WAVEFORM_FORMATS,
         "Pons et al. 2018: sample-level waveform front end, residual 512-filter back end"),
+    "fcn": ModelEntry(
+        build_fcn, SPECTROGRAM_FORMATS,
+        "Choi et al. 2016 FCN: five 3x3 conv blocks pooled to one vector (29 s / 1366 frames -> 1x1)"),
+    "crnn": ModelEntry(
+        build_crnn, SPECTROGRAM_FORMATS,
+        "Choi et al. 2017 CRNN: four 3x3 conv blocks, then two GRU layers over time"),
+    "multiscale": ModelEntry(
+        build_multiscale, SPECTROGRAM_FORMATS,
+        "Dabral et al. 2018: conv streams over 1x, 2x, 4x time-subsampled spectrograms, concatenated"),
 }
 
 

@@ -1,0 +1,178 @@
+"""FMA conversion (msd.fma) and the miniature generator (msd.synthetic_fma).
+
+A hand-built FMA in the real formats (tracks.csv with its two header rows written by pandas from
+MultiIndex columns, genres.csv, real mp3s at <000>/<000002>.mp3, real faults) gives exact expectations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from msd import fma
+from orpheus.errors import DataFormatError, MissingInputError
+
+REPO = Path(__file__).resolve().parents[1]
+GENRES = [(12, 0, "Rock", 12), (25, 12, "Punk", 12), (15, 0, "Electronic", 15), (181, 15, "Techno", 15),
+          (21, 0, "Hip-Hop", 21), (5, 0, "Classical", 5)]
+# track_id -> (subset, split, genre_top, genres_all, artist_id, fault)
+TRACKS = {
+    2: ("small", "training", "Hip-Hop", [21], 1, ""),
+    5: ("small", "validation", "Rock", [12, 25], 2, ""),
+    140: ("small", "test", "Electronic", [15, 181], 3, ""),
+    1001: ("medium", "training", "Rock", [12], 2, ""),
+    1002: ("medium", "training", "Electronic", [15], 4, "missing"),
+    20000: ("large", "training", None, [5, 12], 5, ""),
+    20001: ("large", "test", "Classical", [5], 6, "empty"),
+    123456: ("large", "validation", "Rock", [12, 25], 7, "corrupt"),
+}
+
+
+def write_fma(root: Path, tracks: dict = TRACKS, literal_of=lambda genres: str(genres)) -> tuple[Path, Path]:
+    """Write fma_metadata/{tracks,genres}.csv and fma_audio/<000>/<000002>.mp3; return (metadata, audio)."""
+    metadata, audio = root / "fma_metadata", root / "fma_audio"
+    metadata.mkdir(parents=True)
+    rows = {}
+    for tid, (subset, split, top, genres_all, artist, _) in tracks.items():
+        rows[tid] = {("artist", "id"): artist, ("artist", "name"): f"Artist {artist}", ("set", "split"): split,
+                     ("set", "subset"): subset, ("track", "genre_top"): top if top else np.nan,
+                     ("track", "genres"): str(genres_all[-1:]), ("track", "genres_all"): literal_of(genres_all),
+                     ("track", "title"): f"Song {tid}"}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    frame.index.name = "track_id"
+    frame.to_csv(metadata / "tracks.csv")
+    pd.DataFrame([(g, 1, p, t, top) for g, p, t, top in GENRES],
+                 columns=["genre_id", "#tracks", "parent", "title", "top_level"]).to_csv(metadata / "genres.csv",
+                                                                                        index=False)
+    rng = np.random.default_rng(0)
+    for tid, (*_, fault) in tracks.items():
+        path = audio / fma.audio_path(tid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fault == "empty":
+            path.write_bytes(b"")
+        elif fault == "corrupt":
+            path.write_bytes(rng.bytes(2048))
+        elif not fault:
+            t = np.arange(22050) / 44100
+            tone = (0.2 * np.sin(2 * np.pi * (100 + tid % 500) * t)).astype(np.float32)
+            sf.write(str(path), np.stack([tone, tone], 1), 44100, format="MP3")
+    return metadata, audio
+
+
+@pytest.fixture()
+def fma_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    return write_fma(tmp_path / "fma")
+
+
+def read_db(path: Path) -> tuple[list[str], list[str], dict[str, set[str]]]:
+    con = sqlite3.connect(path)
+    try:
+        tids = [r[0] for r in con.execute("SELECT tid FROM tids ORDER BY ROWID")]
+        tags = [r[0] for r in con.execute("SELECT tag FROM tags ORDER BY ROWID")]
+        pairs: dict[str, set[str]] = {}
+        for tid, tag, val in con.execute("SELECT tids.tid, tags.tag, val FROM tid_tag JOIN tids ON tid_tag.tid = "
+                                         "tids.ROWID JOIN tags ON tid_tag.tag = tags.ROWID"):
+            assert val == 100.0
+            pairs.setdefault(tid, set()).add(tag)
+    finally:
+        con.close()
+    return tids, tags, pairs
+
+
+def test_audio_path_layout() -> None:
+    assert fma.audio_path(2) == "000/000002.mp3"
+    assert fma.audio_path(123456) == "123/123456.mp3"
+
+
+@pytest.mark.parametrize("subset, kept, skipped", [
+    ("small", ["2", "5", "140"], {}),
+    ("medium", ["2", "5", "140", "1001"], {"1002": "audio missing"}),
+    ("large", ["2", "5", "140", "1001", "20000"],
+     {"1002": "audio missing", "20001": "empty file (0 bytes)", "123456": "corrupt audio"}),
+])
+def test_subsets_nest_and_faults_are_reported(fma_dirs, tmp_path: Path, subset, kept, skipped) -> None:
+    metadata, audio = fma_dirs
+    result = fma.run(tmp_path / "out", metadata, audio, subset=subset, quiet=True)
+    master = pd.read_csv(tmp_path / "out" / "ultimate.csv", dtype=str, keep_default_na=False)
+    assert list(master["track_id"]) == kept
+    assert list(master.columns[:3]) == ["track_id", "artist_id", "mp3_path"]
+    assert set(master["sample_rate"]) == {"44100"} and set(master["channels"]) == {"2"}
+    report = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str)
+    reasons = dict(zip(report["track_id"], report["reason"]))
+    assert set(reasons) == set(skipped)
+    assert all(reasons[tid].startswith(reason) for tid, reason in skipped.items())
+    assert result["kept"] == len(kept)
+
+
+def test_official_split_and_artist_ids(fma_dirs, tmp_path: Path) -> None:
+    metadata, audio = fma_dirs
+    fma.run(tmp_path / "out", metadata, audio, subset="large", quiet=True)
+    split = pd.read_csv(tmp_path / "out" / "split.csv", dtype=str)
+    assert dict(zip(split["track_id"], split["split"])) == {
+        "2": "train", "5": "valid", "140": "test", "1001": "train", "20000": "train"}
+    master = pd.read_csv(tmp_path / "out" / "ultimate.csv", dtype=str).set_index("track_id")
+    assert master["artist_id"].to_dict() == {"2": "1", "5": "2", "140": "3", "1001": "2", "20000": "5"}
+    assert master.loc["140", "mp3_path"] == "000/000140.mp3"
+
+
+def test_tags_top_versus_all(fma_dirs, tmp_path: Path) -> None:
+    metadata, audio = fma_dirs
+    fma.run(tmp_path / "top", metadata, audio, subset="large", tags="top", quiet=True)
+    tids, tags, pairs = read_db(tmp_path / "top" / "clean_tags.db")
+    assert tids == ["2", "5", "140", "1001", "20000"]
+    assert tags == ["Rock", "Electronic", "Hip-Hop"]  # Rock 2; then ties by name
+    assert pairs == {"2": {"Hip-Hop"}, "5": {"Rock"}, "140": {"Electronic"}, "1001": {"Rock"}}  # 20000: no genre_top
+    fma.run(tmp_path / "all", metadata, audio, subset="large", tags="all", quiet=True)
+    _, tags, pairs = read_db(tmp_path / "all" / "clean_tags.db")
+    assert tags == ["Rock", "Classical", "Electronic", "Hip-Hop", "Punk", "Techno"]
+    assert pairs["5"] == {"Rock", "Punk"} and pairs["140"] == {"Electronic", "Techno"}
+    assert pairs["20000"] == {"Classical", "Rock"}
+    fma.run(tmp_path / "top1", metadata, audio, subset="large", tags="all", top=1, quiet=True)
+    assert read_db(tmp_path / "top1" / "clean_tags.db")[1] == ["Rock"]
+
+
+def test_malformed_literal_names_file_and_column(tmp_path: Path, capsys) -> None:
+    broken = dict(TRACKS)
+    metadata, audio = write_fma(tmp_path / "fma", broken,
+                                literal_of=lambda g: "[12, 25" if g == [12, 25] else str(g))
+    with pytest.raises(DataFormatError, match=r"tracks\.csv: column \('track', 'genres_all'\), track 5: malformed"):
+        fma.run(tmp_path / "out", metadata, audio, subset="large", tags="all", quiet=True)
+    status = fma.main([str(tmp_path / "out"), "--metadata-dir", str(metadata), "--root-dir", str(audio),
+                       "--subset", "large", "--tags", "all", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and "\n" not in err and "tracks.csv" in err and "genres_all" in err
+
+
+def test_bad_inputs_give_one_line_errors_naming_the_file(fma_dirs, tmp_path: Path) -> None:
+    metadata, audio = fma_dirs
+    with pytest.raises(MissingInputError, match="tracks.csv"):
+        fma.run(tmp_path / "a", tmp_path, audio, quiet=True)
+    tracks = pd.read_csv(metadata / "tracks.csv", index_col=0, header=[0, 1])
+    tracks.drop(columns=[("set", "split")]).to_csv(metadata / "tracks.csv")
+    with pytest.raises(DataFormatError, match=r"tracks\.csv: missing column\(s\) \('set', 'split'\)"):
+        fma.run(tmp_path / "b", metadata, audio, quiet=True)
+    tracks.droplevel(0, axis=1).to_csv(metadata / "tracks.csv")  # one header row only
+    with pytest.raises(DataFormatError, match=r"tracks\.csv"):
+        fma.run(tmp_path / "c", metadata, audio, quiet=True)
+    tracks.to_csv(metadata / "tracks.csv")
+    pd.DataFrame({"genre_id": [12], "name": ["Rock"]}).to_csv(metadata / "genres.csv", index=False)
+    with pytest.raises(DataFormatError, match=r"genres\.csv: missing column\(s\) title"):
+        fma.run(tmp_path / "d", metadata, audio, quiet=True)
+
+
+def test_cli_runs_as_file(fma_dirs, tmp_path: Path) -> None:
+    metadata, audio = fma_dirs
+    out = subprocess.run([sys.executable, str(REPO / "msd" / "fma.py"), str(tmp_path / "out"), "--metadata-dir",
+                          str(metadata), "--root-dir", str(audio), "--subset", "medium", "--tags", "all",
+                          "--jobs", "1", "--quiet"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "FMA medium: kept 4 tracks (train 2, valid 1, test 1), 5 tags, skipped 1" in out.stdout
+    assert "examples:" in fma.build_parser().format_help()
