@@ -197,3 +197,86 @@ def test_data_files_are_consistent() -> None:
     assert synonyms["woman singing"] == "female" and synonyms["men"] == "male" and synonyms["clasical"] == "classical"
     assert synonyms["instrumental"] == synonyms["no voice"] == synonyms["no vocals"]
     assert {"35644", "55753", "57881"} <= set(mtt.read_list_txt(mtt.MTT_KNOWN_BAD_TXT))
+
+
+# ----------------------------------------------------------------------------------------------
+# The miniature generator.
+
+from msd import music_synth, synthetic_mtt  # noqa: E402
+
+REASON_OF_FAULT = {"empty": "empty file (0 bytes)", "corrupt": "corrupt audio", "missing": "audio missing",
+                   "known-bad": "known-bad clip"}
+
+
+@pytest.fixture(scope="module")
+def mini_mtt(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("mini") / "mtt"
+    manifest = synthetic_mtt.generate(root, n_clips=20, seed=5, duration_s=0.5, quiet=True)
+    return root, manifest
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_generator_writes_the_real_formats(mini_mtt) -> None:
+    root, manifest = mini_mtt
+    header = (root / "annotations_final.csv").read_text().splitlines()[0].split("\t")
+    assert header[0] == '"clip_id"' and header[-1] == '"mp3_path"' and len(header) == 190
+    annotations = mtt.read_annotations(root / "annotations_final.csv")
+    assert list(annotations.columns[1:-1]) == mtt.read_list_txt(mtt.MTT_TAGS_TXT)
+    info = pd.read_csv(root / "clip_info_final.csv", sep="\t", dtype=str)
+    assert tuple(info.columns) == mtt.CLIP_INFO_COLUMNS
+    assert list(info["mp3_path"]) == list(annotations["mp3_path"])
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == list(mtt.FOLDERS)
+    assert {"35644", "55753", "57881"} <= set(manifest)
+    assert sorted(e["fault"] for e in manifest.values() if e["fault"]) == ["corrupt", "empty", "known-bad",
+                                                                            "known-bad", "known-bad", "missing"]
+    assert any(not e["tags"] for e in manifest.values())  # untagged clips, as in the real annotations
+    good = next(e for e in manifest.values() if not e["fault"])
+    assert good["mp3_path"].count("-") >= 5 and good["mp3_path"].endswith("-29.mp3") or "-59.mp3" in good["mp3_path"]
+    audio, sample_rate = sf.read(root / good["mp3_path"], dtype="float32")
+    assert sample_rate == 16000 and audio.ndim == 1 and abs(len(audio) - 8000) < 1200 and np.abs(audio).max() > 0.01
+    assert (root / manifest["35644"]["mp3_path"]).stat().st_size == 0
+
+
+def test_converter_on_the_generated_dataset_matches_its_manifest(mini_mtt, tmp_path: Path) -> None:
+    root, manifest = mini_mtt
+    mtt.run(tmp_path / "out", root, merge_synonyms=True, top=50, quiet=True)
+    master = pd.read_csv(tmp_path / "out" / "ultimate.csv", dtype=str, keep_default_na=False)
+    assert list(master["track_id"]) == sorted((cid for cid, e in manifest.items() if not e["fault"]), key=int)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str)
+    for clip_id, reason in zip(skipped["track_id"], skipped["reason"]):
+        assert reason.startswith(REASON_OF_FAULT[manifest[clip_id]["fault"]])
+    split = pd.read_csv(tmp_path / "out" / "split.csv", dtype=str)
+    assert {cid: mtt.FOLDER_SPLITS[manifest[cid]["folder"]] for cid in split["track_id"]} \
+        == dict(zip(split["track_id"], split["split"]))
+    assert set(split["split"]) == {"train", "valid", "test"}
+    artists = master.set_index("track_id")["artist_id"]
+    assert all(artists[cid] == mtt.artist_id_from_name(manifest[cid]["artist"]) for cid in artists.index)
+
+
+def test_generator_is_deterministic_and_resumes(tmp_path: Path) -> None:
+    first = synthetic_mtt.generate(tmp_path / "a", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    second = synthetic_mtt.generate(tmp_path / "b", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    other = synthetic_mtt.generate(tmp_path / "c", n_clips=16, seed=10, duration_s=0.3, quiet=True)
+    assert first == second and file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+    assert set(first) != set(other)
+    with pytest.raises(OutputExistsError):
+        synthetic_mtt.generate(tmp_path / "a", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    # an interrupted run (no metadata yet) resumes: the mp3s present are kept, the rest rendered
+    (tmp_path / "b" / "annotations_final.csv").unlink()
+    kept = next(p for p in sorted((tmp_path / "b").rglob("*.mp3")) if p.stat().st_size > 0)
+    kept_mtime = kept.stat().st_mtime_ns
+    synthetic_mtt.generate(tmp_path / "b", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+
+
+def test_every_style_renders_its_genre() -> None:
+    assert set(synthetic_mtt.MTT_RECIPES.values()) <= set(music_synth.TAG_RECIPES)
+    assert set(synthetic_mtt.MTT_RECIPES) <= set(mtt.read_list_txt(mtt.MTT_TAGS_TXT))
+    for style, (always, _) in synthetic_mtt.STYLES.items():
+        recipes = synthetic_mtt.recipes_for(always, synthetic_mtt.MTT_RECIPES, list(music_synth.TAG_RECIPES))
+        assert recipes and music_synth.TAG_RECIPES[recipes[0]].kind == "genre", style
