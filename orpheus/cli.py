@@ -29,7 +29,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, jobs: bool = False, over
     """Add `--quiet`/`--verbose` and, when asked, `--jobs` and `--overwrite`."""
     if jobs:
         parser.add_argument("--jobs", type=int, default=default_jobs(),
-                            help="worker processes for per-track work (default: all cores)")
+                            help="worker processes for per-track work; the default is all cores")
     if overwrite:
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="hide progress bars and info messages")

@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: bool = False       # float16 compute (GPU)
     xla: bool = False                   # jit_compile the training step (GPU)
+    batch_norm_momentum: float | None = None  # override the model's batch-norm momentum (short runs); None keeps it
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
@@ -80,6 +81,12 @@ class TrainConfig:
         _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
         _check(0 < self.min_learning_rate <= self.learning_rate, "train.min_learning_rate",
                "must be positive and at most train.learning_rate")
+        _check(self.batch_norm_momentum is None or 0.0 <= self.batch_norm_momentum < 1.0,
+               "train.batch_norm_momentum", "must be in [0, 1) or null")
+        _check(self.decay_epochs > 0, "train.decay_epochs", "must be positive")
+        _check(self.decay_rate > 0, "train.decay_rate", "must be positive")
+        _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be at least 0")
+        _check(self.reduce_lr_patience >= 0, "train.reduce_lr_patience", "must be at least 0")
 
 
 @dataclass(frozen=True)

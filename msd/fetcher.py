@@ -1,0 +1,150 @@
+"""Scan an audio tree of 7digital previews and write `fetcher.csv`.
+
+Input: a root folder holding `<d0>/<d1>/<track_7digitalid>.clip.mp3` (any depth).
+Output: `fetcher.csv` with one row per mp3, sorted by path:
+`track_7digitalid, file_path` (relative to the root), `file_size` (bytes), `channels`,
+`sample_rate` (Hz), `clip_length` (seconds). The last three come from the mp3 headers (mutagen,
+then libsndfile as a fallback), so nothing is decoded. A file neither can read (empty, corrupt)
+is kept with empty `channels, sample_rate, clip_length`, so `wrangle` can drop and count it.
+
+Example:
+    python msd/fetcher.py fetcher.csv --root-dir AUDIO_ROOT
+"""
+
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import DataFormatError
+from orpheus.files import atomic_path, check_output, require_dir
+from orpheus.parallel import parallel_map
+
+log = logging.getLogger(__name__)
+
+CLIP_SUFFIX = ".clip.mp3"
+COLUMNS = ["track_7digitalid", "file_path", "file_size", "channels", "sample_rate", "clip_length"]
+
+
+def find_clips(root_dir: str | Path) -> list[str]:
+    """Paths of every `*.clip.mp3` under `root_dir`, relative to it, sorted (POSIX separators)."""
+    root = Path(root_dir)
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        rel = Path(folder).relative_to(root)
+        found.extend((rel / name).as_posix() for name in files if name.endswith(CLIP_SUFFIX))
+    return sorted(found)
+
+
+def seven_digital_id(rel_path: str) -> int:
+    """The 7digital id in a clip's file name (`.../1234567.clip.mp3` -> 1234567).
+
+    Raises:
+        DataFormatError: the name before `.clip.mp3` is not an integer.
+    """
+    stem = rel_path.rsplit("/", 1)[-1][: -len(CLIP_SUFFIX)]
+    if not stem.isdigit():
+        raise DataFormatError(f"{rel_path}: clip name is not <7digitalid>.clip.mp3; rename or remove the file")
+    return int(stem)
+
+
+def read_header(path: str) -> tuple[int, int | None, int | None, float | None]:
+    """Read an mp3's size and header fields without decoding it.
+
+    Returns:
+        (file_size in bytes, channels, sample_rate in Hz, clip_length in seconds); the last three are
+        None when neither mutagen nor libsndfile can parse the file (empty or corrupt).
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        return size, None, None, None
+    try:
+        from mutagen.mp3 import MP3
+
+        info = MP3(path).info
+        if info.length > 0 and info.sample_rate > 0:
+            return size, int(info.channels), int(info.sample_rate), float(info.length)
+    except Exception:  # mutagen raises many types on garbage; fall back to libsndfile
+        pass
+    try:
+        import soundfile as sf
+
+        info = sf.info(path)
+        if info.frames > 0 and info.samplerate > 0:
+            return size, int(info.channels), int(info.samplerate), info.frames / info.samplerate
+    except Exception:  # corrupt: reported as an empty header, dropped and counted by wrangle
+        pass
+    return size, None, None, None
+
+
+def _header_row(path: str) -> tuple[int, int | None, int | None, float | None]:
+    return read_header(path)
+
+
+def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False) -> pd.DataFrame:
+    """Scan `root_dir` and return the fetcher table (columns `COLUMNS`, one row per clip, sorted by path)."""
+    root = require_dir(root_dir, "audio root")
+    rel_paths = find_clips(root)
+    ids = [seven_digital_id(p) for p in rel_paths]
+    full = [str(root / p) for p in rel_paths]
+    headers = list(parallel_map(_header_row, full, jobs=jobs, desc="fetcher", quiet=quiet,
+                                chunksize=max(1, min(64, len(full) // (max(jobs, 1) * 4) or 1))))
+    table = pd.DataFrame(headers, columns=["file_size", "channels", "sample_rate", "clip_length"])
+    table.insert(0, "file_path", rel_paths)
+    table.insert(0, "track_7digitalid", ids)
+    table["file_size"] = table["file_size"].astype("int64")
+    for col in ("channels", "sample_rate"):
+        table[col] = table[col].astype("Int64")
+    return table[COLUMNS]
+
+
+def run(output: str | Path, root_dir: str | Path, *, jobs: int = 1, overwrite: bool = False,
+        quiet: bool = False) -> pd.DataFrame:
+    """Scan `root_dir` and write `output` (fetcher.csv) atomically; return the table."""
+    output = check_output(output, overwrite)
+    start = time.perf_counter()
+    table = scan(root_dir, jobs=jobs, quiet=quiet)
+    with atomic_path(output) as tmp:
+        table.to_csv(tmp, index=False)
+    unreadable = int(table["clip_length"].isna().sum())
+    log.info("fetcher: %d clips (%d unreadable) in %.1f s -> %s", len(table), unreadable,
+             time.perf_counter() - start, output)
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        "fetcher", "Scan an audio tree of <7digitalid>.clip.mp3 previews and write fetcher.csv.",
+        "examples:\n"
+        "  python msd/fetcher.py fetcher.csv --root-dir /data/msd/audio\n"
+        "  python -m msd.fetcher fetcher.csv --root-dir AUDIO_ROOT --jobs 2 --overwrite")
+    parser.add_argument("output", help="fetcher.csv to write")
+    parser.add_argument("--root-dir", required=True, help="root of the audio tree")
+    add_common_args(parser, jobs=True, overwrite=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+
+    def command(args: argparse.Namespace) -> int:
+        table = run(args.output, args.root_dir, jobs=args.jobs, overwrite=args.overwrite, quiet=args.quiet)
+        print(f"fetcher: {len(table)} clips, {int(table['clip_length'].isna().sum())} unreadable -> {args.output}")
+        return 0
+
+    return run_main(parser, argv, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
+
+    python -m orpheus.demo [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+
+Every stage runs for real, as the same command a user would type (so the demo also checks the
+documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
+silence -> lastfm_cleaning), write log-mel TFRecord shards with an artist-separated split, train,
+evaluate on the test split, and tag a few tracks with the model just trained and with the
+pretrained musicnn models. Finished stages are skipped on a rerun (their outputs are complete
+files, written atomically), so an interrupted demo resumes.
+
+Outputs under WORKDIR: msd/ (raw corpus), clean/ (CSV + tag databases), shards/, runs/demo/,
+report/ (metrics and plots), predictions/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from orpheus import cli
+from orpheus.errors import OrpheusError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.json"
+PRETRAINED_MODELS = ("MSD_musicnn", "MTT_musicnn")
+N_PREDICT_TRACKS = 4
+DEMO_EPOCHS = 12
+
+
+@dataclass
+class Stage:
+    """One step of the demo: a command, the file that proves it finished, and what to say."""
+    name: str
+    argv: list[str]
+    done_when: Path
+    seconds: float = 0.0
+    skipped: bool = False
+
+
+@dataclass
+class DemoPaths:
+    work: Path
+    msd: Path = field(init=False)
+    clean: Path = field(init=False)
+    shards: Path = field(init=False)
+    run: Path = field(init=False)
+    report: Path = field(init=False)
+    predictions: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.msd = self.work / "msd"
+        self.clean = self.work / "clean"
+        self.shards = self.work / "shards"
+        self.run = self.work / "runs" / "demo"
+        self.report = self.work / "report"
+        self.predictions = self.work / "predictions"
+
+    @property
+    def audio(self) -> Path:
+        return self.msd / "audio"
+
+
+def module_command(module: str, *args: str | Path) -> list[str]:
+    """`python -m module args...` with this interpreter."""
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def cleaning_stages(p: DemoPaths, tracks: int, seed: int, jobs: int) -> list[Stage]:
+    """Generate the miniature MSD and run the four cleaning commands on it."""
+    jobs_args = ["--jobs", str(jobs)]
+    return [
+        Stage("generate a miniature MSD", module_command(
+            "msd.synthetic", p.msd, "--tracks", tracks, "--seed", seed, *jobs_args), p.msd / "truth.csv"),
+        Stage("fetcher: scan the audio tree", module_command(
+            "msd.fetcher", p.clean / "fetcher.csv", "--root-dir", p.audio, *jobs_args), p.clean / "fetcher.csv"),
+        Stage("wrangle: join with the MSD summary", module_command(
+            "msd.wrangle", p.clean / "fetcher.csv", p.clean / "wrangle.csv",
+            "--path-h5", p.msd / "msd_summary_file.h5", "--path-db", p.msd / "lastfm_tags.db",
+            "--path-txt-mism", p.msd / "sid_mismatches.txt", "--path-txt-dupl", p.msd / "msd_duplicates.txt",
+            "--discard-no-tag", "--discard-dupl"), p.clean / "wrangle.csv"),
+        Stage("silence: drop too-silent and too-short tracks", module_command(
+            "msd.silence", p.clean / "wrangle.csv", p.clean / "ultimate.csv", "--root-dir", p.audio,
+            "--min-size", "100000", "--filter-trim-length", "15", "--filter-tot-silence", "3",
+            "--filter-max-silence", "1", *jobs_args), p.clean / "ultimate.csv"),
+        Stage("lastfm_cleaning: build the clean tag vocabulary", module_command(
+            "msd.lastfm_cleaning", p.msd / "lastfm_tags.db", p.clean / "clean_lastfm.db"),
+            p.clean / "clean_lastfm.db"),
+    ]
+
+
+def learning_stages(p: DemoPaths, loop: str, epochs: int, seed: int, jobs: int) -> list[Stage]:
+    """Shards, training and evaluation on the cleaned corpus."""
+    train_args = ["--loop", loop, "--seed", str(seed), "--epochs", str(epochs)]
+    return [
+        Stage("preprocessing: log-mel TFRecord shards", module_command(
+            "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", p.clean / "ultimate.csv",
+            "--tag-path", p.clean / "clean_lastfm.db", "--root-dir", p.audio, "--sr", "16000", "--mels", "96",
+            "--num-files", "10", "--split", "70", "15", "15", "--jobs", str(jobs)), p.shards / "dataset.json"),
+        Stage("training", module_command(
+            "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", DEMO_CONFIG,
+            "--run-dir", p.run, *train_args), p.run / "model.keras"),
+        Stage("test_model.py test: evaluate on the test split", module_command(
+            "orpheus.test_model", "test", "--run-dir", p.run, "--tfrecords-dir", p.shards, "--split", "test",
+            "--out", p.report), p.report / "metrics.json"),
+    ]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the stage commands: TensorFlow's C++ start-up chatter silenced."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+
+
+def run_stage(stage: Stage, quiet: bool) -> None:
+    """Run one stage unless its output already exists; raise OrpheusError if it fails."""
+    print(f"==> {stage.name}", flush=True)
+    if stage.done_when.exists():
+        stage.skipped = True
+        print(f"    already done ({stage.done_when}); skipping", flush=True)
+        return
+    print("    $ " + shlex.join(stage.argv), flush=True)
+    argv = stage.argv + (["--quiet"] if quiet else [])
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=REPO_ROOT, env=child_env())
+    stage.seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise OrpheusError(f"stage '{stage.name}' failed with exit status {result.returncode}; "
+                           "fix the error above and rerun the demo to resume from this stage")
+    print(f"    done in {stage.seconds:.1f} s", flush=True)
+
+
+def truth_tags(truth_csv: Path) -> dict[str, list[str]]:
+    """Track id -> true clean tags, from the generator's truth.csv."""
+    with open(truth_csv, newline="", encoding="utf-8") as f:
+        return {row["track_id"]: [t for t in row["tags"].split(";") if t] for row in csv.DictReader(f)}
+
+
+def test_tracks(p: DemoPaths, n: int) -> list[tuple[str, Path]]:
+    """The first `n` tracks (by track id) of the test shards, as (track id, mp3 path)."""
+    import tensorflow as tf  # only here: the rest of the demo runs the stages as subprocesses
+
+    from orpheus import spec
+
+    info = spec.read_dataset_info(p.shards)
+    parse = spec.parse_fn(info.spec())
+    test_ids = {parse(record)["tid"].numpy().decode() for record in
+                tf.data.TFRecordDataset(spec.shard_paths(p.shards, "test"))}
+    with open(p.clean / "ultimate.csv", newline="", encoding="utf-8") as f:
+        rows = sorted((row for row in csv.DictReader(f) if row["track_id"] in test_ids), key=lambda r: r["track_id"])
+    return [(row["track_id"], p.audio / row["mp3_path"]) for row in rows[:n]]
+
+
+def predict(p: DemoPaths, model_args: list[str], label: str, files: list[Path]) -> dict[str, dict[str, float]]:
+    """Tag `files` with `test_model.py predict`; returns file -> {tag: probability}."""
+    folder = p.predictions / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        link = folder / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve())
+    out = p.predictions / f"{label}.json"
+    if not out.exists():
+        argv = module_command("orpheus.test_model", "predict", *model_args, "--mp3", folder, "--format", "json")
+        print("    $ " + shlex.join(argv), flush=True)
+        result = subprocess.run(argv, cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise OrpheusError(f"tagging with {label} failed: {result.stderr.strip().splitlines()[-1:]}")
+        out.write_text(result.stdout, encoding="utf-8")
+    tags: dict[str, dict[str, float]] = {}
+    for line in out.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            tags[Path(record["file"]).name] = record["tags"]
+    return tags
+
+
+def top(tags: dict[str, float], n: int = 5) -> str:
+    return ", ".join(f"{tag} {prob:.2f}" for tag, prob in sorted(tags.items(), key=lambda kv: -kv[1])[:n])
+
+
+def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, pretrained: bool,
+        quiet: bool) -> dict:
+    """Run the whole demo in `work`; returns the summary also written to `work/summary.json`."""
+    p = DemoPaths(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stages = cleaning_stages(p, tracks, seed, jobs) + learning_stages(p, loop, epochs, seed, jobs)
+    started = time.perf_counter()
+    for stage in stages:
+        run_stage(stage, quiet)
+
+    metrics = json.loads((p.report / "metrics.json").read_text(encoding="utf-8"))
+    print("==> test_model.py predict: tags for a few test tracks", flush=True)
+    truth = truth_tags(p.msd / "truth.csv")
+    chosen = test_tracks(p, N_PREDICT_TRACKS)
+    models = [("trained", ["--run-dir", str(p.run)])]
+    if pretrained:
+        models += [(name, ["--model", name]) for name in PRETRAINED_MODELS]
+    predict_start = time.perf_counter()
+    predictions = {label: predict(p, args, label, [path for _, path in chosen]) for label, args in models}
+    predict_seconds = time.perf_counter() - predict_start
+    for tid, path in chosen:
+        print(f"\n  {tid} ({path.name})\n    true tags:   {', '.join(truth.get(tid, [])) or '-'}")
+        for label, _ in models:
+            print(f"    {label + ':':<13}{top(predictions[label].get(path.name, {}))}")
+
+    total = time.perf_counter() - started
+    summary = {
+        "seconds_total": round(total, 1),
+        "stages": {s.name: ("skipped" if s.skipped else round(s.seconds, 1)) for s in stages},
+        "seconds_predict": round(predict_seconds, 1),
+        "test_macro_roc_auc": metrics.get("macro", {}).get("roc_auc"),
+        "test_macro_pr_auc": metrics.get("macro", {}).get("pr_auc"),
+        "test_micro_roc_auc": metrics.get("micro", {}).get("roc_auc"),
+        "test_micro_pr_auc": metrics.get("micro", {}).get("pr_auc"),
+    }
+    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print_summary(p, summary)
+    return summary
+
+
+def print_summary(p: DemoPaths, summary: dict) -> None:
+    print("\n==> summary")
+    for name, seconds in summary["stages"].items():
+        print(f"    {name:<52} {seconds if seconds == 'skipped' else f'{seconds:7.1f} s'}")
+    print(f"    {'tagging with each model':<52} {summary['seconds_predict']:7.1f} s")
+    print(f"    {'total':<52} {summary['seconds_total']:7.1f} s")
+    print(f"\n    test macro ROC-AUC {summary['test_macro_roc_auc']:.3f}   PR-AUC {summary['test_macro_pr_auc']:.3f}"
+          f"   (micro ROC-AUC {summary['test_micro_roc_auc']:.3f}   PR-AUC {summary['test_micro_pr_auc']:.3f})")
+    print(f"""
+    artifacts: corpus {p.msd}, cleaned data {p.clean}, shards {p.shards},
+               model {p.run}, report and plots {p.report}, predictions {p.predictions}
+    next: tag your own music   python orpheus/test_model.py predict --mp3 ~/Music --top 10
+          on the real MSD      python msd/fetcher.py fetcher.csv --root-dir /data/msd/7digital
+          (then wrangle, silence, lastfm_cleaning: see README, "The cleaning stage")""")
+
+
+def build_parser():
+    parser = cli.make_parser(
+        "python -m orpheus.demo",
+        "Run every Orpheus stage on a built-in synthetic MSD: generate, clean, preprocess, train, evaluate, tag.",
+        "examples:\n"
+        "  python -m orpheus.demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
+        "  python -m orpheus.demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
+        "  python -m orpheus.demo --no-pretrained      # skip the musicnn comparison")
+    parser.add_argument("--workdir", type=Path, default=Path("demo_work"), help="folder for every output")
+    parser.add_argument("--tracks", type=int, default=300, help="tracks in the synthetic MSD")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, split and training")
+    parser.add_argument("--loop", choices=("fit", "custom"), default="fit", help="training loop")
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="training epochs")
+    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                        help="also tag with the pretrained musicnn models")
+    cli.add_common_args(parser, jobs=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    return cli.run_main(parser, argv, lambda a: run(a.workdir, a.tracks, a.seed, a.loop, a.epochs, a.jobs,
+                                                     a.pretrained, a.quiet) and 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The model zoo: Keras 3 functional builders and the registry that names them.
+
+`python -m orpheus.models` lists every model with its parameter count and accepted formats.
+
+Contract (shared with training, pretrained conversion and tagging): a builder is
+`build_x(config: ModelConfig, input_shape: tuple[int | None, ...], n_tags: int) -> keras.Model` where
+`input_shape` is (n_frames, n_bins) for log-mel/MFCC input (n_frames may be None where the architecture
+allows) or (n_samples,) for waveform input; the model adds the channel axis itself. Its input layer is
+named "audio", its output is float32 sigmoid probabilities [batch, n_tags] from a Dense layer named
+"tags" (whose kernel columns are the tag vectors), and its penultimate representation is a layer named
+"embedding". Every model also builds under a "mixed_float16" policy, with a float32 output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+from orpheus.config import ModelConfig
+from orpheus.errors import ConfigError
+from orpheus.models.choi import build_crnn, build_fcn
+from orpheus.models.dabral import build_multiscale
+from orpheus.models.pons import build_pons_log_mel, build_pons_waveform
+
+Builder = Callable[[ModelConfig, tuple, int], keras.Model]
+SPECTROGRAM_FORMATS = ("log-mel-spectrogram", "mfcc")
+WAVEFORM_FORMATS = ("waveform",)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model.
+
+    Attributes:
+        builder: `build_x(config, input_shape, n_tags) -> keras.Model`.
+        formats: the `orpheus.spec.FORMATS` the model accepts as input.
+        description: one line: the paper and what the architecture does.
+    """
+    builder: Builder
+    formats: tuple[str, ...]
+    description: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "pons_log_mel": ModelEntry(
+        build_pons_log_mel, SPECTROGRAM_FORMATS,
+        "Pons et al. 2018: timbral + temporal log-mel front end, residual 512-filter back end"),
+    "pons_waveform": ModelEntry(
+        build_pons_waveform, WAVEFORM_FORMATS,
+        "Pons et al. 2018: sample-level waveform front end, residual 512-filter back end"),
+    "fcn": ModelEntry(
+        build_fcn, SPECTROGRAM_FORMATS,
+        "Choi et al. 2016 FCN: five 3x3 conv blocks pooled to one vector (29 s / 1366 frames -> 1x1)"),
+    "crnn": ModelEntry(
+        build_crnn, SPECTROGRAM_FORMATS,
+        "Choi et al. 2017 CRNN: four 3x3 conv blocks, then two GRU layers over time"),
+    "multiscale": ModelEntry(
+        build_multiscale, SPECTROGRAM_FORMATS,
+        "Dabral et al. 2018: conv streams over 1x, 2x, 4x time-subsampled spectrograms, concatenated"),
+}
+
+
+def build_model(config: ModelConfig, input_shape: tuple[int | None, ...], n_tags: int) -> keras.Model:
+    """Build the registered model `config.name` for inputs of `input_shape` and `n_tags` outputs.
+
+    Args:
+        config: model section of the run configuration (`name`, `n_filters`, `n_dense`, `dropout`).
+        input_shape: (n_frames, n_bins) for log-mel/MFCC (n_frames may be None) or (n_samples,) for waveform.
+        n_tags: number of output tags (>= 1).
+
+    Returns:
+        An uncompiled Keras model: "audio" float32 [batch, *input_shape] -> "tags" float32 [batch, n_tags].
+
+    Raises:
+        ConfigError: an unknown model name (the message lists the known ones) or an input shape or tag
+            count the model cannot take.
+    """
+    entry = MODELS.get(config.name)
+    if entry is None:
+        raise ConfigError(f"unknown model {config.name!r} (model.name); known models: {', '.join(sorted(MODELS))}")
+    if not isinstance(n_tags, int) or n_tags < 1:
+        raise ConfigError(f"model {config.name!r} needs n_tags >= 1, got {n_tags!r}")
+    return entry.builder(config, tuple(input_shape), n_tags)
+
+
+def count_parameters(model: keras.Model) -> int:
+    """All weights of `model`, trainable or not (batch-norm moving statistics included)."""
+    return int(sum(int(keras.ops.size(weight)) for weight in model.weights))

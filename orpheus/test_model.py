@@ -1,0 +1,309 @@
+"""Evaluate a model on a shard folder (`test`) or tag audio files / the microphone (`predict`).
+
+    test:    RUN_DIR (run.json + model.keras) + a shard folder (dataset.json + {split}-*.tfrecord)
+             -> REPORT_DIR/metrics.json, per_tag.csv, predictions.npz, roc_pr.png, auc_per_tag.png,
+                threshold_per_tag.png, tag_map.png
+    predict: RUN_DIR (default: the converted pretrained MSD_musicnn) + audio files, a folder or a
+             recording -> tags on stdout (table, JSON lines or CSV), optional taggram PNG and
+             embeddings .npy
+"""
+
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Sequence, TextIO  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
+from orpheus.errors import ConfigError, MissingDependencyError, OrpheusError  # noqa: E402
+from orpheus.files import atomic_path, check_output, require_dir, write_csv_atomic  # noqa: E402
+
+log = logging.getLogger("orpheus.test_model")
+
+DEFAULT_MODEL = "MSD_musicnn"
+TABLE_TOP = 10  # tags shown per file by the table format when neither --top nor --threshold is given
+
+EPILOG = """examples:
+  # tag one file with the pretrained MSD musicnn model (top 10 tags)
+  python orpheus/test_model.py predict --mp3 song.mp3
+  # a whole folder, all tags as JSON lines, with a model trained here
+  python orpheus/test_model.py predict --run-dir runs/musicnn --mp3 music/ --format json > tags.jsonl
+  # 10 s of microphone, keep the recording, tags above 0.2
+  python orpheus/test_model.py predict --record --record-length 10 --save-recording me.wav --threshold 0.2
+  # taggram and per-window embeddings, 50% overlapping windows
+  python orpheus/test_model.py predict --mp3 song.mp3 --hop 1.5 --taggram song.png --embeddings song.npy
+  # evaluate on the test split of a shard folder
+  python orpheus/test_model.py test --run-dir runs/musicnn --tfrecords-dir shards/ --out reports/musicnn
+"""
+
+
+# ---------------------------------------------------------------- predict
+
+def resolve_run_dir(run_dir: str | None, model: str) -> Path:
+    """--run-dir when given, else the converted pretrained model `model`."""
+    if run_dir is not None:
+        return require_dir(run_dir, "--run-dir run")
+    try:
+        from orpheus.pretrained import pretrained_run_dir
+    except ModuleNotFoundError as err:
+        if err.name != "orpheus.pretrained":
+            raise
+        raise MissingDependencyError("pretrained models are not part of this checkout; pass --run-dir RUNS/NAME "
+                                     "(a folder written by orpheus/training.py)") from err
+    return Path(pretrained_run_dir(model))
+
+
+def write_outputs(results: list, tagger, *, fmt: str, threshold: float | None, top: int | None,
+                  taggram: str | None, stream: TextIO) -> None:
+    """Print the results in `fmt` to `stream`."""
+    from orpheus.tagging import json_record, ranked_tags
+    tags = tagger.tags
+    if fmt == "json":
+        for result in results:
+            record = json_record(result, tags, threshold=threshold, top=top, taggram=taggram is not None)
+            stream.write(json.dumps(record) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["file", "rank", "tag", "probability", "error"])
+        for result in results:
+            if result.error is not None:
+                writer.writerow([result.file, "", "", "", result.error])
+                continue
+            for rank, (tag, p) in enumerate(ranked_tags(tags, result.scores, threshold=threshold, top=top), 1):
+                writer.writerow([result.file, rank, tag, f"{p:.6f}", ""])
+    else:
+        if threshold is None and top is None:
+            top = TABLE_TOP
+        for result in results:
+            stream.write(f"{result.file}\n")
+            if result.error is not None:
+                stream.write(f"  ERROR: {result.error}\n\n")
+                continue
+            pairs = ranked_tags(tags, result.scores, threshold=threshold, top=top)
+            width = max([len(t) for t, _ in pairs] + [3])
+            for tag, p in pairs:
+                stream.write(f"  {tag:<{width}}  {p:.3f}\n")
+            if not pairs:
+                stream.write("  (no tag above the threshold)\n")
+            stream.write("\n")
+
+
+def taggram_paths(png: str, results: list) -> list[Path | None]:
+    """PNG path per result: `png` itself for one file, else `STEM-NNN-AUDIOSTEM.png` beside it."""
+    png_path = Path(png)
+    if len(results) == 1:
+        return [png_path]
+    return [png_path.with_name(f"{png_path.stem}-{i:03d}-{Path(r.file).stem}{png_path.suffix or '.png'}")
+            for i, r in enumerate(results)]
+
+
+def write_embeddings(path: Path, results: list) -> None:
+    """float32 [total_windows, dim] in file order to `path`, + `path.index.csv` (file, first_window, n_windows)."""
+    good = [r for r in results if r.error is None]
+    if not good:
+        return
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.concatenate([r.embeddings for r in good]).astype(np.float32))
+    rows, first = [], 0
+    for r in good:
+        rows.append([r.file, first, r.embeddings.shape[0]])
+        first += r.embeddings.shape[0]
+    write_csv_atomic(embeddings_index_path(path), ["file", "first_window", "n_windows"], rows)
+
+
+def embeddings_index_path(path: Path) -> Path:
+    return path.with_name(path.name + ".index.csv")
+
+
+def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: str | None = None,
+                record: bool = False, record_length: float = 30.0, save_recording: str | None = None,
+                window_s: float | None = None, hop_s: float | None = None, threshold: float | None = None,
+                top: int | None = None, fmt: str = "table", aggregate: str = "mean", taggram: str | None = None,
+                embeddings: str | None = None, jobs: int = 1, batch_size: int = 64, overwrite: bool = False,
+                quiet: bool = False, stream: TextIO | None = None, stream_threshold_s: float | None = None) -> int:
+    """Tag files or a recording and print the results; returns 1 when some file failed, else 0."""
+    from orpheus.tagging import STREAM_THRESHOLD_S, Tagger, list_audio_files, plot_taggram
+    stream = stream or sys.stdout
+    if (mp3 is None) == (not record):
+        raise ConfigError("give exactly one of --mp3 FILE_OR_DIR and --record")
+    if top is not None and top <= 0:
+        raise ConfigError(f"--top must be positive, got {top}")
+    for out in (taggram, embeddings, save_recording):
+        if out is not None:
+            check_output(out, overwrite)
+    files = list_audio_files(mp3) if mp3 is not None else []
+    if record:  # fail fast, before loading the model, when there is nothing to record from
+        from orpheus.recording import input_device
+        input_device()
+    tagger = Tagger(resolve_run_dir(run_dir, model), window_s=window_s, hop_s=hop_s, aggregate=aggregate,
+                    batch_size=batch_size, embeddings=embeddings is not None)
+    if record:
+        from orpheus.recording import record as record_audio
+        from orpheus.recording import save_recording as save_wav
+        samples = record_audio(record_length, tagger.info.sample_rate, quiet=quiet)
+        if save_recording is not None:
+            save_wav(save_recording, samples, tagger.info.sample_rate)
+        results = [tagger.tag_audio(save_recording or "<microphone>", samples)]
+    else:
+        results = list(tagger.tag_files(files, jobs=jobs, quiet=quiet,
+                                        stream_threshold_s=stream_threshold_s or STREAM_THRESHOLD_S))
+    failed = [r for r in results if r.error is not None]
+    for r in failed:
+        print(f"test_model.py: error: {r.error}", file=sys.stderr)
+    write_outputs(results, tagger, fmt=fmt, threshold=threshold, top=top, taggram=taggram, stream=stream)
+    if taggram is not None:
+        window_s_used = tagger.window_frames / tagger.frames_per_second
+        for result, png in zip(results, taggram_paths(taggram, results)):
+            if result.error is None:
+                plot_taggram(png, result, tagger.tags, window_s_used)
+    if embeddings is not None:
+        write_embeddings(Path(embeddings), results)
+    if failed:
+        log.warning("%d of %d files could not be tagged", len(failed), len(results))
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- test
+
+def merge_groups_of(run_dir: Path) -> tuple[tuple[str, ...], ...]:
+    """The run's `data.merge_tags` from its config.json (none for converted pretrained models)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return ()
+    from orpheus.config import load_config
+    return load_config(path).data.merge_tags
+
+
+def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str | None = None,
+             threshold: float = 0.5, map_method: str = "pca", batch_size: int = 64, overwrite: bool = False,
+             quiet: bool = False) -> dict:
+    """Evaluate every window of every track of `split`; write the report; return the metrics dict."""
+    from tqdm import tqdm
+
+    from orpheus.data_input import make_track_windows
+    from orpheus.evaluation import tag_kernel, write_report
+    from orpheus.spec import read_dataset_info
+    from orpheus.tagging import Tagger
+    run_path = require_dir(run_dir, "--run-dir run")
+    shard_dir = require_dir(tfrecords_dir, "--tfrecords-dir shard")
+    out_dir = Path(out) if out is not None else run_path / f"report-{split}"
+    check_output(out_dir / "metrics.json", overwrite)
+    dataset_info = read_dataset_info(shard_dir)
+    tagger = Tagger(run_path, batch_size=batch_size)
+    tracks = make_track_windows(shard_dir, split, tagger.info, merge_tags=merge_groups_of(run_path))
+    tids, labels, scores = [], [], []
+    total = dataset_info.counts.get(split)
+    for tid, windows, track_labels in tqdm(tracks.as_numpy_iterator(), total=total, desc=f"evaluating {split}",
+                                           unit="track", disable=quiet, dynamic_ncols=True):
+        probs, _ = tagger.predict_windows(windows, normalised=True)
+        tids.append(tid.decode("utf-8"))
+        labels.append(track_labels.astype(np.int8))
+        scores.append(probs.mean(axis=0))
+    if not tids:
+        raise OrpheusError(f"{shard_dir}: no {split} tracks; check --split or rerun preprocessing")
+    metrics = write_report(out_dir, tids, tagger.tags, np.stack(labels), np.stack(scores), threshold=threshold,
+                           kernel=tag_kernel(tagger.model), map_method=map_method)
+    log.info("%s: ROC-AUC macro %.4f micro %.4f, PR-AUC macro %.4f micro %.4f over %d tracks -> %s", split,
+             metrics["roc_auc_macro"] or float("nan"), metrics["roc_auc_micro"] or float("nan"),
+             metrics["pr_auc_macro"] or float("nan"), metrics["pr_auc_micro"] or float("nan"), len(tids), out_dir)
+    return metrics
+
+
+def format_summary(metrics: dict) -> str:
+    """A short human-readable summary of a metrics dict."""
+    def num(value):
+        return "n/a" if value is None else f"{value:.4f}"
+    lines = [f"tracks {metrics['n_tracks']}, tags evaluated {metrics['n_tags_evaluated']}/{metrics['n_tags']}",
+             f"ROC-AUC macro {num(metrics['roc_auc_macro'])}  micro {num(metrics['roc_auc_micro'])}",
+             f"PR-AUC  macro {num(metrics['pr_auc_macro'])}  micro {num(metrics['pr_auc_micro'])}"]
+    if metrics["absent_tags"]:
+        lines.append(f"tags with no positive in the split (left out of the macro average): "
+                     f"{', '.join(metrics['absent_tags'])}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    from orpheus.cli import HelpFormatter
+    parser = make_parser("test_model.py", "Evaluate a model on a shard folder, or tag audio files.", EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    predict = sub.add_parser("predict", help="tag audio files, a folder or a recording", epilog=EPILOG,
+                             formatter_class=HelpFormatter)
+    model = predict.add_mutually_exclusive_group()
+    model.add_argument("--model", default=DEFAULT_MODEL,
+                       help="pretrained model: MSD_musicnn, MTT_musicnn, MSD_vgg or MTT_vgg")
+    model.add_argument("--run-dir", help="a run directory (run.json + model.keras) instead of --model")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mp3", metavar="FILE_OR_DIR", help="an audio file, or a folder walked recursively "
+                        "for mp3/ogg/flac/wav (sorted)")
+    source.add_argument("--record", action="store_true", help="record from the default input device, then tag")
+    predict.add_argument("--record-length", type=float, default=30.0, help="seconds to record")
+    predict.add_argument("--save-recording", metavar="OUT.wav", help="keep the recording as a wav file")
+    predict.add_argument("--window", dest="window_s", type=float, default=None,
+                         help="seconds per window, e.g. 3 or 15 (default: the model's window)")
+    predict.add_argument("--hop", dest="hop_s", type=float, default=None,
+                         help="seconds between window starts (default: the window, no overlap)")
+    select = predict.add_mutually_exclusive_group()
+    select.add_argument("--threshold", type=float, default=None, help="show tags with probability >= this")
+    select.add_argument("--top", type=int, default=None,
+                        help=f"show the N most probable tags (table default: {TABLE_TOP}; json/csv: all)")
+    predict.add_argument("--format", dest="fmt", choices=("table", "json", "csv"), default="table",
+                         help="output on stdout; json: one object per line and file")
+    predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
+                         help="track score from its windows' probabilities")
+    predict.add_argument("--taggram", metavar="PNG", help="heat map of tags over time (one PNG per file, "
+                         "numbered beside PNG for several files); adds the taggram to json output")
+    predict.add_argument("--embeddings", metavar="OUT.npy", help='the "embedding" layer per window, float32 '
+                         "[n_windows, dim] in file order (+ OUT.npy.index.csv)")
+    predict.add_argument("--batch-size", type=int, default=64, help="windows per model call")
+    add_common_args(predict, jobs=True, overwrite=True)
+    predict.set_defaults(func=_predict_command)
+
+    test = sub.add_parser("test", help="evaluate a run on a split of a shard folder", epilog=EPILOG,
+                          formatter_class=HelpFormatter)
+    test.add_argument("--run-dir", required=True, help="run directory (run.json + model.keras)")
+    test.add_argument("--tfrecords-dir", required=True, help="shard folder (dataset.json + *.tfrecord)")
+    test.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    test.add_argument("--out", help="report folder (default: RUN_DIR/report-SPLIT)")
+    test.add_argument("--threshold", type=float, default=0.5, help="for per-tag accuracy and recall")
+    test.add_argument("--tag-map", dest="map_method", choices=("pca", "tsne"), default="pca",
+                      help="projection of the output layer's tag vectors")
+    test.add_argument("--batch-size", type=int, default=64, help="windows per model call")
+    add_common_args(test, overwrite=True)
+    test.set_defaults(func=_test_command)
+    return parser
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    return run_predict(run_dir=args.run_dir, model=args.model, mp3=args.mp3, record=args.record,
+                       record_length=args.record_length, save_recording=args.save_recording,
+                       window_s=args.window_s, hop_s=args.hop_s, threshold=args.threshold, top=args.top,
+                       fmt=args.fmt, aggregate=args.aggregate, taggram=args.taggram, embeddings=args.embeddings,
+                       jobs=args.jobs, batch_size=args.batch_size, overwrite=args.overwrite, quiet=args.quiet)
+
+
+def _test_command(args: argparse.Namespace) -> int:
+    metrics = run_test(run_dir=args.run_dir, tfrecords_dir=args.tfrecords_dir, split=args.split, out=args.out,
+                       threshold=args.threshold, map_method=args.map_method, batch_size=args.batch_size,
+                       overwrite=args.overwrite, quiet=args.quiet)
+    print(format_summary(metrics))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(build_parser(), argv, lambda args: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,462 @@
+"""Training: a shard folder -> a run directory (`orpheus/rundir.py`), with `model.fit` or a custom loop.
+
+Input: `--tfrecords-dir` written by `tfrecords/preprocessing.py` (shards + `dataset.json`) and a JSON
+config (`configs/`). Output, in `--run-dir`:
+
+    config.json   the resolved Config        run.json      tags in output order, window, normalisation
+    checkpoints/  epoch-N (tf.train.Checkpoint: model, optimizer, epoch), callbacks.json, best.weights.h5
+    logs/         TensorBoard                history.csv   per-epoch metrics     model.keras   final model
+
+Both loops share the strategy, the datasets (`orpheus.data_input`), the model registry, the
+checkpoint layout and the Keras callbacks (checkpoints, best by validation PR-AUC, TensorBoard,
+early stopping, ReduceLROnPlateau, CSV log); only the step differs. The custom loop drives the same
+callbacks through a `CallbackList`.
+
+Reproducibility: `keras.utils.set_random_seed(train.seed)` and `enable_op_determinism()`; the input
+of epoch e depends on (seed, e) only, and model, optimizer (its step counter drives the schedule),
+epoch and callback states are checkpointed, so `--resume` ends where an uninterrupted run ends.
+
+Mixed precision is a GPU feature: on a machine without a GPU it is ignored with a warning (the run
+stays float32). XLA (`train.xla`) compiles the step on any device.
+"""
+
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+from tqdm import tqdm
+
+from orpheus import data_input
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.config import Config, load_config
+from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
+from orpheus.files import write_json_atomic
+from orpheus.models import MODELS, build_model
+from orpheus.rundir import MODEL_FILE, RunInfo, read_run_info, write_run_info
+from orpheus.schedules import make_schedule
+from orpheus.spec import FORMATS, read_dataset_info
+
+log = logging.getLogger(__name__)
+MONITOR = "val_pr_auc"
+
+
+# ------------------------------------------------------------------------------------- strategy
+def choose_strategy(cuda: Sequence[int] | None = None) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy when TF_CONFIG is set, else MirroredStrategy over the GPUs in
+    `cuda` (all visible GPUs when None), or over the CPU when there is none."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if cuda:
+        if not gpus:
+            raise ConfigError("--cuda given but TensorFlow sees no GPU (CPU-only build or no driver); "
+                              "drop --cuda to train on the CPU")
+        missing = [i for i in cuda if not 0 <= i < len(gpus)]
+        if missing:
+            raise ConfigError(f"--cuda {' '.join(map(str, missing))}: only GPUs 0..{len(gpus) - 1} exist")
+        try:
+            tf.config.set_visible_devices([gpus[i] for i in cuda], "GPU")
+        except RuntimeError as err:
+            raise ConfigError(f"--cuda must be applied before TensorFlow starts ({err})") from err
+        gpus = cuda
+    devices = [f"/gpu:{i}" for i in range(len(gpus))] or ["/cpu:0"]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory (always, except non-chief multi-worker tasks)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+# ------------------------------------------------------------------------------------ run dir
+def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: bool,
+                    overwrite: bool) -> RunInfo:
+    """Create (or, with `resume`, check) the run directory; returns its RunInfo."""
+    if resume:
+        saved = run_dir / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"{saved}: not found; --resume needs a run directory of an earlier run")
+        if json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(config.to_json())):
+            raise ConfigError(f"{saved}: differs from --config; resume with the run's own config "
+                              f"(--config {saved}) or start a new --run-dir")
+        return read_run_info(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"{run_dir}: run directory exists; pass --resume to continue it or "
+                                    "--overwrite to start again")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_info = data_input.make_run_info(shard_dir, config)
+    write_json_atomic(run_dir / "config.json", config.to_json())
+    write_run_info(run_dir, run_info)
+    return run_info
+
+
+class RunState(keras.callbacks.Callback):
+    """Checkpoints model, optimizer and epoch each epoch (tf.train.CheckpointManager) and the states
+    of its sibling callbacks (callbacks.json); restores them all on resume. Put it last."""
+
+    STATE = {"EarlyStopping": ("wait", "best", "best_epoch"),
+             "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+             "ModelCheckpoint": ("best",)}
+
+    def __init__(self, directory: Path, model: keras.Model, optimizer, siblings: list) -> None:
+        super().__init__()
+        self.directory, self.siblings = directory, siblings
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2,
+                                                  checkpoint_name="epoch")
+        self.saved_states: dict = {}
+
+    def restore(self) -> int:
+        """Load the latest checkpoint, if any; returns the next epoch to run (0 when none)."""
+        if self.manager.latest_checkpoint is None:
+            return 0
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        states = self.directory / "callbacks.json"
+        self.saved_states = json.loads(states.read_text(encoding="utf-8")) if states.is_file() else {}
+        return int(self.epoch.numpy())
+
+    def on_train_begin(self, logs=None) -> None:  # after the siblings have reset themselves
+        for callback in self.siblings:
+            for key, value in self.saved_states.get(type(callback).__name__, {}).items():
+                setattr(callback, key, value)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        states = {type(cb).__name__: {key: _plain(getattr(cb, key)) for key in self.STATE[type(cb).__name__]}
+                  for cb in self.siblings if type(cb).__name__ in self.STATE}
+        write_json_atomic(self.directory / "callbacks.json", states)
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+def _plain(value):
+    return float(value) if hasattr(value, "__float__") else value
+
+
+class TensorBoardLog(keras.callbacks.Callback):
+    """Epoch metrics as TensorBoard scalars in logs/train and logs/validation.
+
+    Written with the core `tf.summary.write` op and the scalars plugin's metadata, because
+    `tf.summary.scalar` (and so Keras's TensorBoard callback) needs the `tensorboard` package.
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+        self.writers: dict = {}
+        self.metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        for name, value in (logs or {}).items():
+            split = "validation" if name.startswith("val_") else "train"
+            if split not in self.writers:
+                self.writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
+            with self.writers[split].as_default():
+                tf.summary.write(f"epoch_{name.removeprefix('val_')}", tf.constant(float(value), tf.float32),
+                                 step=epoch, metadata=self.metadata)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds the optimizer's current rate to the epoch logs (CSV and TensorBoard), in both loops."""
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def make_callbacks(run_dir: Path, config: Config, model, optimizer, *, resume: bool) -> tuple[list, RunState]:
+    """The callbacks of both loops, RunState last."""
+    train = config.train
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    callbacks: list = [LogLearningRate(),
+                       keras.callbacks.ModelCheckpoint(str(checkpoints / "best.weights.h5"), monitor=MONITOR,
+                                                       mode="max", save_best_only=True, save_weights_only=True),
+                       TensorBoardLog(run_dir / "logs")]
+    if train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=train.early_stopping_patience))
+    if train.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5,
+                                                           patience=train.reduce_lr_patience,
+                                                           min_lr=train.min_learning_rate))
+    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume))
+    state = RunState(checkpoints, model, optimizer, callbacks)
+    return callbacks + [state], state
+
+
+# ---------------------------------------------------------------------------------------- model
+def make_metrics() -> list:
+    return [keras.metrics.AUC(curve="ROC", multi_label=True, name="roc_auc"),
+            keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc")]
+
+
+def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
+                         mixed_precision: bool):
+    """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`."""
+    entry = MODELS.get(config.model.name)  # unknown names: build_model's error lists the known ones
+    if entry is not None and run_info.format not in entry.formats:
+        raise ConfigError(f"model.name {config.model.name!r} does not take {run_info.format} input; "
+                          f"pick a model for it (python -m orpheus.models)")
+    bins = (run_info.n_mfcc if run_info.format == "mfcc" else run_info.n_mels,)
+    input_shape = (run_info.window_frames,) + (bins if run_info.format != "waveform" else ())
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    try:
+        model = build_model(config.model, input_shape, len(run_info.tags))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    train = config.train
+    if train.batch_norm_momentum is not None:  # faster-tracking running statistics for short runs
+        for layer in model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = train.batch_norm_momentum
+    # A plain rate (constant schedule) stays settable by ReduceLROnPlateau.
+    rate = train.learning_rate if train.schedule == "constant" else make_schedule(train, steps_per_epoch, epochs)
+    if train.reduce_lr_patience and train.schedule != "constant":
+        raise ConfigError('train.reduce_lr_patience needs train.schedule "constant" (a schedule owns the rate)')
+    optimizer = keras.optimizers.Adam(learning_rate=rate)
+    if mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(), metrics=make_metrics(),
+                  jit_compile=train.xla)
+    return model, optimizer
+
+
+# ---------------------------------------------------------------------------------------- loops
+def fit_loop(model, train_data, valid_data, callbacks, *, start_epoch: int, epochs: int, steps: int,
+             quiet: bool) -> None:
+    with warnings.catch_warnings():  # validation is one pass of unknown length, by design
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        model.fit(train_data, validation_data=valid_data, epochs=epochs, initial_epoch=start_epoch,
+                  steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=0 if quiet else 2)
+
+
+def custom_loop(model, optimizer, strategy, train_data, valid_data, callbacks, *, start_epoch: int, epochs: int,
+                steps: int, global_batch: int, xla: bool, quiet: bool) -> None:
+    """A GradientTape loop under `strategy.run`, driving the same callbacks as `model.fit`."""
+    with strategy.scope():
+        train_metrics = [keras.metrics.Mean(name="loss")] + make_metrics()
+        valid_metrics = [keras.metrics.Mean(name="loss")] + make_metrics()
+    scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def replica_train(windows, labels):
+        with tf.GradientTape() as tape:
+            probabilities = model(windows, training=True)
+            per_example = keras.losses.binary_crossentropy(labels, probabilities)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss) if scale_loss else loss
+        optimizer.apply(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
+        _update(train_metrics, labels, per_example, probabilities)
+
+    if xla:  # as model.fit does: compile the replica step, inside strategy.run
+        replica_train = tf.function(replica_train, jit_compile=True)
+
+    def replica_valid(windows, labels):
+        probabilities = model(windows, training=False)
+        _update(valid_metrics, labels, keras.losses.binary_crossentropy(labels, probabilities), probabilities)
+
+    @tf.function
+    def train_step(iterator):
+        strategy.run(replica_train, args=next(iterator))
+
+    @tf.function
+    def valid_step(batch):
+        strategy.run(replica_valid, args=batch)
+
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps, verbose=0)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    iterator = iter(train_data)
+    for epoch in range(start_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        for metric in train_metrics + valid_metrics:
+            metric.reset_state()
+        for step in tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=quiet, leave=False):
+            callback_list.on_train_batch_begin(step)
+            train_step(iterator)
+            callback_list.on_train_batch_end(step)
+        for batch in valid_data:
+            valid_step(batch)
+        logs = {m.name: float(m.result()) for m in train_metrics}
+        logs.update({f"val_{m.name}": float(m.result()) for m in valid_metrics})
+        callback_list.on_epoch_end(epoch, logs)
+        log.info("epoch %d/%d: %s", epoch + 1, epochs, ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+
+
+def _update(metrics, labels, per_example, probabilities) -> None:
+    metrics[0].update_state(per_example)
+    for metric in metrics[1:]:
+        metric.update_state(labels, probabilities)
+
+
+# ----------------------------------------------------------------------------------------- train
+def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: str | Path,
+          steps_per_epoch: int | None = None, resume: bool = False, overwrite: bool = False,
+          feature_format: str | None = None, strategy: tf.distribute.Strategy | None = None,
+          cuda: Sequence[int] | None = None, quiet: bool = False) -> Path:
+    """Train `config.model` on `tfrecords_dir` for epochs up to `epochs`; returns the run directory.
+
+    Args:
+        tfrecords_dir: shard folder (train and valid splits + dataset.json).
+        config: the resolved run configuration (`config.train.loop` picks the loop).
+        epochs: the epoch count to reach (a resumed run continues up to it).
+        run_dir: output run directory (see module docstring).
+        steps_per_epoch: global steps per epoch; None: one pass over the training split.
+        resume: continue the run in `run_dir` from its last checkpoint.
+        overwrite: replace an existing `run_dir` (without `resume`).
+        feature_format: when given, the shards' format must match it.
+        strategy: a tf.distribute strategy; None: `choose_strategy(cuda)`.
+        quiet: no progress output.
+    """
+    shard_dir, run_dir = Path(tfrecords_dir), Path(run_dir)
+    requested = run_dir
+    info = read_dataset_info(shard_dir)
+    if feature_format is not None and feature_format != info.format:
+        raise DataFormatError(f"{shard_dir}: holds {info.format} features, not {feature_format}; "
+                              "pass the folder's format or another --tfrecords-dir")
+    if epochs < 1:
+        raise ConfigError("--epochs must be at least 1")
+    train_config = config.train
+    keras.utils.set_random_seed(train_config.seed)
+    tf.config.experimental.enable_op_determinism()
+    strategy = strategy or choose_strategy(cuda)
+    chief = is_chief(strategy)
+    with contextlib.ExitStack() as stack:
+        if not chief:  # other workers write into a scratch folder (they must still save, in step)
+            run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orpheus-worker-")))
+        run_info = prepare_run_dir(run_dir, shard_dir, config, resume=resume and chief, overwrite=overwrite)
+        steps = steps_per_epoch or data_input.steps_per_epoch(info, train_config.batch_size)
+        mixed = train_config.mixed_precision
+        if mixed and not tf.config.list_logical_devices("GPU"):
+            log.warning("train.mixed_precision ignored: no GPU, training in float32")
+            mixed = False
+        with strategy.scope():
+            model, optimizer = build_training_model(config, run_info, steps, epochs, mixed_precision=mixed)
+            callbacks, state = make_callbacks(run_dir, config, model, optimizer, resume=resume)
+            start_epoch = state.restore() if resume else 0
+        if resume:
+            _trim_history(run_dir / "history.csv", start_epoch)
+        if start_epoch >= epochs:
+            log.info("%s: already trained for %d epochs", run_dir, start_epoch)
+        else:
+            seed = train_config.seed
+            train_data = strategy.distribute_datasets_from_function(
+                lambda ctx: data_input.make_dataset(shard_dir, "train", config, ctx, training=True, seed=seed,
+                                                    run_info=run_info, epochs=(start_epoch, epochs),
+                                                    steps_per_epoch=steps))
+            valid_data = strategy.distribute_datasets_from_function(
+                lambda ctx: data_input.make_dataset(shard_dir, "valid", config, ctx, training=False,
+                                                    run_info=run_info))
+            log.info("training %s on %s: %d steps x epochs %d..%d, %s loop, %d replica(s)", config.model.name,
+                     shard_dir, steps, start_epoch + 1, epochs, train_config.loop, strategy.num_replicas_in_sync)
+            if train_config.loop == "fit":
+                fit_loop(model, train_data, valid_data, callbacks, start_epoch=start_epoch, epochs=epochs,
+                         steps=steps, quiet=quiet)
+            else:
+                custom_loop(model, optimizer, strategy, train_data, valid_data, callbacks, start_epoch=start_epoch,
+                            epochs=epochs, steps=steps, global_batch=train_config.batch_size, xla=train_config.xla,
+                            quiet=quiet)
+        _save_model(model, run_dir / MODEL_FILE)
+    return requested
+
+
+def _trim_history(path: Path, start_epoch: int) -> None:
+    """Drop history rows of epochs after the restored checkpoint (written before an interruption)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[:1 + start_epoch]), encoding="utf-8")
+
+
+def _save_model(model: keras.Model, path: Path) -> None:
+    """Save the `.keras` file atomically (Keras needs the .keras suffix on the temporary name too)."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".saving-") as tmp:
+        tmp_path = Path(tmp) / path.name
+        model.save(tmp_path)
+        os.replace(tmp_path, path)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+EPILOG = """examples:
+  python orpheus/training.py log-mel-spectrogram --tfrecords-dir data/tfrecords-log-mel \\
+      --config configs/urop2019_log_mel.json --epochs 20 --run-dir runs/pons-log-mel
+  python orpheus/training.py log-mel-spectrogram --tfrecords-dir data/tfrecords-log-mel \\
+      --config configs/urop2019_log_mel.json --epochs 40 --run-dir runs/pons-log-mel --resume
+  python -m orpheus.training waveform --tfrecords-dir data/tfrecords-waveform \\
+      --config configs/urop2019_waveform.json --epochs 20 --loop custom --cuda 0 1
+multi-worker: set TF_CONFIG in each worker's environment and run the same command on each."""
+
+
+def build_parser():
+    parser = make_parser("orpheus/training.py", "Train a tagging model on a TFRecord shard folder.", EPILOG)
+    parser.add_argument("format", choices=FORMATS, help="feature format of the shards")
+    parser.add_argument("--tfrecords-dir", required=True, type=Path, help="shard folder with dataset.json")
+    parser.add_argument("--config", required=True, type=Path, help="JSON config (see configs/)")
+    parser.add_argument("--epochs", required=True, type=int, help="epochs to reach")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="global steps per epoch (default: one pass over the training split)")
+    parser.add_argument("--loop", choices=("fit", "custom"), default=None,
+                        help="training loop (default: train.loop of the config)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="output run directory (default: runs/CONFIG)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of --run-dir")
+    parser.add_argument("--cuda", type=int, nargs="+", default=None, help="GPU indices (default: all GPUs)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: train.seed of the config)")
+    add_common_args(parser, overwrite=True)
+    return parser
+
+
+def run(args) -> int:
+    config = load_config(args.config)
+    overrides = {k: v for k, v in (("loop", args.loop), ("seed", args.seed)) if v is not None}
+    if overrides:
+        config = config.replace(train=overrides)
+    run_dir = args.run_dir or Path("runs") / args.config.stem
+    out = train(args.tfrecords_dir, config, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                run_dir=run_dir, resume=args.resume, overwrite=args.overwrite, feature_format=args.format,
+                cuda=args.cuda, quiet=args.quiet)
+    print(out / MODEL_FILE)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(build_parser(), argv, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from msd import fetcher
+from tests.msd_fixtures import noise, write_mp3
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "audio"
+    write_mp3(root / "3" / "1" / "222.clip.mp3", noise(2.0, rng))
+    write_mp3(root / "0" / "9" / "111.clip.mp3", noise(1.0, rng))
+    (root / "5" / "5").mkdir(parents=True)
+    (root / "5" / "5" / "333.clip.mp3").write_bytes(b"")
+    (root / "5" / "5" / "444.clip.mp3").write_bytes(rng.bytes(4000))
+    (root / "5" / "5" / "notes.txt").write_text("not a clip")
+    (root / "5" / "5" / "555.mp3").write_bytes(b"not a clip name")
+    return root
+
+
+def test_scan_reads_headers_and_keeps_unreadable(tree):
+    table = fetcher.scan(tree)
+    assert list(table.columns) == fetcher.COLUMNS
+    assert table["file_path"].tolist() == ["0/9/111.clip.mp3", "3/1/222.clip.mp3", "5/5/333.clip.mp3",
+                                           "5/5/444.clip.mp3"]
+    assert table["track_7digitalid"].tolist() == [111, 222, 333, 444]
+    good = table.set_index("track_7digitalid")
+    assert good.loc[222, "clip_length"] == pytest.approx(2.0, abs=0.1)
+    assert good.loc[111, "clip_length"] == pytest.approx(1.0, abs=0.1)
+    assert good.loc[222, "channels"] == 2 and good.loc[222, "sample_rate"] == 44100
+    assert good.loc[333, "file_size"] == 0 and good.loc[444, "file_size"] == 4000
+    assert good.loc[[333, 444], ["channels", "sample_rate", "clip_length"]].isna().all().all()
+
+
+def test_cli_writes_csv_refuses_overwrite_and_parallel_matches(tree, tmp_path, capsys):
+    out = tmp_path / "fetcher.csv"
+    assert fetcher.main([str(out), "--root-dir", str(tree), "--quiet", "--jobs", "1"]) == 0
+    first = pd.read_csv(out)
+    assert len(first) == 4 and first["clip_length"].isna().sum() == 2
+    assert fetcher.main([str(out), "--root-dir", str(tree), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "--overwrite" in err[0]
+    assert fetcher.main([str(out), "--root-dir", str(tree), "--quiet", "--jobs", "2", "--overwrite"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out), first)
+    assert not list(tmp_path.glob(".fetcher.csv.*"))  # no temporary left behind
+
+
+def test_missing_root_is_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert fetcher.main([str(tmp_path / "f.csv"), "--root-dir", str(missing)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0]
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fetcher.main(["--help"])
+    assert exit_.value.code == 0
+    assert "python msd/fetcher.py fetcher.csv --root-dir" in capsys.readouterr().out

@@ -1,0 +1,331 @@
+"""tfrecords/preprocessing.py on a tiny corpus in the real formats: mp3s encoded with soundfile, an
+ultimate.csv, and a clean_lastfm.db with the real three-table schema."""
+
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+
+from orpheus import audio, spec
+from tfrecords import preprocessing as pp
+
+RATE = 8000  # low sample rate keeps decoding and features fast
+TAGS = ["rock", "jazz", "ambient", "female vocalists"]  # ROWID order, deliberately not sorted
+# track id -> (artist, seconds, tags); special cases: corrupt, short, untagged, missing
+CORPUS = {
+    "TR01": ("AR1", 16.0, ["rock"]),
+    "TR02": ("AR1", 17.0, ["rock", "female vocalists"]),
+    "TR03": ("AR2", 16.5, ["jazz"]),
+    "TR04": ("AR2", 18.0, ["jazz", "ambient"]),
+    "TR05": ("AR3", 16.0, ["ambient"]),
+    "TR06": ("AR3", 17.5, ["rock", "jazz"]),
+    "TR07": ("AR4", 16.0, ["female vocalists"]),
+    "TR08": ("AR5", 19.0, ["rock"]),
+    "TR09": ("AR6", 16.0, ["jazz"]),
+    "TR10": ("AR7", 16.0, ["ambient", "rock"]),
+    "TRBAD": ("AR8", 16.0, ["rock"]),      # corrupt mp3
+    "TRSHORT": ("AR8", 5.0, ["rock"]),     # shorter than one 15 s window
+    "TRNOTAG": ("AR9", 16.0, []),          # no clean tag
+    "TRGONE": ("AR9", 16.0, ["jazz"]),     # listed but its file is missing
+}
+GOOD = [tid for tid in CORPUS if tid.startswith("TR") and tid[2:].isdigit()]
+
+
+def _signal(seed: int, seconds: float) -> np.ndarray:
+    """Seeded music-like stereo signal: a few decaying harmonic notes plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    mono = 0.02 * rng.standard_normal(t.size)
+    for onset in np.arange(0, seconds, 0.5):
+        f0 = rng.choice([110, 165, 220, 330, 440, 660])
+        env = np.where(t >= onset, np.exp(-(t - onset) * 4), 0)
+        mono += 0.2 * env * sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3))
+    return np.stack([mono, 0.8 * mono], axis=1).astype(np.float32) * 0.5
+
+
+def build_corpus(root):
+    """Write audio/, ultimate.csv and clean_lastfm.db under `root`; returns the CLI input arguments."""
+    audio_dir = root / "audio"
+    audio_dir.mkdir(parents=True)
+    rows = []
+    for seed, (tid, (artist, seconds, _)) in enumerate(sorted(CORPUS.items())):
+        rel = f"{tid[-1]}/{tid}.clip.mp3"
+        (audio_dir / rel).parent.mkdir(exist_ok=True)
+        if tid == "TRBAD":
+            (audio_dir / rel).write_bytes(np.random.default_rng(seed).bytes(6000))
+        elif tid != "TRGONE":
+            sf.write(audio_dir / rel, _signal(seed, seconds), RATE)
+        # a trimmed span for TR08 (19 s file, 0.5 .. 18.0 s kept), as the cleaning stage records it
+        start, end = ("0.5", "18.0") if tid == "TR08" else ("", "")
+        rows.append({"track_id": tid, "artist_id": artist, "mp3_path": rel, "audio_start": start, "audio_end": end})
+    with open(root / "ultimate.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    db = sqlite3.connect(root / "clean_lastfm.db")
+    db.execute("CREATE TABLE tids (tid TEXT)")
+    db.execute("CREATE TABLE tags (tag TEXT)")
+    db.execute("CREATE TABLE tid_tag (tid INTEGER, tag INTEGER, val FLOAT)")
+    db.executemany("INSERT INTO tags (tag) VALUES (?)", [(t,) for t in TAGS])
+    db.execute("INSERT INTO tids (tid) VALUES ('TRUNLISTED')")  # in the db, not in the csv
+    for tid, (_, _, tags) in sorted(CORPUS.items()):
+        rowid = db.execute("INSERT INTO tids (tid) VALUES (?)", (tid,)).lastrowid
+        db.executemany("INSERT INTO tid_tag VALUES (?, ?, ?)", [(rowid, TAGS.index(t) + 1, 50.0) for t in tags])
+    db.commit()
+    db.close()
+    return ["--csv-path", str(root / "ultimate.csv"), "--tag-path", str(root / "clean_lastfm.db"),
+            "--root-dir", str(audio_dir)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    return root, build_corpus(root)
+
+
+SPLIT = ("40", "30", "30")  # with these artist ids every split gets tracks (train AR1 AR2 AR7 AR8 AR9, ...)
+
+
+def _cli(fmt, out_dir, inputs, *extra):
+    split = [] if "--split-file" in extra or "--split" in extra else ["--split", *SPLIT]
+    return pp.main([fmt, str(out_dir), *inputs, "--sr", str(RATE), "--num-files", "4", "--jobs", "1", "--quiet",
+                    *split, *extra])
+
+
+def _read_shards(out_dir):
+    info = spec.read_dataset_info(out_dir)
+    parse = spec.parse_fn(info.spec())
+    examples = {}
+    for split in spec.SPLITS:
+        for path in spec.shard_paths(out_dir, split):
+            for record in tf.data.TFRecordDataset(path):
+                ex = {k: v.numpy() for k, v in parse(record).items()}
+                examples[ex["tid"].decode()] = dict(ex, split=split, shard=os.path.basename(path))
+    return info, examples
+
+
+def _expected_multi_hot(tid):
+    return np.array([int(t in CORPUS[tid][2]) for t in TAGS])
+
+
+def _snapshot(out_dir):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out_dir.glob("*.tfrecord"))}
+
+
+@pytest.fixture(scope="module")
+def logmel_run(corpus, tmp_path_factory):
+    root, inputs = corpus
+    out = tmp_path_factory.mktemp("logmel")
+    assert _cli("log-mel-spectrogram", out, inputs) == 0
+    return out
+
+
+def test_shards_dataset_json_and_tags(corpus, logmel_run):
+    root, _ = corpus
+    info, examples = _read_shards(logmel_run)
+    assert info.format == "log-mel-spectrogram" and info.sample_rate == RATE and info.preset == "db"
+    assert (info.n_mels, info.n_fft, info.hop_length, info.n_mfcc, info.storage) == (96, 2048, 512, None, "float32")
+    assert info.tags == tuple(TAGS)  # ROWID order, not alphabetical
+    assert "--num-files 4" in info.command and info.command.startswith("python tfrecords/preprocessing.py")
+    assert sorted(examples) == sorted(GOOD)
+    for tid, ex in examples.items():
+        np.testing.assert_array_equal(ex["tags"], _expected_multi_hot(tid))
+        assert ex["artist_id"].decode() == CORPUS[tid][0]
+    # counts and positives per split agree with what the shards hold
+    for split in spec.SPLITS:
+        in_split = [tid for tid, ex in examples.items() if ex["split"] == split]
+        assert info.counts[split] == len(in_split)
+        expected = sum((_expected_multi_hot(t) for t in in_split), np.zeros(len(TAGS), int))
+        assert info.positives[split] == expected.tolist()
+    # the features are exactly orpheus.audio's, on the trimmed span where ultimate.csv gives one
+    y, _ = audio.load_audio(root / "audio" / "3/TR03.clip.mp3", RATE)
+    np.testing.assert_array_equal(examples["TR03"]["audio"], audio.log_mel(y, RATE, 96))
+    trimmed, _ = audio.load_audio(root / "audio" / "8/TR08.clip.mp3", RATE, offset_s=0.5, duration_s=17.5)
+    assert examples["TR08"]["audio"].shape == (1 + len(trimmed) // 512, 96)
+    np.testing.assert_array_equal(examples["TR08"]["audio"], audio.log_mel(trimmed, RATE, 96))
+    # the shard names follow the spec and the 4 files are shared among the splits in use
+    names = sorted(p.name for p in logmel_run.glob("*.tfrecord"))
+    assert len(names) == 4
+    for name in names:
+        split, index, _, count = name[:-len(".tfrecord")].split("-")
+        assert name == spec.shard_name(split, int(index), int(count))
+
+
+def test_skipped_report(logmel_run):
+    with open(logmel_run / "skipped.csv", newline="") as f:
+        rows = {row["track_id"]: row["reason"] for row in csv.DictReader(f)}
+    assert set(rows) == {"TRBAD", "TRSHORT", "TRNOTAG", "TRGONE"}
+    assert rows["TRNOTAG"] == "no clean tag"
+    assert rows["TRSHORT"].startswith("too short")
+    assert rows["TRBAD"].startswith("decode failed") and "TRBAD.clip.mp3" in rows["TRBAD"]
+    assert rows["TRGONE"].startswith("decode failed") and "not found" in rows["TRGONE"]
+
+
+def test_artist_separation_and_split_determinism(corpus, logmel_run):
+    root, _ = corpus
+    _, examples = _read_shards(logmel_run)
+    split_of_artist = {}
+    for ex in examples.values():
+        assert split_of_artist.setdefault(ex["artist_id"], ex["split"]) == ex["split"]
+    assert set(split_of_artist.values()) == set(spec.SPLITS)
+    for artist, split in split_of_artist.items():
+        assert pp.hash_split(artist.decode(), (40, 30, 30)) == split
+    # the hash is SHA-256 of the artist id, not Python's salted hash(): check it independently
+    for artist in ("AR1", "AR2", "AR5"):
+        position = int.from_bytes(hashlib.sha256(artist.encode()).digest()[:8], "big") / 2 ** 64 * 100
+        expected = "train" if position < 80 else "valid" if position < 90 else "test"
+        assert pp.hash_split(artist, (80, 10, 10)) == expected
+    # over many artists the split sizes follow the percentages
+    shares = [pp.hash_split(f"AR{i:05d}", (70, 20, 10)) for i in range(5000)]
+    assert abs(shares.count("train") / 5000 - 0.7) < 0.03 and abs(shares.count("test") / 5000 - 0.1) < 0.02
+    first = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=(50, 25, 25),
+                    split_file=None, num_files=5)
+    again = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=(50, 25, 25),
+                    split_file=None, num_files=5)
+    assert first == again
+    tracks = [t.track_id for shard in first[1] for t in shard.tracks]
+    assert sorted(tracks) == sorted(GOOD + ["TRBAD", "TRSHORT", "TRGONE"])
+
+
+def test_shards_per_split_is_proportional():
+    assert pp.shards_per_split({"train": 800, "valid": 100, "test": 100}, 100) == {"train": 80, "valid": 10, "test": 10}
+    assert pp.shards_per_split({"train": 50, "valid": 1, "test": 0}, 10) == {"train": 9, "valid": 1, "test": 0}
+    assert pp.shards_per_split({"train": 3, "valid": 2, "test": 2}, 100) == {"train": 3, "valid": 2, "test": 2}
+
+
+def test_split_file(corpus, tmp_path):
+    _, inputs = corpus
+    split_file = tmp_path / "split.csv"
+    chosen = {"TR01": "test", "TR02": "train", "TR03": "valid", "TR04": "train", "TR05": "train"}
+    split_file.write_text("track_id,split\n" + "".join(f"{t},{s}\n" for t, s in chosen.items()))
+    out = tmp_path / "out"
+    assert _cli("log-mel-spectrogram", out, inputs, "--split-file", str(split_file), "--num-files", "3") == 0
+    info, examples = _read_shards(out)
+    assert {tid: ex["split"] for tid, ex in examples.items()} == chosen
+    assert info.counts == {"train": 3, "valid": 1, "test": 1}
+    with open(out / "skipped.csv", newline="") as f:
+        reasons = {row["track_id"]: row["reason"] for row in csv.DictReader(f)}
+    assert reasons["TR06"] == "not in --split-file"
+
+
+def test_resume_redoes_only_incomplete_shards(corpus, tmp_path):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    assert _cli("log-mel-spectrogram", out, inputs) == 0
+    before = _snapshot(out)
+    names = sorted(before)
+    half, kept = out / names[0], names[1:]
+    half.write_bytes(before[names[0]][1][: len(before[names[0]][1]) // 2])  # a kill mid-write under the final name
+    (out / f".{names[1]}.abc.tmp").write_bytes(b"partial")                  # a temp file left by a kill
+    os.remove(out / "dataset.json")
+    assert _cli("log-mel-spectrogram", out, inputs) == 0
+    after = _snapshot(out)
+    assert after[names[0]][1] == before[names[0]][1]             # redone, whole again
+    assert after[names[0]][0] != before[names[0]][0]
+    for name in kept:
+        assert after[name] == before[name]                       # untouched: same mtime, same bytes
+    assert not list(out.glob(".*.tmp"))
+    assert sum(spec.read_dataset_info(out).counts.values()) == len(GOOD)
+    # a third run has nothing to do
+    assert _cli("log-mel-spectrogram", out, inputs) == 0
+    assert _snapshot(out) == after
+
+
+def test_shard_index_jobs_rebuild_the_full_run(corpus, logmel_run, tmp_path):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    for index in range(4):
+        assert not (out / "dataset.json").exists()
+        assert _cli("log-mel-spectrogram", out, inputs, "--shard-index", str(index)) == 0
+        assert len(list(out.glob("*.tfrecord"))) == index + 1
+    full = {name: data for name, (_, data) in _snapshot(logmel_run).items()}
+    assert {name: data for name, (_, data) in _snapshot(out).items()} == full
+    sharded, whole = (json.loads((d / "dataset.json").read_text()) for d in (out, logmel_run))
+    assert "--shard-index" not in sharded["command"]  # the same command line for every array job
+    assert sharded.pop("command").replace(str(out), "OUT") == whole.pop("command").replace(str(logmel_run), "OUT")
+    assert sharded == whole
+    assert (out / "skipped.csv").read_text() == (logmel_run / "skipped.csv").read_text()
+    assert _cli("log-mel-spectrogram", out, inputs, "--shard-index", "4") == 1  # only 4 shards
+
+
+def test_parallel_jobs_write_the_same_bytes(corpus, logmel_run, tmp_path):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    assert _cli("log-mel-spectrogram", out, inputs, "--jobs", "2") == 0
+    assert {n: d for n, (_, d) in _snapshot(out).items()} == {n: d for n, (_, d) in _snapshot(logmel_run).items()}
+
+
+def test_float16_storage(corpus, logmel_run, tmp_path):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    assert _cli("log-mel-spectrogram", out, inputs, "--dtype", "float16") == 0
+    info, half = _read_shards(out)
+    _, full = _read_shards(logmel_run)
+    assert info.storage == "float16"
+    worst = max(float(np.abs(half[t]["audio"] - full[t]["audio"]).max()) for t in GOOD)
+    assert 0 < worst <= 2 ** -6  # half an ulp of float16 for |x| < 64 dB
+    size = lambda d: sum(p.stat().st_size for p in d.glob("*.tfrecord"))  # noqa: E731
+    assert size(out) < 0.6 * size(logmel_run)
+
+
+def test_mfcc_and_waveform_formats(corpus, tmp_path):
+    root, inputs = corpus
+    y, _ = audio.load_audio(root / "audio" / "5/TR05.clip.mp3", RATE)
+    out = tmp_path / "mfcc"
+    assert _cli("mfcc", out, inputs, "--n-mfcc", "13", "--mels", "40") == 0
+    info, examples = _read_shards(out)
+    assert (info.format, info.n_mfcc, info.n_mels, info.preset, info.n_bins) == ("mfcc", 13, 40, "db", 13)
+    np.testing.assert_array_equal(examples["TR05"]["audio"], audio.mfcc(y, RATE, 13, 40, 2048, 512))
+    out = tmp_path / "wave"
+    assert _cli("waveform", out, inputs) == 0
+    info, examples = _read_shards(out)
+    assert (info.format, info.n_mels, info.n_fft, info.preset) == ("waveform", None, None, None)
+    np.testing.assert_array_equal(examples["TR05"]["audio"], y)
+    assert sorted(examples) == sorted(GOOD)
+
+
+def test_musicnn_preset(corpus, tmp_path):
+    root, inputs = corpus
+    out = tmp_path / "mn"
+    assert _cli("log-mel-spectrogram", out, inputs, "--preset", "musicnn") == 0
+    info, examples = _read_shards(out)
+    assert (info.preset, info.n_fft, info.hop_length, info.n_mels) == ("musicnn", 512, 256, 96)
+    y, _ = audio.load_audio(root / "audio" / "1/TR01.clip.mp3", RATE)
+    np.testing.assert_array_equal(examples["TR01"]["audio"], audio.log_mel(y, RATE, 96, 512, 256, "log10"))
+
+
+def test_refuses_other_settings_without_overwrite(corpus, tmp_path, capsys):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    assert _cli("log-mel-spectrogram", out, inputs, "--shard-index", "0") == 0
+    assert _cli("log-mel-spectrogram", out, inputs, "--mels", "64", "--shard-index", "0") == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert _cli("log-mel-spectrogram", out, inputs, "--num-files", "2") == 1  # shards of another plan
+    assert _cli("log-mel-spectrogram", out, inputs, "--num-files", "2", "--mels", "64", "--overwrite") == 0
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == sorted(
+        s.name for s in pp.plan(*(inputs[i] for i in (1, 3, 5)), split=(40, 30, 30), split_file=None,
+                                num_files=2)[1])
+    assert spec.read_dataset_info(out).n_mels == 64
+
+
+def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):
+    root, inputs = corpus
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("track_id,mp3_path\nTR01,x.mp3\n")
+    assert pp.main(["waveform", str(tmp_path / "o"), "--csv-path", str(bad_csv), "--tag-path", inputs[3],
+                    "--root-dir", inputs[5], "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "artist_id" in err and len(err.strip().splitlines()) == 1
+    not_db = tmp_path / "tags.db"
+    not_db.write_text("hello")
+    assert pp.main(["waveform", str(tmp_path / "o"), "--csv-path", inputs[1], "--tag-path", str(not_db),
+                    "--root-dir", inputs[5], "--quiet"]) == 1
+    assert "tags.db" in capsys.readouterr().err
+    assert _cli("waveform", tmp_path / "o", inputs, "--split", "80", "10", "5") == 1
+    assert "sum" in capsys.readouterr().err
