@@ -304,7 +304,10 @@ def folder_of(mp3_path: str) -> str:
 
 
 def artist_from_mp3_path(mp3_path: str) -> str:
-    """The artist part of an MTT file name: `f/american_bach_soloists-j_s__bach-01-...mp3` -> `american_bach_soloists`."""
+    """The artist part of an MTT file name.
+
+    `f/american_bach_soloists-j_s__bach-01-bwv54-30-59.mp3` -> `american_bach_soloists`.
+    """
     return Path(mp3_path).name.split("-")[0]
 
 

@@ -167,7 +167,8 @@ def plan_tracks(n_tracks: int, seed: int) -> pd.DataFrame:
             ("set", "subset"): subset,
             ("track", "bit_rate"): int(rng.choice([128000, 192000, 256000, 320000])),
             ("track", "date_created"): f"20{rng.integers(8, 17):02d}-{rng.integers(1, 13):02d}-"
-                                       f"{rng.integers(1, 29):02d} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:00",
+                                       f"{rng.integers(1, 29):02d} {rng.integers(0, 24):02d}:"
+                                       f"{rng.integers(0, 60):02d}:00",
             ("track", "duration"): int(rng.integers(60, 600)),
             ("track", "genre_top"): genre_top,
             ("track", "genres"): str(sorted(genre_list)),

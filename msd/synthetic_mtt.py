@@ -41,7 +41,8 @@ from typing import Mapping, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from msd.mtt import ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT, MTT_TAGS_TXT, read_list_txt  # noqa: E402,E501
+from msd.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT,  # noqa: E402
+                     MTT_TAGS_TXT, read_list_txt)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError  # noqa: E402
 from orpheus.files import atomic_path, check_output, write_json_atomic  # noqa: E402

@@ -71,7 +71,8 @@ def mtt_root(tmp_path: Path) -> Path:
     write_tsv(root / "annotations_final.csv", ["clip_id", *TAGS, "mp3_path"],
               [[cid, *[int(t in tags) for t in TAGS], rel] for cid, (rel, tags, _) in CLIPS.items()])
     write_tsv(root / "clip_info_final.csv", mtt.CLIP_INFO_COLUMNS,
-              [[cid, 1, "title", ARTISTS[cid], "album", "url", 0, 29, "orig", rel] for cid, (rel, _, _) in CLIPS.items()])
+              [[cid, 1, "title", ARTISTS[cid], "album", "url", 0, 29, "orig", rel]
+               for cid, (rel, _, _) in CLIPS.items()])
     return root
 
 
