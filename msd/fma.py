@@ -87,7 +87,7 @@ def read_genres(path: Path) -> dict[int, str]:
     path = require_file(path, "FMA fma_metadata/genres.csv")
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataFormatError(f"{path}: not a CSV file ({str(err).splitlines()[0]})") from err
     missing = [c for c in ("genre_id", "title") if c not in frame.columns]
     if missing:

@@ -176,6 +176,10 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(mtt_root: Path, tmp_pat
     bad_value.write_text(annotations.read_text().replace('"35644"\t"0"', '"35644"\t"yes"'))
     with pytest.raises(DataFormatError, match=r"bad_value\.csv: tag column 'female'.*'yes'"):
         mtt.run(tmp_path / "c", mtt_root, annotations=bad_value, quiet=True)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataFormatError, match=r"empty\.csv: not a tab-separated annotations file"):
+        mtt.run(tmp_path / "e", mtt_root, annotations=empty, quiet=True)
     status = mtt.main([str(tmp_path / "d"), "--root-dir", str(mtt_root), "--annotations", str(comma), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert status == 1 and "\n" not in err and err.startswith("python -m msd.mtt: error:") and "comma.csv" in err
