@@ -17,8 +17,9 @@ the tags' recipes, so a model can learn the tags. Planted faults: the known-bad 
 release as 0-byte files (35644, 55753, 57881), one more 0-byte clip, one corrupt clip (random bytes),
 one clip whose mp3 is missing, and a few clips with no tag at all.
 
-The metadata files are written last: an interrupted run leaves none and a rerun resumes, keeping
-the mp3s already written.
+The metadata files are written last, annotations_final.csv the very last: a finished run is refused
+without --overwrite, an interrupted one (no annotations_final.csv) is resumed, keeping the mp3s
+already written.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from typing import Mapping, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from msd.mtt import ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT, MTT_TAGS_TXT, read_list_txt  # noqa: E402,E501
+from msd.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT,  # noqa: E402
+                     MTT_TAGS_TXT, read_list_txt)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError  # noqa: E402
 from orpheus.files import atomic_path, check_output, write_json_atomic  # noqa: E402
@@ -254,8 +256,7 @@ def generate(out_dir: str | Path, *, n_clips: int = 64, seed: int = 0, duration_
     from msd.music_synth import TAG_RECIPES
 
     out_dir = Path(out_dir)
-    for name in (ANNOTATIONS, CLIP_INFO, MANIFEST):
-        check_output(out_dir / name, overwrite)
+    check_output(out_dir / ANNOTATIONS, overwrite)  # written last: present only when a run finished
     if duration_s <= 0:
         raise ConfigError(f"--duration-s must be positive, got {duration_s}")
     clips = plan_clips(n_clips, seed)
