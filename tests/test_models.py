@@ -36,9 +36,6 @@ SMALL = {
 
 # Models whose architecture needs a fixed window (vgg flattens its last pooling); all others take None.
 FIXED_WINDOW = {"vgg"}
-# The "tags" layer of orpheus/models/musicnn.py (branch pretrained) has no dtype="float32", so under
-# mixed precision its output is float16; strict, so this turns into a failure once it is fixed.
-FLOAT16_OUTPUT = {"musicnn", "vgg"}
 
 
 def small_shape(name: str, n_frames: int | None) -> tuple[int | None, ...]:
@@ -190,9 +187,7 @@ def test_output_shape_dtype_names_and_variable_length(name):
         assert read is model.get_layer("embedding").output
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="musicnn.py 'tags' layer is not float32"))
-    if name in FLOAT16_OUTPUT else name for name in sorted(SMALL)])
+@pytest.mark.parametrize("name", sorted(SMALL))
 def test_mixed_precision_keeps_a_float32_output(name, mixed_precision):
     config, _, lengths = SMALL[name]
     model = build_model(config, small_shape(name, lengths[0]), N_TAGS)
