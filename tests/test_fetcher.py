@@ -61,3 +61,26 @@ def test_help_has_examples(capsys):
         fetcher.main(["--help"])
     assert exit_.value.code == 0
     assert "python msd/fetcher.py fetcher.csv --root-dir" in capsys.readouterr().out
+
+
+def test_interrupted_scan_resumes_from_its_log(tree, tmp_path, monkeypatch):
+    out = tmp_path / "fetcher.csv"
+    real = fetcher.read_header
+    calls = []
+
+    def interrupted(path):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(fetcher, "read_header", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fetcher.run(out, tree, quiet=True)
+    assert not out.exists() and fetcher.partial_path(out).is_file()
+    reread = []
+    monkeypatch.setattr(fetcher, "read_header", lambda path: reread.append(path) or real(path))
+    table = fetcher.run(out, tree, quiet=True)
+    assert sorted(reread) == sorted(set(str(tree / p) for p in table["file_path"]) - set(calls))
+    pd.testing.assert_frame_equal(table, fetcher.scan(tree))
+    assert not fetcher.partial_path(out).exists()
