@@ -21,7 +21,6 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 import argparse
 import json
 import logging
-import multiprocessing
 import time
 from pathlib import Path
 from typing import Sequence
@@ -138,8 +137,6 @@ def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False, checkpoint
     # a header read takes about a millisecond and starting a worker about a second: use only as many
     # workers as there are FILES_PER_WORKER files
     workers = max(1, min(jobs, len(full) // FILES_PER_WORKER))
-    if workers > 1:  # workers fork from a server that has imported this module once, not each on its own
-        multiprocessing.set_forkserver_preload(["msd.fetcher"])
     results = parallel_map(read_header, full, jobs=workers, desc="fetcher", quiet=quiet,
                            chunksize=max(1, min(256, len(full) // (workers * 8) or 1)))
     log_file = open(checkpoint, "a", encoding="utf-8") if checkpoint is not None else None

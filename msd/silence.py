@@ -37,7 +37,6 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 import argparse
 import json
 import logging
-import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,8 +235,6 @@ def run(input_csv: str | Path, output: str | Path, *, root_dir: str | Path, filt
     todo = todo[(reason.loc[todo].isna() & table.loc[todo, "audio_start"].isna()).to_numpy()]
     n_resumed = int(reason.isna().sum()) - len(todo)
     paths = [str(root / p) for p in table.loc[todo, "file_path"]]
-    if jobs > 1:  # workers fork from a server that has imported this module once, not each on its own
-        multiprocessing.set_forkserver_preload(["msd.silence"])
     with open(checkpoint, "a", encoding="utf-8") as log_file:
         for n_done, (index, result) in enumerate(zip(todo, parallel_map(analyse_file, paths, jobs=jobs,
                                                                          desc="silence", quiet=quiet)), 1):
