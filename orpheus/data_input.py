@@ -4,8 +4,8 @@ Reads a shard folder written by `tfrecords/preprocessing.py` (`{split}-*-of-*.tf
 in the canonical order:
 
     sorted files -> shard per worker -> shuffle files -> interleave(TFRecordDataset, AUTOTUNE) ->
-    shuffle examples (within blocks of data.shuffle_buffer) -> parse -> drop excluded track ids -> crop one window -> normalise ->
-    select / merge tags -> batch (per-replica size) -> prefetch
+    shuffle examples (within blocks of data.shuffle_buffer) -> parse -> drop excluded track ids ->
+    crop one window -> normalise -> select / merge tags -> batch (per-replica size) -> prefetch
 
 Excluded track ids are dropped right after parsing (before the crop) so no work is spent on them;
 the result is the same as filtering at the end. Training crops a random window, evaluation the

@@ -124,17 +124,22 @@ class RunState(keras.callbacks.Callback):
         super().__init__()
         self.directory, self.siblings = directory, siblings
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
+        # Keras leaves the random-seed states (dropout) out of a model's checkpoint; resuming needs them.
+        seeds = [v.value for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, seeds=seeds)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2,
                                                   checkpoint_name="epoch")
         self.saved_states: dict = {}
 
-    def restore(self) -> int:
-        """Load the latest checkpoint, if any; returns the next epoch to run (0 when none)."""
-        if self.manager.latest_checkpoint is None:
+    def restore(self, source: Path | None = None) -> int:
+        """Load the latest checkpoint of `source` (default: this run's checkpoints/), if any;
+        returns the next epoch to run (0 when none)."""
+        source = source or self.directory
+        latest = tf.train.latest_checkpoint(str(source))
+        if latest is None:
             return 0
-        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-        states = self.directory / "callbacks.json"
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        states = source / "callbacks.json"
         self.saved_states = json.loads(states.read_text(encoding="utf-8")) if states.is_file() else {}
         return int(self.epoch.numpy())
 
@@ -361,6 +366,8 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
         if not chief:  # other workers write into a scratch folder (they must still save, in step)
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orpheus-worker-")))
         run_info = prepare_run_dir(run_dir, shard_dir, config, resume=resume and chief, overwrite=overwrite)
+        if resume and not chief:  # resume from the chief's run directory (a shared filesystem)
+            run_info = read_run_info(requested)
         steps = steps_per_epoch or data_input.steps_per_epoch(info, train_config.batch_size)
         mixed = train_config.mixed_precision
         if mixed and not tf.config.list_logical_devices("GPU"):
@@ -369,7 +376,7 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
         with strategy.scope():
             model, optimizer = build_training_model(config, run_info, steps, epochs, mixed_precision=mixed)
             callbacks, state = make_callbacks(run_dir, config, model, optimizer, resume=resume)
-            start_epoch = state.restore() if resume else 0
+            start_epoch = state.restore(requested / "checkpoints") if resume else 0
         if resume:
             _trim_history(run_dir / "history.csv", start_epoch)
         if start_epoch >= epochs:

@@ -21,6 +21,9 @@ def test_defaults_and_overrides():
     ({"data": {"merge_tags": [["a", 1]]}}, "data.merge_tags[0][1] must be str"),
     ({"optim": {}}, "unknown section 'optim'"),
     ({"model": {"dropout": 1.5}}, "model.dropout"),
+    ({"train": {"batch_norm_momentum": 1.0}}, "train.batch_norm_momentum"),
+    ({"train": {"decay_epochs": 0}}, "train.decay_epochs"),
+    ({"train": {"early_stopping_patience": -1}}, "train.early_stopping_patience"),
 ])
 def test_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -40,3 +43,8 @@ def test_load_config_names_file(tmp_path):
 def test_round_trip_through_json():
     config = config_from_dict({"data": {"merge_tags": [["hip hop", "rap"]]}, "train": {"schedule": "cyclic"}})
     assert config_from_dict(json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_batch_norm_momentum_is_optional():
+    assert Config().train.batch_norm_momentum is None
+    assert config_from_dict({"train": {"batch_norm_momentum": 0.9}}).train.batch_norm_momentum == 0.9

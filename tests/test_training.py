@@ -1,0 +1,219 @@
+import csv
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from orpheus.config import config_from_dict, load_config
+from orpheus.errors import ConfigError
+from orpheus.models import MODELS
+from orpheus.rundir import read_run_info
+from orpheus.training import choose_strategy, main, train
+from tests.fixtures_training import write_learnable_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"data": {"window_s": 0.5, "top_n_tags": 3, "shuffle_buffer": 32},
+        "model": {"name": "pons_log_mel", "n_filters": 1, "n_dense": 16, "dropout": 0.1},
+        "train": {"batch_size": 8, "learning_rate": 0.003, "batch_norm_momentum": 0.8, "seed": 3}}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    shard_dir = tmp_path_factory.mktemp("shards")
+    write_learnable_shards(shard_dir, {"train": 48, "valid": 24, "test": 8}, n_frames=24)
+    return shard_dir
+
+
+def history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def final_weights(run_dir: Path) -> list[np.ndarray]:
+    return [np.asarray(w) for w in keras.saving.load_model(run_dir / "model.keras").weights]
+
+
+@pytest.fixture(scope="module")
+def fit_run(shards, tmp_path_factory) -> Path:
+    """Three epochs of model.fit through the CLI."""
+    config = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    run_dir = tmp_path_factory.mktemp("runs") / "fit"
+    assert main(["log-mel-spectrogram", "--tfrecords-dir", str(shards), "--config", str(config), "--epochs", "3",
+                 "--steps-per-epoch", "4", "--loop", "fit", "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def test_fit_run_directory_and_learning(shards, fit_run):
+    rows = history(fit_run)
+    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["val_roc_auc"] > 0.75  # well above chance on the learnable tags
+    run_info = read_run_info(fit_run)
+    info = json.loads((shards / "dataset.json").read_text())
+    by_popularity = sorted(info["tags"], key=lambda t: (-info["positives"]["train"][info["tags"].index(t)], t))
+    assert run_info.tags == tuple(by_popularity[:3]) and run_info.window_frames == 16
+    assert run_info.model_name == "pons_log_mel" and run_info.normalise == "per_example"
+    assert json.loads((fit_run / "config.json").read_text())["train"]["loop"] == "fit"
+    assert (fit_run / "checkpoints" / "best.weights.h5").is_file()
+    assert tf.train.latest_checkpoint(fit_run / "checkpoints").endswith("epoch-3")
+    assert list((fit_run / "logs" / "validation").glob("events.out.tfevents.*"))
+    model = keras.saving.load_model(fit_run / "model.keras")
+    assert model.output_shape == (None, 3)
+
+
+def test_custom_loop_matches_fit(shards, fit_run, tmp_path, caplog):
+    """Same seed, same data, same loss scaling: the GradientTape loop reproduces model.fit.
+
+    Mixed precision is asked for too: without a GPU it is ignored with a warning (float32 run).
+    """
+    config = config_from_dict(TINY).replace(train={"loop": "custom", "mixed_precision": True})
+    with caplog.at_level(logging.WARNING):
+        run_dir = train(shards, config, epochs=3, steps_per_epoch=4, run_dir=tmp_path / "custom", quiet=True)
+    if not tf.config.list_logical_devices("GPU"):
+        assert "mixed_precision ignored" in caplog.text
+    fit_rows, custom_rows = history(fit_run), history(run_dir)
+    for key in ("loss", "val_loss", "val_roc_auc", "val_pr_auc"):
+        np.testing.assert_allclose([r[key] for r in custom_rows], [r[key] for r in fit_rows], rtol=1e-3, err_msg=key)
+    assert custom_rows[1]["loss"] < custom_rows[0]["loss"]
+    for a, b in zip(final_weights(run_dir), final_weights(fit_run)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("loop", ["custom", pytest.param("fit", marks=pytest.mark.slow)])
+def test_resume_ends_identical_to_uninterrupted(shards, tmp_path, loop):
+    config = config_from_dict(TINY).replace(train={"loop": loop, "schedule": "cyclic", "decay_epochs": 1.0,
+                                                   "min_learning_rate": 1e-4})
+    straight = train(shards, config, epochs=2, steps_per_epoch=2, run_dir=tmp_path / "straight", quiet=True)
+    interrupted = tmp_path / "interrupted"
+    train(shards, config, epochs=1, steps_per_epoch=2, run_dir=interrupted, quiet=True)
+    train(shards, config, epochs=2, steps_per_epoch=2, run_dir=interrupted, resume=True, quiet=True)
+    for a, b in zip(final_weights(straight), final_weights(interrupted), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [r["loss"] for r in history(interrupted)] == [r["loss"] for r in history(straight)]
+
+
+def test_cli_refusals(shards, fit_run, tmp_path, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    common = ["--tfrecords-dir", str(shards), "--config", str(config), "--epochs", "1", "--quiet"]
+    assert main(["log-mel-spectrogram", *common, "--run-dir", str(fit_run)]) == 1
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["waveform", *common, "--run-dir", str(tmp_path / "w")]) == 1
+    assert "not waveform" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**TINY, "train": {**TINY["train"], "batch_size": 4}}))
+    assert main(["log-mel-spectrogram", *common[:2], "--config", str(other), "--epochs", "4", "--run-dir",
+                 str(fit_run), "--resume"]) == 1
+    assert "differs from --config" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**TINY, "train": {**TINY["train"], "schedule": "step", "reduce_lr_patience": 2}}))
+    assert main(["log-mel-spectrogram", *common[:2], "--config", str(bad), "--epochs", "1", "--run-dir",
+                 str(tmp_path / "b")]) == 1
+    assert "reduce_lr_patience" in capsys.readouterr().err
+
+
+def test_cli_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--resume" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["urop2019_log_mel", "urop2019_waveform", "demo"])
+def test_shipped_configs(name):
+    config = load_config(ROOT / "configs" / f"{name}.json")
+    assert config.model.name in MODELS
+    if name.startswith("urop2019"):
+        assert (config.train.batch_size, config.train.learning_rate, config.data.window_s,
+                config.data.top_n_tags) == (64, 1e-3, 15.0, 50)
+
+
+def test_strategy_choice_on_cpu():
+    strategy = choose_strategy()
+    assert isinstance(strategy, tf.distribute.MirroredStrategy) and strategy.num_replicas_in_sync == 1
+    with pytest.raises(ConfigError, match="--cuda"):
+        choose_strategy([0])
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+STRATEGY_OF_TF_CONFIG = textwrap.dedent("""
+    from orpheus.training import choose_strategy, is_chief
+    strategy = choose_strategy()
+    print(type(strategy).__name__, is_chief(strategy))
+""")
+
+
+def test_tf_config_selects_multi_worker():
+    tf_config = {"cluster": {"worker": [f"localhost:{_free_ports(1)[0]}"]}, "task": {"type": "worker", "index": 0}}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", STRATEGY_OF_TF_CONFIG], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["MultiWorkerMirroredStrategy", "True"]
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_together(shards, tmp_path):
+    """MultiWorkerMirroredStrategy with two processes on localhost ports; the chief writes the run."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        processes.append(subprocess.Popen(
+            [sys.executable, "orpheus/training.py", "log-mel-spectrogram", "--tfrecords-dir", str(shards),
+             "--config", str(config), "--epochs", "2", "--steps-per-epoch", "2", "--loop", "custom",
+             "--run-dir", str(tmp_path / "run"), "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert len(history(tmp_path / "run")) == 2
+    assert (tmp_path / "run" / "model.keras").is_file()
+
+
+TWO_REPLICAS = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import json
+    from orpheus.config import config_from_dict, load_config
+    from orpheus.training import train
+    config = config_from_dict(json.loads(sys.argv[2]))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for loop in ("fit", "custom"):
+        train(sys.argv[1], config.replace(train={"loop": loop}), epochs=2, steps_per_epoch=2,
+              run_dir=sys.argv[3] + loop, strategy=strategy, quiet=True)
+    print("OK")
+""")
+
+
+@pytest.mark.slow
+def test_both_loops_on_two_logical_cpus(shards, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", TWO_REPLICAS, str(shards), json.dumps(TINY), str(tmp_path / "r")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for loop in ("fit", "custom"):
+        rows = history(tmp_path / f"r{loop}")
+        assert len(rows) == 2 and rows[1]["loss"] < rows[0]["loss"]
