@@ -127,7 +127,10 @@ def stream_features(path: str | Path, settings: FeatureSettings, block_s: float 
     Each block of decoded audio is extended by `settings.context` samples of the neighbouring audio,
     its features computed, and only the frames whose full support lies inside the extended block
     are kept, so the concatenation of the yielded blocks equals the whole-file features (frame t is
-    centred on sample t * hop). At most about `block_s` seconds of audio and features are held.
+    centred on sample t * hop) for frame-wise features (waveform, the musicnn log10 preset). With
+    the "db" preset and MFCC, the 80 dB floor is taken per block instead of per track, which only
+    changes bins more than 80 dB below the block's loudest. At most about `block_s` seconds of
+    audio and features are held.
 
     Yields:
         float32 [n_steps_in_block(, n_bins)], consecutive along time.
