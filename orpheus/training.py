@@ -220,9 +220,11 @@ def make_callbacks(run_dir: Path, config: Config, model, optimizer, *, resume: b
 
 
 # ---------------------------------------------------------------------------------------- model
-def make_metrics() -> list:
-    return [keras.metrics.AUC(curve="ROC", multi_label=True, name="roc_auc"),
-            keras.metrics.AUC(curve="PR", multi_label=True, name="pr_auc")]
+def make_metrics(n_tags: int) -> list:
+    """Macro ROC-AUC and PR-AUC over the tags; `num_labels` creates their variables now, in the scope
+    (created lazily inside the replicated step, they break multi-replica tracing)."""
+    return [keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=n_tags, name="roc_auc"),
+            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc")]
 
 
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
@@ -253,7 +255,7 @@ def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int
     if mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
-    model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(), metrics=make_metrics(),
+    model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(), metrics=make_metrics(len(run_info.tags)),
                   jit_compile=train.xla)
     return model, optimizer
 
@@ -270,9 +272,10 @@ def fit_loop(model, train_data, valid_data, callbacks, *, start_epoch: int, epoc
 def custom_loop(model, optimizer, strategy, train_data, valid_data, callbacks, *, start_epoch: int, epochs: int,
                 steps: int, global_batch: int, xla: bool, quiet: bool) -> None:
     """A GradientTape loop under `strategy.run`, driving the same callbacks as `model.fit`."""
+    n_tags = model.output_shape[-1]
     with strategy.scope():
-        train_metrics = [keras.metrics.Mean(name="loss")] + make_metrics()
-        valid_metrics = [keras.metrics.Mean(name="loss")] + make_metrics()
+        train_metrics = [keras.metrics.Mean(name="loss")] + make_metrics(n_tags)
+        valid_metrics = [keras.metrics.Mean(name="loss")] + make_metrics(n_tags)
     scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def replica_train(windows, labels):
