@@ -389,7 +389,8 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
                 multi_hot = np.zeros(len(vocabulary), dtype=np.int64)
                 multi_hot[list(track.tags)] = 1
                 example = {"tid": track.track_id, "artist_id": track.artist_id, "audio": values, "tags": multi_hot}
-                writer.write(spec.to_example(example, schema).SerializeToString())
+                # deterministic=True sorts the feature map: the same bytes from every process (upb seeds its hash)
+                writer.write(spec.to_example(example, schema).SerializeToString(deterministic=True))
                 positives += multi_hot
                 written.append(track.track_id)
         sidecar = {"shard": shard.name, "split": shard.split, "fingerprint": shard_fingerprint,
