@@ -128,7 +128,8 @@ def cli_args(root: Path, out: Path, jobs: int, num_files: int) -> list[str]:
 def time_cli(root: Path, out: Path, jobs: int, num_files: int) -> float:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "tfrecords" / "preprocessing.py"), *cli_args(root, out, jobs, num_files)],
+    script = REPO / "tfrecords" / "preprocessing.py"
+    subprocess.run([sys.executable, str(script), *cli_args(root, out, jobs, num_files)],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -220,7 +221,8 @@ def main(argv=None) -> int:
               f"{c1pp / b:.2f}x with packed FloatList")
         print(f"  (a) / (c one job):      {a / c1:.2f}x fresh process, {a / c1p:.2f}x in-process, "
               f"{a / c1pp:.2f}x with packed FloatList")
-        print(f"  (a) / (c1 / {cores} cores):   {a / (c1 / cores):.2f}x fresh process, {a / (c1p / cores):.2f}x in-process, "
+        print(f"  (a) / (c1 / {cores} cores):   {a / (c1 / cores):.2f}x fresh process, "
+              f"{a / (c1p / cores):.2f}x in-process, "
               f"{a / (c1pp / cores):.2f}x with packed FloatList")
     return 0
 

@@ -604,7 +604,8 @@ def _main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                   num_files=args.num_files, split=args.split, split_file=args.split_file,
                   shard_index=args.shard_index, jobs=args.jobs, overwrite=args.overwrite, quiet=args.quiet,
                   command=command_line(argv))
-    print(f"shards: {summary['shards_written']} written, {summary['shards_done']} of {summary['shards_total']} complete")
+    print(f"shards: {summary['shards_written']} written, "
+          f"{summary['shards_done']} of {summary['shards_total']} complete")
     if summary["counts"] is not None:
         counts = ", ".join(f"{split} {n}" for split, n in summary["counts"].items())
         reasons = Counter(reason.split(":")[0] for _, reason in summary["skipped"])
