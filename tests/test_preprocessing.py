@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,6 +255,14 @@ def test_shard_index_jobs_rebuild_the_full_run(corpus, logmel_run, tmp_path):
     assert sharded == whole
     assert (out / "skipped.csv").read_text() == (logmel_run / "skipped.csv").read_text()
     assert _cli("log-mel-spectrogram", out, inputs, "--shard-index", "4") == 1  # only 4 shards
+    # an array job on another machine is another process: its shard must still be byte-identical
+    other = tmp_path / "other"
+    script = Path(pp.__file__).resolve()
+    subprocess.run([sys.executable, str(script), "log-mel-spectrogram", str(other), *inputs, "--sr", str(RATE),
+                    "--num-files", "4", "--jobs", "1", "--quiet", "--split", *SPLIT, "--shard-index", "2"],
+                   check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True)
+    [written] = other.glob("*.tfrecord")
+    assert written.read_bytes() == full[written.name]
 
 
 def test_parallel_jobs_write_the_same_bytes(corpus, logmel_run, tmp_path):

@@ -389,7 +389,8 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
                 multi_hot = np.zeros(len(vocabulary), dtype=np.int64)
                 multi_hot[list(track.tags)] = 1
                 example = {"tid": track.track_id, "artist_id": track.artist_id, "audio": values, "tags": multi_hot}
-                writer.write(spec.to_example(example, schema).SerializeToString())
+                # deterministic=True sorts the feature map: the same bytes from every process (upb seeds its hash)
+                writer.write(spec.to_example(example, schema).SerializeToString(deterministic=True))
                 positives += multi_hot
                 written.append(track.track_id)
         sidecar = {"shard": shard.name, "split": shard.split, "fingerprint": shard_fingerprint,
@@ -603,7 +604,8 @@ def _main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                   num_files=args.num_files, split=args.split, split_file=args.split_file,
                   shard_index=args.shard_index, jobs=args.jobs, overwrite=args.overwrite, quiet=args.quiet,
                   command=command_line(argv))
-    print(f"shards: {summary['shards_written']} written, {summary['shards_done']} of {summary['shards_total']} complete")
+    print(f"shards: {summary['shards_written']} written, "
+          f"{summary['shards_done']} of {summary['shards_total']} complete")
     if summary["counts"] is not None:
         counts = ", ".join(f"{split} {n}" for split, n in summary["counts"].items())
         reasons = Counter(reason.split(":")[0] for _, reason in summary["skipped"])
