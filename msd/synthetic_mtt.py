@@ -11,8 +11,8 @@ Writes OUT_DIR/
 
 Clips come from albums of one style each (classical, rock, techno, ...), tagged with the realistic
 MTT vocabulary including its synonym variants (`clasical`, `female vocal`, `no voice`, ...); each
-album sits in one folder, as in the real release, and the folders cycle through 0..f so every
-split of the standard folder split is populated. The audio is rendered by `msd.music_synth` from
+album sits in one folder, as in the real release; every 16 albums use each folder once, in a random
+order (the first block starts 0, c, d), so every split of the standard folder split is populated. The audio is rendered by `msd.music_synth` from
 the tags' recipes, so a model can learn the tags. Planted faults: the known-bad clip ids of the real
 release as 0-byte files (35644, 55753, 57881), one more 0-byte clip, one corrupt clip (random bytes),
 one clip whose mp3 is missing, and a few clips with no tag at all.
@@ -143,9 +143,13 @@ def plan_clips(n_clips: int, seed: int) -> list[Clip]:
     clip_ids = sorted([*rng.choice(pool, size=n_clips - len(known_bad), replace=False).tolist(), *known_bad])
     order = rng.permutation(n_clips)  # clips are assigned to albums in a random order of ids
     styles = sorted(STYLES)
-    # Albums take the folders in an order that reaches every split early (train, valid, test, ...) and
-    # covers all 16 folders, and so the standard split's 12:1:3 proportion, every 16 albums.
-    folders = list("0cd12e34f56789ab")
+    # Albums take the folders in blocks of 16, each a random order of all folders (so the standard split's
+    # 12:1:3 proportion holds and styles do not alias with folders); the first block starts 0, c, d so
+    # that even a tiny dataset has clips in train, valid and test.
+    head = ["0", "c", "d"]
+    folders = [*head, *rng.permutation([f for f in FOLDERS if f not in head]).tolist()]
+    while len(folders) < n_clips:
+        folders += rng.permutation(list(FOLDERS)).tolist()
     clips: list[Clip] = []
     position, album_index = 0, 0
     names = [f"{a} {b}" for a in FIRST_WORDS for b in SECOND_WORDS]
@@ -154,7 +158,7 @@ def plan_clips(n_clips: int, seed: int) -> list[Clip]:
     while position < n_clips:
         artist = artist_names[album_index % len(artist_names)]
         album = f"{TITLE_WORDS[album_index % len(TITLE_WORDS)].title()} Sessions {album_index + 1}"
-        folder = folders[album_index % len(folders)]
+        folder = folders[album_index]
         n_album = int(min(rng.integers(3, 7), n_clips - position))
         track_number, segment = 1, 0
         for _ in range(n_album):
