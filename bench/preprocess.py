@@ -42,7 +42,7 @@ TAGS = ("rock", "pop", "jazz", "electronic", "ambient")
 def make_corpus(root: Path, n_real: int, n_generated: int, seed: int = 0) -> list[Path]:
     """Link the real clips and write generated 30 s 44.1 kHz stereo mp3s under root/audio; write
     ultimate.csv and clean_lastfm.db (real schema) beside it. Returns the audio paths."""
-    clips = sorted(CLIPS.glob("*.ogg"))
+    clips = sorted(p for p in CLIPS.iterdir() if p.suffix in audio.AUDIO_EXTENSIONS)
     if not clips:
         raise SystemExit(f"{CLIPS}: no clips; the benchmark needs ../shared/audio")
     audio_dir = root / "audio"
@@ -200,7 +200,8 @@ def main(argv=None) -> int:
         for other in ("cN", "c1p", "cNp", "c1pp", "cNpp"):
             same = bool(stock) and all((root / other / p.name).read_bytes() == p.read_bytes() for p in stock)
             print(f"shards of {other} byte-identical to those of c1: {same}")
-        print(f"{n} tracks ({args.n_real} real 10 s clips + {args.n_generated} generated 30 s 44.1 kHz stereo mp3s); "
+        print(f"{n} tracks ({n - args.n_generated} real 10 s clips + {args.n_generated} generated 30 s 44.1 kHz "
+              "stereo mp3s); "
               f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end, {default_jobs()} cores")
         print(f"{'':55s} {'wall':>33s} {'CPU':>16s}")
         for name, (wall, cpu) in times.items():
