@@ -390,7 +390,7 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
                 multi_hot[list(track.tags)] = 1
                 example = {"tid": track.track_id, "artist_id": track.artist_id, "audio": values, "tags": multi_hot}
                 # deterministic=True sorts the feature map: the same bytes from every process (upb seeds its hash)
-                writer.write(spec.to_example(example, schema).SerializeToString(deterministic=True))
+                writer.write(spec.serialize(spec.to_example(example, schema)))
                 positives += multi_hot
                 written.append(track.track_id)
         sidecar = {"shard": shard.name, "split": shard.split, "fingerprint": shard_fingerprint,
