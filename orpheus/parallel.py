@@ -6,6 +6,8 @@ processes. Results come back in input order, so outputs do not depend on schedul
 
 from __future__ import annotations
 
+import collections
+import itertools
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -17,13 +19,17 @@ R = TypeVar("R")
 
 
 def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc: str,
-                 quiet: bool = False, chunksize: int | None = None) -> Iterator[R]:
+                 quiet: bool = False, chunksize: int | None = None, max_pending: int | None = None) -> Iterator[R]:
     """Yield `func(item)` for each item, in input order, using `jobs` processes.
 
     `func` must be a module-level function (it is pickled). With `jobs <= 1` it runs inline, which
     keeps tracebacks simple and avoids process start-up for tiny inputs. Workers start from a fork
     server (or are spawned), never forked from this process, which may hold TensorFlow's threads;
     the fork server imports `func`'s module once, so each worker starts without re-importing it.
+
+    `max_pending` bounds the results computed ahead of the consumer (for large results such as
+    features): items are then submitted one by one, at most `max_pending` at a time, to one pool
+    that lives for the whole run.
     """
     bar = tqdm(total=len(items), desc=desc, unit="track", disable=quiet, dynamic_ncols=True)
     try:
@@ -38,11 +44,26 @@ def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc:
         if context.get_start_method() == "forkserver" and func.__module__ != "__main__":
             context.set_forkserver_preload([func.__module__])
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            for result in pool.map(func, items, chunksize=chunksize):
+            if max_pending is None:
+                results: Iterable[R] = pool.map(func, items, chunksize=chunksize)
+            else:
+                results = _bounded_map(pool, func, items, max(jobs, max_pending))
+            for result in results:
                 yield result
                 bar.update()
     finally:
         bar.close()
+
+
+def _bounded_map(pool: ProcessPoolExecutor, func: Callable[[T], R], items: Sequence[T], window: int) -> Iterator[R]:
+    """Ordered results of `func` over `items` with at most `window` submitted and not yet consumed."""
+    remaining = iter(items)
+    pending = collections.deque(pool.submit(func, item) for item in itertools.islice(remaining, window))
+    while pending:
+        result = pending.popleft().result()
+        for item in itertools.islice(remaining, 1):
+            pending.append(pool.submit(func, item))
+        yield result
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

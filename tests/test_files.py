@@ -45,6 +45,12 @@ def test_parallel_map_keeps_order(jobs):
     assert list(parallel_map(_square, list(range(50)), jobs=jobs, desc="t", quiet=True)) == [x * x for x in range(50)]
 
 
+@pytest.mark.parametrize("max_pending", [1, 3])
+def test_parallel_map_bounded_keeps_order(max_pending):
+    got = list(parallel_map(_square, list(range(40)), jobs=2, desc="t", quiet=True, max_pending=max_pending))
+    assert got == [x * x for x in range(40)]
+
+
 def test_batched():
     assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
 

@@ -53,7 +53,7 @@ import shlex
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -453,9 +453,10 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
                            n_mfcc if fmt == "mfcc" else None, dtype, min_length_s)
 
 
-def tracks_per_batch(settings: FeatureSettings, jobs: int) -> int:
-    """Tracks per process pool: `TRACKS_PER_BATCH_PER_JOB` per job, fewer when their features
-    (estimated for `ESTIMATE_TRACK_S`-second tracks) would exceed `BATCH_MEMORY_BYTES`."""
+def tracks_in_flight(settings: FeatureSettings, jobs: int) -> int:
+    """Tracks whose features may be computed ahead of the writer: `TRACKS_PER_BATCH_PER_JOB` per job,
+    fewer when their features (estimated for `ESTIMATE_TRACK_S`-second tracks) would exceed
+    `BATCH_MEMORY_BYTES`."""
     values_per_s = settings.sample_rate if settings.format == "waveform" else (
         settings.sample_rate / settings.hop_length * (settings.n_mfcc or settings.n_mels))
     track_bytes = values_per_s * ESTIMATE_TRACK_S * (2 if settings.storage == "float16" else 4)
@@ -507,16 +508,9 @@ def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | 
             remove_leftovers(out, shard)
     log.info("%d shard(s) in all; %d to write, %d already complete", len(selected), len(todo),
              len(selected) - len(todo))
-    jobs_per_batch = tracks_per_batch(settings, jobs)
     items = [(track, settings) for shard in todo for track in shard.tracks]
-
-    def results() -> Iterator[tuple[np.ndarray | None, str]]:
-        for start in range(0, len(items), jobs_per_batch):
-            yield from parallel_map(extract, items[start:start + jobs_per_batch], jobs=jobs,
-                                    desc=f"tracks {start + 1}-{min(start + jobs_per_batch, len(items))}"
-                                         f" of {len(items)}", quiet=quiet)
-
-    stream = results()
+    stream = parallel_map(extract, items, jobs=jobs, desc="tracks", quiet=quiet,
+                          max_pending=tracks_in_flight(settings, jobs))
     for shard in todo:
         write_shard(out, shard, (next(stream) for _ in shard.tracks), settings, vocabulary, fingerprints[shard.name])
     done = [s for s in shards if shard_state(out, s, fingerprints[s.name]) == "done"]
