@@ -126,6 +126,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per loop (the first is not timed)")
     parser.add_argument("--input-steps", type=int, default=60)
+    parser.add_argument("--order", nargs=2, default=["fit", "custom"], choices=["fit", "custom"],
+                        help="which loop is timed first (the load of a shared machine drifts)")
     args = parser.parse_args()
     clips = sorted(CLIPS.glob("*.ogg"))
     if not clips:
@@ -144,7 +146,7 @@ def main() -> int:
         input_rate = input_examples_per_s(shard_dir, config, args.input_steps)
         print(f"input pipeline alone:   {input_rate:8.1f} examples/s")
         rates = {}
-        for loop in ("fit", "custom"):
+        for loop in args.order:
             rates[loop] = training_examples_per_s(shard_dir, config, loop, args.steps, args.epochs)
             print(f"training, --loop {loop:6s}: {rates[loop]:8.2f} examples/s")
     ratio = rates["custom"] / rates["fit"]
