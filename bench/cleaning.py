@@ -7,8 +7,10 @@ fetcher.csv, a mismatch list and a duplicates list -- then times `wrangle` (all 
 (resource.getrusage). Target: both together under 180 s and each under 4 GB peak.
 
 Part 2 (audio): encodes the real clips of ../shared/audio/clips (or synthetic noise-and-silence
-signals when absent) to `<d0>/<d1>/<id>.clip.mp3`, then times `fetcher` and `silence` with
---jobs 1 and --jobs <all cores>, printing tracks/s.
+signals when absent) to `<d0>/<d1>/<id>.clip.mp3` (200 tracks for `silence`; hard links of them make
+6,000 files for `fetcher`, whose header reads are ~1 ms each), then times `fetcher` and `silence`
+with --jobs 1 and --jobs <all cores>, printing tracks/s. The machine load is printed first: on a
+shared machine, compare runs only at similar load.
 
 Example:
     python bench/cleaning.py                       # full scale, both parts
@@ -153,6 +155,16 @@ def build_lists(folder: Path, summary: pd.DataFrame, n_mism: int, n_groups: int,
             f.write(f"%{g} Artist - Title\n" + "".join(f"{t}\n" for t in group[:size]))
 
 
+def build_inputs(work: str, sizes: dict, seed: int) -> None:
+    """Write every table input of the benchmark into `work`."""
+    work = Path(work)
+    rng = np.random.default_rng(seed)
+    summary = build_summary(work / "msd_summary_file.h5", sizes["summary_rows"], rng)
+    build_lastfm(work / "lastfm_tags.db", summary, sizes["tids"], sizes["tags"], sizes["pairs"], rng)
+    build_fetcher(work / "fetcher.csv", summary, sizes["fetcher_rows"], rng)
+    build_lists(work, summary, sizes["mismatches"], sizes["duplicate_groups"], rng)
+
+
 def timed_child(code: str) -> dict:
     """Run `code` in a fresh Python; it prints a JSON dict. Adds seconds and the child's peak RSS (MB)."""
     wrapper = ("import json, resource, time, sys\nstart = time.perf_counter()\n" + code +
@@ -164,15 +176,13 @@ def timed_child(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_tables(work: Path, scale: float, seed: int) -> None:
+def bench_tables(work: Path, scale: float, seed: int, reuse: bool = False) -> None:
     sizes = {k: max(10, int(v * scale)) for k, v in FULL.items()}
-    rng = np.random.default_rng(seed)
-    start = time.perf_counter()
-    summary = build_summary(work / "msd_summary_file.h5", sizes["summary_rows"], rng)
-    build_lastfm(work / "lastfm_tags.db", summary, sizes["tids"], sizes["tags"], sizes["pairs"], rng)
-    build_fetcher(work / "fetcher.csv", summary, sizes["fetcher_rows"], rng)
-    build_lists(work, summary, sizes["mismatches"], sizes["duplicate_groups"], rng)
-    print(f"built inputs {sizes} in {time.perf_counter() - start:.1f} s")
+    if not reuse:
+        # built in a child, so this process stays small: Linux carries ru_maxrss across fork + exec
+        built = timed_child(f"from bench.cleaning import build_inputs\nbuild_inputs({str(work)!r}, {sizes!r}, "
+                            f"{seed})\nresult = {{}}")
+        print(f"built inputs {sizes} in {built['seconds']:.1f} s (peak {built['peak_mb']:.0f} MB)")
 
     w = timed_child(
         "from msd.wrangle import run\n"
@@ -221,32 +231,42 @@ def build_audio_tree(root: Path, n_tracks: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["track_7digitalid", "file_path", "file_size", "track_id", "artist_id"])
 
 
-def bench_audio(work: Path, n_tracks: int, seed: int) -> None:
+def bench_audio(work: Path, n_tracks: int, n_fetcher: int, seed: int) -> None:
     from msd import fetcher, silence
 
     root = work / "audio"
+    shutil.rmtree(root, ignore_errors=True)
     table = build_audio_tree(root, n_tracks, seed)
     table.to_csv(work / "audio_wrangle.csv", index=False)
+    fetch_root = work / "audio_many"  # hard links of the same clips: enough files for fetcher's workers
+    shutil.rmtree(fetch_root, ignore_errors=True)
+    for i in range(n_fetcher):
+        rel = table["file_path"].iloc[i % len(table)]
+        target = fetch_root / f"{i % 100:02d}" / f"{2_000_000 + i}.clip.mp3"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(root / rel, target)
     for jobs in sorted({1, default_jobs()}):
         start = time.perf_counter()
-        fetcher.run(work / f"fetcher_{jobs}.csv", root, jobs=jobs, overwrite=True, quiet=True)
+        fetcher.run(work / f"fetcher_{jobs}.csv", fetch_root, jobs=jobs, overwrite=True, quiet=True)
         fetch_s = time.perf_counter() - start
         start = time.perf_counter()
         silence.run(work / "audio_wrangle.csv", work / f"ultimate_{jobs}.csv", root_dir=root, jobs=jobs,
                     overwrite=True, quiet=True)
         silence_s = time.perf_counter() - start
-        print(f"audio, --jobs {jobs}: fetcher {n_tracks / fetch_s:7.1f} tracks/s ({fetch_s:.2f} s), "
-              f"silence {n_tracks / silence_s:6.1f} tracks/s ({silence_s:.2f} s), {n_tracks} tracks")
+        print(f"audio, --jobs {jobs}: fetcher {n_fetcher / fetch_s:7.1f} tracks/s ({n_fetcher} files, {fetch_s:.2f} s), "
+              f"silence {n_tracks / silence_s:6.1f} tracks/s ({n_tracks} tracks, {silence_s:.2f} s)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full MSD sizes")
-    parser.add_argument("--audio-tracks", type=int, default=100, help="mp3 clips for the audio part")
+    parser.add_argument("--audio-tracks", type=int, default=200, help="mp3 clips for the audio part")
+    parser.add_argument("--fetcher-files", type=int, default=6000, help="mp3 files (hard links) for fetcher")
     parser.add_argument("--no-audio", action="store_true", help="skip the audio part")
     parser.add_argument("--no-tables", action="store_true", help="skip the table part")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", help="keep inputs and outputs here (default: a temporary folder)")
+    parser.add_argument("--reuse-inputs", action="store_true", help="time the stages on the inputs in --work-dir")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"cleaning benchmark: {default_jobs()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -254,9 +274,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         if not args.no_tables:
-            bench_tables(work, args.scale, args.seed)
+            bench_tables(work, args.scale, args.seed, args.reuse_inputs)
         if not args.no_audio:
-            bench_audio(work, args.audio_tracks, args.seed)
+            bench_audio(work, args.audio_tracks, args.fetcher_files, args.seed)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -6,6 +6,7 @@ Output: `fetcher.csv` with one row per mp3, sorted by path:
 `sample_rate` (Hz), `clip_length` (seconds). The last three come from the mp3 headers (mutagen,
 then libsndfile as a fallback), so nothing is decoded. A file neither can read (empty, corrupt)
 is kept with empty `channels, sample_rate, clip_length`, so `wrangle` can drop and count it.
+Headers are logged as they are read, so an interrupted run resumes where it stopped.
 
 Example:
     python msd/fetcher.py fetcher.csv --root-dir AUDIO_ROOT
@@ -18,6 +19,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from orpheus.parallel import parallel_map
 log = logging.getLogger(__name__)
 
 CLIP_SUFFIX = ".clip.mp3"
+FILES_PER_WORKER = 2000
 COLUMNS = ["track_7digitalid", "file_path", "file_size", "channels", "sample_rate", "clip_length"]
 
 
@@ -88,19 +91,65 @@ def read_header(path: str) -> tuple[int, int | None, int | None, float | None]:
     return size, None, None, None
 
 
-def _header_row(path: str) -> tuple[int, int | None, int | None, float | None]:
-    return read_header(path)
+def partial_path(output: str | Path) -> Path:
+    """`fetcher.csv` -> `.fetcher.csv.partial.jsonl`: headers read by an unfinished run, one JSON line per file."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.partial.jsonl")
 
 
-def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False) -> pd.DataFrame:
-    """Scan `root_dir` and return the fetcher table (columns `COLUMNS`, one row per clip, sorted by path)."""
+def read_checkpoint(path: Path | None) -> dict[str, list]:
+    """rel_path -> [file_size, channels, sample_rate, clip_length] logged by an interrupted run.
+
+    A torn last line (the run was killed while writing) is ignored.
+    """
+    done: dict[str, list] = {}
+    if path is None or not path.is_file():
+        return done
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rel_path, header = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            done[rel_path] = header
+    return done
+
+
+def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False, checkpoint: Path | None = None) -> pd.DataFrame:
+    """Scan `root_dir` and return the fetcher table (columns `COLUMNS`, one row per clip, sorted by path).
+
+    With `checkpoint`, each header read is logged there, and headers an earlier interrupted scan logged
+    are reused when the file's size has not changed.
+    """
     root = require_dir(root_dir, "audio root")
     rel_paths = find_clips(root)
     ids = [seven_digital_id(p) for p in rel_paths]
-    full = [str(root / p) for p in rel_paths]
-    headers = list(parallel_map(_header_row, full, jobs=jobs, desc="fetcher", quiet=quiet,
-                                chunksize=max(1, min(64, len(full) // (max(jobs, 1) * 4) or 1))))
-    table = pd.DataFrame(headers, columns=["file_size", "channels", "sample_rate", "clip_length"])
+    done = read_checkpoint(checkpoint)
+    headers: dict[str, tuple] = {}
+    for rel in rel_paths:
+        logged = done.get(rel)
+        if logged is not None and logged[0] == os.path.getsize(root / rel):
+            headers[rel] = tuple(logged)
+    if headers:
+        log.info("fetcher: resuming %d headers from %s", len(headers), checkpoint)
+    todo = [rel for rel in rel_paths if rel not in headers]
+    full = [str(root / p) for p in todo]
+    # a header read takes about a millisecond and starting a worker about a second: use only as many
+    # workers as there are FILES_PER_WORKER files
+    workers = max(1, min(jobs, len(full) // FILES_PER_WORKER))
+    results = parallel_map(read_header, full, jobs=workers, desc="fetcher", quiet=quiet,
+                           chunksize=max(1, min(256, len(full) // (workers * 8) or 1)))
+    log_file = open(checkpoint, "a", encoding="utf-8") if checkpoint is not None else None
+    try:
+        for rel, header in zip(todo, results):
+            headers[rel] = header
+            if log_file is not None:
+                log_file.write(json.dumps([rel, list(header)]) + "\n")
+    finally:
+        if log_file is not None:
+            log_file.close()
+    table = pd.DataFrame([headers[rel] for rel in rel_paths],
+                         columns=["file_size", "channels", "sample_rate", "clip_length"])
     table.insert(0, "file_path", rel_paths)
     table.insert(0, "track_7digitalid", ids)
     table["file_size"] = table["file_size"].astype("int64")
@@ -111,12 +160,17 @@ def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False) -> pd.Data
 
 def run(output: str | Path, root_dir: str | Path, *, jobs: int = 1, overwrite: bool = False,
         quiet: bool = False) -> pd.DataFrame:
-    """Scan `root_dir` and write `output` (fetcher.csv) atomically; return the table."""
+    """Scan `root_dir` and write `output` (fetcher.csv) atomically; return the table.
+
+    An interrupted run leaves `.fetcher.csv.partial.jsonl` beside the output; the next run reuses it.
+    """
     output = check_output(output, overwrite)
     start = time.perf_counter()
-    table = scan(root_dir, jobs=jobs, quiet=quiet)
+    checkpoint = partial_path(output)
+    table = scan(root_dir, jobs=jobs, quiet=quiet, checkpoint=checkpoint)
     with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
+    checkpoint.unlink(missing_ok=True)
     unreadable = int(table["clip_length"].isna().sum())
     log.info("fetcher: %d clips (%d unreadable) in %.1f s -> %s", len(table), unreadable,
              time.perf_counter() - start, output)

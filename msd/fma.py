@@ -87,7 +87,7 @@ def read_genres(path: Path) -> dict[int, str]:
     path = require_file(path, "FMA fma_metadata/genres.csv")
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataFormatError(f"{path}: not a CSV file ({str(err).splitlines()[0]})") from err
     missing = [c for c in ("genre_id", "title") if c not in frame.columns]
     if missing:
@@ -164,16 +164,21 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
     if tags == "all":
         genre_ids = parse_id_lists(tracks_path, tracks[("track", "genres_all")], ("track", "genres_all"))
 
+    # Plain dicts of the used columns: per-track .at lookups on 100k rows of MultiIndex columns are slow.
+    def column(level0: str, level1: str) -> dict:
+        return tracks[(level0, level1)].to_dict() if (level0, level1) in tracks.columns else {}
+
+    splits_of, subsets, genre_tops = column("set", "split"), column("set", "subset"), column("track", "genre_top")
+    artist_ids, artist_names, titles = column("artist", "id"), column("artist", "name"), column("track", "title")
     skipped: list[tuple[str, str, str]] = []
     candidates: list[tuple[int, list[str]]] = []
-    for track_id, split in tracks[("set", "split")].items():
+    for track_id, split in splits_of.items():
         rel = audio_path(track_id)
         if split not in OFFICIAL_SPLITS:
             skipped.append((str(track_id), rel, f"no official split (('set', 'split') = {split!r})"))
             continue
         if tags == "top":
-            genre_top = tracks.at[track_id, ("track", "genre_top")]
-            names = [] if pd.isna(genre_top) else [str(genre_top)]
+            names = [] if pd.isna(genre_tops[track_id]) else [str(genre_tops[track_id])]
         else:
             unknown = [g for g in genre_ids[track_id] if g not in genre_titles]
             if unknown:
@@ -184,23 +189,19 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
 
     checks = check_audio_files(root_dir, [audio_path(t) for t, _ in candidates], mode=verify, jobs=jobs, quiet=quiet)
     records, tags_per_track, splits = [], {}, {}
-    column = lambda level0, level1: tracks[(level0, level1)] if (level0, level1) in tracks.columns else None  # noqa: E731
-    artist_ids, artist_names, titles = column("artist", "id"), column("artist", "name"), column("track", "title")
     for (track_id, names), check in zip(candidates, checks):
         tid, rel = str(track_id), audio_path(track_id)
         if check.reason:
             skipped.append((tid, rel, check.reason))
             continue
-        artist_id = artist_ids.at[track_id]
+        artist_id = artist_ids[track_id]
         records.append({"track_id": tid, "artist_id": "" if pd.isna(artist_id) else str(int(artist_id)),
                         "mp3_path": rel, "file_size": check.file_size, "channels": check.channels,
                         "sample_rate": check.sample_rate, "clip_length": check.clip_length,
-                        "subset": tracks.at[track_id, ("set", "subset")],
-                        "genre_top": _text(tracks.at[track_id, ("track", "genre_top")]),
-                        "artist_name": _text(artist_names.at[track_id]) if artist_names is not None else "",
-                        "title": _text(titles.at[track_id]) if titles is not None else ""})
+                        "subset": subsets[track_id], "genre_top": _text(genre_tops[track_id]),
+                        "artist_name": _text(artist_names.get(track_id)), "title": _text(titles.get(track_id))})
         tags_per_track[tid] = names
-        splits[tid] = OFFICIAL_SPLITS[tracks.at[track_id, ("set", "split")]]
+        splits[tid] = OFFICIAL_SPLITS[splits_of[track_id]]
     columns = ["track_id", "artist_id", "mp3_path", *AUDIO_COLUMNS, "subset", "genre_top", "artist_name", "title"]
     master = pd.DataFrame.from_records(records, columns=columns)
     vocabulary = rank_tags(tags_per_track, top)
@@ -215,7 +216,7 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
 
 
 def _text(value: object) -> str:
-    return "" if pd.isna(value) else str(value)
+    return "" if value is None or pd.isna(value) else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 from typing import Sequence
@@ -84,6 +85,15 @@ class LastFm:
     def close(self) -> None:
         self.conn.close()
 
+    def has_index(self, table: str, column: str) -> bool:
+        """Whether an index of `table` starts with `column` (the clean database has them; raw ones may not)."""
+        for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                                     (table,)).fetchall():
+            first = self.conn.execute("SELECT name FROM pragma_index_info(?) WHERE seqno = 0", (row[0],)).fetchone()
+            if first is not None and first[0] == column:
+                return True
+        return False
+
     # ---- small queries ----
     def vocabulary(self) -> list[str]:
         """All tags, in ROWID order (for the clean database: by popularity, descending)."""
@@ -106,12 +116,19 @@ class LastFm:
     # ---- bulk queries ----
     def popularity(self) -> list[tuple[str, int]]:
         """(tag, number of distinct tracks) for every tag with at least one track; descending, ties by name."""
-        counts = pd.read_sql_query(
-            "SELECT tags.tag AS tag, c.n AS n FROM "
-            "(SELECT tag, COUNT(DISTINCT tid) AS n FROM tid_tag GROUP BY tag) AS c "
-            "JOIN tags ON tags.ROWID = c.tag", self.conn)
-        counts = counts.sort_values(["n", "tag"], ascending=[False, True], kind="stable")
-        return [(str(t), int(n)) for t, n in zip(counts["tag"], counts["n"])]
+        tags = pd.read_sql_query("SELECT ROWID AS rid, tag FROM tags", self.conn)
+        shift = max(int(tags["rid"].max() if len(tags) else 1).bit_length(), 1)
+        # one streamed scan; (tid << shift) | tag packs a pair so repeated pairs count once
+        cursor = self.conn.execute(f"SELECT (tid << {shift}) | tag FROM tid_tag")
+        chunks = []
+        while rows := cursor.fetchmany(1 << 20):
+            chunks.append(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=len(rows)))
+        packed = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
+        counts = np.bincount(packed & ((1 << shift) - 1), minlength=int(tags["rid"].max() or 0) + 1
+                             if len(tags) else 1)
+        table = tags.assign(n=counts[tags["rid"].to_numpy()])
+        table = table[table["n"] > 0].sort_values(["n", "tag"], ascending=[False, True], kind="stable")
+        return [(str(t), int(n)) for t, n in zip(table["tag"], table["n"])]
 
     def tid_table(self) -> pd.Series:
         """Series mapping tid (str) -> ROWID (int64), cached; tids in ROWID order."""
@@ -123,9 +140,18 @@ class LastFm:
 
     def tagged_tids(self, min_val: float | None = None) -> set[str]:
         """Track ids with at least one tid_tag row (with val >= `min_val` when given)."""
-        sql = "SELECT DISTINCT tid FROM tid_tag" + (" WHERE val >= ?" if min_val is not None else "")
+        if min_val is None and self.has_index("tid_tag", "tid"):  # walk the index, all in SQLite
+            rowids = np.fromiter((r[0] for r in self.conn.execute("SELECT DISTINCT tid FROM tid_tag")), np.int64)
+            table = self.tid_table()
+            return set(table.index[np.isin(table.to_numpy(), rowids)])
+        # without an index, streaming the column and deduplicating in numpy beats SQLite's DISTINCT b-tree
+        sql = "SELECT tid FROM tid_tag" + (" WHERE val >= ?" if min_val is not None else "")
         params = () if min_val is None else (float(min_val),)
-        rowids = np.fromiter((row[0] for row in self.conn.execute(sql, params)), dtype=np.int64)
+        cursor = self.conn.execute(sql, params)
+        chunks = []
+        while rows := cursor.fetchmany(1 << 20):
+            chunks.append(np.unique(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64)))
+        rowids = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
         table = self.tid_table()
         return set(table.index[np.isin(table.to_numpy(), rowids)])
 

@@ -33,7 +33,9 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse
+import itertools
 import logging
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -61,33 +63,39 @@ DECADE_WORDS = {"forties": "40s", "fifties": "50s", "sixties": "60s", "seventies
 
 
 # ---- normalisation ----
-def display_forms(tags: pd.Series) -> pd.Series:
-    """Step 1: lowercase, trim, collapse inner whitespace. str [n] -> str [n]."""
-    return tags.astype(str).str.lower().str.strip().str.replace(r"\s+", " ", regex=True)
+DECADE = re.compile(r"^'?(?:19(?=[2-9])|20(?=[01]))?(\d)0 ?'? ?s$")  # 80s 80's '80s 1980s 2000s
+AND_WORD = re.compile(r"(?<![a-z0-9])'?n'?(?![a-z0-9])")             # drum n bass, drum'n'bass, rock n' roll
+NON_ALNUM = re.compile(r"[^a-z0-9]")
+_ASCII_NON_ALNUM = str.maketrans("", "", "".join(chr(c) for c in range(128) if not chr(c).isalnum()))
 
 
-def tag_keys(tags: pd.Series | Iterable[str]) -> pd.Series:
-    """Matching keys of raw or clean tag names (steps 1-5 of the module docstring), vectorised.
-
-    Args:
-        tags: str [n].
-
-    Returns:
-        str [n] keys ("" for a tag with no ASCII letter or digit, which never matches).
-    """
-    text = display_forms(pd.Series(list(tags) if not isinstance(tags, pd.Series) else tags, dtype=object))
-    text = text.replace(DECADE_WORDS)
-    text = text.str.replace(r"^'?(?:19)?([2-9])0 ?'? ?s$", r"\g<1>0s", regex=True)
-    text = text.str.replace(r"^'?(?:20)?([01])0 ?'? ?s$", r"\g<1>0s", regex=True)
-    text = text.str.replace("&", " and ", regex=False)
-    text = text.str.replace(r"(?<![a-z0-9])'?n'?(?![a-z0-9])", " and ", regex=True)
-    text = text.str.replace(r"[^a-z0-9]", "", regex=True)
-    return text.str.replace(r"s$", "", regex=True)
+def display_form(tag: str) -> str:
+    """Step 1: lowercase, trim, collapse inner whitespace."""
+    return " ".join(str(tag).lower().split())
 
 
 def tag_key(tag: str) -> str:
-    """The matching key of one tag name (see `tag_keys`)."""
-    return str(tag_keys([tag]).iloc[0])
+    """The matching key of one tag name (steps 1-5 of the module docstring).
+
+    Returns "" for a tag with no ASCII letter or digit, which never matches.
+    """
+    text = display_form(tag)
+    text = DECADE_WORDS.get(text, text)
+    if text.endswith("s") and len(text) <= 7:
+        text = DECADE.sub(r"\g<1>0s", text)
+    text = text.replace("&", " and ")
+    if "n" in text and ("n " in text or " n" in text or "'n" in text or "n'" in text or text == "n"):
+        text = AND_WORD.sub(" and ", text)
+    text = text.translate(_ASCII_NON_ALNUM) if text.isascii() else NON_ALNUM.sub("", text)
+    return text[:-1] if text.endswith("s") else text
+
+
+def tag_keys(tags: pd.Series | Iterable[str]) -> pd.Series:
+    """Keys (`tag_key`) of many tags, computed once per distinct string. str [n] -> str [n]."""
+    tags = pd.Series(list(tags) if not isinstance(tags, pd.Series) else tags, dtype=object)
+    distinct = pd.unique(tags)
+    keys = pd.Series([tag_key(t) for t in distinct], index=distinct, dtype=object)
+    return pd.Series(keys.reindex(tags).to_numpy(), index=tags.index, dtype=object)
 
 
 # ---- vocabulary ----
@@ -106,7 +114,7 @@ class Vocabulary:
         """Clean name of each raw tag, missing (NaN) when it maps to no clean tag. str [n] -> object [n]."""
         raw = pd.Series(list(raw_tags) if not isinstance(raw_tags, pd.Series) else raw_tags, dtype=object)
         clean = tag_keys(raw).map(self.clean_of_key)
-        clean[display_forms(raw).isin(self.dropped).to_numpy()] = None
+        clean[raw.map(display_form).isin(self.dropped).to_numpy()] = None
         return clean
 
 
@@ -168,7 +176,7 @@ class CleaningResult:
 
 
 def clean_pairs(raw: LastFm, vocabulary: Vocabulary, val: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Map and merge the raw pairs.
+    """Map and merge the raw pairs (numpy on packed integer keys; one scan of tid_tag).
 
     Returns:
         (pairs: tid (ROWID), tag (clean ROWID, 1-based), val; sorted by tid, tag),
@@ -179,39 +187,58 @@ def clean_pairs(raw: LastFm, vocabulary: Vocabulary, val: float) -> tuple[pd.Dat
     raw_tags["clean"] = vocabulary.map_tags(raw_tags["tag"].astype(str)).to_numpy()
     mapped = raw_tags.dropna(subset=["clean"])
     names = np.array(sorted(mapped["clean"].unique()), dtype=object)
-    clean_id = pd.Series(np.arange(len(names)), index=names)
-    conn = raw.conn
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mapped_tags (rid INTEGER PRIMARY KEY, cid INTEGER)")
-    conn.execute("DELETE FROM temp.mapped_tags")
-    conn.executemany("INSERT INTO temp.mapped_tags VALUES (?, ?)",
-                     zip(mapped["rid"].astype(int).tolist(), clean_id[mapped["clean"]].astype(int).tolist()))
-    cursor = conn.execute(
-        "SELECT t.tid, m.cid, t.tag, t.val FROM tid_tag AS t JOIN temp.mapped_tags AS m ON m.rid = t.tag "
-        "WHERE t.val > ?", (float(val),))
-    rows = cursor.fetchall()
-    pairs = pd.DataFrame(rows, columns=["tid", "cid", "raw", "val"]) if rows else \
-        pd.DataFrame({"tid": [], "cid": [], "raw": [], "val": []})
-    del rows
-    pairs = pairs.astype({"tid": np.int64, "cid": np.int64, "raw": np.int64, "val": np.float64})
+    n_clean = max(len(names), 1)
+    max_rid = int(raw_tags["rid"].max()) if len(raw_tags) else 0
+    cid_of_rid = np.full(max_rid + 1, -1, dtype=np.int64)
+    cid_of_rid[mapped["rid"].to_numpy(np.int64)] = np.searchsorted(names, mapped["clean"].to_numpy())
 
-    raw_counts = pairs["raw"].value_counts()
-    sources = mapped.assign(count=mapped["rid"].map(raw_counts).fillna(0).astype(np.int64))
+    conn = raw.conn
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS mapped_tags (rid INTEGER PRIMARY KEY)")
+    conn.execute("DELETE FROM temp.mapped_tags")
+    conn.executemany("INSERT INTO temp.mapped_tags VALUES (?)", ((r,) for r in mapped["rid"].astype(int).tolist()))
+    # (tid << shift) | tag packs a pair in one exact float64 (< 2**53), so rows cost one tuple of two numbers
+    shift = max(max_rid.bit_length(), 1)
+    cursor = conn.execute(
+        f"SELECT (tid << {shift}) | tag, val FROM tid_tag WHERE tag IN (SELECT rid FROM temp.mapped_tags) AND val > ?",
+        (float(val),))
+    chunks = []
+    while rows := cursor.fetchmany(1 << 20):
+        chunks.append(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.float64, count=2 * len(rows)))
+    flat = np.concatenate(chunks).reshape(-1, 2) if chunks else np.zeros((0, 2))
+    packed = flat[:, 0].astype(np.int64)
+    vals = flat[:, 1]
+    del flat, chunks
+    raw_rid = packed & ((1 << shift) - 1)
+    tid = packed >> shift
+    cid = cid_of_rid[raw_rid]
+
+    raw_counts = np.bincount(raw_rid, minlength=max_rid + 1)
+    sources = mapped.assign(count=raw_counts[mapped["rid"].to_numpy(np.int64)])
     sources = sources[sources["count"] > 0]
 
-    merged = pairs.groupby(["tid", "cid"], sort=False)["val"].max().reset_index()
-    n_tracks = merged["cid"].value_counts()
-    tags = pd.DataFrame({"clean_tag": names[n_tracks.index.to_numpy()], "n_tracks": n_tracks.to_numpy()})
+    # merge pairs of one track that map to one clean tag: keep the largest val
+    key = tid * n_clean + cid
+    order = np.argsort(key, kind="stable")
+    key, vals = key[order], vals[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    merged_val = np.maximum.reduceat(vals, starts) if len(key) else vals
+    merged_tid, merged_cid = key[starts] // n_clean, key[starts] % n_clean
+
+    n_tracks = np.bincount(merged_cid, minlength=len(names))
+    present = np.flatnonzero(n_tracks)
+    tags = pd.DataFrame({"clean_tag": names[present], "n_tracks": n_tracks[present]})
     tags = tags.sort_values(["n_tracks", "clean_tag"], ascending=[False, True], kind="stable").reset_index(drop=True)
     new_id = np.zeros(len(names), dtype=np.int64)
-    new_id[clean_id[tags["clean_tag"]].to_numpy()] = np.arange(1, len(tags) + 1)
-    merged["tag"] = new_id[merged["cid"].to_numpy()]
-    merged = merged.sort_values(["tid", "tag"], kind="stable")[["tid", "tag", "val"]].reset_index(drop=True)
+    new_id[np.searchsorted(names, tags["clean_tag"].to_numpy())] = np.arange(1, len(tags) + 1)
+    merged_tag = new_id[merged_cid]
+    order = np.lexsort((merged_tag, merged_tid))
+    pairs = pd.DataFrame({"tid": merged_tid[order], "tag": merged_tag[order], "val": merged_val[order]})
 
     rank = pd.Series(np.arange(len(tags)), index=tags["clean_tag"])
     sources = sources.rename(columns={"clean": "clean_tag", "tag": "raw_tag"})
     sources = sources.assign(rank=sources["clean_tag"].map(rank).to_numpy())
     sources = sources.sort_values(["rank", "count", "raw_tag"], ascending=[True, False, True], kind="stable")
-    return merged, tags, sources[["clean_tag", "raw_tag", "count"]].reset_index(drop=True)
+    return pairs, tags, sources[["clean_tag", "raw_tag", "count"]].reset_index(drop=True)
 
 
 def write_clean_db(path: Path, raw_path: Path, pairs: pd.DataFrame, tags: pd.DataFrame) -> int:

@@ -248,7 +248,7 @@ def read_annotations(path: Path) -> pd.DataFrame:
     path = require_file(path, "MagnaTagATune annotations_final.csv")
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataFormatError(f"{path}: not a tab-separated annotations file ({str(err).splitlines()[0]})") from err
     missing = [c for c in ("clip_id", "mp3_path") if c not in frame.columns]
     tag_columns = [c for c in frame.columns if c not in ("clip_id", "mp3_path")]
@@ -275,7 +275,7 @@ def read_clip_info(path: Path) -> pd.DataFrame:
     path = require_file(path, "MagnaTagATune clip_info_final.csv")
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataFormatError(f"{path}: not a tab-separated clip info file ({str(err).splitlines()[0]})") from err
     missing = [c for c in ("clip_id", "artist", "album", "title") if c not in frame.columns]
     if missing:
@@ -304,7 +304,10 @@ def folder_of(mp3_path: str) -> str:
 
 
 def artist_from_mp3_path(mp3_path: str) -> str:
-    """The artist part of an MTT file name: `f/american_bach_soloists-j_s__bach-01-...mp3` -> `american_bach_soloists`."""
+    """The artist part of an MTT file name.
+
+    `f/american_bach_soloists-j_s__bach-01-bwv54-30-59.mp3` -> `american_bach_soloists`.
+    """
     return Path(mp3_path).name.split("-")[0]
 
 

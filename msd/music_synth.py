@@ -710,7 +710,8 @@ def _ambient_chord(song: Song, pitches: Sequence[int], length_s: float, rng: np.
     for pitch in pitches:
         phase = _wrap(float(midi_hz(pitch)) * t)
         lfo = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi * rng.uniform(0.05, 0.2)) * t + np.float32(rng.uniform(0, 6.3)))
-        out += _sine(phase) * (0.6 + 0.4 * lfo) + _sine(2 * phase) * (0.3 * lfo) + _sine(3 * phase) * (0.12 - 0.12 * lfo)
+        out += _sine(phase) * (0.6 + 0.4 * lfo) + _sine(2 * phase) * (0.3 * lfo)
+        out += _sine(3 * phase) * (0.12 - 0.12 * lfo)
     fade = min(2.0, length_s / 3)
     return out * _envelope(n, song.sample_rate, fade, 10.0, 1.0, fade) / len(pitches)
 
@@ -918,14 +919,14 @@ INSTRUMENTS: dict[str, Instrument] = {
                                   render_acoustic_guitar, 0.0, 0.2, 0.4),
     "voice_female": Instrument("sung formant voice, f0 about 200-400 Hz",
                                lambda s: render_voice(s, low_pitch=55, high_pitch=67, formant_scale=1.17),
-                               0.0, 0.3, 0.1),
+                               2.0, 0.3, 0.1),
     "voice_male": Instrument("sung formant voice, f0 about 90-180 Hz",
                              lambda s: render_voice(s, low_pitch=42, high_pitch=54, formant_scale=1.0),
-                             0.0, 0.3, 0.1),
+                             2.0, 0.3, 0.1),
     "rap_voice": Instrument("rhythmic spoken-like voiced bursts", lambda s: render_rap(
-        s, base_pitch=45, formant_scale=1.0), 0.0, 0.1, 0.05),
+        s, base_pitch=45, formant_scale=1.0), 2.0, 0.1, 0.05),
     "female_rap_voice": Instrument("rhythmic spoken-like voiced bursts, female", lambda s: render_rap(
-        s, base_pitch=56, formant_scale=1.17), 0.0, 0.1, 0.05),
+        s, base_pitch=56, formant_scale=1.17), 2.0, 0.1, 0.05),
     "drums": Instrument("drum kit playing the union of the tags' styles (see DRUM_STYLES), e.g. rock: kick, "
                         "snare, 8th hats; 80s: gated-reverb snare; 90s: breakbeat", render_drums, 0.0, 0.1, 0.0),
 }

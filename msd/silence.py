@@ -19,7 +19,9 @@ too_short, too_much_silence, long_silence).
 Non-silent means a frame within `top_db` = 60 dB of the track's loudest frame, with the framing of
 `librosa.effects.split` (frame_length 2048, hop 512, centred frames padded with zeros, mono mix),
 implemented here with numpy on cumulative sums. Input rows that already carry the analysis columns
-are not decoded again, so a rerun on an earlier output (or an interrupted run's partial output) resumes.
+are not decoded again, so an earlier output can be refiltered without decoding; and each analysis is
+logged to `.<output>.partial.jsonl` as it finishes, so rerunning an interrupted command resumes
+where it stopped (the log is removed once the output is written).
 
 Example:
     python msd/silence.py wrangle.csv ultimate.csv --root-dir AUDIO_ROOT --min-size 100000 \\
@@ -158,6 +160,32 @@ def dropped_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.dropped.csv")
 
 
+def partial_path(output: str | Path) -> Path:
+    """`ultimate.csv` -> `.ultimate.csv.partial.jsonl`: analyses of an unfinished run, one JSON line per track."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.partial.jsonl")
+
+
+def read_checkpoint(path: Path, file_paths: pd.Series) -> list[dict | str | None]:
+    """Results an interrupted run already computed for `file_paths` (None where there is none).
+
+    A torn last line (the run was killed while writing) is ignored.
+    """
+    if not path.is_file():
+        return [None] * len(file_paths)
+    done: dict[str, dict | str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                file_path, result = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            done[file_path] = result
+    if done:
+        log.info("silence: resuming %d analyses from %s", len(done), path)
+    return [done.get(p) for p in file_paths]
+
+
 def read_input(path: str | Path) -> pd.DataFrame:
     """Read wrangle.csv (or an earlier silence output); raise a one-line error if a column is missing."""
     path = require_file(path, "wrangle.csv")
@@ -192,16 +220,28 @@ def run(input_csv: str | Path, output: str | Path, *, root_dir: str | Path, filt
     if filters.min_size is not None:
         reason[(table["file_size"] <= filters.min_size).to_numpy()] = "too_small"
 
-    todo = table.index[reason.isna().to_numpy() & table[ANALYSIS_COLUMNS].isna().any(axis=1).to_numpy()]
-    n_resumed = int(reason.isna().sum()) - len(todo)
-    paths = [str(root / p) for p in table.loc[todo, "file_path"]]
-    results = list(parallel_map(analyse_file, paths, jobs=jobs, desc="silence", quiet=quiet))
-    for index, result in zip(todo, results):
+    def store(index, result: dict | str) -> None:
         if isinstance(result, str):
             reason[index] = result
         else:
             for column, value in result.items():
                 table.at[index, column] = value
+
+    todo = table.index[reason.isna().to_numpy() & table[ANALYSIS_COLUMNS].isna().any(axis=1).to_numpy()]
+    checkpoint = partial_path(output)
+    for index, result in zip(todo, read_checkpoint(checkpoint, table.loc[todo, "file_path"])):
+        if result is not None:
+            store(index, result)
+    todo = todo[(reason.loc[todo].isna() & table.loc[todo, "audio_start"].isna()).to_numpy()]
+    n_resumed = int(reason.isna().sum()) - len(todo)
+    paths = [str(root / p) for p in table.loc[todo, "file_path"]]
+    with open(checkpoint, "a", encoding="utf-8") as log_file:
+        for n_done, (index, result) in enumerate(zip(todo, parallel_map(analyse_file, paths, jobs=jobs,
+                                                                         desc="silence", quiet=quiet)), 1):
+            store(index, result)
+            log_file.write(json.dumps([table.at[index, "file_path"], result]) + "\n")
+            if n_done % 256 == 0:
+                log_file.flush()
 
     def drop_if(mask: pd.Series, name: str) -> None:
         reason[mask.to_numpy() & reason.isna().to_numpy()] = name
@@ -224,6 +264,7 @@ def run(input_csv: str | Path, output: str | Path, *, root_dir: str | Path, filt
         kept.to_csv(tmp, index=False)
     with atomic_path(dropped_out) as tmp:
         dropped.to_csv(tmp, index=False)
+    checkpoint.unlink(missing_ok=True)
     log.info("silence: analysed %d, resumed %d, kept %d of %d in %.1f s", len(todo), n_resumed, len(kept),
              len(table), time.perf_counter() - start)
     return kept, dropped

@@ -75,6 +75,7 @@ FAULT_KINDS = ("zero_byte", "corrupt", "no_summary", "ambiguous", "mismatch", "d
                "silence", "short", "no_clean_tag")
 SILENCE_START_S, SILENCE_LENGTH_S = 12.0, 6.0
 SHORT_CLIP_S = 8.0
+MIN_DURATION_S = 10.0
 TRUTH_COLUMNS = ("track_id", "track_7digitalid", "artist_id", "mp3_path", "fault", "tags")
 
 # Raw Last.fm spellings of each clean tag, most common first. Each maps to its clean tag by the
@@ -219,8 +220,8 @@ def fault_plan(n_tracks: int) -> list[str]:
     return kinds + [""] * (n_tracks - len(kinds))
 
 
-def _build_world(n_tracks: int, seed: int, duration_s: float) -> tuple[list[_Row], list[dict], list[list[_Row]],
-                                                                      list[tuple[_Row, str, str]]]:
+def _build_world(n_tracks: int, seed: int) -> tuple[list[_Row], list[dict], list[list[_Row]],
+                                                   list[tuple[_Row, str, str]]]:
     """Rows (audio and not), artists, duplicate groups and mismatch pairs for a seed."""
     rng = np.random.default_rng([seed, 0x4D5344])
     taken: set[str] = set()
@@ -261,7 +262,8 @@ def _build_world(n_tracks: int, seed: int, duration_s: float) -> tuple[list[_Row
         row.tagged = fault != "untagged"
         audio_rows.append(row)
     extra_rows = []
-    for _ in range(2 * n_tracks + 20):  # the summary file has many more songs than previews
+    n_plain = 2 * n_tracks + 20
+    for _ in range(n_plain):  # the summary file has many more songs than previews
         artist = int(rng.integers(n_artists))
         row = new_row(artist, track_tags(artist))
         row.tagged = rng.random() < 0.5
@@ -291,14 +293,17 @@ def _build_world(n_tracks: int, seed: int, duration_s: float) -> tuple[list[_Row
         ids = sorted([keeper.track_id, row.track_id])
         keeper.track_id, row.track_id = ids  # the healthy member holds the smaller id
         groups.append(members)
-    for _ in range(max(2, n_tracks // 10)):  # groups among songs without previews
-        first, second = (int(i) for i in rng.choice(len(extra_rows), 2, replace=False))
+    # Groups and mismatches among songs without previews use only plain rows (no twin, no group
+    # member), so that no track's fate depends on the order in which the cleaning applies its rules.
+    plain = rng.permutation(n_plain)
+    for k in range(max(2, n_tracks // 10)):
+        first, second = int(plain[2 * k]), int(plain[2 * k + 1])
         extra_rows[second].artist, extra_rows[second].title = extra_rows[first].artist, extra_rows[first].title
         groups.append([extra_rows[first], extra_rows[second]])
     # Mismatches: the 7digital preview is another song (MSD artist/title != 7digital artist/title).
     mismatches = []
     mismatch_rows = [r for r in audio_rows if r.fault == "mismatch"]
-    mismatch_rows += [extra_rows[int(i)] for i in rng.choice(len(extra_rows), max(2, n_tracks // 10), replace=False)]
+    mismatch_rows += [extra_rows[int(i)] for i in plain[-max(2, n_tracks // 10):]]
     for row in mismatch_rows:
         mismatches.append((row, _artist_name(rng), _title(rng)))
     return audio_rows + extra_rows, artists, groups, mismatches
@@ -463,8 +468,16 @@ def write_audio_job(job: AudioJob) -> int:
     if job.fault == "silence":
         start = int(min(SILENCE_START_S, duration_s / 3) * SAMPLE_RATE)
         audio[start:start + int(SILENCE_LENGTH_S * SAMPLE_RATE)] = 0.0
-    # A short clip is encoded at the best quality so that only its length gives it away.
-    return write_mp3(path, audio, SAMPLE_RATE, quality=0.0 if job.fault == "short" else 0.9)
+    return write_mp3(path, audio, SAMPLE_RATE, quality=mp3_quality(duration_s))
+
+
+def mp3_quality(duration_s: float) -> float:
+    """VBR compression level that keeps a preview of `duration_s` above 100,000 bytes.
+
+    0.9 (the fastest to encode) gives about 70 kbit/s of this music: enough from 20 s on. Shorter
+    previews, and the 8 s short-clip fault (which only its length may give away), get more bits.
+    """
+    return 0.9 if duration_s >= 20 else 0.5 if duration_s >= 10 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,17 +498,21 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: float = 30.0,
-             jobs: int | None = None, quiet: bool = False, overwrite: bool = False) -> SyntheticMSD:
+             jobs: int | None = None, quiet: bool = False, overwrite: bool = False,
+             audio: bool = True) -> SyntheticMSD:
     """Write a miniature MSD with `n_tracks` audio previews into `out_dir` (see the module docstring).
 
     Args:
         out_dir: an empty or missing folder (or any folder with `overwrite`).
         n_tracks: number of audio files (faulty ones included); >= 1.
         seed: the world's seed; the same seed gives the same files.
-        duration_s: length of the healthy previews in seconds (> SHORT_CLIP_S + 7).
+        duration_s: length of the healthy previews in seconds, >= MIN_DURATION_S (10); use 16 or more
+            for the cleaning's `--filter-trim-length 15`.
         jobs: worker processes for rendering and encoding (default: all cores).
         quiet: hide the progress bar.
         overwrite: replace the outputs of an earlier run in `out_dir`.
+        audio: write the mp3 tree; without it only the metadata files and truth.csv are written
+            (fast, for tests and benchmarks of the metadata rules).
 
     Raises:
         ConfigError: bad `n_tracks` or `duration_s`.
@@ -503,12 +520,15 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
     """
     if n_tracks < 1:
         raise ConfigError(f"--tracks must be at least 1, got {n_tracks}")
-    if duration_s < SHORT_CLIP_S + 7:
-        raise ConfigError(f"--duration-s must be at least {SHORT_CLIP_S + 7:g} s (longer than the short-clip fault "
-                          f"and the 15 s trim filter), got {duration_s:g}")
+    if duration_s < MIN_DURATION_S:
+        raise ConfigError(f"--duration-s must be at least {MIN_DURATION_S:g} s (longer than the {SHORT_CLIP_S:g} s "
+                          f"short-clip fault), got {duration_s:g}")
+    if duration_s < 16:
+        log.warning("previews of %g s are shorter than the cleaning's usual --filter-trim-length 15 allows; "
+                    "use --duration-s 16 or more for an end-to-end run", duration_s)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    rows, artists, groups, mismatches = _build_world(n_tracks, seed, duration_s)
+    rows, artists, groups, mismatches = _build_world(n_tracks, seed)
     rng = np.random.default_rng([seed, 0x746167])
     summary_rows = [rows[int(i)] for i in rng.permutation(len(rows)) if rows[int(i)].in_summary]
     msd = SyntheticMSD(root=out_dir, summary_h5=out_dir / "msd_summary_file.h5", tags_db=out_dir / "lastfm_tags.db",
@@ -522,8 +542,11 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
     audio_rows = sorted((r for r in rows if r.has_audio), key=lambda r: r.digital_id)
     audio_jobs = [AudioJob(str(msd.audio_dir / audio_relpath(r.digital_id)), r.tags, r.audio_seed, duration_s,
                            r.fault) for r in audio_rows]
-    sizes = list(parallel_map(write_audio_job, audio_jobs, jobs=jobs or default_jobs(), desc="synthesising previews",
-                              quiet=quiet, chunksize=1))
+    if audio:
+        sizes = list(parallel_map(write_audio_job, audio_jobs, jobs=jobs or default_jobs(),
+                                  desc="synthesising previews", quiet=quiet, chunksize=1))
+    else:
+        sizes = [100_001] * len(audio_jobs)
     healthy_sizes = [s for s, r in zip(sizes, audio_rows) if r.fault == ""]
     if healthy_sizes and min(healthy_sizes) <= 100_000:
         log.warning("a healthy preview is only %d bytes (<= 100,000): the --min-size filter would drop it",
@@ -548,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracks", type=int, required=True, help="number of audio previews, faulty ones included")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated world")
     parser.add_argument("--duration-s", type=float, default=30.0, help="length of the previews in seconds")
+    parser.add_argument("--no-audio", action="store_true",
+                        help="write only the metadata files and truth.csv, no mp3 tree")
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 
@@ -557,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run(args: argparse.Namespace) -> int:
         msd = generate(args.out_dir, args.tracks, args.seed, duration_s=args.duration_s, jobs=args.jobs,
-                       quiet=args.quiet, overwrite=args.overwrite)
+                       quiet=args.quiet, overwrite=args.overwrite, audio=not args.no_audio)
         print(f"miniature MSD written to {msd.root} ({msd.n_tracks} previews; ground truth in {msd.truth_csv.name})")
         return 0
 
@@ -565,4 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module, so that worker processes unpickle `msd.synthetic`
+    # functions rather than this `__main__` script's.
+    from msd.synthetic import main as package_main
+
+    sys.exit(package_main())

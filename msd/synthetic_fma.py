@@ -18,7 +18,8 @@ validation 10%, test 10%), as FMA's official split keeps artists apart. A few la
 two top-level genres and have no genre_top, as in FMA. Planted faults: one track with no mp3, one
 0-byte mp3, one corrupt mp3. The audio is rendered by `msd.music_synth` from the genres' recipes.
 
-The metadata files are written last: an interrupted run leaves none and a rerun resumes.
+The metadata files are written last, tracks.csv the very last: a finished run is refused without
+--overwrite, an interrupted one (no tracks.csv) is resumed, keeping the mp3s already written.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ def plan_tracks(n_tracks: int, seed: int) -> pd.DataFrame:
             ("set", "subset"): subset,
             ("track", "bit_rate"): int(rng.choice([128000, 192000, 256000, 320000])),
             ("track", "date_created"): f"20{rng.integers(8, 17):02d}-{rng.integers(1, 13):02d}-"
-                                       f"{rng.integers(1, 29):02d} {rng.integers(0, 24):02d}:{rng.integers(0, 60):02d}:00",
+                                       f"{rng.integers(1, 29):02d} {rng.integers(0, 24):02d}:"
+                                       f"{rng.integers(0, 60):02d}:00",
             ("track", "duration"): int(rng.integers(60, 600)),
             ("track", "genre_top"): genre_top,
             ("track", "genres"): str(sorted(genre_list)),
@@ -197,8 +199,7 @@ def generate(out_dir: str | Path, *, n_tracks: int = 64, seed: int = 0, duration
 
     out_dir = Path(out_dir)
     metadata_dir, audio_dir = out_dir / METADATA_DIR, out_dir / AUDIO_DIR
-    for path in (metadata_dir / TRACKS_CSV, metadata_dir / GENRES_CSV, out_dir / MANIFEST):
-        check_output(path, overwrite)
+    check_output(metadata_dir / TRACKS_CSV, overwrite)  # written last: present only when a run finished
     if duration_s <= 0:
         raise ConfigError(f"--duration-s must be positive, got {duration_s}")
     tracks = plan_tracks(n_tracks, seed)

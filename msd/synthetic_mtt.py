@@ -11,14 +11,15 @@ Writes OUT_DIR/
 
 Clips come from albums of one style each (classical, rock, techno, ...), tagged with the realistic
 MTT vocabulary including its synonym variants (`clasical`, `female vocal`, `no voice`, ...); each
-album sits in one folder, as in the real release, and the folders cycle through 0..f so every
-split of the standard folder split is populated. The audio is rendered by `msd.music_synth` from
+album sits in one folder, as in the real release; every 16 albums use each folder once, in a random
+order (the first block starts 0, c, d), so every split of the standard folder split is populated. The audio is rendered by `msd.music_synth` from
 the tags' recipes, so a model can learn the tags. Planted faults: the known-bad clip ids of the real
 release as 0-byte files (35644, 55753, 57881), one more 0-byte clip, one corrupt clip (random bytes),
 one clip whose mp3 is missing, and a few clips with no tag at all.
 
-The metadata files are written last: an interrupted run leaves none and a rerun resumes, keeping
-the mp3s already written.
+The metadata files are written last, annotations_final.csv the very last: a finished run is refused
+without --overwrite, an interrupted one (no annotations_final.csv) is resumed, keeping the mp3s
+already written.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from typing import Mapping, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from msd.mtt import ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT, MTT_TAGS_TXT, read_list_txt  # noqa: E402,E501
+from msd.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT,  # noqa: E402
+                     MTT_TAGS_TXT, read_list_txt)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError  # noqa: E402
 from orpheus.files import atomic_path, check_output, write_json_atomic  # noqa: E402
@@ -141,9 +143,13 @@ def plan_clips(n_clips: int, seed: int) -> list[Clip]:
     clip_ids = sorted([*rng.choice(pool, size=n_clips - len(known_bad), replace=False).tolist(), *known_bad])
     order = rng.permutation(n_clips)  # clips are assigned to albums in a random order of ids
     styles = sorted(STYLES)
-    # Albums take the folders in an order that reaches every split early (train, valid, test, ...) and
-    # covers all 16 folders, and so the standard split's 12:1:3 proportion, every 16 albums.
-    folders = list("0cd12e34f56789ab")
+    # Albums take the folders in blocks of 16, each a random order of all folders (so the standard split's
+    # 12:1:3 proportion holds and styles do not alias with folders); the first block starts 0, c, d so
+    # that even a tiny dataset has clips in train, valid and test.
+    head = ["0", "c", "d"]
+    folders = [*head, *rng.permutation([f for f in FOLDERS if f not in head]).tolist()]
+    while len(folders) < n_clips:
+        folders += rng.permutation(list(FOLDERS)).tolist()
     clips: list[Clip] = []
     position, album_index = 0, 0
     names = [f"{a} {b}" for a in FIRST_WORDS for b in SECOND_WORDS]
@@ -152,7 +158,7 @@ def plan_clips(n_clips: int, seed: int) -> list[Clip]:
     while position < n_clips:
         artist = artist_names[album_index % len(artist_names)]
         album = f"{TITLE_WORDS[album_index % len(TITLE_WORDS)].title()} Sessions {album_index + 1}"
-        folder = folders[album_index % len(folders)]
+        folder = folders[album_index]
         n_album = int(min(rng.integers(3, 7), n_clips - position))
         track_number, segment = 1, 0
         for _ in range(n_album):
@@ -254,8 +260,7 @@ def generate(out_dir: str | Path, *, n_clips: int = 64, seed: int = 0, duration_
     from msd.music_synth import TAG_RECIPES
 
     out_dir = Path(out_dir)
-    for name in (ANNOTATIONS, CLIP_INFO, MANIFEST):
-        check_output(out_dir / name, overwrite)
+    check_output(out_dir / ANNOTATIONS, overwrite)  # written last: present only when a run finished
     if duration_s <= 0:
         raise ConfigError(f"--duration-s must be positive, got {duration_s}")
     clips = plan_clips(n_clips, seed)

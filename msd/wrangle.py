@@ -82,12 +82,13 @@ def read_fetcher_csv(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def read_summary(path: str | Path) -> pd.DataFrame:
+def read_summary(path: str | Path, only_7digitalids: np.ndarray | None = None) -> pd.DataFrame:
     """Read the summary fields `SUMMARY_FIELDS` from an MSD summary HDF5, one field at a time.
 
     Each field is looked up in the `songs` compound table of the groups metadata, analysis and
     musicbrainz (the real file keeps track_id in analysis and year in musicbrainz). Byte strings are
-    decoded as ASCII.
+    decoded as ASCII. With `only_7digitalids`, only rows with one of those ids are kept (all of them,
+    so shared ids stay visible), which spares decoding strings of the other rows.
 
     Returns:
         DataFrame [n_rows] with track_7digitalid (int64), track_id, song_id, artist_id (str), year (int64).
@@ -121,6 +122,9 @@ def read_summary(path: str | Path) -> pd.DataFrame:
                 raise DataFormatError(f"{path}: field {field!r} not found in /metadata|analysis|musicbrainz/songs; "
                                       "expected the MSD summary layout")
             columns[field] = tables[group][field]  # reads this one field only
+    if only_7digitalids is not None:
+        keep = np.isin(columns["track_7digitalid"], np.asarray(only_7digitalids))
+        columns = {name: values[keep] for name, values in columns.items()}
     frame = pd.DataFrame({
         name: values.astype(str) if values.dtype.kind == "S" else values.astype(np.int64)
         for name, values in columns.items()})
@@ -256,7 +260,7 @@ def run(fetcher_csv: str | Path, output: str | Path, *, path_h5: str | Path, pat
     fetch = read_fetcher_csv(fetcher_csv)
     steps = tqdm(total=4, desc="wrangle", unit="step", disable=quiet, delay=1)
     try:
-        summary = read_summary(path_h5)
+        summary = read_summary(path_h5, only_7digitalids=fetch["track_7digitalid"].unique())
         steps.update()
         tagged = None
         if discard_no_tag:

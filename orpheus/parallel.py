@@ -22,7 +22,8 @@ def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc:
 
     `func` must be a module-level function (it is pickled). With `jobs <= 1` it runs inline, which
     keeps tracebacks simple and avoids process start-up for tiny inputs. Workers start from a fork
-    server (or are spawned), never forked from this process, which may hold TensorFlow's threads.
+    server (or are spawned), never forked from this process, which may hold TensorFlow's threads;
+    the fork server imports `func`'s module once, so each worker starts without re-importing it.
     """
     bar = tqdm(total=len(items), desc=desc, unit="track", disable=quiet, dynamic_ncols=True)
     try:
@@ -34,6 +35,8 @@ def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc:
         chunksize = chunksize or max(1, min(16, len(items) // (jobs * 8)))
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if context.get_start_method() == "forkserver" and func.__module__ != "__main__":
+            context.set_forkserver_preload([func.__module__])
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             for result in pool.map(func, items, chunksize=chunksize):
                 yield result

@@ -72,6 +72,28 @@ def example_spec(fmt: str, n_bins: int | None, n_tags: int, storage: str = "floa
     }
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _float_list(array: np.ndarray) -> tf.train.FloatList:
+    """A FloatList parsed from its packed wire form: the same message as `FloatList(value=...)`,
+    but built from the array's bytes in one copy instead of one Python float at a time (25x faster
+    for a 30 s log-mel)."""
+    raw = np.ascontiguousarray(array, dtype="<f4").tobytes()
+    return tf.train.FloatList.FromString(b"\x0a" + _varint(len(raw)) + raw)  # field 1, packed
+
+
+def serialize(example: tf.train.Example) -> bytes:
+    """Serialise with a deterministic map order, so shards are byte-identical from any process."""
+    return example.SerializeToString(deterministic=True)
+
+
 def _bytes(value: Any) -> tf.train.Feature:
     if isinstance(value, str):
         value = value.encode("utf-8")
@@ -99,7 +121,7 @@ def to_example(values: Mapping[str, Any], spec: Mapping[str, Feature]) -> tf.tra
         elif feat.dtype == tf.int64:
             features[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=array.ravel().astype(np.int64)))
         else:
-            features[name] = tf.train.Feature(float_list=tf.train.FloatList(value=array.ravel().astype(np.float32)))
+            features[name] = tf.train.Feature(float_list=_float_list(array.ravel()))
     return tf.train.Example(features=tf.train.Features(feature=features))
 
 

@@ -112,7 +112,12 @@ def decode_features(task: tuple[str, FeatureSettings]) -> Decoded:
         samples, _ = audio_io.load_audio(path, settings.sample_rate)
         return Decoded(path, features=settings.compute(samples))
     except OrpheusError as err:
-        return Decoded(path, error=str(err))
+        return Decoded(path, error=error_naming(path, err))
+
+
+def error_naming(path: str, err: Exception) -> str:
+    """The error message, prefixed with the file when it does not already name it."""
+    return str(err) if str(path) in str(err) else f"{path}: {err}"
 
 
 def stream_features(path: str | Path, settings: FeatureSettings, block_s: float = STREAM_BLOCK_S
@@ -122,7 +127,10 @@ def stream_features(path: str | Path, settings: FeatureSettings, block_s: float 
     Each block of decoded audio is extended by `settings.context` samples of the neighbouring audio,
     its features computed, and only the frames whose full support lies inside the extended block
     are kept, so the concatenation of the yielded blocks equals the whole-file features (frame t is
-    centred on sample t * hop). At most about `block_s` seconds of audio and features are held.
+    centred on sample t * hop) for frame-wise features (waveform, the musicnn log10 preset). With
+    the "db" preset and MFCC, the 80 dB floor is taken per block instead of per track, which only
+    changes bins more than 80 dB below the block's loudest. At most about `block_s` seconds of
+    audio and features are held.
 
     Yields:
         float32 [n_steps_in_block(, n_bins)], consecutive along time.
@@ -290,6 +298,7 @@ class Tagger:
                 raise DataFormatError('--embeddings needs a layer named "embedding"; this model has none') from err
         self._forward = keras.Model(self.model.inputs, outputs) if embeddings else self.model
         self.embeddings = embeddings
+        self._infer = self._make_infer()
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -297,10 +306,10 @@ class Tagger:
 
     def predict_windows(self, windows: np.ndarray, *, normalised: bool = False
                         ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the model on windows float32 [n, window_frames(, n_bins)] in padded batches.
+        """Run the model on windows float32 [n, window_frames(, n_bins)], `batch_size` at a time.
 
         Windows are normalised here (`orpheus.windows.normalise_windows`) unless `normalised`.
-        Batches are padded to a power of two (at most `batch_size`) so the traced graph is reused.
+        One graph traced for any batch size (its input signature leaves every axis free).
 
         Returns:
             (probabilities float32 [n, n_tags], embeddings float32 [n, dim] or None).
@@ -309,18 +318,26 @@ class Tagger:
         probs, embeds = [], []
         for start in range(0, windows.shape[0], self.batch_size):
             chunk = windows[start:start + self.batch_size]
-            n = chunk.shape[0]
-            size = min(self.batch_size, 1 << (n - 1).bit_length())
-            if size > n:
-                chunk = np.concatenate([chunk, np.zeros((size - n,) + chunk.shape[1:], chunk.dtype)])
-            out = self._forward.predict_on_batch(chunk if normalised else normalise_windows(chunk, self.info))
+            chunk = chunk if normalised else normalise_windows(chunk, self.info)
+            out = self._infer(chunk)
             if self.embeddings:
-                probs.append(np.asarray(out[0])[:n])
-                embeds.append(np.asarray(out[1]).reshape(size, -1)[:n])
+                probs.append(out[0].numpy())
+                embeds.append(out[1].numpy().reshape(chunk.shape[0], -1))
             else:
-                probs.append(np.asarray(out)[:n])
+                probs.append(out.numpy())
         return (np.concatenate(probs).astype(np.float32),
                 np.concatenate(embeds).astype(np.float32) if self.embeddings else None)
+
+    def _make_infer(self):
+        import tensorflow as tf
+        forward = self._forward
+
+        @tf.autograph.experimental.do_not_convert
+        def infer(windows):
+            return forward(windows, training=False)
+
+        signature = [tf.TensorSpec([None] * len(self.model.input_shape), tf.float32)]
+        return tf.function(infer, input_signature=signature)
 
     # ---- tagging
 
@@ -411,7 +428,7 @@ class Tagger:
                         add(pending, windows, starts)
                         yield from ready()
                 except OrpheusError as err:
-                    pending.result.error = str(err)
+                    pending.result.error = error_naming(name, err)
             pending.closed = True
             if pending.result.error is not None or pending.n_windows == 0:
                 # drop any windows of a file that failed midway: it is reported, not half-tagged
@@ -520,7 +537,7 @@ def plot_taggram(path: str | Path, result: TrackTags, tags: Sequence[str], windo
     ax.set_yticks(np.arange(len(tags)), tags, fontsize=6)
     step = max(1, probs.shape[0] // 12)
     ticks = np.arange(0, probs.shape[0], step)
-    ax.set_xticks(ticks, [f"{result.window_start_s[i]:.0f}" for i in ticks], fontsize=7)
+    ax.set_xticks(ticks, [f"{result.window_start_s[i]:.1f}" for i in ticks], fontsize=7)
     ax.set(xlabel=f"window start (s); last window ends at {ends[-1]:.1f} s", title=f"Taggram: {Path(result.file).name}")
     fig.colorbar(image, ax=ax, label="probability")
     fig.tight_layout()

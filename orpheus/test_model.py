@@ -125,7 +125,8 @@ def embeddings_index_path(path: Path) -> Path:
 
 
 def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: str | None = None,
-                record: bool = False, record_length: float = 30.0, save_recording: str | None = None,
+                record: bool = False, record_length: float = 30.0, countdown_s: int = 3,
+                save_recording: str | None = None,
                 window_s: float | None = None, hop_s: float | None = None, threshold: float | None = None,
                 top: int | None = None, fmt: str = "table", aggregate: str = "mean", taggram: str | None = None,
                 embeddings: str | None = None, jobs: int = 1, batch_size: int = 64, overwrite: bool = False,
@@ -135,6 +136,8 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     stream = stream or sys.stdout
     if (mp3 is None) == (not record):
         raise ConfigError("give exactly one of --mp3 FILE_OR_DIR and --record")
+    if save_recording is not None and not record:
+        raise ConfigError("--save-recording needs --record")
     if top is not None and top <= 0:
         raise ConfigError(f"--top must be positive, got {top}")
     for out in (taggram, embeddings, save_recording):
@@ -149,7 +152,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if record:
         from orpheus.recording import record as record_audio
         from orpheus.recording import save_recording as save_wav
-        samples = record_audio(record_length, tagger.info.sample_rate, quiet=quiet)
+        samples = record_audio(record_length, tagger.info.sample_rate, countdown_s=countdown_s, quiet=quiet)
         if save_recording is not None:
             save_wav(save_recording, samples, tagger.info.sample_rate)
         results = [tagger.tag_audio(save_recording or "<microphone>", samples)]
@@ -201,13 +204,24 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     tagger = Tagger(run_path, batch_size=batch_size)
     tracks = make_track_windows(shard_dir, split, tagger.info, merge_tags=merge_groups_of(run_path))
     tids, labels, scores = [], [], []
+    pending: list[np.ndarray] = []  # windows of tracks not yet run, batched across tracks
+
+    def flush() -> None:
+        if pending:
+            probs, _ = tagger.predict_windows(np.concatenate(pending), normalised=True)
+            bounds = np.cumsum([w.shape[0] for w in pending])[:-1]
+            scores.extend(part.mean(axis=0) for part in np.split(probs, bounds))
+            pending.clear()
+
     total = dataset_info.counts.get(split)
     for tid, windows, track_labels in tqdm(tracks.as_numpy_iterator(), total=total, desc=f"evaluating {split}",
                                            unit="track", disable=quiet, dynamic_ncols=True):
-        probs, _ = tagger.predict_windows(windows, normalised=True)
         tids.append(tid.decode("utf-8"))
         labels.append(track_labels.astype(np.int8))
-        scores.append(probs.mean(axis=0))
+        pending.append(windows)
+        if sum(w.shape[0] for w in pending) >= batch_size:
+            flush()
+    flush()
     if not tids:
         raise OrpheusError(f"{shard_dir}: no {split} tracks; check --split or rerun preprocessing")
     metrics = write_report(out_dir, tids, tagger.tags, np.stack(labels), np.stack(scores), threshold=threshold,
@@ -249,15 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "for mp3/ogg/flac/wav (sorted)")
     source.add_argument("--record", action="store_true", help="record from the default input device, then tag")
     predict.add_argument("--record-length", type=float, default=30.0, help="seconds to record")
+    predict.add_argument("--countdown", type=int, default=3, help="seconds of countdown before recording")
     predict.add_argument("--save-recording", metavar="OUT.wav", help="keep the recording as a wav file")
     predict.add_argument("--window", dest="window_s", type=float, default=None,
-                         help="seconds per window, e.g. 3 or 15 (default: the model's window)")
+                         help="seconds per window, e.g. 3 or 15; None: the model's window")
     predict.add_argument("--hop", dest="hop_s", type=float, default=None,
-                         help="seconds between window starts (default: the window, no overlap)")
+                         help="seconds between window starts; None: the window length (no overlap)")
     select = predict.add_mutually_exclusive_group()
     select.add_argument("--threshold", type=float, default=None, help="show tags with probability >= this")
     select.add_argument("--top", type=int, default=None,
-                        help=f"show the N most probable tags (table default: {TABLE_TOP}; json/csv: all)")
+                        help=f"show the N most probable tags; None: {TABLE_TOP} for table, all for json/csv")
     predict.add_argument("--format", dest="fmt", choices=("table", "json", "csv"), default="table",
                          help="output on stdout; json: one object per line and file")
     predict.add_argument("--aggregate", choices=("mean", "max"), default="mean",
@@ -275,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--run-dir", required=True, help="run directory (run.json + model.keras)")
     test.add_argument("--tfrecords-dir", required=True, help="shard folder (dataset.json + *.tfrecord)")
     test.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    test.add_argument("--out", help="report folder (default: RUN_DIR/report-SPLIT)")
+    test.add_argument("--out", help="report folder; None: RUN_DIR/report-SPLIT")
     test.add_argument("--threshold", type=float, default=0.5, help="for per-tag accuracy and recall")
     test.add_argument("--tag-map", dest="map_method", choices=("pca", "tsne"), default="pca",
                       help="projection of the output layer's tag vectors")
@@ -287,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _predict_command(args: argparse.Namespace) -> int:
     return run_predict(run_dir=args.run_dir, model=args.model, mp3=args.mp3, record=args.record,
-                       record_length=args.record_length, save_recording=args.save_recording,
+                       record_length=args.record_length, countdown_s=args.countdown, save_recording=args.save_recording,
                        window_s=args.window_s, hop_s=args.hop_s, threshold=args.threshold, top=args.top,
                        fmt=args.fmt, aggregate=args.aggregate, taggram=args.taggram, embeddings=args.embeddings,
                        jobs=args.jobs, batch_size=args.batch_size, overwrite=args.overwrite, quiet=args.quiet)

@@ -94,3 +94,61 @@ def test_own_world(tmp_path):
     conn = sqlite3.connect(tmp_path / "clean_lastfm.db")
     assert conn.execute("SELECT COUNT(*) FROM tids").fetchone()[0] == len(WORLD)
     conn.close()
+
+
+# ---- the project's miniature MSD generator ----
+HEALTHY = ("", "no_clean_tag")  # faults that survive cleaning
+
+
+@pytest.fixture(scope="session")
+def synthetic_world(tmp_path_factory):
+    """A 40-track world from `msd.synthetic` (the smallest with every fault) and the four commands' outputs."""
+    synthetic = pytest.importorskip("msd.synthetic")
+    root = tmp_path_factory.mktemp("synthetic_msd")
+    msd = synthetic.generate(root / "msd", 40, seed=3, duration_s=16, jobs=2, quiet=True)
+    out = root / "out"
+    audio = str(msd.audio_dir)
+    steps = [
+        (fetcher.main, [f"{out}/fetcher.csv", "--root-dir", audio]),
+        (wrangle.main, [f"{out}/fetcher.csv", f"{out}/wrangle.csv", "--path-h5", str(msd.summary_h5), "--path-db",
+                        str(msd.tags_db), "--path-txt-mism", str(msd.mismatches_txt), "--path-txt-dupl",
+                        str(msd.duplicates_txt), "--discard-no-tag", "--discard-dupl"]),
+        (silence.main, [f"{out}/wrangle.csv", f"{out}/ultimate.csv", "--root-dir", audio, "--min-size", "100000",
+                        "--filter-trim-length", "15", "--filter-tot-silence", "3", "--filter-max-silence", "1"]),
+        (lastfm_cleaning.main, [str(msd.tags_db), f"{out}/clean_lastfm.db"]),
+    ]
+    for main, argv in steps:
+        assert main(argv + ["--quiet"]) == 0, main.__module__
+    truth = pd.read_csv(msd.truth_csv, keep_default_na=False, dtype=str)
+    return msd, out, truth
+
+
+@pytest.mark.slow
+def test_synthetic_world_survivors(synthetic_world):
+    msd, out, truth = synthetic_world
+    ultimate = pd.read_csv(out / "ultimate.csv")
+    assert set(ultimate["track_id"]) == set(truth.loc[truth["fault"].isin(HEALTHY), "track_id"])
+    assert set(truth["fault"]) - set(HEALTHY)  # the world really has faults to catch
+    by_path = truth.set_index("mp3_path")["fault"]
+    wrangle_dropped = pd.read_csv(out / "wrangle.dropped.csv")
+    expected_reason = {"zero_byte": "zero_size", "corrupt": "unreadable", "no_summary": "no_summary",
+                       "ambiguous": "ambiguous_7digitalid", "mismatch": "mismatched", "duplicate": "duplicate",
+                       "untagged": "untagged"}
+    for path, reason in zip(wrangle_dropped["file_path"], wrangle_dropped["reason"]):
+        assert expected_reason[by_path[path]] == reason, path
+    silence_dropped = pd.read_csv(out / "ultimate.dropped.csv")
+    assert {by_path[p] for p in silence_dropped["file_path"]} == {"silence", "short"}
+
+
+@pytest.mark.slow
+def test_synthetic_world_clean_tags(synthetic_world):
+    msd, out, truth = synthetic_world
+    synthetic = pytest.importorskip("msd.synthetic")
+    with LastFm(out / "clean_lastfm.db") as clean:
+        vocabulary = set(clean.vocabulary())
+        assert vocabulary <= set(synthetic.RAW_TAG_VARIANTS)  # no junk tag survives
+        kept = truth[truth["fault"].isin(HEALTHY)]
+        assert vocabulary >= {t for tags in kept["tags"] for t in tags.split(";") if t}
+        for tid, fault, tags in zip(kept["track_id"], kept["fault"], kept["tags"]):
+            got = {tag for tag, _ in clean.tags_of(tid)}
+            assert got == (set() if fault == "no_clean_tag" else set(tags.split(";"))), tid

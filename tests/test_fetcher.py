@@ -34,7 +34,8 @@ def test_scan_reads_headers_and_keeps_unreadable(tree):
     assert good.loc[[333, 444], ["channels", "sample_rate", "clip_length"]].isna().all().all()
 
 
-def test_cli_writes_csv_refuses_overwrite_and_parallel_matches(tree, tmp_path, capsys):
+def test_cli_writes_csv_refuses_overwrite_and_parallel_matches(tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fetcher, "FILES_PER_WORKER", 1)  # really start 2 workers on this tiny tree
     out = tmp_path / "fetcher.csv"
     assert fetcher.main([str(out), "--root-dir", str(tree), "--quiet", "--jobs", "1"]) == 0
     first = pd.read_csv(out)
@@ -60,3 +61,26 @@ def test_help_has_examples(capsys):
         fetcher.main(["--help"])
     assert exit_.value.code == 0
     assert "python msd/fetcher.py fetcher.csv --root-dir" in capsys.readouterr().out
+
+
+def test_interrupted_scan_resumes_from_its_log(tree, tmp_path, monkeypatch):
+    out = tmp_path / "fetcher.csv"
+    real = fetcher.read_header
+    calls = []
+
+    def interrupted(path):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(fetcher, "read_header", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fetcher.run(out, tree, quiet=True)
+    assert not out.exists() and fetcher.partial_path(out).is_file()
+    reread = []
+    monkeypatch.setattr(fetcher, "read_header", lambda path: reread.append(path) or real(path))
+    table = fetcher.run(out, tree, quiet=True)
+    assert sorted(reread) == sorted(set(str(tree / p) for p in table["file_path"]) - set(calls))
+    pd.testing.assert_frame_equal(table, fetcher.scan(tree))
+    assert not fetcher.partial_path(out).exists()

@@ -176,3 +176,100 @@ def test_cli_runs_as_file(fma_dirs, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "FMA medium: kept 4 tracks (train 2, valid 1, test 1), 5 tags, skipped 1" in out.stdout
     assert "examples:" in fma.build_parser().format_help()
+
+
+# ----------------------------------------------------------------------------------------------
+# The miniature generator.
+
+import hashlib  # noqa: E402
+
+from msd import music_synth, synthetic_fma  # noqa: E402
+
+REASON_OF_FAULT = {"empty": "empty file (0 bytes)", "corrupt": "corrupt audio", "missing": "audio missing"}
+
+
+@pytest.fixture(scope="module")
+def mini_fma(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("mini") / "fma"
+    return root, synthetic_fma.generate(root, n_tracks=16, seed=4, duration_s=0.5, quiet=True)
+
+
+def test_generator_writes_the_real_formats(mini_fma) -> None:
+    root, manifest = mini_fma
+    lines = (root / "fma_metadata" / "tracks.csv").read_text().splitlines()
+    assert lines[0].startswith(",album,album,artist") and lines[1].startswith(",id,title,id,name")
+    assert lines[2].startswith("track_id,")
+    tracks = fma.read_tracks(root / "fma_metadata" / "tracks.csv")
+    for column in [*fma.REQUIRED_TRACK_COLUMNS, ("artist", "name"), ("track", "title"), ("track", "genres")]:
+        assert column in tracks.columns
+    assert [str(t) for t in tracks.index] == list(manifest)
+    genres = pd.read_csv(root / "fma_metadata" / "genres.csv")
+    assert list(genres.columns) == list(fma.GENRES_COLUMNS)
+    assert (genres["parent"] == 0).sum() == 16 and (genres["top_level"] == genres["genre_id"]).sum() == 16
+    assert set(tracks[("set", "subset")]) <= set(fma.SUBSETS)
+    small = tracks[tracks[("set", "subset")] == "small"]
+    assert set(small[("track", "genre_top")]) <= set(synthetic_fma.SMALL_GENRES)
+    for tid, entry in manifest.items():  # genres_all holds every ancestor of every genre
+        assert set(fma.parse_id_lists(Path("x"), tracks.loc[[int(tid)], ("track", "genres")], "g")[int(tid)]) \
+            <= set(fma.parse_id_lists(Path("x"), tracks.loc[[int(tid)], ("track", "genres_all")], "g")[int(tid)])
+    split_of_artist = tracks[("set", "split")].groupby(tracks[("artist", "id")]).nunique()
+    assert (split_of_artist == 1).all()  # the official split keeps artists apart
+    assert sorted(e["fault"] for e in manifest.values() if e["fault"]) == ["corrupt", "empty", "missing"]
+    good = next(e for e in manifest.values() if not e["fault"])
+    audio, sample_rate = sf.read(root / "fma_large" / good["mp3_path"], dtype="float32")
+    assert sample_rate == 44100 and audio.shape[1] == 2 and abs(len(audio) - 22050) < 2400
+    assert good["recipes"] and set(good["recipes"]) <= set(music_synth.TAG_RECIPES)
+
+
+def test_converter_on_the_generated_dataset_matches_its_manifest(mini_fma, tmp_path: Path) -> None:
+    root, manifest = mini_fma
+    fma.run(tmp_path / "out", root / "fma_metadata", root / "fma_large", subset="large", tags="all", quiet=True)
+    master = pd.read_csv(tmp_path / "out" / "ultimate.csv", dtype=str, keep_default_na=False)
+    assert list(master["track_id"]) == [tid for tid, e in manifest.items() if not e["fault"]]
+    assert dict(zip(master["track_id"], master["artist_id"])) == {
+        tid: e["artist_id"] for tid, e in manifest.items() if not e["fault"]}
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str)
+    assert len(skipped) == 3
+    for tid, reason in zip(skipped["track_id"], skipped["reason"]):
+        assert reason.startswith(REASON_OF_FAULT[manifest[tid]["fault"]])
+    split = pd.read_csv(tmp_path / "out" / "split.csv", dtype=str)
+    official = {"training": "train", "validation": "valid", "test": "test"}
+    assert dict(zip(split["track_id"], split["split"])) == {
+        tid: official[e["split"]] for tid, e in manifest.items() if not e["fault"]}
+
+
+def test_generator_is_deterministic(tmp_path: Path) -> None:
+    def digests(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    first = synthetic_fma.generate(tmp_path / "a", n_tracks=12, seed=2, duration_s=0.3, quiet=True)
+    second = synthetic_fma.generate(tmp_path / "b", n_tracks=12, seed=2, duration_s=0.3, quiet=True)
+    assert first == second and digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert synthetic_fma.plan_tracks(12, 2).equals(synthetic_fma.plan_tracks(12, 2))
+    assert not synthetic_fma.plan_tracks(12, 2).equals(synthetic_fma.plan_tracks(12, 3))
+
+
+def test_fma_genres_map_to_recipes() -> None:
+    titles = set(synthetic_fma.genre_table()["title"])
+    assert set(synthetic_fma.FMA_RECIPES) == titles
+    assert {r for rs in synthetic_fma.FMA_RECIPES.values() for r in rs} <= set(music_synth.TAG_RECIPES)
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end: converter outputs feed preprocessing and training unchanged.
+
+@pytest.mark.slow
+def test_end_to_end_clean_shards_train_test(tmp_path: Path) -> None:
+    from tests.fixtures_datasets import shards_from_clean, train_and_test
+
+    root = tmp_path / "fma"
+    manifest = synthetic_fma.generate(root, n_tracks=24, seed=6, duration_s=3.0, quiet=True)
+    fma.run(tmp_path / "clean", root / "fma_metadata", root / "fma_large", subset="large", tags="all", quiet=True)
+    info = shards_from_clean(tmp_path / "clean", root / "fma_large", tmp_path / "shards")
+    official = {"training": "train", "validation": "valid", "test": "test"}
+    expected = pd.Series([official[e["split"]] for e in manifest.values() if not e["fault"] and e["genres"]])
+    assert info["counts"] == expected.value_counts().to_dict()
+    metrics = train_and_test(tmp_path / "shards", tmp_path)
+    assert metrics["n_tracks"] == info["counts"]["test"] > 0
+    assert [row["tag"] for row in metrics["per_tag"]] == list(info["tags"])

@@ -63,3 +63,16 @@ def test_bad_files(tmp_path):
     conn.close()
     with pytest.raises(DataFormatError, match="other.db: table 'tags'"):
         LastFm(tmp_path / "other.db")
+
+
+def test_tagged_tids_with_and_without_index(tmp_path):
+    path = write_lastfm_db(tmp_path / "tags.db", TIDS, TAGS, PAIRS)
+    with LastFm(path) as db:
+        assert not db.has_index("tid_tag", "tid")
+        plain = db.tagged_tids()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE INDEX idx_tid_tag_tid ON tid_tag (tid)")
+    conn.close()
+    with LastFm(path) as db:
+        assert db.has_index("tid_tag", "tid") and not db.has_index("tid_tag", "tag")
+        assert db.tagged_tids() == plain == {"TRA", "TRB", "TRC"}

@@ -62,8 +62,9 @@ def test_combine_and_vocal_variants(vocabulary):
 
 
 def test_drop_list_and_junk(vocabulary):
-    assert mapped(vocabulary, ["rocks", "Rocks", "blue", "seen live", "Favorites", "awesome", "my favourite",
-                               "", "!!!", "日本"]) == [None] * 10
+    assert mapped(vocabulary, ["Blue", "folks", "seen live", "Favorites", "awesome", "my favourite",
+                               "", "!!!", "日本"]) == [None] * 9
+    assert mapped(vocabulary, ["Blues", "folk", "Rocks"]) == ["blues", "folk", "rock"]  # only the exact raw tag
 
 
 def test_conflicting_lists_are_rejected(tmp_path):

@@ -71,7 +71,8 @@ def mtt_root(tmp_path: Path) -> Path:
     write_tsv(root / "annotations_final.csv", ["clip_id", *TAGS, "mp3_path"],
               [[cid, *[int(t in tags) for t in TAGS], rel] for cid, (rel, tags, _) in CLIPS.items()])
     write_tsv(root / "clip_info_final.csv", mtt.CLIP_INFO_COLUMNS,
-              [[cid, 1, "title", ARTISTS[cid], "album", "url", 0, 29, "orig", rel] for cid, (rel, _, _) in CLIPS.items()])
+              [[cid, 1, "title", ARTISTS[cid], "album", "url", 0, 29, "orig", rel]
+               for cid, (rel, _, _) in CLIPS.items()])
     return root
 
 
@@ -175,6 +176,10 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(mtt_root: Path, tmp_pat
     bad_value.write_text(annotations.read_text().replace('"35644"\t"0"', '"35644"\t"yes"'))
     with pytest.raises(DataFormatError, match=r"bad_value\.csv: tag column 'female'.*'yes'"):
         mtt.run(tmp_path / "c", mtt_root, annotations=bad_value, quiet=True)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataFormatError, match=r"empty\.csv: not a tab-separated annotations file"):
+        mtt.run(tmp_path / "e", mtt_root, annotations=empty, quiet=True)
     status = mtt.main([str(tmp_path / "d"), "--root-dir", str(mtt_root), "--annotations", str(comma), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert status == 1 and "\n" not in err and err.startswith("python -m msd.mtt: error:") and "comma.csv" in err
@@ -182,7 +187,7 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(mtt_root: Path, tmp_pat
 
 def test_cli_runs_as_file_and_module(mtt_root: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(REPO / "msd" / "mtt.py"), str(tmp_path / "out"), "--root-dir",
-                          str(mtt_root), "--merge-synonyms", "--top", "3", "--jobs", "2", "--quiet"],
+                          str(mtt_root), "--merge-synonyms", "--top", "3", "--jobs", "1", "--quiet"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "kept 6 tracks (train 3, valid 1, test 2), 3 tags, skipped 4" in out.stdout
@@ -197,3 +202,120 @@ def test_data_files_are_consistent() -> None:
     assert synonyms["woman singing"] == "female" and synonyms["men"] == "male" and synonyms["clasical"] == "classical"
     assert synonyms["instrumental"] == synonyms["no voice"] == synonyms["no vocals"]
     assert {"35644", "55753", "57881"} <= set(mtt.read_list_txt(mtt.MTT_KNOWN_BAD_TXT))
+
+
+# ----------------------------------------------------------------------------------------------
+# The miniature generator.
+
+from msd import music_synth, synthetic_mtt  # noqa: E402
+
+REASON_OF_FAULT = {"empty": "empty file (0 bytes)", "corrupt": "corrupt audio", "missing": "audio missing",
+                   "known-bad": "known-bad clip"}
+
+
+@pytest.fixture(scope="module")
+def mini_mtt(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("mini") / "mtt"
+    manifest = synthetic_mtt.generate(root, n_clips=20, seed=5, duration_s=0.5, quiet=True)
+    return root, manifest
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_generator_writes_the_real_formats(mini_mtt) -> None:
+    root, manifest = mini_mtt
+    header = (root / "annotations_final.csv").read_text().splitlines()[0].split("\t")
+    assert header[0] == '"clip_id"' and header[-1] == '"mp3_path"' and len(header) == 190
+    annotations = mtt.read_annotations(root / "annotations_final.csv")
+    assert list(annotations.columns[1:-1]) == mtt.read_list_txt(mtt.MTT_TAGS_TXT)
+    info = pd.read_csv(root / "clip_info_final.csv", sep="\t", dtype=str)
+    assert tuple(info.columns) == mtt.CLIP_INFO_COLUMNS
+    assert list(info["mp3_path"]) == list(annotations["mp3_path"])
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == list(mtt.FOLDERS)
+    assert {"35644", "55753", "57881"} <= set(manifest)
+    assert sorted(e["fault"] for e in manifest.values() if e["fault"]) == ["corrupt", "empty", "known-bad",
+                                                                            "known-bad", "known-bad", "missing"]
+    assert any(not e["tags"] for e in manifest.values())  # untagged clips, as in the real annotations
+    good = next(e for e in manifest.values() if not e["fault"])
+    assert good["mp3_path"].count("-") >= 5 and good["mp3_path"].endswith("-29.mp3") or "-59.mp3" in good["mp3_path"]
+    audio, sample_rate = sf.read(root / good["mp3_path"], dtype="float32")
+    assert sample_rate == 16000 and audio.ndim == 1 and abs(len(audio) - 8000) < 1200 and np.abs(audio).max() > 0.01
+    assert (root / manifest["35644"]["mp3_path"]).stat().st_size == 0
+
+
+def test_converter_on_the_generated_dataset_matches_its_manifest(mini_mtt, tmp_path: Path) -> None:
+    root, manifest = mini_mtt
+    mtt.run(tmp_path / "out", root, merge_synonyms=True, top=50, quiet=True)
+    master = pd.read_csv(tmp_path / "out" / "ultimate.csv", dtype=str, keep_default_na=False)
+    assert list(master["track_id"]) == sorted((cid for cid, e in manifest.items() if not e["fault"]), key=int)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv", dtype=str)
+    for clip_id, reason in zip(skipped["track_id"], skipped["reason"]):
+        assert reason.startswith(REASON_OF_FAULT[manifest[clip_id]["fault"]])
+    split = pd.read_csv(tmp_path / "out" / "split.csv", dtype=str)
+    assert {cid: mtt.FOLDER_SPLITS[manifest[cid]["folder"]] for cid in split["track_id"]} \
+        == dict(zip(split["track_id"], split["split"]))
+    assert set(split["split"]) == {"train", "valid", "test"}
+    artists = master.set_index("track_id")["artist_id"]
+    assert all(artists[cid] == mtt.artist_id_from_name(manifest[cid]["artist"]) for cid in artists.index)
+
+
+def test_generator_is_deterministic_and_resumes(tmp_path: Path) -> None:
+    first = synthetic_mtt.generate(tmp_path / "a", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    second = synthetic_mtt.generate(tmp_path / "b", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    assert first == second and file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+    assert synthetic_mtt.plan_clips(16, 9) == synthetic_mtt.plan_clips(16, 9) != synthetic_mtt.plan_clips(16, 10)
+    with pytest.raises(OutputExistsError):
+        synthetic_mtt.generate(tmp_path / "a", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    # an interrupted run (no metadata yet) resumes: the mp3s present are kept, the rest rendered
+    (tmp_path / "b" / "annotations_final.csv").unlink()
+    kept = next(p for p in sorted((tmp_path / "b").rglob("*.mp3")) if p.stat().st_size > 0)
+    kept_mtime = kept.stat().st_mtime_ns
+    synthetic_mtt.generate(tmp_path / "b", n_clips=16, seed=9, duration_s=0.3, quiet=True)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+
+
+def test_every_style_renders_its_genre() -> None:
+    assert set(synthetic_mtt.MTT_RECIPES.values()) <= set(music_synth.TAG_RECIPES)
+    assert set(synthetic_mtt.MTT_RECIPES) <= set(mtt.read_list_txt(mtt.MTT_TAGS_TXT))
+    for style, (always, _) in synthetic_mtt.STYLES.items():
+        recipes = synthetic_mtt.recipes_for(always, synthetic_mtt.MTT_RECIPES, list(music_synth.TAG_RECIPES))
+        assert recipes and music_synth.TAG_RECIPES[recipes[0]].kind == "genre", style
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end: converter outputs feed preprocessing (and training, in the slow test) unchanged.
+
+def _clean_mini_mtt(tmp_path: Path, duration_s: float) -> tuple[Path, Path, dict]:
+    root = tmp_path / "mtt"
+    manifest = synthetic_mtt.generate(root, n_clips=24, seed=11, duration_s=duration_s, quiet=True)
+    mtt.run(tmp_path / "clean", root, merge_synonyms=True, top=50, quiet=True)
+    return root, tmp_path / "clean", manifest
+
+
+def test_clean_then_shards_with_the_standard_split(tmp_path: Path) -> None:
+    from tests.fixtures_datasets import shards_from_clean
+
+    root, clean, _ = _clean_mini_mtt(tmp_path, 2.5)
+    info = shards_from_clean(clean, root, tmp_path / "shards")
+    _, vocabulary, pairs, _ = read_db(clean / "clean_tags.db")
+    split = pd.read_csv(clean / "split.csv", dtype=str)
+    tagged = split[split["track_id"].isin(pairs)]
+    assert info["counts"] == tagged["split"].value_counts().to_dict()
+    assert set(info["tags"]) <= set(vocabulary)
+    skipped = pd.read_csv(tmp_path / "shards" / "skipped.csv", dtype=str)
+    assert set(skipped["track_id"]) == set(split["track_id"]) - set(pairs)  # only the untagged clips
+
+
+@pytest.mark.slow
+def test_end_to_end_clean_shards_train_test(tmp_path: Path) -> None:
+    from tests.fixtures_datasets import shards_from_clean, train_and_test
+
+    root, clean, _ = _clean_mini_mtt(tmp_path, 3.0)
+    info = shards_from_clean(clean, root, tmp_path / "shards")
+    metrics = train_and_test(tmp_path / "shards", tmp_path)
+    assert metrics["n_tracks"] == info["counts"]["test"] > 0
+    assert [row["tag"] for row in metrics["per_tag"]] == list(info["tags"])

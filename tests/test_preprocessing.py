@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,6 +255,14 @@ def test_shard_index_jobs_rebuild_the_full_run(corpus, logmel_run, tmp_path):
     assert sharded == whole
     assert (out / "skipped.csv").read_text() == (logmel_run / "skipped.csv").read_text()
     assert _cli("log-mel-spectrogram", out, inputs, "--shard-index", "4") == 1  # only 4 shards
+    # an array job on another machine is another process: its shard must still be byte-identical
+    other = tmp_path / "other"
+    script = Path(pp.__file__).resolve()
+    subprocess.run([sys.executable, str(script), "log-mel-spectrogram", str(other), *inputs, "--sr", str(RATE),
+                    "--num-files", "4", "--jobs", "1", "--quiet", "--split", *SPLIT, "--shard-index", "2"],
+                   check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True)
+    [written] = other.glob("*.tfrecord")
+    assert written.read_bytes() == full[written.name]
 
 
 def test_parallel_jobs_write_the_same_bytes(corpus, logmel_run, tmp_path):
@@ -329,3 +340,61 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):
     assert "tags.db" in capsys.readouterr().err
     assert _cli("waveform", tmp_path / "o", inputs, "--split", "80", "10", "5") == 1
     assert "sum" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_end_to_end_on_the_miniature_msd(tmp_path):
+    """msd.synthetic -> the four cleaning commands -> preprocessing; checked against the generator's truth."""
+    import pandas as pd
+
+    from msd import fetcher, lastfm_cleaning, silence, synthetic, wrangle
+    from msd.lastfm import LastFm
+
+    msd, clean, shards = tmp_path / "msd", tmp_path / "clean", tmp_path / "shards"
+    clean.mkdir()
+    assert synthetic.main([str(msd), "--tracks", "40", "--seed", "3", "--duration-s", "20", "--jobs", "2",
+                           "--quiet"]) == 0
+    assert fetcher.main([str(clean / "fetcher.csv"), "--root-dir", str(msd / "audio"), "--quiet"]) == 0
+    assert wrangle.main([str(clean / "fetcher.csv"), str(clean / "wrangle.csv"), "--path-h5",
+                         str(msd / "msd_summary_file.h5"), "--path-db", str(msd / "lastfm_tags.db"),
+                         "--path-txt-mism", str(msd / "sid_mismatches.txt"), "--path-txt-dupl",
+                         str(msd / "msd_duplicates.txt"), "--discard-no-tag", "--discard-dupl", "--quiet"]) == 0
+    assert silence.main([str(clean / "wrangle.csv"), str(clean / "ultimate.csv"), "--root-dir", str(msd / "audio"),
+                         "--min-size", "100000", "--filter-trim-length", "15", "--filter-tot-silence", "3",
+                         "--filter-max-silence", "1", "--quiet"]) == 0
+    assert lastfm_cleaning.main([str(msd / "lastfm_tags.db"), str(clean / "clean_lastfm.db"), "--quiet"]) == 0
+    assert pp.main(["log-mel-spectrogram", str(shards), "--csv-path", str(clean / "ultimate.csv"), "--tag-path",
+                    str(clean / "clean_lastfm.db"), "--root-dir", str(msd / "audio"), "--num-files", "6",
+                    "--split", "60", "20", "20", "--jobs", "2", "--quiet"]) == 0
+
+    truth = pd.read_csv(msd / "truth.csv", keep_default_na=False)
+    ultimate = pd.read_csv(clean / "ultimate.csv")
+    info, examples = _read_shards(shards)
+    with open(shards / "skipped.csv", newline="") as f:
+        skipped = {row["track_id"]: row["reason"] for row in csv.DictReader(f)}
+    assert set(examples) | set(skipped) == set(ultimate["track_id"])  # nothing lost silently
+    no_clean_tag = set(truth.loc[truth["fault"] == "no_clean_tag", "track_id"]) & set(ultimate["track_id"])
+    assert no_clean_tag and all(skipped[t] == "no clean tag" for t in no_clean_tag)
+    assert set(skipped) == no_clean_tag  # healthy previews of 20 s all decode and are long enough
+    with LastFm(clean / "clean_lastfm.db") as db:
+        assert list(info.tags) == db.vocabulary()
+        tids = sorted(examples)
+        np.testing.assert_array_equal(np.stack([examples[t]["tags"] for t in tids]), db.multi_hot(tids, info.tags))
+    artists = {}
+    for ex in examples.values():
+        assert artists.setdefault(ex["artist_id"], ex["split"]) == ex["split"]
+        assert ex["audio"].shape[1] == 96 and ex["audio"].shape[0] >= 15 * 16000 // 512
+    assert sum(info.counts.values()) == len(examples)
+
+
+def test_pool_batches_bound_memory():
+    def settings(fmt, dtype="float32"):
+        return pp.resolve_settings(fmt, sample_rate=16000, n_mels=96, preset="db", n_fft=None, hop_length=None,
+                                   n_mfcc=20, dtype=dtype, min_length_s=15)
+    for fmt in ("waveform", "log-mel-spectrogram", "mfcc"):
+        for jobs in (1, 2, 16):
+            n = pp.tracks_per_batch(settings(fmt), jobs)
+            assert jobs * 4 <= n <= jobs * pp.TRACKS_PER_BATCH_PER_JOB
+    # one minute of 16 kHz float32 waveform is 3.84 MB: 16 jobs may not hold 16 x 128 of them
+    assert pp.tracks_per_batch(settings("waveform"), 16) * 3.84e6 <= pp.BATCH_MEMORY_BYTES * 1.01
+    assert pp.tracks_per_batch(settings("waveform", "float16"), 16) > pp.tracks_per_batch(settings("waveform"), 16)

@@ -70,7 +70,7 @@ def test_recorded_clip_tags_like_the_file(tmp_path, tiny_run_dir, shared_audio_d
     sf.write(str(clip_wav), pcm[:6 * RATE], RATE, subtype="PCM_16")
     saved = tmp_path / "recorded.wav"
     done = run_cli(alsa_home(tmp_path, raw), "--run-dir", str(tiny_run_dir), "--record", "--record-length", "6",
-                   "--save-recording", str(saved), "--format", "json")
+                   "--countdown", "0", "--save-recording", str(saved), "--format", "json")
     assert done.returncode == 0, done.stderr
     assert "recording" in done.stderr  # progress shown on stderr
     record = json.loads(done.stdout)

@@ -148,3 +148,32 @@ def test_bad_input_one_line(tmp_path, capsys):
     assert len(err) == 1 and "w.csv" in err[0] and "missing columns" in err[0]
     assert silence.main([str(tmp_path / "none.csv"), str(tmp_path / "u.csv"), "--root-dir", str(tmp_path)]) == 1
     assert "none.csv" in capsys.readouterr().err
+
+
+def test_interrupted_run_resumes_from_its_log(tracks, tmp_path, monkeypatch):
+    root, _ = tracks
+    work_root = tmp_path / "audio"
+    import shutil
+    shutil.copytree(root, work_root)
+    real = silence.analyse_file
+    calls = []
+
+    def interrupted(path):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(silence, "analyse_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        silence.run(root.parent / "wrangle.csv", tmp_path / "u.csv", root_dir=work_root, quiet=True, jobs=1)
+    assert not (tmp_path / "u.csv").exists() and silence.partial_path(tmp_path / "u.csv").is_file()
+    for path in calls:  # the finished tracks are gone: decoding them again would fail
+        (work_root / path[len(str(work_root)) + 1:]).write_bytes(b"")
+    monkeypatch.setattr(silence, "analyse_file", real)
+    kept, dropped = silence.run(root.parent / "wrangle.csv", tmp_path / "u.csv", root_dir=work_root, quiet=True,
+                                jobs=1)
+    reference, _ = silence.run(root.parent / "wrangle.csv", tmp_path / "ref.csv", root_dir=root, quiet=True, jobs=1)
+    pd.testing.assert_frame_equal(kept, reference)
+    assert dropped["name"].tolist() == ["corrupt"]
+    assert not silence.partial_path(tmp_path / "u.csv").exists()

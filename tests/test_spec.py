@@ -28,6 +28,21 @@ def test_writer_and_parser_agree(fmt, n_bins, shape, storage):
     np.testing.assert_allclose(parsed["audio"].numpy(), audio, atol=tolerance, rtol=0)
 
 
+def test_packed_float_list_equals_the_plain_message():
+    values = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
+    plain = tf.train.FloatList(value=values)
+    assert spec._float_list(values) == plain
+    assert spec._float_list(values).SerializeToString() == plain.SerializeToString()
+    assert spec._float_list(values[:0]) == tf.train.FloatList()
+    assert spec._varint(300) == b"\xac\x02"
+
+
+def test_serialize_is_deterministic():
+    schema = spec.example_spec("waveform", None, n_tags=2)
+    example = spec.to_example({"tid": "T", "artist_id": "A", "audio": np.ones(3), "tags": [1, 0]}, schema)
+    assert spec.serialize(example) == spec.serialize(tf.train.Example.FromString(spec.serialize(example)))
+
+
 def test_parser_works_in_tf_data(tmp_path):
     schema = spec.example_spec("log-mel-spectrogram", 4, n_tags=2)
     path = str(tmp_path / spec.shard_name("train", 0, 1))

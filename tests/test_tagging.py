@@ -132,3 +132,21 @@ def test_long_file_streams_in_bounded_memory(tiny_run_dir, tmp_path):  # noqa: F
     assert stream_peak < whole_peak / 2 and stream_peak < seconds * rate * 4, (stream_peak, whole_peak)
     assert streamed.window_scores.shape == whole.window_scores.shape == (len(window_starts(22501, 187)), 6)
     np.testing.assert_allclose(streamed.window_scores, whole.window_scores, atol=1e-4)
+
+
+def test_worker_side_imports_no_tensorflow():
+    """Pool workers unpickle `decode_features` from this module: it must not pull in TensorFlow."""
+    import subprocess
+    import sys
+    code = "import sys, orpheus.tagging; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_file_shorter_than_a_window_gets_one_padded_window(tagger, tmp_path):
+    short = tmp_path / "click.wav"
+    sf.write(str(short), np.zeros(100, np.float32), 16000)  # 1 frame of 187
+    result = next(tagger.tag_files([short], quiet=True))
+    assert result.error is None and result.window_scores.shape == (1, 6)
+    np.testing.assert_allclose(result.scores, reference_scores(tagger, short)[0], atol=1e-6)

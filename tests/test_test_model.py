@@ -95,3 +95,107 @@ def test_default_model_is_pretrained_msd_musicnn(capsys, shared_audio_dir):
     record = json.loads(capsys.readouterr().out)
     assert status == 0 and len(record["tags"]) == 50
     assert next(iter(record["tags"])) in ("metal", "heavy metal", "rock", "hard rock")
+
+
+# ---------------------------------------------------------------- test
+
+def write_shards(shard_dir, tags, labels, features, split="test"):
+    """A real shard folder: dataset.json + two `split` shards written through orpheus.spec."""
+    import tensorflow as tf
+
+    from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
+    info = DatasetInfo(format="log-mel-spectrogram", sample_rate=16000, tags=tuple(tags), n_mels=96, n_fft=512,
+                       hop_length=256, preset="musicnn", counts={split: len(features)})
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    spec = info.spec()
+    halves = np.array_split(np.arange(len(features)), 2)
+    for index, rows in enumerate(halves):
+        with tf.io.TFRecordWriter(str(shard_dir / shard_name(split, index, len(halves)))) as writer:
+            for i in rows:
+                example = {"tid": f"TR{i:04d}", "artist_id": f"AR{i % 3}", "audio": features[i], "tags": labels[i]}
+                writer.write(to_example(example, spec).SerializeToString())
+    write_dataset_info(shard_dir, info)
+    return info
+
+
+def test_evaluate_on_tiny_shards_matches_sklearn(capsys, tiny_run_dir, tmp_path):  # noqa: F811
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from orpheus.windows import cut_windows, normalise_windows
+    rng = np.random.default_rng(3)
+    n_tracks = 14
+    dataset_tags = ("extra",) + tuple(reversed(TINY_TAGS))  # mapped by name, not position
+    features = [rng.normal(size=(int(rng.integers(120, 700)), 96)).astype(np.float32) for _ in range(n_tracks)]
+    labels = (rng.random((n_tracks, len(dataset_tags))) < 0.4).astype(np.int64)
+    labels[0, :], labels[1, :] = 1, 0  # every tag has positives and negatives...
+    labels[:, dataset_tags.index("jazz")] = 0  # ...but jazz, absent from the split
+    shard_dir = tmp_path / "shards"
+    write_shards(shard_dir, dataset_tags, labels, features)
+    out = tmp_path / "report"
+    status = test_model.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(shard_dir),
+                              "--out", str(out), "--quiet", "--batch-size", "5"])  # batches span tracks
+    assert status == 0 and "ROC-AUC macro" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    tagger = Tagger(tiny_run_dir)
+    scores = np.stack([np.asarray(tagger.model(normalise_windows(cut_windows(f, 187), tagger.info))).mean(axis=0)
+                       for f in features])
+    truth = labels[:, [dataset_tags.index(t) for t in TINY_TAGS]]
+    defined = [j for j, t in enumerate(TINY_TAGS) if t != "jazz"]
+    assert metrics["absent_tags"] == ["jazz"] and metrics["n_tracks"] == n_tracks
+    assert metrics["roc_auc_macro"] == pytest.approx(roc_auc_score(truth[:, defined], scores[:, defined],
+                                                                   average="macro"), abs=1e-5)
+    assert metrics["pr_auc_macro"] == pytest.approx(average_precision_score(truth[:, defined], scores[:, defined],
+                                                                            average="macro"), abs=1e-5)
+    assert metrics["roc_auc_micro"] == pytest.approx(roc_auc_score(truth.ravel(), scores.ravel()), abs=1e-5)
+    with np.load(out / "predictions.npz") as npz:
+        assert list(npz["tids"]) == [f"TR{i:04d}" for i in range(n_tracks)]
+        np.testing.assert_allclose(npz["scores"], scores, atol=1e-5)
+        np.testing.assert_array_equal(npz["labels"], truth)
+    for name in ("roc_pr.png", "auc_per_tag.png", "threshold_per_tag.png", "tag_map.png", "per_tag.csv"):
+        assert (out / name).stat().st_size > 100
+    status = test_model.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(shard_dir),
+                              "--out", str(out), "--quiet"])
+    assert status == 1 and "--overwrite" in capsys.readouterr().err
+
+
+def test_model_tags_missing_from_dataset_is_clear_error(capsys, tiny_run_dir, tmp_path):  # noqa: F811
+    rng = np.random.default_rng(4)
+    tags = ("rock", "pop", "jazz")
+    write_shards(tmp_path / "shards", tags, np.ones((2, 3), np.int64),
+                 [rng.normal(size=(200, 96)).astype(np.float32) for _ in range(2)])
+    status = test_model.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
+                              "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1 and "electronic" in err and "dataset.json" in err
+
+
+def test_merged_tags_of_the_run_map_to_groups(capsys, tiny_run_dir, tmp_path):  # noqa: F811
+    import shutil
+
+    from orpheus.config import config_from_dict
+    from orpheus.files import write_json_atomic
+    run_dir = tmp_path / "merged_run"
+    shutil.copytree(tiny_run_dir, run_dir)
+    write_json_atomic(run_dir / "config.json",
+                      config_from_dict({"data": {"merge_tags": [["rock", "hard rock"]]}}).to_json())
+    rng = np.random.default_rng(5)
+    dataset_tags = TINY_TAGS + ("hard rock",)
+    labels = (rng.random((6, len(dataset_tags))) < 0.5).astype(np.int64)
+    labels[:, 0] = [1, 0, 0, 0, 0, 0]
+    labels[:, -1] = [0, 1, 0, 0, 0, 0]  # hard rock only: counts as rock
+    write_shards(tmp_path / "shards", dataset_tags, labels,
+                 [rng.normal(size=(300, 96)).astype(np.float32) for _ in range(6)])
+    status = test_model.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
+                              "--out", str(tmp_path / "r"), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    with np.load(tmp_path / "r" / "predictions.npz") as npz:
+        assert list(npz["labels"][:, 0]) == [1, 1, 0, 0, 0, 0]
+        np.testing.assert_array_equal(npz["labels"][:, 1:], labels[:, 1:len(TINY_TAGS)])
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        test_model.main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "examples:" in out and "--record-length" in out

@@ -5,8 +5,9 @@ Inputs:
                       columns audio_start/audio_end (seconds) exist, only that span is decoded: this is
                       how the original urop2019 Orpheus dropped the leading and trailing silence found by
                       the cleaning stage. An empty value means the start / the end of the file.
-    clean_lastfm.db   tables tids(tid), tags(tag), tid_tag(tid, tag, val) joined on ROWIDs; every
-                      tid_tag row is a positive. Tag output order = ROWID order of the `tags` table.
+    clean_lastfm.db   tables tids(tid), tags(tag), tid_tag(tid, tag, val) joined on ROWIDs, read with
+                      `msd.lastfm.LastFm`; every tid_tag row is a positive (`multi_hot`, min_val 0).
+                      Tag output order = ROWID order of the `tags` table.
 
 Outputs in OUT_DIR:
     {split}-{i:05d}-of-{n:05d}.tfrecord   examples per `orpheus.spec` (tid, artist_id, audio, tags)
@@ -44,11 +45,11 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 import argparse
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import math
 import shlex
-import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,20 +72,24 @@ SPLIT_NAMES = ("train", "valid", "test")  # == orpheus.spec.SPLITS, checked in `
 PROGRESS_DIR = "progress"
 SKIPPED_CSV = "skipped.csv"
 # Tracks handed to one process pool at a time: bounds the features held in memory when the writer
-# (the main process) is slower than the workers.
-TRACKS_PER_BATCH_PER_JOB = 32
-SQL_CHUNK = 500
+# (the main process) is slower than the workers, while keeping pool start-ups rare.
+TRACKS_PER_BATCH_PER_JOB = 128
+BATCH_MEMORY_BYTES = 1 << 30
+ESTIMATE_TRACK_S = 60.0  # MSD previews are 30 s; allow for longer tracks
 
 
 @dataclass(frozen=True)
 class Track:
     """One row of ultimate.csv that will be decoded.
 
-    path: absolute audio path; start_s/end_s: the span to decode in seconds (end None = to the end);
+    mp3_path: as in ultimate.csv, relative to --root-dir; path: the same, resolved (not part of the
+    shard fingerprint, so moving the audio tree does not invalidate finished shards);
+    start_s/end_s: the span to decode in seconds (end None = to the end);
     tags: indices into the vocabulary of the positive tags, sorted.
     """
     track_id: str
     artist_id: str
+    mp3_path: str
     path: str
     start_s: float = 0.0
     end_s: float | None = None
@@ -149,49 +154,33 @@ def _optional_seconds(value: str | None, column: str, track_id: str, path: Path)
         raise DataFormatError(f"{path}: {column}={value!r} of track {track_id} is not a number of seconds") from err
 
 
-def read_tag_vocabulary(db: sqlite3.Connection) -> list[tuple[int, str]]:
-    """(ROWID, tag) of every tag, in ROWID order (the output order)."""
-    return db.execute("SELECT ROWID, tag FROM tags ORDER BY ROWID").fetchall()
-
-
 def read_track_tags(tag_path: str | Path, track_ids: Sequence[str]) -> tuple[list[str], dict[str, list[int]]]:
-    """Read the clean tag database.
+    """Read the clean tag database through the cleaning stage's query layer (`msd.lastfm.LastFm`).
 
     Args:
-        tag_path: clean_lastfm.db (tables tids, tags, tid_tag).
+        tag_path: clean_lastfm.db (tables tids, tags, tid_tag joined on ROWIDs).
         track_ids: the tracks of interest.
 
     Returns:
         (vocabulary, tags_of): tag names in ROWID order, and for each track id with at least one
         tag the sorted indices of its tags in that vocabulary.
+
+    Raises:
+        MissingInputError / DataFormatError: the file is absent, not SQLite, or lacks the schema.
     """
-    path = require_file(tag_path, "clean tag database (clean_lastfm.db)")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as err:
-        raise DataFormatError(f"{path}: cannot open as SQLite ({err}); expected clean_lastfm.db") from err
-    try:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"tids", "tags", "tid_tag"} <= tables:
-            raise DataFormatError(f"{path}: tables tids, tags, tid_tag not all present (found {sorted(tables)}); "
-                                  "expected clean_lastfm.db from msd/lastfm_cleaning.py")
-        vocabulary = read_tag_vocabulary(db)
-        index_of_rowid = {rowid: i for i, (rowid, _) in enumerate(vocabulary)}
-        tags_of: dict[str, set[int]] = {}
-        ids = list(track_ids)
-        for start in range(0, len(ids), SQL_CHUNK):
-            chunk = ids[start:start + SQL_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = db.execute("SELECT tids.tid, tid_tag.tag FROM tid_tag JOIN tids ON tids.ROWID = tid_tag.tid "
-                              f"WHERE tids.tid IN ({marks})", chunk)
-            for tid, tag_rowid in rows:
-                if tag_rowid in index_of_rowid:
-                    tags_of.setdefault(tid, set()).add(index_of_rowid[tag_rowid])
-    except sqlite3.DatabaseError as err:
-        raise DataFormatError(f"{path}: not a readable tag database ({err}); expected clean_lastfm.db") from err
-    finally:
-        db.close()
-    return [tag for _, tag in vocabulary], {tid: sorted(tags) for tid, tags in tags_of.items()}
+    from msd.lastfm import LastFm  # pandas: needed by the main process only, not by the workers
+
+    with LastFm(tag_path) as db:
+        vocabulary = db.vocabulary()
+        duplicated = sorted(tag for tag, n in Counter(vocabulary).items() if n > 1)
+        if duplicated:
+            raise DataFormatError(f"{tag_path}: tag(s) {duplicated[:3]} appear twice in the tags table; pass the "
+                                  "clean database from msd/lastfm_cleaning.py, not the raw one")
+        labels = db.multi_hot(list(track_ids), vocabulary)  # uint8 [n_tracks, n_tags]
+    tags_of: dict[str, list[int]] = {}
+    for row, col in zip(*np.nonzero(labels)):
+        tags_of.setdefault(track_ids[row], []).append(int(col))
+    return vocabulary, tags_of
 
 
 def read_split_file(split_path: str | Path) -> dict[str, str]:
@@ -296,7 +285,7 @@ def plan(csv_path: str | Path, tag_path: str | Path, root_dir: str | Path, *, sp
             split_name = hash_split(row["artist_id"] or tid, split)
         start = _optional_seconds(row.get("audio_start"), "audio_start", tid, csv_file) or 0.0
         end = _optional_seconds(row.get("audio_end"), "audio_end", tid, csv_file)
-        tracks_by_split[split_name].append(Track(tid, row["artist_id"], str(root / row["mp3_path"]),
+        tracks_by_split[split_name].append(Track(tid, row["artist_id"], row["mp3_path"], str(root / row["mp3_path"]),
                                                  start, end, tuple(tags_of[tid])))
     return vocabulary, plan_shards(tracks_by_split, num_files), skipped
 
@@ -335,7 +324,8 @@ def extract(job: tuple[Track, FeatureSettings]) -> tuple[np.ndarray | None, str]
 def fingerprint(settings: FeatureSettings, vocabulary: Sequence[str], shard: Shard) -> str:
     """A hash of everything that determines a shard's content: settings, vocabulary and its tracks."""
     payload = json.dumps({"settings": asdict(settings), "tags": list(vocabulary),
-                          "tracks": [asdict(t) for t in shard.tracks]}, sort_keys=True)
+                          "tracks": [{k: v for k, v in asdict(t).items() if k != "path"} for t in shard.tracks]},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -374,10 +364,16 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
 
     Returns the sidecar dict.
     """
+    # TensorFlow is imported after the first result is in: with a process pool, its import (seconds)
+    # overlaps the workers' decoding instead of delaying their start.
+    results = iter(results)
+    first = list(itertools.islice(results, 1))
     import tensorflow as tf
 
     from orpheus import spec
 
+    if SPLIT_NAMES != tuple(spec.SPLITS) or shard.name != spec.shard_name(shard.split, shard.index, shard.count):
+        raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/preprocessing.py")
     schema = spec.example_spec(settings.format, settings.n_mfcc if settings.format == "mfcc" else settings.n_mels,
                                len(vocabulary), settings.storage)
     remove_leftovers(out_dir, shard)
@@ -386,14 +382,15 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
     skipped: list[tuple[str, str]] = []
     with atomic_path(out_dir / shard.name) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for track, (values, reason) in zip(shard.tracks, results):
+            for track, (values, reason) in zip(shard.tracks, itertools.chain(first, results)):
                 if values is None:
                     skipped.append((track.track_id, reason))
                     continue
                 multi_hot = np.zeros(len(vocabulary), dtype=np.int64)
                 multi_hot[list(track.tags)] = 1
                 example = {"tid": track.track_id, "artist_id": track.artist_id, "audio": values, "tags": multi_hot}
-                writer.write(spec.to_example(example, schema).SerializeToString())
+                # deterministic=True sorts the feature map: the same bytes from every process (upb seeds its hash)
+                writer.write(spec.serialize(spec.to_example(example, schema)))
                 positives += multi_hot
                 written.append(track.track_id)
         sidecar = {"shard": shard.name, "split": shard.split, "fingerprint": shard_fingerprint,
@@ -456,6 +453,16 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
                            n_mfcc if fmt == "mfcc" else None, dtype, min_length_s)
 
 
+def tracks_per_batch(settings: FeatureSettings, jobs: int) -> int:
+    """Tracks per process pool: `TRACKS_PER_BATCH_PER_JOB` per job, fewer when their features
+    (estimated for `ESTIMATE_TRACK_S`-second tracks) would exceed `BATCH_MEMORY_BYTES`."""
+    values_per_s = settings.sample_rate if settings.format == "waveform" else (
+        settings.sample_rate / settings.hop_length * (settings.n_mfcc or settings.n_mels))
+    track_bytes = values_per_s * ESTIMATE_TRACK_S * (2 if settings.storage == "float16" else 4)
+    by_memory = int(BATCH_MEMORY_BYTES // max(track_bytes, 1))
+    return max(max(1, jobs) * 4, min(max(1, jobs) * TRACKS_PER_BATCH_PER_JOB, by_memory))
+
+
 def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | Path, root_dir: str | Path,
         sample_rate: int = 16000, n_mels: int = 96, preset: str = "db", n_fft: int | None = None,
         hop_length: int | None = None, n_mfcc: int = 20, dtype: str = "float32", min_length_s: float = 15.0,
@@ -472,10 +479,6 @@ def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | 
                                 hop_length=hop_length, n_mfcc=n_mfcc, dtype=dtype, min_length_s=min_length_s)
     vocabulary, shards, skipped_before = plan(csv_path, tag_path, root_dir, split=split, split_file=split_file,
                                               num_files=num_files)
-    from orpheus import spec
-    if tuple(SPLIT_NAMES) != tuple(spec.SPLITS) or any(s.name != spec.shard_name(s.split, s.index, s.count)
-                                                         for s in shards):
-        raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/preprocessing.py")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if shard_index is not None and not 0 <= shard_index < len(shards):
@@ -504,7 +507,7 @@ def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | 
             remove_leftovers(out, shard)
     log.info("%d shard(s) in all; %d to write, %d already complete", len(selected), len(todo),
              len(selected) - len(todo))
-    jobs_per_batch = max(1, jobs) * TRACKS_PER_BATCH_PER_JOB
+    jobs_per_batch = tracks_per_batch(settings, jobs)
     items = [(track, settings) for shard in todo for track in shard.tracks]
 
     def results() -> Iterator[tuple[np.ndarray | None, str]]:
@@ -562,8 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=tuple(audio.PRESETS), default="db",
                         help="log-mel recipe: db = power_to_db, n_fft 2048, hop 512; musicnn = log10(10000x+1), "
                              "n_fft 512, hop 256 (MFCC always uses db)")
-    parser.add_argument("--n-fft", type=int, default=None, help="STFT size in samples (default: the preset's)")
-    parser.add_argument("--hop-length", type=int, default=None, help="STFT hop in samples (default: the preset's)")
+    parser.add_argument("--n-fft", type=int, default=None, help="STFT size in samples; None = the preset's")
+    parser.add_argument("--hop-length", type=int, default=None, help="STFT hop in samples; None = the preset's")
     parser.add_argument("--n-mfcc", type=int, default=20, help="MFCC coefficients (mfcc format)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="storage of the feature; float16 halves the size (error: see below)")
@@ -601,7 +604,8 @@ def _main(args: argparse.Namespace, argv: Sequence[str]) -> int:
                   num_files=args.num_files, split=args.split, split_file=args.split_file,
                   shard_index=args.shard_index, jobs=args.jobs, overwrite=args.overwrite, quiet=args.quiet,
                   command=command_line(argv))
-    print(f"shards: {summary['shards_written']} written, {summary['shards_done']} of {summary['shards_total']} complete")
+    print(f"shards: {summary['shards_written']} written, "
+          f"{summary['shards_done']} of {summary['shards_total']} complete")
     if summary["counts"] is not None:
         counts = ", ".join(f"{split} {n}" for split, n in summary["counts"].items())
         reasons = Counter(reason.split(":")[0] for _, reason in summary["skipped"])

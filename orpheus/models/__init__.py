@@ -22,6 +22,7 @@ from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
 from orpheus.models.choi import build_crnn, build_fcn
 from orpheus.models.dabral import build_multiscale
+from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG, build_musicnn, build_vgg
 from orpheus.models.pons import build_pons_log_mel, build_pons_waveform
 
 Builder = Callable[[ModelConfig, tuple, int], keras.Model]
@@ -37,10 +38,14 @@ class ModelEntry:
         builder: `build_x(config, input_shape, n_tags) -> keras.Model`.
         formats: the `orpheus.spec.FORMATS` the model accepts as input.
         description: one line: the paper and what the architecture does.
+        reference_config: the widths of the published model when they differ from `ModelConfig`'s
+            defaults (musicnn's checkpoints); None when the defaults are the reference. Used by the
+            listing; training always uses the run's own config.
     """
     builder: Builder
     formats: tuple[str, ...]
     description: str
+    reference_config: ModelConfig | None = None
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -50,6 +55,14 @@ MODELS: dict[str, ModelEntry] = {
     "pons_waveform": ModelEntry(
         build_pons_waveform, WAVEFORM_FORMATS,
         "Pons et al. 2018: sample-level waveform front end, residual 512-filter back end"),
+    "musicnn": ModelEntry(
+        build_musicnn, SPECTROGRAM_FORMATS,
+        "Pons & Serra 2019 musicnn, as the musicnn 0.1.0 checkpoints define it (loads them)",
+        MUSICNN_CONFIG),
+    "vgg": ModelEntry(
+        build_vgg, SPECTROGRAM_FORMATS,
+        "musicnn 0.1.0's VGG-like baseline: five 3x3 conv layers, fixed window (loads its checkpoints)",
+        VGG_CONFIG),
     "fcn": ModelEntry(
         build_fcn, SPECTROGRAM_FORMATS,
         "Choi et al. 2016 FCN: five 3x3 conv blocks pooled to one vector (29 s / 1366 frames -> 1x1)"),
@@ -58,8 +71,16 @@ MODELS: dict[str, ModelEntry] = {
         "Choi et al. 2017 CRNN: four 3x3 conv blocks, then two GRU layers over time"),
     "multiscale": ModelEntry(
         build_multiscale, SPECTROGRAM_FORMATS,
-        "Dabral et al. 2018: conv streams over 1x, 2x, 4x time-subsampled spectrograms, concatenated"),
+        "Dabral et al. 2018: conv stacks over three subsampled spectrograms, concatenated depthwise"),
 }
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of model `name`; `ConfigError` listing the known names when there is none."""
+    entry = MODELS.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown model {name!r} (model.name); known models: {', '.join(sorted(MODELS))}")
+    return entry
 
 
 def build_model(config: ModelConfig, input_shape: tuple[int | None, ...], n_tags: int) -> keras.Model:
@@ -77,12 +98,24 @@ def build_model(config: ModelConfig, input_shape: tuple[int | None, ...], n_tags
         ConfigError: an unknown model name (the message lists the known ones) or an input shape or tag
             count the model cannot take.
     """
-    entry = MODELS.get(config.name)
-    if entry is None:
-        raise ConfigError(f"unknown model {config.name!r} (model.name); known models: {', '.join(sorted(MODELS))}")
+    entry = model_entry(config.name)
     if not isinstance(n_tags, int) or n_tags < 1:
         raise ConfigError(f"model {config.name!r} needs n_tags >= 1, got {n_tags!r}")
     return entry.builder(config, tuple(input_shape), n_tags)
+
+
+def check_format(name: str, fmt: str) -> None:
+    """Raise `ConfigError` unless registered model `name` accepts input features of format `fmt`.
+
+    Args:
+        name: a key of `MODELS` (model.name).
+        fmt: one of `orpheus.spec.FORMATS`, e.g. the `format` of a shard folder's dataset.json.
+    """
+    entry = model_entry(name)
+    if fmt not in entry.formats:
+        fitting = sorted(key for key, other in MODELS.items() if fmt in other.formats)
+        raise ConfigError(f"model {name!r} takes {' or '.join(entry.formats)} input, not {fmt}; "
+                          f"models for {fmt}: {', '.join(fitting) or 'none'}")
 
 
 def count_parameters(model: keras.Model) -> int:

@@ -2,14 +2,14 @@
 
 Each model is built for a stated input (a window of `--input-seconds` at `--sample-rate`: waveform
 samples, or log-mel frames of `--n-mels` bands at `--hop-length`, centred frames as the preprocessing
-writes them) and `--n-tags` outputs, with the default model settings of `orpheus.config.ModelConfig`.
+writes them) and `--n-tags` outputs, with its reference widths (the registry's `reference_config`, else
+the defaults of `orpheus.config.ModelConfig`), unless `--n-filters` / `--n-dense` override them.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from typing import Sequence
 
@@ -17,11 +17,10 @@ from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
 
-logger = logging.getLogger(__name__)
 
 EPILOG = """examples:
   python -m orpheus.models
-  python -m orpheus.models --input-seconds 29.1 --sample-rate 12000 --hop-length 256 --n-tags 50
+  python -m orpheus.models --input-seconds 29.12 --sample-rate 12000 --hop-length 256 --n-tags 50
   python -m orpheus.models --n-filters 32 --n-dense 1024
 """
 
@@ -32,6 +31,7 @@ class ModelRow:
     name: str
     formats: tuple[str, ...]
     input_shape: tuple[int, ...]
+    config: ModelConfig
     parameters: int | None
     description: str
     problem: str = ""
@@ -43,7 +43,7 @@ def log_mel_frames(n_samples: int, hop_length: int) -> int:
 
 
 def run(*, input_seconds: float, sample_rate: int, hop_length: int, n_mels: int, n_tags: int,
-        model_config: ModelConfig) -> list[ModelRow]:
+        n_filters: int | None = None, n_dense: int | None = None) -> list[ModelRow]:
     """Build every registered model for the stated input and count its parameters.
 
     Args:
@@ -52,7 +52,7 @@ def run(*, input_seconds: float, sample_rate: int, hop_length: int, n_mels: int,
         hop_length: samples between log-mel frames.
         n_mels: mel bands of spectrogram input.
         n_tags: output tags.
-        model_config: widths shared by all models (its `name` is replaced by each model's).
+        n_filters, n_dense: widths for every model; None keeps each model's reference widths.
 
     Returns:
         One row per registered model, in registry order.
@@ -70,30 +70,41 @@ def run(*, input_seconds: float, sample_rate: int, hop_length: int, n_mels: int,
             shape: tuple[int, ...] = (n_samples,)
         else:
             shape = (log_mel_frames(n_samples, hop_length), n_mels)
+        config = model_config(name, entry.reference_config, n_filters=n_filters, n_dense=n_dense)
         try:
-            model = build_model(dataclasses.replace(model_config, name=name), shape, n_tags)
+            model = build_model(config, shape, n_tags)
         except ConfigError as err:
-            rows.append(ModelRow(name, entry.formats, shape, None, entry.description, str(err)))
+            rows.append(ModelRow(name, entry.formats, shape, config, None, entry.description, str(err)))
             continue
-        rows.append(ModelRow(name, entry.formats, shape, count_parameters(model), entry.description))
+        rows.append(ModelRow(name, entry.formats, shape, config, count_parameters(model), entry.description))
         keras.backend.clear_session()
     return rows
 
 
+def model_config(name: str, reference: ModelConfig | None, *, n_filters: int | None,
+                 n_dense: int | None) -> ModelConfig:
+    """The config to list model `name` with: its reference widths, overridden where given."""
+    config = dataclasses.replace(reference or ModelConfig(), name=name)
+    overrides = {key: value for key, value in (("n_filters", n_filters), ("n_dense", n_dense))
+                 if value is not None}
+    return dataclasses.replace(config, **overrides)
+
+
 def format_rows(rows: Sequence[ModelRow]) -> str:
     """A plain-text table: name, parameters, input shape, formats, then the description."""
-    lines = [f"{'model':<15}{'parameters':>12}  {'input shape':<13}{'formats':<29}description"]
+    lines = [f"{'model':<15}{'parameters':>12}  {'filters/dense':<15}{'input shape':<13}{'formats':<29}"
+             "description"]
     for row in rows:
         count = f"{row.parameters:,}" if row.parameters is not None else "n/a"
-        lines.append(f"{row.name:<15}{count:>12}  {str(row.input_shape):<13}{', '.join(row.formats):<29}"
-                     f"{row.description}")
+        widths = f"{row.config.n_filters}/{row.config.n_dense}"
+        lines.append(f"{row.name:<15}{count:>12}  {widths:<15}{str(row.input_shape):<13}"
+                     f"{', '.join(row.formats):<29}{row.description}")
         if row.problem:
             lines.append(f"{'':<15}  cannot take this input: {row.problem}")
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = ModelConfig()
     parser = make_parser("python -m orpheus.models",
                          "List the registered models with their parameter counts for a stated input.", EPILOG)
     parser.add_argument("--input-seconds", type=float, default=15.0, help="window length in seconds")
@@ -101,18 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hop-length", type=int, default=512, help="samples between log-mel frames")
     parser.add_argument("--n-mels", type=int, default=96, help="mel bands of spectrogram input")
     parser.add_argument("--n-tags", type=int, default=50, help="number of output tags")
-    parser.add_argument("--n-filters", type=int, default=defaults.n_filters, help="model.n_filters")
-    parser.add_argument("--n-dense", type=int, default=defaults.n_dense, help="model.n_dense")
+    parser.add_argument("--n-filters", type=int, default=None,
+                        help="model.n_filters for every model (default: each model's reference widths)")
+    parser.add_argument("--n-dense", type=int, default=None,
+                        help="model.n_dense for every model (default: each model's reference widths)")
     add_common_args(parser)
     return parser
 
 
 def _list_models(args: argparse.Namespace) -> int:
-    config = ModelConfig(n_filters=args.n_filters, n_dense=args.n_dense)
     rows = run(input_seconds=args.input_seconds, sample_rate=args.sample_rate, hop_length=args.hop_length,
-               n_mels=args.n_mels, n_tags=args.n_tags, model_config=config)
+               n_mels=args.n_mels, n_tags=args.n_tags, n_filters=args.n_filters, n_dense=args.n_dense)
     print(f"input: {args.input_seconds:g} s at {args.sample_rate} Hz; log-mel: {args.n_mels} mels, hop "
-          f"{args.hop_length}; {args.n_tags} tags; n_filters={config.n_filters}, n_dense={config.n_dense}")
+          f"{args.hop_length}; {args.n_tags} tags")
     print(format_rows(rows))
     return 0
 

@@ -12,6 +12,7 @@ mixed-precision policy, so probabilities and the loss are computed in full preci
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import keras
@@ -22,6 +23,9 @@ from orpheus.errors import ConfigError
 INPUT_NAME = "audio"
 EMBEDDING_NAME = "embedding"
 OUTPUT_NAME = "tags"
+# He initialisation (truncated normal, fan-in, scale 2): TF1's `variance_scaling_initializer()` that Pons
+# et al.'s code uses for every ReLU layer
+RELU_INITIALIZER = "he_normal"
 
 
 def check_input_shape(input_shape: Sequence[int | None], *, kind: str, model: str) -> tuple[int | None, ...]:
@@ -48,9 +52,9 @@ def check_input_shape(input_shape: Sequence[int | None], *, kind: str, model: st
     else:
         raise ValueError(f"unknown input kind {kind!r}")
     for size in shape:
-        if size is not None and (not isinstance(size, int) or size < 1):
+        if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
             raise ConfigError(f"model {model!r}: input shape {shape} must hold positive integers or None")
-    return shape
+    return tuple(None if size is None else int(size) for size in shape)
 
 
 def check_min_length(length: int | None, minimum: int, *, model: str, unit: str) -> None:
@@ -79,17 +83,18 @@ def drop_axis(x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
 
 def conv_relu_bn(x: keras.KerasTensor, filters: int, kernel_size: int | tuple[int, int], *, name: str,
                  strides: int = 1, padding: str = "valid", pool_size: int | tuple[int, int] | None = None,
-                 ) -> keras.KerasTensor:
-    """Convolution with ReLU, then batch norm, then an optional max-pooling (Pons et al.'s order).
+                 batch_norm: bool = True) -> keras.KerasTensor:
+    """Convolution with ReLU, then batch norm (unless `batch_norm` is False), then an optional max-pooling.
 
-    A 1-D convolution when `kernel_size` is an int (x: [t, c]), else 2-D (x: [t, f, c]).
-    Layers: `{name}_conv`, `{name}_bn`, `{name}_pool`.
+    Pons et al.'s order. A 1-D convolution when `kernel_size` is an int (x: [t, c]), else 2-D
+    (x: [t, f, c]). Layers: `{name}_conv`, `{name}_bn`, `{name}_pool`.
     """
     conv = layers.Conv1D if isinstance(kernel_size, int) else layers.Conv2D
     pool = layers.MaxPooling1D if isinstance(kernel_size, int) else layers.MaxPooling2D
     x = conv(filters, kernel_size, strides=strides, padding=padding, activation="relu",
-             kernel_initializer="variance_scaling", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+             kernel_initializer=RELU_INITIALIZER, name=f"{name}_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
     if pool_size is not None:
         x = pool(pool_size, name=f"{name}_pool")(x)
     return x
@@ -149,7 +154,7 @@ def dense_bn_head(x: keras.KerasTensor, n_tags: int, *, n_dense: int, dropout: f
     x: [d] pooled features. Layers: `head_dropout`, `head_dense`, `embedding`, `embedding_dropout`, `tags`.
     """
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    x = layers.Dense(n_dense, activation="relu", kernel_initializer="variance_scaling", name="head_dense")(x)
+    x = layers.Dense(n_dense, activation="relu", kernel_initializer=RELU_INITIALIZER, name="head_dense")(x)
     x = layers.BatchNormalization(name=EMBEDDING_NAME)(x)
     x = layers.Dropout(dropout, name="embedding_dropout")(x)
     return tag_output(x, n_tags)

@@ -1,20 +1,27 @@
 """The multi-scale CNN of Dabral et al. 2018 ("A multi-scale convolutional neural network architecture for
-music auto-tagging", Soft Computing for Problem Solving, AISC 817, Springer).
+music auto-tagging", T. S. Dabral, A. S. Deshmukh, A. Malapati; Soft Computing for Problem Solving,
+AISC 817, Springer).
 
-The paper runs convolution streams over several subsampled versions of the spectrogram and concatenates
-them to predict the tags. It does not publish every width and pool, so where it is silent the choices
-below are ours (documented, not the authors'):
-- Three scales along time: the full spectrogram and its 2x and 4x average-pooled versions.
-- Each stream: two conv blocks (3x3 'same' convolution, batch norm, ReLU, max-pooling) of 2 and 4 times
-  `n_filters` filters. The streams' time pools are chosen so all three reach 1/8 of the input frame rate
-  (full: 2 then 4; /2: 2 then 2; /4: 2 then 1) and all pool frequency by 2 twice, so their maps line up
-  for any window length (floor(floor(t / a) / b) = floor(t / ab)).
-- The streams are concatenated depthwise (on channels), then two further conv blocks of 8 and 16 times
-  `n_filters` filters (the first pooling 2x2), a global max+mean pooling over time and frequency, and
-  Dense(`n_dense`, ReLU) = "embedding", dropout, and the sigmoid "tags" layer.
+Layer configuration from the paper and the authors' PyTorch code (amalad/Multi-Scale-Music-Tagger,
+`mscnn.py`; 128 mels x 628 frames, 29 s at 11,025 Hz): three versions of the log-mel spectrogram
+(the full one; an average-pooled one, /4 in time and /2 in frequency; a max-pooled copy of that, /16 and
+/4 overall) each go through their own stack of convolutions (3, 2 and 1 layers with ReLU and max-pooling)
+chosen so that all three end at 1/32 of the frame rate and 1/8 of the bands. The three maps are
+concatenated depthwise (on channels), followed by two more 3x3 convolutions and a 2x2 max-pooling, then
+batch norm, dropout, Dense(500, ReLU) and the output layer.
 
-Shapes omit the batch axis. Input "audio": float32 [n_frames, n_bins] (n_frames may be None; at least 16
-frames and 8 bins). Output "tags": float32 [n_tags].
+Shapes omit the batch axis; the layout is [n_frames, n_bins] (time first), so the authors' (frequency,
+time) kernels and pools appear transposed here. Deviations from the authors' code:
+- The authors flatten the last map (8 x 9 x 70 = 5,040 values), which ties the model to 628 frames. Here
+  the time axis is pooled globally instead (max and mean over time, for each band and channel), so any
+  window of at least 64 frames works; the band axis is kept, as the flatten kept it.
+- Widths scale with `config.n_filters`: 16 gives the authors' widths (50/100/70, 100/70, 70, then 70, 70);
+  `config.n_dense` is the Dense layer (500 in the paper), which is the "embedding"; `config.dropout` the
+  dropout before it (0.6 in the authors' code).
+- The sigmoid is part of the "tags" layer (the authors apply it in their loss).
+
+Input "audio": float32 [n_frames, n_bins], n_frames may be None (at least 64 frames), n_bins >= 16.
+Output "tags": float32 [n_tags].
 """
 
 from __future__ import annotations
@@ -25,24 +32,29 @@ from keras import layers
 from orpheus.config import ModelConfig
 from orpheus.models import blocks
 
-# (time subsampling of the input, time pools of the stream's two blocks): every stream ends at 1/8
-SCALES = ((1, (2, 4)), (2, (2, 2)), (4, (2, 1)))
-STREAM_MULTIPLES = (2, 4)          # widths of each stream's blocks, as multiples of n_filters
-STREAM_FREQUENCY_POOL = 2
-MERGED_MULTIPLES = (8, 16)         # widths of the blocks after the concatenation
-MIN_FRAMES = 16                    # 8x in the streams, then 2x in the first merged block
-MIN_BINS = 8                       # 4x in the streams, then 2x in the first merged block
+REFERENCE_FILTERS = 16     # the n_filters at which the widths below are the authors'
+# per scale: (filters, (time, frequency) kernel, (time, frequency) max-pool) of each convolution
+SCALE_STACKS = (
+    ((50, (7, 3), (4, 2)), (100, (5, 3), (4, 2)), (70, (3, 3), (2, 2))),    # full resolution
+    ((100, (5, 3), (4, 2)), (70, (3, 3), (2, 2))),                          # /4 time, /2 frequency
+    ((70, (3, 3), (2, 2)),),                                                # /16 time, /4 frequency
+)
+SUBSAMPLING = (4, 2)       # (time, frequency) pool between consecutive scales
+MERGED_FILTERS = (70, 70)  # the two 3x3 convolutions after the concatenation; the second is max-pooled 2x2
+MIN_FRAMES = 64            # 32 in the scale stacks, 2 after the merge
+MIN_BINS = 16              # 8 in the scale stacks, 2 after the merge
 
 
-def stream(image: keras.KerasTensor, n_filters: int, subsampling: int, time_pools: tuple[int, int], *,
-           name: str) -> keras.KerasTensor:
-    """One scale: [t, f, 1] -> [t // 8, f // 4, 4 * n_filters]."""
-    x = image
-    if subsampling > 1:
-        x = layers.AveragePooling2D((subsampling, 1), name=f"{name}_subsample")(x)
-    for index, (multiple, time_pool) in enumerate(zip(STREAM_MULTIPLES, time_pools), start=1):
-        x = blocks.conv_bn_act(x, n_filters * multiple, (3, 3), activation="relu",
-                               pool_size=(time_pool, STREAM_FREQUENCY_POOL), name=f"{name}_block{index}")
+def scaled(filters: int, n_filters: int) -> int:
+    """The authors' width `filters` scaled by n_filters / 16 (at least 1)."""
+    return max(1, round(filters * n_filters / REFERENCE_FILTERS))
+
+
+def scale_stack(x: keras.KerasTensor, stack: tuple, n_filters: int, *, name: str) -> keras.KerasTensor:
+    """One scale's convolutions: [t, f, c] -> [t / 32 overall, f / 8 overall, channels]."""
+    for index, (filters, kernel, pool) in enumerate(stack, start=1):
+        x = blocks.conv_relu_bn(x, scaled(filters, n_filters), kernel, padding="same", pool_size=pool,
+                                batch_norm=False, name=f"{name}_conv{index}")
     return x
 
 
@@ -50,8 +62,9 @@ def build_multiscale(config: ModelConfig, input_shape: tuple[int | None, ...], n
     """Dabral et al. 2018 multi-scale CNN.
 
     Args:
-        config: `n_filters` (width multiple), `n_dense` (embedding size), `dropout` (before "tags").
-        input_shape: (n_frames, n_bins); n_frames may be None (any window of at least 16 frames), n_bins >= 8.
+        config: `n_filters` (16: the authors' widths), `n_dense` (the "embedding" Dense, 500 in the paper),
+            `dropout` (before it).
+        input_shape: (n_frames, n_bins); n_frames may be None (any window of at least 64 frames), n_bins >= 16.
         n_tags: output size.
 
     Returns:
@@ -61,18 +74,21 @@ def build_multiscale(config: ModelConfig, input_shape: tuple[int | None, ...], n
     blocks.check_min_length(n_frames, MIN_FRAMES, model="multiscale", unit="frames")
     blocks.check_min_length(n_bins, MIN_BINS, model="multiscale", unit="bins")
     audio = blocks.audio_input((n_frames, n_bins))
-    image = blocks.add_channel_axis(audio, name="input_expand")          # [t, f, 1]
-    streams = [stream(image, config.n_filters, subsampling, time_pools, name=f"scale{subsampling}")
-               for subsampling, time_pools in SCALES]
-    x = layers.Concatenate(axis=-1, name="scales_concat")(streams)        # [t // 8, f // 4, 12 * n_filters]
-    for index, multiple in enumerate(MERGED_MULTIPLES, start=1):
-        pool = (2, 2) if index == 1 else None
-        x = blocks.conv_bn_act(x, config.n_filters * multiple, (3, 3), activation="relu", pool_size=pool,
-                               name=f"merged_block{index}")
-    maximum = layers.GlobalMaxPooling2D(name="global_max")(x)
-    mean = layers.GlobalAveragePooling2D(name="global_mean")(x)
-    x = layers.Concatenate(name="global_pool")([maximum, mean])          # [32 * n_filters]
+    full = blocks.add_channel_axis(audio, name="input_expand")           # [t, f, 1]
+    half = layers.AveragePooling2D(SUBSAMPLING, name="subsample1")(full)  # [t / 4, f / 2, 1]
+    quarter = layers.MaxPooling2D(SUBSAMPLING, name="subsample2")(half)   # [t / 16, f / 4, 1]
+    streams = [scale_stack(image, stack, config.n_filters, name=f"scale{index}")
+               for index, (image, stack) in enumerate(zip((full, half, quarter), SCALE_STACKS), start=1)]
+    x = layers.Concatenate(axis=-1, name="scales_concat")(streams)         # [t / 32, f / 8, 3 * 70]
+    for index, filters in enumerate(MERGED_FILTERS, start=1):
+        pool = (2, 2) if index == len(MERGED_FILTERS) else None
+        x = blocks.conv_relu_bn(x, scaled(filters, config.n_filters), (3, 3), padding="same", pool_size=pool,
+                                batch_norm=False, name=f"merged_conv{index}")
+    n_bands, n_channels = x.shape[2], x.shape[3]
+    x = layers.Reshape((-1, n_bands * n_channels), name="bands_flatten")(x)  # [t / 64, f / 16 * 70]
+    x = blocks.max_mean_pool(x, name="time_pool")                          # [2 * f / 16 * 70]
+    x = layers.BatchNormalization(name="time_pool_bn")(x)
+    x = layers.Dropout(config.dropout, name="time_pool_dropout")(x)
     x = layers.Dense(config.n_dense, activation="relu", name=blocks.EMBEDDING_NAME)(x)
-    x = layers.Dropout(config.dropout, name="embedding_dropout")(x)
     tags = blocks.tag_output(x, n_tags)
     return keras.Model(audio, tags, name="multiscale")

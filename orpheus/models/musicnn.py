@@ -33,6 +33,7 @@ from keras import layers
 
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
+from orpheus.models.blocks import tag_output
 
 FRONTEND_FILTER_SCALE = 1.6     # num_filt_frontend of musicnn's build_musicnn
 TIMBRAL_WIDTH = 7               # frames spanned by the timbral (vertical) filters
@@ -125,7 +126,7 @@ def build_musicnn(config: ModelConfig, input_shape: tuple[int | None, ...], n_ta
     dense = layers.Dense(config.n_dense, activation="relu", name="dense")(pooled)
     embedding = layers.BatchNormalization(epsilon=1e-3, name="embedding")(dense)
     dropped = layers.Dropout(config.dropout, name="embedding_dropout")(embedding)
-    tags = layers.Dense(n_tags, activation="sigmoid", name="tags")(dropped)
+    tags = tag_output(dropped, n_tags)
     return keras.Model(audio, tags, name="musicnn")
 
 
@@ -167,5 +168,5 @@ def build_vgg(config: ModelConfig, input_shape: tuple[int | None, ...], n_tags: 
         x = layers.MaxPooling2D(pool_size=pool, strides=strides, padding="valid", name=f"conv{i}_pool")(x)
     embedding = layers.Flatten(name="embedding")(x)
     dropped = layers.Dropout(config.dropout, name="embedding_dropout")(embedding)
-    tags = layers.Dense(n_tags, activation="sigmoid", name="tags")(dropped)
+    tags = tag_output(dropped, n_tags)
     return keras.Model(audio, tags, name="vgg")

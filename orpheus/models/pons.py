@@ -98,7 +98,7 @@ def backend(x: keras.KerasTensor, n_tags: int, *, n_dense: int, dropout: float) 
     for index in (2, 3):
         name = f"backend{index}"
         residual = layers.Conv1D(BACKEND_FILTERS, BACKEND_KERNEL, padding="same", activation="relu",
-                                 kernel_initializer="variance_scaling", name=f"{name}_conv")(x)
+                                 kernel_initializer=blocks.RELU_INITIALIZER, name=f"{name}_conv")(x)
         residual = blocks.scalar_batch_norm(residual, name=f"{name}_bn")
         x = layers.Add(name=f"{name}_add")([residual, x])
         if index == 2:
@@ -146,8 +146,7 @@ def build_pons_waveform(config: ModelConfig, input_shape: tuple[int | None, ...]
         ConfigError: a shape the model cannot take.
     """
     (n_samples,) = blocks.check_input_shape(input_shape, kind="waveform", model="pons_waveform")
-    if n_samples is not None and waveform_frames(n_samples) < BACKEND_KERNEL + 1:
-        blocks.check_min_length(n_samples, min_waveform_samples(), model="pons_waveform", unit="samples")
+    blocks.check_min_length(n_samples, min_waveform_samples(), model="pons_waveform", unit="samples")
     audio = blocks.audio_input((n_samples,))
     features = waveform_frontend(audio)
     tags = backend(features, n_tags, n_dense=config.n_dense, dropout=config.dropout)
