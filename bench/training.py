@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from orpheus import data_input, training  # noqa: E402
-from orpheus.audio import features, load_audio  # noqa: E402
+from orpheus.audio import AUDIO_EXTENSIONS, features, load_audio  # noqa: E402
 from orpheus.config import load_config  # noqa: E402
 from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info  # noqa: E402
 
@@ -129,7 +129,7 @@ def main() -> int:
     parser.add_argument("--order", nargs=2, default=["fit", "custom"], choices=["fit", "custom"],
                         help="which loop is timed first (the load of a shared machine drifts)")
     args = parser.parse_args()
-    clips = sorted(CLIPS.glob("*.ogg"))
+    clips = sorted(p for p in CLIPS.iterdir() if p.suffix in AUDIO_EXTENSIONS) if CLIPS.is_dir() else []
     if not clips:
         print(f"no clips in {CLIPS}", file=sys.stderr)
         return 1
