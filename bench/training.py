@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from orpheus import data_input, training  # noqa: E402
-from orpheus.audio import features, load_audio  # noqa: E402
+from orpheus.audio import AUDIO_EXTENSIONS, features, load_audio  # noqa: E402
 from orpheus.config import load_config  # noqa: E402
 from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info  # noqa: E402
 
@@ -126,8 +126,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed training steps per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per loop (the first is not timed)")
     parser.add_argument("--input-steps", type=int, default=60)
+    parser.add_argument("--order", nargs=2, default=["fit", "custom"], choices=["fit", "custom"],
+                        help="which loop is timed first (the load of a shared machine drifts)")
     args = parser.parse_args()
-    clips = sorted(CLIPS.glob("*.ogg"))
+    clips = sorted(p for p in CLIPS.iterdir() if p.suffix in AUDIO_EXTENSIONS) if CLIPS.is_dir() else []
     if not clips:
         print(f"no clips in {CLIPS}", file=sys.stderr)
         return 1
@@ -144,7 +146,7 @@ def main() -> int:
         input_rate = input_examples_per_s(shard_dir, config, args.input_steps)
         print(f"input pipeline alone:   {input_rate:8.1f} examples/s")
         rates = {}
-        for loop in ("fit", "custom"):
+        for loop in args.order:
             rates[loop] = training_examples_per_s(shard_dir, config, loop, args.steps, args.epochs)
             print(f"training, --loop {loop:6s}: {rates[loop]:8.2f} examples/s")
     ratio = rates["custom"] / rates["fit"]
