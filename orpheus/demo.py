@@ -108,7 +108,7 @@ def learning_stages(p: DemoPaths, loop: str, epochs: int, seed: int, jobs: int) 
         Stage("preprocessing: log-mel TFRecord shards", module_command(
             "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", p.clean / "ultimate.csv",
             "--tag-path", p.clean / "clean_lastfm.db", "--root-dir", p.audio, "--sr", "16000", "--mels", "96",
-            "--num-files", "10", "--split", "70", "15", "15", "--jobs", str(jobs)), p.shards / "dataset.json"),
+            "--num-files", "10", "--split", "70", "10", "20", "--jobs", str(jobs)), p.shards / "dataset.json"),
         Stage("training", module_command(
             "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", DEMO_CONFIG,
             "--run-dir", p.run, *train_args), p.run / "model.keras"),
@@ -220,14 +220,19 @@ def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, p
         "seconds_total": round(total, 1),
         "stages": {s.name: ("skipped" if s.skipped else round(s.seconds, 1)) for s in stages},
         "seconds_predict": round(predict_seconds, 1),
-        "test_macro_roc_auc": metrics.get("macro", {}).get("roc_auc"),
-        "test_macro_pr_auc": metrics.get("macro", {}).get("pr_auc"),
-        "test_micro_roc_auc": metrics.get("micro", {}).get("roc_auc"),
-        "test_micro_pr_auc": metrics.get("micro", {}).get("pr_auc"),
+        "test_tracks": metrics["n_tracks"],
+        "test_macro_roc_auc": metrics["roc_auc_macro"],
+        "test_macro_pr_auc": metrics["pr_auc_macro"],
+        "test_micro_roc_auc": metrics["roc_auc_micro"],
+        "test_micro_pr_auc": metrics["pr_auc_micro"],
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print_summary(p, summary)
     return summary
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def print_summary(p: DemoPaths, summary: dict) -> None:
@@ -236,8 +241,9 @@ def print_summary(p: DemoPaths, summary: dict) -> None:
         print(f"    {name:<52} {seconds if seconds == 'skipped' else f'{seconds:7.1f} s'}")
     print(f"    {'tagging with each model':<52} {summary['seconds_predict']:7.1f} s")
     print(f"    {'total':<52} {summary['seconds_total']:7.1f} s")
-    print(f"\n    test macro ROC-AUC {summary['test_macro_roc_auc']:.3f}   PR-AUC {summary['test_macro_pr_auc']:.3f}"
-          f"   (micro ROC-AUC {summary['test_micro_roc_auc']:.3f}   PR-AUC {summary['test_micro_pr_auc']:.3f})")
+    print(f"\n    test split ({summary['test_tracks']} tracks): macro ROC-AUC {_score(summary['test_macro_roc_auc'])}"
+          f"   PR-AUC {_score(summary['test_macro_pr_auc'])}   (micro ROC-AUC {_score(summary['test_micro_roc_auc'])}"
+          f"   PR-AUC {_score(summary['test_micro_pr_auc'])})")
     print(f"""
     artifacts: corpus {p.msd}, cleaned data {p.clean}, shards {p.shards},
                model {p.run}, report and plots {p.report}, predictions {p.predictions}
