@@ -1,6 +1,6 @@
 """The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
 
-    python -m orpheus.demo [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+    python -m orpheus.demo [--dataset msd|mtt|fma] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
 
 Every stage runs for real, as the same command a user would type (so the demo also checks the
 documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
@@ -9,8 +9,11 @@ evaluate on the test split, and tag a few tracks with the model just trained and
 pretrained musicnn models. Finished stages are skipped on a rerun (their outputs are complete
 files, written atomically), so an interrupted demo resumes.
 
-Outputs under WORKDIR: msd/ (raw corpus), clean/ (CSV + tag databases), shards/, runs/demo/,
-report/ (metrics and plots), predictions/.
+With `--dataset mtt` or `fma` the corpus is a miniature MagnaTagATune or FMA in those datasets' real
+formats, cleaned by `msd.mtt` / `msd.fma` and split by the dataset's own split file.
+
+Outputs under WORKDIR: corpus/ (the generated raw files), clean/ (CSV + tag databases), shards/,
+runs/demo/, report/ (metrics and plots), predictions/.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from orpheus import cli
 from orpheus.errors import OrpheusError
@@ -53,24 +56,38 @@ class Stage:
 @dataclass
 class DemoPaths:
     work: Path
-    msd: Path = field(init=False)
-    clean: Path = field(init=False)
+    raw: Path = field(init=False)          # the generated corpus in its dataset's own formats
+    clean: Path = field(init=False)        # master CSV, tag database (and split file)
     shards: Path = field(init=False)
     run: Path = field(init=False)
     report: Path = field(init=False)
     predictions: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.msd = self.work / "msd"
+        self.raw = self.work / "corpus"
         self.clean = self.work / "clean"
         self.shards = self.work / "shards"
         self.run = self.work / "runs" / "demo"
         self.report = self.work / "report"
         self.predictions = self.work / "predictions"
 
-    @property
-    def audio(self) -> Path:
-        return self.msd / "audio"
+
+@dataclass(frozen=True)
+class Corpus:
+    """A generated dataset cleaned into the files preprocessing reads.
+
+    stages:      generate + clean, ending with `csv` and `tags` written.
+    csv / tags:  master CSV (track_id, artist_id, mp3_path) and clean tag database.
+    audio_root:  folder the CSV's mp3_path is relative to.
+    split_args:  preprocessing's split options (an artist-hash split or the dataset's own split file).
+    truth:       track id -> the tags the generator rendered the audio from.
+    """
+    stages: list[Stage]
+    csv: Path
+    tags: Path
+    audio_root: Path
+    split_args: list[str]
+    truth: Callable[[], dict[str, list[str]]]
 
 
 def module_command(module: str, *args: str | Path) -> list[str]:
@@ -78,37 +95,71 @@ def module_command(module: str, *args: str | Path) -> list[str]:
     return [sys.executable, "-m", module, *map(str, args)]
 
 
-def cleaning_stages(p: DemoPaths, tracks: int, seed: int, jobs: int) -> list[Stage]:
-    """Generate the miniature MSD and run the four cleaning commands on it."""
+def msd_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
+    """A miniature MSD through the four cleaning commands."""
     jobs_args = ["--jobs", str(jobs)]
-    return [
+    audio = p.raw / "audio"
+    stages = [
         Stage("generate a miniature MSD", module_command(
-            "msd.synthetic", p.msd, "--tracks", tracks, "--seed", seed, *jobs_args), p.msd / "truth.csv"),
+            "msd.synthetic", p.raw, "--tracks", tracks, "--seed", seed, *jobs_args), p.raw / "truth.csv"),
         Stage("fetcher: scan the audio tree", module_command(
-            "msd.fetcher", p.clean / "fetcher.csv", "--root-dir", p.audio, *jobs_args), p.clean / "fetcher.csv"),
+            "msd.fetcher", p.clean / "fetcher.csv", "--root-dir", audio, *jobs_args), p.clean / "fetcher.csv"),
         Stage("wrangle: join with the MSD summary", module_command(
             "msd.wrangle", p.clean / "fetcher.csv", p.clean / "wrangle.csv",
-            "--path-h5", p.msd / "msd_summary_file.h5", "--path-db", p.msd / "lastfm_tags.db",
-            "--path-txt-mism", p.msd / "sid_mismatches.txt", "--path-txt-dupl", p.msd / "msd_duplicates.txt",
+            "--path-h5", p.raw / "msd_summary_file.h5", "--path-db", p.raw / "lastfm_tags.db",
+            "--path-txt-mism", p.raw / "sid_mismatches.txt", "--path-txt-dupl", p.raw / "msd_duplicates.txt",
             "--discard-no-tag", "--discard-dupl"), p.clean / "wrangle.csv"),
         Stage("silence: drop too-silent and too-short tracks", module_command(
-            "msd.silence", p.clean / "wrangle.csv", p.clean / "ultimate.csv", "--root-dir", p.audio,
+            "msd.silence", p.clean / "wrangle.csv", p.clean / "ultimate.csv", "--root-dir", audio,
             "--min-size", "100000", "--filter-trim-length", "15", "--filter-tot-silence", "3",
             "--filter-max-silence", "1", *jobs_args), p.clean / "ultimate.csv"),
         Stage("lastfm_cleaning: build the clean tag vocabulary", module_command(
-            "msd.lastfm_cleaning", p.msd / "lastfm_tags.db", p.clean / "clean_lastfm.db"),
+            "msd.lastfm_cleaning", p.raw / "lastfm_tags.db", p.clean / "clean_lastfm.db"),
             p.clean / "clean_lastfm.db"),
     ]
+    return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_lastfm.db", audio,
+                  ["--split", "70", "10", "20"], lambda: truth_from_csv(p.raw / "truth.csv"))
 
 
-def learning_stages(p: DemoPaths, loop: str, epochs: int, seed: int, jobs: int) -> list[Stage]:
+def mtt_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
+    """A miniature MagnaTagATune, synonyms merged, with the standard split by folder."""
+    stages = [
+        Stage("generate a miniature MagnaTagATune", module_command(
+            "msd.synthetic_mtt", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs),
+            p.raw / "synthetic_manifest.json"),
+        Stage("msd.mtt: clean tags, merge synonyms, split by folder", module_command(
+            "msd.mtt", p.clean, "--root-dir", p.raw, "--merge-synonyms", "--top", "50", "--discard-no-tag",
+            "--jobs", jobs), p.clean / "skipped.csv"),
+    ]
+    return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw,
+                  ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw))
+
+
+def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
+    """A miniature FMA, all genres of each track as its tags, with the official split."""
+    stages = [
+        Stage("generate a miniature FMA", module_command(
+            "msd.synthetic_fma", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
+            p.raw / "synthetic_manifest.json"),
+        Stage("msd.fma: genres as tags, official split", module_command(
+            "msd.fma", p.clean, "--metadata-dir", p.raw / "fma_metadata", "--root-dir", p.raw / "fma_large",
+            "--subset", "large", "--tags", "all", "--jobs", jobs), p.clean / "skipped.csv"),
+    ]
+    return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw / "fma_large",
+                  ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw))
+
+
+CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus}
+
+
+def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: int, jobs: int) -> list[Stage]:
     """Shards, training and evaluation on the cleaned corpus."""
     train_args = ["--loop", loop, "--seed", str(seed), "--epochs", str(epochs)]
     return [
         Stage("preprocessing: log-mel TFRecord shards", module_command(
-            "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", p.clean / "ultimate.csv",
-            "--tag-path", p.clean / "clean_lastfm.db", "--root-dir", p.audio, "--sr", "16000", "--mels", "96",
-            "--num-files", "10", "--split", "70", "10", "20", "--jobs", str(jobs)), p.shards / "dataset.json"),
+            "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", corpus.csv,
+            "--tag-path", corpus.tags, "--root-dir", corpus.audio_root, "--sr", "16000", "--mels", "96",
+            "--num-files", "10", *corpus.split_args, "--jobs", str(jobs)), p.shards / "dataset.json"),
         Stage("training", module_command(
             "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", DEMO_CONFIG,
             "--run-dir", p.run, *train_args), p.run / "model.keras"),
@@ -141,13 +192,19 @@ def run_stage(stage: Stage, quiet: bool) -> None:
     print(f"    done in {stage.seconds:.1f} s", flush=True)
 
 
-def truth_tags(truth_csv: Path) -> dict[str, list[str]]:
-    """Track id -> true clean tags, from the generator's truth.csv."""
+def truth_from_manifest(raw: Path) -> dict[str, list[str]]:
+    """Track id -> tags, from the MTT/FMA generators' synthetic_manifest.json."""
+    manifest = json.loads((raw / "synthetic_manifest.json").read_text(encoding="utf-8"))
+    return {track_id: entry["tags"] for track_id, entry in manifest.items()}
+
+
+def truth_from_csv(truth_csv: Path) -> dict[str, list[str]]:
+    """Track id -> true clean tags, from the MSD generator's truth.csv."""
     with open(truth_csv, newline="", encoding="utf-8") as f:
         return {row["track_id"]: [t for t in row["tags"].split(";") if t] for row in csv.DictReader(f)}
 
 
-def test_tracks(p: DemoPaths, n: int) -> list[tuple[str, Path]]:
+def test_tracks(p: DemoPaths, corpus: Corpus, n: int) -> list[tuple[str, Path]]:
     """The first `n` tracks (by track id) of the test shards, as (track id, mp3 path)."""
     import tensorflow as tf  # only here: the rest of the demo runs the stages as subprocesses
 
@@ -157,9 +214,9 @@ def test_tracks(p: DemoPaths, n: int) -> list[tuple[str, Path]]:
     parse = spec.parse_fn(info.spec())
     test_ids = {parse(record)["tid"].numpy().decode() for record in
                 tf.data.TFRecordDataset(spec.shard_paths(p.shards, "test"))}
-    with open(p.clean / "ultimate.csv", newline="", encoding="utf-8") as f:
+    with open(corpus.csv, newline="", encoding="utf-8") as f:
         rows = sorted((row for row in csv.DictReader(f) if row["track_id"] in test_ids), key=lambda r: r["track_id"])
-    return [(row["track_id"], p.audio / row["mp3_path"]) for row in rows[:n]]
+    return [(row["track_id"], corpus.audio_root / row["mp3_path"]) for row in rows[:n]]
 
 
 def predict(p: DemoPaths, model_args: list[str], label: str, files: list[Path]) -> dict[str, dict[str, float]]:
@@ -191,19 +248,20 @@ def top(tags: dict[str, float], n: int = 5) -> str:
 
 
 def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, pretrained: bool,
-        quiet: bool) -> dict:
-    """Run the whole demo in `work`; returns the summary also written to `work/summary.json`."""
+        quiet: bool, dataset: str = "msd") -> dict:
+    """Run the whole demo on a generated `dataset` in `work`; returns the summary (also `work/summary.json`)."""
     p = DemoPaths(work)
     work.mkdir(parents=True, exist_ok=True)
-    stages = cleaning_stages(p, tracks, seed, jobs) + learning_stages(p, loop, epochs, seed, jobs)
+    corpus = CORPORA[dataset](p, tracks, seed, jobs)
+    stages = corpus.stages + learning_stages(p, corpus, loop, epochs, seed, jobs)
     started = time.perf_counter()
     for stage in stages:
         run_stage(stage, quiet)
 
     metrics = json.loads((p.report / "metrics.json").read_text(encoding="utf-8"))
     print("==> test_model.py predict: tags for a few test tracks", flush=True)
-    truth = truth_tags(p.msd / "truth.csv")
-    chosen = test_tracks(p, N_PREDICT_TRACKS)
+    truth = corpus.truth()
+    chosen = test_tracks(p, corpus, N_PREDICT_TRACKS)
     models = [("trained", ["--run-dir", str(p.run)])]
     if pretrained:
         models += [(name, ["--model", name]) for name in PRETRAINED_MODELS]
@@ -217,6 +275,7 @@ def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, p
 
     total = time.perf_counter() - started
     summary = {
+        "dataset": dataset,
         "seconds_total": round(total, 1),
         "stages": {s.name: ("skipped" if s.skipped else round(s.seconds, 1)) for s in stages},
         "seconds_predict": round(predict_seconds, 1),
@@ -245,7 +304,7 @@ def print_summary(p: DemoPaths, summary: dict) -> None:
           f"   PR-AUC {_score(summary['test_macro_pr_auc'])}   (micro ROC-AUC {_score(summary['test_micro_roc_auc'])}"
           f"   PR-AUC {_score(summary['test_micro_pr_auc'])})")
     print(f"""
-    artifacts: corpus {p.msd}, cleaned data {p.clean}, shards {p.shards},
+    artifacts: corpus {p.raw}, cleaned data {p.clean}, shards {p.shards},
                model {p.run}, report and plots {p.report}, predictions {p.predictions}
     next: tag your own music   python orpheus/test_model.py predict --mp3 ~/Music --top 10
           on the real MSD      python msd/fetcher.py fetcher.csv --root-dir /data/msd/7digital
@@ -259,9 +318,12 @@ def build_parser():
         "examples:\n"
         "  python -m orpheus.demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
         "  python -m orpheus.demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
-        "  python -m orpheus.demo --no-pretrained      # skip the musicnn comparison")
+        "  python -m orpheus.demo --no-pretrained      # skip the musicnn comparison\n"
+        "  python -m orpheus.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead")
+    parser.add_argument("--dataset", choices=sorted(CORPORA), default="msd",
+                        help="which dataset's formats the generated corpus takes")
     parser.add_argument("--workdir", type=Path, default=Path("demo_work"), help="folder for every output")
-    parser.add_argument("--tracks", type=int, default=300, help="tracks in the synthetic MSD")
+    parser.add_argument("--tracks", type=int, default=300, help="tracks (clips) in the generated corpus")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, split and training")
     parser.add_argument("--loop", choices=("fit", "custom"), default="fit", help="training loop")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="training epochs")
@@ -274,7 +336,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     return cli.run_main(parser, argv, lambda a: run(a.workdir, a.tracks, a.seed, a.loop, a.epochs, a.jobs,
-                                                     a.pretrained, a.quiet) and 0)
+                                                     a.pretrained, a.quiet, a.dataset) and 0)
 
 
 if __name__ == "__main__":
