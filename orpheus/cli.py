@@ -48,6 +48,8 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Log to stderr: warnings only with `quiet`, debug with `verbose`, else info."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # TensorFlow's logger has a handler of its own: without this each of its lines appears twice
+    logging.getLogger("tensorflow").propagate = False
 
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
