@@ -132,7 +132,7 @@ def mtt_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
             "--jobs", jobs), p.clean / "skipped.csv"),
     ]
     return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw,
-                  ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw))
+                  ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw, "tags"))
 
 
 def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
@@ -146,7 +146,7 @@ def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
             "--subset", "large", "--tags", "all", "--jobs", jobs), p.clean / "skipped.csv"),
     ]
     return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw / "fma_large",
-                  ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw))
+                  ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw, "genres"))
 
 
 CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus}
@@ -192,10 +192,10 @@ def run_stage(stage: Stage, quiet: bool) -> None:
     print(f"    done in {stage.seconds:.1f} s", flush=True)
 
 
-def truth_from_manifest(raw: Path) -> dict[str, list[str]]:
-    """Track id -> tags, from the MTT/FMA generators' synthetic_manifest.json."""
+def truth_from_manifest(raw: Path, key: str) -> dict[str, list[str]]:
+    """Track id -> its `key` list (MTT "tags", FMA "genres") from a generator's synthetic_manifest.json."""
     manifest = json.loads((raw / "synthetic_manifest.json").read_text(encoding="utf-8"))
-    return {track_id: entry["tags"] for track_id, entry in manifest.items()}
+    return {track_id: entry[key] for track_id, entry in manifest.items()}
 
 
 def truth_from_csv(truth_csv: Path) -> dict[str, list[str]]:

@@ -1,0 +1,65 @@
+"""The demo driver: its stage commands follow the documented CLI contracts, and it runs end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from orpheus import demo
+
+
+@pytest.mark.parametrize("dataset", sorted(demo.CORPORA))
+def test_stages_are_the_documented_commands(tmp_path, dataset):
+    p = demo.DemoPaths(tmp_path)
+    corpus = demo.CORPORA[dataset](p, 300, 0, 2)
+    stages = corpus.stages + demo.learning_stages(p, corpus, "custom", 3, 0, 2)
+    modules = [stage.argv[2] for stage in stages]
+    assert all(stage.argv[:2] == [sys.executable, "-m"] for stage in stages)
+    assert modules[-3:] == ["tfrecords.preprocessing", "orpheus.training", "orpheus.test_model"]
+    training = stages[-2].argv
+    assert training[training.index("--loop") + 1] == "custom" and training[training.index("--epochs") + 1] == "3"
+    preprocessing = stages[-3].argv
+    assert preprocessing[preprocessing.index("--csv-path") + 1] == str(corpus.csv)
+    if dataset == "msd":
+        assert modules[:5] == ["msd.synthetic", "msd.fetcher", "msd.wrangle", "msd.silence", "msd.lastfm_cleaning"]
+        wrangle = stages[2].argv
+        for flag in ("--path-h5", "--path-db", "--path-txt-mism", "--path-txt-dupl", "--discard-no-tag",
+                     "--discard-dupl"):
+            assert flag in wrangle
+        assert preprocessing[preprocessing.index("--split") + 1:preprocessing.index("--split") + 4] == ["70", "10", "20"]
+    else:
+        assert "--split-file" in preprocessing
+
+
+@pytest.mark.parametrize("dataset, key", [("mtt", "tags"), ("fma", "genres")])
+def test_truth_comes_from_each_generators_manifest(tmp_path, dataset, key):
+    p = demo.DemoPaths(tmp_path)
+    p.raw.mkdir(parents=True)
+    (p.raw / "synthetic_manifest.json").write_text(json.dumps({"42": {key: ["rock", "pop"], "fault": ""}}))
+    assert demo.CORPORA[dataset](p, 10, 0, 1).truth() == {"42": ["rock", "pop"]}
+
+
+def test_truth_csv_of_the_msd_generator(tmp_path):
+    p = demo.DemoPaths(tmp_path)
+    p.raw.mkdir(parents=True)
+    (p.raw / "truth.csv").write_text("track_id,fault,tags\nTR1,,rock;female\nTR2,untagged,\n")
+    assert demo.msd_corpus(p, 10, 0, 1).truth() == {"TR1": ["rock", "female"], "TR2": []}
+
+
+def test_summary_prints_undefined_metrics_as_na(tmp_path, capsys):
+    summary = {"stages": {"training": 1.0, "fetcher": "skipped"}, "seconds_predict": 2.0, "seconds_total": 3.0,
+               "test_tracks": 5, "test_macro_roc_auc": 0.91234, "test_macro_pr_auc": None,
+               "test_micro_roc_auc": 0.5, "test_micro_pr_auc": 0.25}
+    demo.print_summary(demo.DemoPaths(tmp_path), summary)
+    out = capsys.readouterr().out
+    assert "macro ROC-AUC 0.912   PR-AUC n/a" in out and "skipped" in out
+
+
+@pytest.mark.slow
+def test_small_demo_runs_end_to_end(tmp_path):
+    summary = demo.run(tmp_path / "w", tracks=60, seed=0, loop="custom", epochs=2, jobs=2, pretrained=False,
+                       quiet=True)
+    assert summary["test_tracks"] > 0 and summary["test_macro_roc_auc"] is not None
+    assert (tmp_path / "w" / "report" / "metrics.json").is_file()
