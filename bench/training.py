@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 from orpheus import data_input, training  # noqa: E402
 from orpheus.audio import AUDIO_EXTENSIONS, features, load_audio  # noqa: E402
 from orpheus.config import load_config  # noqa: E402
-from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info  # noqa: E402
+from orpheus.spec import DatasetInfo, serialize, shard_name, to_example, write_dataset_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "audio" / "clips"
@@ -56,7 +56,7 @@ def write_real_shards(shard_dir: Path, clips: list[Path], n_shards: int = 4) -> 
         writers = [tf.io.TFRecordWriter(str(shard_dir / shard_name(split, i, n_shards))) for i in range(n_shards)]
         for i in range(count):
             example = {"tid": clips[i].stem, "artist_id": "", "audio": spectrograms[i], "tags": tags[i]}
-            writers[i % n_shards].write(to_example(example, info.spec()).SerializeToString())
+            writers[i % n_shards].write(serialize(to_example(example, info.spec())))
         for writer in writers:
             writer.close()
     write_dataset_info(shard_dir, info)

@@ -12,6 +12,13 @@ import pytest
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory) -> None:
+    """Converted pretrained models go to a folder of this test session, not the user's cache."""
+    if "ORPHEUS_CACHE" not in os.environ:
+        os.environ["ORPHEUS_CACHE"] = str(tmp_path_factory.mktemp("orpheus_cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_audio_dir() -> Path:
     """The folder of real music clips beside the checkout, or skip when it is absent."""
