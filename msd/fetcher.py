@@ -29,7 +29,7 @@ import pandas as pd
 
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import DataFormatError
-from orpheus.files import atomic_path, check_output, require_dir
+from orpheus.files import atomic_path, check_output, partial_path, read_partial, require_dir
 from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
@@ -91,30 +91,6 @@ def read_header(path: str) -> tuple[int, int | None, int | None, float | None]:
     return size, None, None, None
 
 
-def partial_path(output: str | Path) -> Path:
-    """`fetcher.csv` -> `.fetcher.csv.partial.jsonl`: headers read by an unfinished run, one JSON line per file."""
-    output = Path(output)
-    return output.with_name(f".{output.name}.partial.jsonl")
-
-
-def read_checkpoint(path: Path | None) -> dict[str, list]:
-    """rel_path -> [file_size, channels, sample_rate, clip_length] logged by an interrupted run.
-
-    A torn last line (the run was killed while writing) is ignored.
-    """
-    done: dict[str, list] = {}
-    if path is None or not path.is_file():
-        return done
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rel_path, header = json.loads(line)
-            except (ValueError, TypeError):
-                continue
-            done[rel_path] = header
-    return done
-
-
 def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False, checkpoint: Path | None = None) -> pd.DataFrame:
     """Scan `root_dir` and return the fetcher table (columns `COLUMNS`, one row per clip, sorted by path).
 
@@ -124,7 +100,7 @@ def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False, checkpoint
     root = require_dir(root_dir, "audio root")
     rel_paths = find_clips(root)
     ids = [seven_digital_id(p) for p in rel_paths]
-    done = read_checkpoint(checkpoint)
+    done = read_partial(checkpoint)
     headers: dict[str, tuple] = {}
     for rel in rel_paths:
         logged = done.get(rel)

@@ -48,7 +48,7 @@ import pandas as pd
 from orpheus.audio import load_audio
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import DataFormatError, MissingInputError
-from orpheus.files import atomic_path, check_output, require_dir, require_file
+from orpheus.files import atomic_path, check_output, partial_path, read_partial, require_dir, require_file
 from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
@@ -160,27 +160,9 @@ def dropped_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.dropped.csv")
 
 
-def partial_path(output: str | Path) -> Path:
-    """`ultimate.csv` -> `.ultimate.csv.partial.jsonl`: analyses of an unfinished run, one JSON line per track."""
-    output = Path(output)
-    return output.with_name(f".{output.name}.partial.jsonl")
-
-
 def read_checkpoint(path: Path, file_paths: pd.Series) -> list[dict | str | None]:
-    """Results an interrupted run already computed for `file_paths` (None where there is none).
-
-    A torn last line (the run was killed while writing) is ignored.
-    """
-    if not path.is_file():
-        return [None] * len(file_paths)
-    done: dict[str, dict | str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                file_path, result = json.loads(line)
-            except (ValueError, TypeError):
-                continue
-            done[file_path] = result
+    """Results an interrupted run already computed for `file_paths` (None where there is none)."""
+    done = read_partial(path)
     if done:
         log.info("silence: resuming %d analyses from %s", len(done), path)
     return [done.get(p) for p in file_paths]

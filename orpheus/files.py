@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from orpheus.errors import MissingInputError, OutputExistsError
 
@@ -67,6 +67,34 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def partial_path(output: str | os.PathLike) -> Path:
+    """`out.csv` -> `.out.csv.partial.jsonl`: the progress log of an unfinished run that writes `out.csv`.
+
+    Per-track results are appended to it as `[key, value]` JSON lines while the run goes, so a rerun
+    after a kill resumes from them; the run deletes it once the output is written.
+    """
+    output = Path(output)
+    return output.with_name(f".{output.name}.partial.jsonl")
+
+
+def read_partial(path: str | os.PathLike | None) -> dict[str, Any]:
+    """key -> value of the `[key, value]` lines of a progress log; {} when there is none.
+
+    A torn last line (the run was killed while writing it) is ignored.
+    """
+    done: dict[str, Any] = {}
+    if path is None or not Path(path).is_file():
+        return done
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                key, value = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            done[key] = value
+    return done
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -2,7 +2,7 @@ import pytest
 
 from orpheus import cli
 from orpheus.errors import DataFormatError, OutputExistsError
-from orpheus.files import atomic_path, check_output, write_csv_atomic
+from orpheus.files import atomic_path, check_output, partial_path, read_partial, write_csv_atomic
 from orpheus.parallel import batched, parallel_map
 
 
@@ -65,3 +65,11 @@ def test_run_main_turns_errors_into_one_line(capsys):
     assert cli.run_main(parser, [], fail) == 1
     err = capsys.readouterr().err
     assert err == "prog: error: x.h5: wrong layout; use the MSD summary file\n"
+
+
+def test_partial_log_ignores_a_torn_last_line(tmp_path):
+    log = partial_path(tmp_path / "out.csv")
+    assert log.name == ".out.csv.partial.jsonl"
+    assert read_partial(log) == {}
+    log.write_text('["a.mp3", [1, 2]]\n["b.mp3", {"x": 1}]\n["c.mp3", [3')
+    assert read_partial(log) == {"a.mp3": [1, 2], "b.mp3": {"x": 1}}
