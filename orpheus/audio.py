@@ -16,6 +16,7 @@ All spectral outputs are time-major: float32 [n_frames, n_bins], n_frames = 1 + 
 from __future__ import annotations
 
 import functools
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -393,6 +394,40 @@ def features(audio: np.ndarray, sample_rate: int, *, format: str, n_mels: int | 
     if format == "mfcc":
         return mfcc(audio, sample_rate, 20 if n_mfcc is None else n_mfcc, n_mels, n_fft, hop_length)
     raise ConfigError(f"unknown feature format {format!r}; expected waveform, log-mel-spectrogram or mfcc")
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """The arguments of `features` as one picklable value (what worker processes receive).
+
+    hop: samples per time step of the features (1 for waveform, hop_length for spectral formats).
+    context: samples on each side of a frame that its value depends on (n_fft for spectral formats).
+    """
+    format: str
+    sample_rate: int
+    n_mels: int | None
+    n_fft: int | None
+    hop_length: int | None
+    preset: str | None
+    n_mfcc: int | None
+
+    @classmethod
+    def from_settings(cls, settings: object) -> "FeatureSettings":
+        """The feature settings of any object with these attributes (a RunInfo, a DatasetInfo)."""
+        return cls(*(getattr(settings, f.name) for f in dataclasses.fields(cls)))
+
+    @property
+    def hop(self) -> int:
+        return 1 if self.format == "waveform" else int(self.hop_length)
+
+    @property
+    def context(self) -> int:
+        return 0 if self.format == "waveform" else int(self.n_fft or 2048)
+
+    def compute(self, samples: np.ndarray) -> np.ndarray:
+        """float32 [n_samples] at `sample_rate` -> features, float32 [n_frames, n_bins] or [n_samples]."""
+        return features(samples, self.sample_rate, format=self.format, n_mels=self.n_mels, n_fft=self.n_fft,
+                        hop_length=self.hop_length, preset=self.preset, n_mfcc=self.n_mfcc)
 
 
 def _first_line(err: Exception) -> str:

@@ -21,17 +21,15 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
 from orpheus import audio as audio_io
+from orpheus.audio import FeatureSettings
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OrpheusError
-
-if TYPE_CHECKING:  # TensorFlow stays out of the worker processes
-    from orpheus.rundir import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -61,41 +59,6 @@ def list_audio_files(path: str | Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------- features (worker side: numpy only)
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """Picklable feature settings of a run (`RunInfo` without the TensorFlow import).
-
-    hop: samples per time step of the model input (1 for waveform, hop_length for spectral formats).
-    context: samples on each side of a frame that its value depends on (n_fft for spectral formats).
-    """
-    format: str
-    sample_rate: int
-    n_mels: int | None
-    n_fft: int | None
-    hop_length: int | None
-    preset: str | None
-    n_mfcc: int | None
-
-    @classmethod
-    def from_run(cls, info: "RunInfo") -> "FeatureSettings":
-        return cls(info.format, info.sample_rate, info.n_mels, info.n_fft, info.hop_length, info.preset,
-                   info.n_mfcc)
-
-    @property
-    def hop(self) -> int:
-        return 1 if self.format == "waveform" else int(self.hop_length)
-
-    @property
-    def context(self) -> int:
-        return 0 if self.format == "waveform" else int(self.n_fft or 2048)
-
-    def compute(self, samples: np.ndarray) -> np.ndarray:
-        """float32 [n_samples] at `sample_rate` -> the model's features, float32 [n_steps(, n_bins)]."""
-        return audio_io.features(samples, self.sample_rate, format=self.format, n_mels=self.n_mels,
-                                 n_fft=self.n_fft, hop_length=self.hop_length, preset=self.preset,
-                                 n_mfcc=self.n_mfcc)
-
 
 @dataclass
 class Decoded:
@@ -272,7 +235,7 @@ class Tagger:
         if batch_size <= 0:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         self.info = read_run_info(run_dir)
-        self.settings = FeatureSettings.from_run(self.info)
+        self.settings = FeatureSettings.from_settings(self.info)
         fps = self.info.frames_per_second
         self.window_frames = self.info.window_frames if window_s is None else int(round(window_s * fps))
         self.hop_frames = self.window_frames if hop_s is None else int(round(hop_s * fps))

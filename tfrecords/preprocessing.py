@@ -97,15 +97,8 @@ class Track:
 
 
 @dataclass(frozen=True)
-class FeatureSettings:
-    """What is computed per track (the `orpheus.audio.features` arguments + storage + length floor)."""
-    format: str
-    sample_rate: int
-    n_mels: int | None
-    n_fft: int | None
-    hop_length: int | None
-    preset: str | None
-    n_mfcc: int | None
+class FeatureSettings(audio.FeatureSettings):
+    """What is computed per track: the `orpheus.audio.features` arguments + storage + length floor."""
     storage: str
     min_length_s: float
 
@@ -311,8 +304,7 @@ def extract(job: tuple[Track, FeatureSettings]) -> tuple[np.ndarray | None, str]
     length_s = samples.shape[0] / rate
     if length_s < settings.min_length_s:
         return None, f"too short: {length_s:.2f} s < {settings.min_length_s:g} s"
-    values = audio.features(samples, rate, format=settings.format, n_mels=settings.n_mels, n_fft=settings.n_fft,
-                            hop_length=settings.hop_length, preset=settings.preset, n_mfcc=settings.n_mfcc)
+    values = settings.compute(samples)
     # float16 conversion here halves what travels back from the worker; the spec stores the same bytes.
     return (values.astype(np.float16) if settings.storage == "float16" else values), ""
 
