@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from msd.drop_report import dropped_path, format_drop_summary
 from orpheus.audio import load_audio
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import DataFormatError, MissingInputError
@@ -154,12 +155,6 @@ class Filters:
     max_silence_s: float | None = None       # keep max_silence_length <= max_silence_s
 
 
-def dropped_path(output: str | Path) -> Path:
-    """`ultimate.csv` -> `ultimate.dropped.csv` (beside the output)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.dropped.csv")
-
-
 def read_checkpoint(path: Path, file_paths: pd.Series) -> list[dict | str | None]:
     """Results an interrupted run already computed for `file_paths` (None where there is none)."""
     done = read_partial(path)
@@ -255,10 +250,7 @@ def run(input_csv: str | Path, output: str | Path, *, root_dir: str | Path, filt
 def format_summary(kept: pd.DataFrame, dropped: pd.DataFrame, output: str | Path) -> str:
     """The printed per-reason summary (decode failures grouped)."""
     reasons = dropped["reason"].str.split(":").str[0].value_counts() if len(dropped) else pd.Series(dtype=int)
-    lines = [f"silence: {len(kept) + len(dropped)} tracks in, {len(kept)} kept -> {output}"]
-    lines += [f"  dropped {int(n):>8d}  {name}" for name, n in sorted(reasons.items())]
-    lines.append(f"  dropped rows and reasons -> {dropped_path(output)}")
-    return "\n".join(lines)
+    return format_drop_summary("silence", len(kept), sorted(reasons.items()), output)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from msd.drop_report import dropped_path, format_drop_summary
 from msd.fetcher import COLUMNS as FETCHER_COLUMNS
 from msd.lastfm import LastFm
 from orpheus.cli import add_common_args, make_parser, run_main
@@ -58,12 +59,6 @@ REASONS = ("zero_size", "unreadable", "repeated_7digitalid", "no_summary", "ambi
            "mismatched", "untagged", "duplicate")
 MISMATCH_LINE = re.compile(r"^ERROR: <(SO[A-Z0-9]{16}) (TR[A-Z0-9]{16})>")
 TRACK_ID = re.compile(r"^TR[A-Z0-9]{16}$")
-
-
-def dropped_path(output: str | Path) -> Path:
-    """`wrangle.csv` -> `wrangle.dropped.csv` (beside the output)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.dropped.csv")
 
 
 # ---- readers ----
@@ -282,11 +277,7 @@ def run(fetcher_csv: str | Path, output: str | Path, *, path_h5: str | Path, pat
 
 def format_summary(result: WrangleResult, output: str | Path) -> str:
     """The printed per-rule summary."""
-    total = len(result.kept) + len(result.dropped)
-    lines = [f"wrangle: {total} tracks in, {len(result.kept)} kept -> {output}"]
-    lines += [f"  dropped {count:>8d}  {name}" for name, count in result.counts.items()]
-    lines.append(f"  dropped rows and reasons -> {dropped_path(output)}")
-    return "\n".join(lines)
+    return format_drop_summary("wrangle", len(result.kept), result.counts.items(), output)
 
 
 def build_parser() -> argparse.ArgumentParser:
