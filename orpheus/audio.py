@@ -50,6 +50,8 @@ def decode(path: str | Path, *, offset_s: float = 0.0, duration_s: float | None 
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{path}: audio file not found; check the path")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(f"{path}: empty file (0 bytes); re-download or remove it")
     try:
         with sf.SoundFile(str(path)) as f:
             sample_rate = f.samplerate
@@ -59,8 +61,10 @@ def decode(path: str | Path, *, offset_s: float = 0.0, duration_s: float | None 
             frames = -1 if duration_s is None else int(round(duration_s * sample_rate))
             audio = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise AudioDecodeError(f"{path}: cannot decode audio ({_first_line(err)}); the file is empty, corrupt "
-                               "or not audio: re-download or remove it") from err
+        # libsndfile says "does not exist or is not a regular file" for any file it cannot recognise
+        detail = "not a recognised audio format" if "does not exist" in str(err) else _first_line(err)
+        raise AudioDecodeError(f"{path}: cannot decode audio ({detail}); the file is corrupt or not audio: "
+                               "re-download or remove it") from err
     if audio.shape[0] == 0:
         raise AudioDecodeError(f"{path}: no audio samples; the file is empty or truncated: re-download or remove it")
     return audio, sample_rate
@@ -148,8 +152,10 @@ def stream_mono(path: str | Path, sample_rate: int | None = None, block_s: float
                     return
                 yield mono
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise AudioDecodeError(f"{path}: cannot decode audio ({_first_line(err)}); the file is empty, corrupt "
-                               "or not audio: re-download or remove it") from err
+        # libsndfile says "does not exist or is not a regular file" for any file it cannot recognise
+        detail = "not a recognised audio format" if "does not exist" in str(err) else _first_line(err)
+        raise AudioDecodeError(f"{path}: cannot decode audio ({detail}); the file is corrupt or not audio: "
+                               "re-download or remove it") from err
 
 
 # ---------------------------------------------------------------------------------------------
