@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -58,8 +59,17 @@ def test_summary_prints_undefined_metrics_as_na(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_small_demo_runs_end_to_end(tmp_path):
-    summary = demo.run(tmp_path / "w", tracks=60, seed=0, loop="custom", epochs=2, jobs=2, pretrained=False,
-                       quiet=True)
-    assert summary["test_tracks"] > 0 and summary["test_macro_roc_auc"] is not None
-    assert (tmp_path / "w" / "report" / "metrics.json").is_file()
+def test_miniature_msd_trains_clearly_above_chance(tmp_path):
+    """Generate -> clean -> shards -> a short CPU training -> test, as the demo runs it (about 4 minutes).
+
+    The score asserted is the test split's, over every window of each track. Validation during training
+    scores one centred window per track, and at this corpus size the artist-separated validation split
+    holds about 10 tracks, too few for its ROC-AUC to mean much (the 300-track demo's reaches 0.83).
+    The pipeline is deterministic for a seed, so this check does not flake.
+    """
+    work = tmp_path / "w"
+    summary = demo.run(work, tracks=160, seed=0, loop="custom", epochs=8, jobs=2, pretrained=False, quiet=True)
+    with open(work / "runs" / "demo" / "history.csv", encoding="utf-8") as f:
+        last_epoch = list(csv.DictReader(f))[-1]
+    assert float(last_epoch["roc_auc"]) > 0.75            # learned the training split
+    assert summary["test_tracks"] > 0 and summary["test_macro_roc_auc"] > 0.75
