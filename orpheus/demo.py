@@ -170,7 +170,8 @@ def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: 
 
 
 def child_env() -> dict[str, str]:
-    """The environment of the stage commands: TensorFlow's C++ start-up chatter silenced."""
+    """The environment of the stage commands: TensorFlow's C++ info and warning logs silenced
+    (a few start-up lines that TensorFlow prints before reading this setting still appear)."""
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
 
 

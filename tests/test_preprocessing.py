@@ -394,7 +394,7 @@ def test_pool_batches_bound_memory():
     for fmt in ("waveform", "log-mel-spectrogram", "mfcc"):
         for jobs in (1, 2, 16):
             n = pp.tracks_in_flight(settings(fmt), jobs)
-            assert jobs * 4 <= n <= jobs * pp.TRACKS_PER_BATCH_PER_JOB
+            assert jobs * 4 <= n <= jobs * pp.TRACKS_IN_FLIGHT_PER_JOB
     # one minute of 16 kHz float32 waveform is 3.84 MB: 16 jobs may not hold 16 x 128 of them
-    assert pp.tracks_in_flight(settings("waveform"), 16) * 3.84e6 <= pp.BATCH_MEMORY_BYTES * 1.01
+    assert pp.tracks_in_flight(settings("waveform"), 16) * 3.84e6 <= pp.IN_FLIGHT_MEMORY_BYTES * 1.01
     assert pp.tracks_in_flight(settings("waveform", "float16"), 16) > pp.tracks_in_flight(settings("waveform"), 16)

@@ -71,10 +71,10 @@ log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "valid", "test")  # == orpheus.spec.SPLITS, checked in `run`
 PROGRESS_DIR = "progress"
 SKIPPED_CSV = "skipped.csv"
-# Tracks handed to one process pool at a time: bounds the features held in memory when the writer
-# (the main process) is slower than the workers, while keeping pool start-ups rare.
-TRACKS_PER_BATCH_PER_JOB = 128
-BATCH_MEMORY_BYTES = 1 << 30
+# Tracks whose features the workers may compute ahead of the writer (the main process), in one
+# process pool for the whole run: bounds the features held in memory when the writer is slower.
+TRACKS_IN_FLIGHT_PER_JOB = 128
+IN_FLIGHT_MEMORY_BYTES = 1 << 30
 ESTIMATE_TRACK_S = 60.0  # MSD previews are 30 s; allow for longer tracks
 
 
@@ -446,14 +446,14 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
 
 
 def tracks_in_flight(settings: FeatureSettings, jobs: int) -> int:
-    """Tracks whose features may be computed ahead of the writer: `TRACKS_PER_BATCH_PER_JOB` per job,
+    """Tracks whose features may be computed ahead of the writer: `TRACKS_IN_FLIGHT_PER_JOB` per job,
     fewer when their features (estimated for `ESTIMATE_TRACK_S`-second tracks) would exceed
-    `BATCH_MEMORY_BYTES`."""
+    `IN_FLIGHT_MEMORY_BYTES`."""
     values_per_s = settings.sample_rate if settings.format == "waveform" else (
         settings.sample_rate / settings.hop_length * (settings.n_mfcc or settings.n_mels))
     track_bytes = values_per_s * ESTIMATE_TRACK_S * (2 if settings.storage == "float16" else 4)
-    by_memory = int(BATCH_MEMORY_BYTES // max(track_bytes, 1))
-    return max(max(1, jobs) * 4, min(max(1, jobs) * TRACKS_PER_BATCH_PER_JOB, by_memory))
+    by_memory = int(IN_FLIGHT_MEMORY_BYTES // max(track_bytes, 1))
+    return max(max(1, jobs) * 4, min(max(1, jobs) * TRACKS_IN_FLIGHT_PER_JOB, by_memory))
 
 
 def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | Path, root_dir: str | Path,
