@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 
-from orpheus.errors import MissingInputError, OutputExistsError
+from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
+
+T = TypeVar("T")
 
 
 def require_file(path: str | os.PathLike, what: str) -> Path:
@@ -106,6 +109,29 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     """Write `obj` as indented, key-sorted JSON to `path` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json_record(path: str | os.PathLike, cls: type[T], *, what: str, tuple_keys: Sequence[str],
+                     missing: str, malformed: str) -> T:
+    """Read the JSON object at `path` into the dataclass `cls`; its lists at `tuple_keys` become tuples.
+
+    A missing file raises `MissingInputError` ("{path}: not found; {missing}"); bad JSON, an unknown or
+    missing key or a wrong value raise `DataFormatError` ("{path}: malformed {what} ({why}); {malformed}").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: not found; {missing}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}")
+        for key in tuple_keys:
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
+    except (ValueError, TypeError, KeyError) as err:
+        raise DataFormatError(f"{path}: malformed {what} ({err}); {malformed}") from err
 
 
 def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> None:

@@ -16,13 +16,12 @@ models are treated alike.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orpheus.errors import DataFormatError, MissingInputError
-from orpheus.files import write_json_atomic
+from orpheus.errors import DataFormatError
+from orpheus.files import read_json_record, write_json_atomic
 from orpheus.spec import FORMATS, DatasetInfo
 
 RUN_INFO = "run.json"
@@ -95,16 +94,11 @@ def write_run_info(run_dir: str | Path, info: RunInfo) -> Path:
 def read_run_info(run_dir: str | Path) -> RunInfo:
     """Read `run_dir/run.json` with a clear error when missing or malformed."""
     path = Path(run_dir) / RUN_INFO
-    if not path.is_file():
-        raise MissingInputError(f"{path}: not found; --run-dir must be a folder written by "
-                                "orpheus/training.py (or a converted pretrained model)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("tags", "feature_mean", "feature_std"):
-            raw[key] = tuple(raw.get(key, ()))
-        info = RunInfo(**raw)
-    except (ValueError, TypeError) as err:
-        raise DataFormatError(f"{path}: malformed run description ({err}); retrain or reconvert") from err
+    info = read_json_record(path, RunInfo, what="run description",
+                            tuple_keys=("tags", "feature_mean", "feature_std"),
+                            missing="--run-dir must be a folder written by orpheus/training.py "
+                                    "(or a converted pretrained model)",
+                            malformed="retrain or reconvert")
     if info.format not in FORMATS or info.normalise not in NORMALISATIONS:
         raise DataFormatError(f"{path}: unknown format {info.format!r} or normalisation {info.normalise!r}")
     return info

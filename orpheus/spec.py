@@ -16,7 +16,6 @@ Every example holds:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -24,8 +23,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from orpheus.errors import DataFormatError, MissingInputError
-from orpheus.files import write_json_atomic
+from orpheus.errors import DataFormatError
+from orpheus.files import read_json_record, write_json_atomic
 
 FORMATS = ("waveform", "log-mel-spectrogram", "mfcc")
 SPLITS = ("train", "valid", "test")
@@ -232,19 +231,9 @@ def write_dataset_info(shard_dir: str | Path, info: DatasetInfo) -> Path:
 def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
     """Read `shard_dir/dataset.json`, with a clear error when missing or malformed."""
     path = Path(shard_dir) / DATASET_INFO
-    if not path.is_file():
-        raise MissingInputError(f"{path}: not found; point --tfrecords-dir at a folder written by "
-                                "tfrecords/preprocessing.py")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        known = {f.name for f in dataclasses.fields(DatasetInfo)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown keys {unknown}")
-        raw["tags"] = tuple(raw["tags"])
-        info = DatasetInfo(**raw)
-    except (ValueError, TypeError, KeyError) as err:
-        raise DataFormatError(f"{path}: malformed dataset description ({err}); rerun preprocessing") from err
+    info = read_json_record(path, DatasetInfo, what="dataset description", tuple_keys=("tags",),
+                            missing="point --tfrecords-dir at a folder written by tfrecords/preprocessing.py",
+                            malformed="rerun preprocessing")
     if info.format not in FORMATS:
         raise DataFormatError(f"{path}: unknown format {info.format!r}; rerun preprocessing")
     return info

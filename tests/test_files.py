@@ -73,3 +73,30 @@ def test_partial_log_ignores_a_torn_last_line(tmp_path):
     assert read_partial(log) == {}
     log.write_text('["a.mp3", [1, 2]]\n["b.mp3", {"x": 1}]\n["c.mp3", [3')
     assert read_partial(log) == {"a.mp3": [1, 2], "b.mp3": {"x": 1}}
+
+
+def test_read_json_record(tmp_path):
+    import dataclasses
+
+    from orpheus.errors import MissingInputError
+    from orpheus.files import read_json_record
+
+    @dataclasses.dataclass(frozen=True)
+    class Record:
+        name: str
+        tags: tuple[str, ...] = ()
+
+    def read(path):
+        return read_json_record(path, Record, what="record", tuple_keys=("tags",), missing="make it",
+                                malformed="rewrite it")
+
+    path = tmp_path / "r.json"
+    with pytest.raises(MissingInputError, match="r.json: not found; make it"):
+        read(path)
+    path.write_text('{"name": "a", "tags": ["x", "y"]}')
+    assert read(path) == Record("a", ("x", "y"))
+    for text, why in (('{"name": "a", "colour": 1}', "unknown keys"), ("{not json", "Expecting"),
+                      ('{"tags": []}', "name")):
+        path.write_text(text)
+        with pytest.raises(DataFormatError, match=f"r.json: malformed record .*{why}.*; rewrite it"):
+            read(path)
