@@ -24,7 +24,7 @@ system-packages:
 setup: system-packages $(VENV)/.installed
 
 demo: setup
-	$(PY) -m orpheus.demo $(DEMO_ARGS)
+	$(PY) -m msd.demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

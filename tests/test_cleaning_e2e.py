@@ -103,7 +103,7 @@ HEALTHY = ("", "no_clean_tag")  # faults that survive cleaning
 @pytest.fixture(scope="session")
 def synthetic_world(tmp_path_factory):
     """A 40-track world from `msd.synthetic` (the smallest with every fault) and the four commands' outputs."""
-    synthetic = pytest.importorskip("msd.synthetic")
+    synthetic = pytest.importorskip("msd.miniature.synthetic_msd")
     root = tmp_path_factory.mktemp("synthetic_msd")
     msd = synthetic.generate(root / "msd", 40, seed=3, duration_s=16, jobs=2, quiet=True)
     out = root / "out"
@@ -143,7 +143,7 @@ def test_synthetic_world_survivors(synthetic_world):
 @pytest.mark.slow
 def test_synthetic_world_clean_tags(synthetic_world):
     msd, out, truth = synthetic_world
-    synthetic = pytest.importorskip("msd.synthetic")
+    synthetic = pytest.importorskip("msd.miniature.synthetic_msd")
     with LastFm(out / "clean_lastfm.db") as clean:
         vocabulary = set(clean.vocabulary())
         assert vocabulary <= set(synthetic.RAW_TAG_VARIANTS)  # no junk tag survives

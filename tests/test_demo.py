@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from orpheus import demo
+from msd.miniature import demo
 
 
 @pytest.mark.parametrize("dataset", sorted(demo.CORPORA))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from msd import fma
+from msd.converters import fma
 from orpheus.errors import DataFormatError, MissingInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_cli_runs_as_file(fma_dirs, tmp_path: Path) -> None:
 
 import hashlib  # noqa: E402
 
-from msd import music_synth, synthetic_fma  # noqa: E402
+from msd.miniature import music_synth, synthetic_fma  # noqa: E402
 
 REASON_OF_FAULT = {"empty": "empty file (0 bytes)", "corrupt": "corrupt audio", "missing": "audio missing"}
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from msd import mtt
+from msd.converters import mtt
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_data_files_are_consistent() -> None:
 # ----------------------------------------------------------------------------------------------
 # The miniature generator.
 
-from msd import music_synth, synthetic_mtt  # noqa: E402
+from msd.miniature import music_synth, synthetic_mtt  # noqa: E402
 
 REASON_OF_FAULT = {"empty": "empty file (0 bytes)", "corrupt": "corrupt audio", "missing": "audio missing",
                    "known-bad": "known-bad clip"}

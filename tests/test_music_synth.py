@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from msd import music_synth
+from msd.miniature import music_synth
 
 SAMPLE_RATE = 16000
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from msd import music_synth, synthetic
+from msd.miniature import music_synth
+from msd.miniature import synthetic_msd as synthetic
 
 N_TRACKS = 40
 DURATION_S = 10.0  # the shortest allowed: keeps the test fast

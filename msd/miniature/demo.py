@@ -1,6 +1,6 @@
 """The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
 
-    python -m orpheus.demo [--dataset msd|mtt|fma] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+    python -m msd.demo [--dataset msd|mtt|fma] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
 
 Every stage runs for real, as the same command a user would type (so the demo also checks the
 documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
@@ -36,7 +36,7 @@ from orpheus.errors import OrpheusError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.json"
 PRETRAINED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 N_PREDICT_TRACKS = 4
@@ -125,7 +125,7 @@ def mtt_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
     """A miniature MagnaTagATune, synonyms merged, with the standard split by folder."""
     stages = [
         Stage("generate a miniature MagnaTagATune", module_command(
-            "msd.synthetic_mtt", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs),
+            "msd.miniature.synthetic_mtt", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs),
             p.raw / "synthetic_manifest.json"),
         Stage("msd.mtt: clean tags, merge synonyms, split by folder", module_command(
             "msd.mtt", p.clean, "--root-dir", p.raw, "--merge-synonyms", "--top", "50", "--discard-no-tag",
@@ -139,7 +139,7 @@ def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
     """A miniature FMA, all genres of each track as its tags, with the official split."""
     stages = [
         Stage("generate a miniature FMA", module_command(
-            "msd.synthetic_fma", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
+            "msd.miniature.synthetic_fma", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
             p.raw / "synthetic_manifest.json"),
         Stage("msd.fma: genres as tags, official split", module_command(
             "msd.fma", p.clean, "--metadata-dir", p.raw / "fma_metadata", "--root-dir", p.raw / "fma_large",
@@ -314,13 +314,13 @@ def print_summary(p: DemoPaths, summary: dict) -> None:
 
 def build_parser():
     parser = cli.make_parser(
-        "python -m orpheus.demo",
+        "python -m msd.demo",
         "Run every Orpheus stage on a built-in synthetic MSD: generate, clean, preprocess, train, evaluate, tag.",
         "examples:\n"
-        "  python -m orpheus.demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
-        "  python -m orpheus.demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
-        "  python -m orpheus.demo --no-pretrained      # skip the musicnn comparison\n"
-        "  python -m orpheus.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead")
+        "  python -m msd.demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
+        "  python -m msd.demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
+        "  python -m msd.demo --no-pretrained      # skip the musicnn comparison\n"
+        "  python -m msd.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead")
     parser.add_argument("--dataset", choices=sorted(CORPORA), default="msd",
                         help="which dataset's formats the generated corpus takes")
     parser.add_argument("--workdir", type=Path, default=Path("demo_work"), help="folder for every output")

@@ -28,7 +28,7 @@ import os
 import sys
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
@@ -41,7 +41,7 @@ from typing import Mapping, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from msd.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT,  # noqa: E402
+from msd.converters.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT,  # noqa: E402
                      MTT_TAGS_TXT, read_list_txt)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError  # noqa: E402
@@ -213,7 +213,7 @@ def render_to_mp3(job: tuple[str, list[str], int, float, int, int]) -> str:
     Returns:
         The path written (an existing file is kept: reruns resume).
     """
-    from msd.music_synth import render_track  # the synthesiser is only needed when audio is written
+    from msd.miniature.music_synth import render_track  # the synthesiser is only needed when audio is written
 
     path, recipes, seed, duration_s, sample_rate, channels = job
     if Path(path).is_file():
@@ -257,7 +257,7 @@ def generate(out_dir: str | Path, *, n_clips: int = 64, seed: int = 0, duration_
     Returns:
         The manifest: str(clip_id) -> {"mp3_path", "tags", "recipes", "fault", "artist", "folder"}.
     """
-    from msd.music_synth import TAG_RECIPES
+    from msd.miniature.music_synth import TAG_RECIPES
 
     out_dir = Path(out_dir)
     check_output(out_dir / ANNOTATIONS, overwrite)  # written last: present only when a run finished
@@ -309,12 +309,12 @@ def generate(out_dir: str | Path, *, n_clips: int = 64, seed: int = 0, duration_
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.synthetic_mtt",
+        "python -m msd.miniature.synthetic_mtt",
         "Write a miniature MagnaTagATune (annotations_final.csv, clip_info_final.csv, audio folders 0..f of "
         "mono 16 kHz mp3s rendered from the tags) with the real release's faults.",
         "examples:\n"
-        "  python -m msd.synthetic_mtt mini_mtt --clips 64 --seed 0\n"
-        "  python -m msd.synthetic_mtt mini_mtt_short --clips 32 --duration-s 5 --jobs 2\n"
+        "  python -m msd.miniature.synthetic_mtt mini_mtt --clips 64 --seed 0\n"
+        "  python -m msd.miniature.synthetic_mtt mini_mtt_short --clips 32 --duration-s 5 --jobs 2\n"
         "  python -m msd.mtt mini_clean --root-dir mini_mtt --merge-synonyms --top 50")
     parser.add_argument("out_dir", help="output folder (the MTT root)")
     parser.add_argument("--clips", type=int, default=64, help="number of clips (at least 16)")

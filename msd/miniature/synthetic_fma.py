@@ -28,7 +28,7 @@ import os
 import sys
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
@@ -39,8 +39,8 @@ from typing import Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from msd.fma import GENRES_CSV, TRACKS_CSV, audio_path  # noqa: E402
-from msd.synthetic_mtt import clip_seed, render_to_mp3, write_fault  # noqa: E402
+from msd.converters.fma import GENRES_CSV, TRACKS_CSV, audio_path  # noqa: E402
+from msd.miniature.synthetic_mtt import clip_seed, render_to_mp3, write_fault  # noqa: E402
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError  # noqa: E402
 from orpheus.files import atomic_path, check_output, write_json_atomic  # noqa: E402
@@ -195,7 +195,7 @@ def generate(out_dir: str | Path, *, n_tracks: int = 64, seed: int = 0, duration
     Returns:
         The manifest: str(track_id) -> {"mp3_path", "genres", "genre_top", "subset", "split", "recipes", "fault"}.
     """
-    from msd.music_synth import TAG_RECIPES
+    from msd.miniature.music_synth import TAG_RECIPES
 
     out_dir = Path(out_dir)
     metadata_dir, audio_dir = out_dir / METADATA_DIR, out_dir / AUDIO_DIR
@@ -249,12 +249,12 @@ def eval_id_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.synthetic_fma",
+        "python -m msd.miniature.synthetic_fma",
         "Write a miniature FMA (fma_metadata/tracks.csv with the real two-level header, genres.csv, and "
         "fma_large/<000>/<000002>.mp3 44.1 kHz stereo previews rendered from the genres) with faults.",
         "examples:\n"
-        "  python -m msd.synthetic_fma mini_fma --tracks 64 --seed 0\n"
-        "  python -m msd.synthetic_fma mini_fma_short --tracks 32 --duration-s 5 --jobs 2\n"
+        "  python -m msd.miniature.synthetic_fma mini_fma --tracks 64 --seed 0\n"
+        "  python -m msd.miniature.synthetic_fma mini_fma_short --tracks 32 --duration-s 5 --jobs 2\n"
         "  python -m msd.fma mini_clean --metadata-dir mini_fma/fma_metadata --root-dir mini_fma/fma_large "
         "--subset medium --tags all")
     parser.add_argument("out_dir", help="output folder (holds fma_metadata/ and fma_large/)")
