@@ -158,9 +158,10 @@ def write_tag_db(path: Path, track_ids: Sequence[str], tags_per_track: Mapping[s
             con.close()
 
 
-def check_outputs(out_dir: Path, overwrite: bool) -> dict[str, Path]:
-    """The output paths in `out_dir`, refusing existing ones unless `overwrite` (before any work)."""
-    return {name: check_output(out_dir / name, overwrite) for name in OUTPUT_NAMES}
+def check_outputs(out_dir: Path, overwrite: bool, extra: Sequence[str] = ()) -> dict[str, Path]:
+    """The output paths in `out_dir` (the four shared ones, then `extra`), refusing existing ones unless
+    `overwrite` (checked before any work)."""
+    return {name: check_output(out_dir / name, overwrite) for name in (*OUTPUT_NAMES, *extra)}
 
 
 def write_dataset_outputs(out_dir: Path, master: pd.DataFrame, tags_per_track: Mapping[str, Sequence[str]],
