@@ -1,7 +1,8 @@
 """Shared command-line plumbing: argument groups, logging setup and the error boundary.
 
 Every command builds an `argparse` parser, then calls `run_main(parser, argv)`, which parses,
-configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1.
+configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1,
+as it does a full disk or a read-only output folder met by any writer (`orpheus.files.output_write_error`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from typing import Callable, Sequence
 
 from orpheus.errors import OrpheusError
+from orpheus.files import output_write_error
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -52,6 +54,15 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     logging.getLogger("tensorflow").propagate = False
 
 
+def _environment_errors() -> tuple[type[BaseException], ...]:
+    """OSError, and TensorFlow's file-writer errors when TensorFlow is loaded (never imported here)."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    if errors is None:
+        return (OSError,)
+    return OSError, errors.ResourceExhaustedError, errors.PermissionDeniedError
+
+
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
              func: Callable[[argparse.Namespace], int | None]) -> int:
     """Parse `argv`, set up logging and call `func(args)`; expected errors become one line and status 1."""
@@ -61,6 +72,12 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         status = func(args)
     except OrpheusError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except _environment_errors() as err:  # a full disk or a read-only folder met by any writer
+        converted = output_write_error(err)
+        if converted is None:
+            raise
+        print(f"{parser.prog}: error: {converted}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
