@@ -26,8 +26,10 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
@@ -36,6 +38,7 @@ import re  # noqa: E402
 import sqlite3  # noqa: E402
 from collections import Counter  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from importlib import resources  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Mapping, Sequence  # noqa: E402
 
@@ -49,7 +52,7 @@ from orpheus.parallel import parallel_map  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-TXT_DIR = Path(__file__).resolve().parents[1] / "txt"
+TXT_DIR = Path(str(resources.files("msd").joinpath("txt")))   # package data (setup.cfg)
 MTT_TAGS_TXT = TXT_DIR / "mtt_tags.txt"
 MTT_SYNONYMS_TXT = TXT_DIR / "mtt_synonyms.txt"
 MTT_KNOWN_BAD_TXT = TXT_DIR / "mtt_known_bad.txt"
