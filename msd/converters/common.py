@@ -22,6 +22,7 @@ import re
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -32,7 +33,7 @@ from orpheus.errors import DataFormatError
 from orpheus.files import atomic_path, check_output, require_file, write_csv_atomic
 from orpheus.parallel import parallel_map
 
-TXT_DIR = Path(__file__).resolve().parents[1] / "txt"
+TXT_DIR = Path(str(resources.files("msd").joinpath("txt")))   # package data (setup.cfg)
 
 MASTER_CSV = "ultimate.csv"
 TAG_DB = "clean_tags.db"
