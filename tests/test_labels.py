@@ -6,6 +6,7 @@ Tiny real audio files (mp3, ogg, wav written with soundfile) and real faults giv
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -260,3 +261,26 @@ def test_real_clips_from_tag_folders(tmp_path: Path) -> None:
             (root / tag / clip.name).symlink_to(clip)
     result = labels.run(tmp_path / "out", from_folders=root, verify="decode", quiet=True)
     assert result["kept"] == len(clips) and result["tags"] == ["game", "odd"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_an_unreadable_tag_folder_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "folders"
+    tone(root / "rock" / "x.mp3", 300)
+    tone(root / "jazz" / "y.mp3", 300)
+    (root / "jazz").chmod(0)
+    try:
+        labels.run(tmp_path / "out", from_folders=root, quiet=True)
+    finally:
+        (root / "jazz").chmod(0o755)
+    assert reasons_of(tmp_path / "out")["jazz"].startswith("folder unreadable")
+
+
+def test_tag_folders_may_be_symlinks_and_unreadable_csv_is_one_line(tmp_path: Path, labelled: Path) -> None:
+    root = tmp_path / "folders"
+    tone(tmp_path / "elsewhere" / "x.mp3", 300)
+    root.mkdir()
+    (root / "rock").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert labels.run(tmp_path / "out", from_folders=root, quiet=True)["kept"] == 1
+    with pytest.raises(MissingInputError, match=r"songs: labels CSV not found"):
+        labels.run(tmp_path / "dir", labels=labelled / "songs", root_dir=labelled, quiet=True)

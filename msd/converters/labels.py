@@ -45,12 +45,13 @@ from typing import Sequence  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, VERIFY_MODES, artist_id_from_name,  # noqa: E402
-                                   check_audio_files, check_outputs, conversion_result, hash_split, rank_tags)
+                                   check_audio_files, check_outputs, conversion_result, hash_split, rank_tags,
+                                   read_text_input)
 from msd.drop_report import dropped_path  # noqa: E402
 from orpheus.audio import AUDIO_EXTENSIONS  # noqa: E402
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import require_dir, require_file, write_csv_atomic  # noqa: E402
+from orpheus.files import require_dir, write_csv_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,8 @@ def read_labels_csv(path: Path) -> list[Track]:
         DataFormatError: naming the file and line for bad encoding, missing columns, a row with the wrong
             number of fields, an unknown split name or a bad path.
     """
-    path = require_file(path, "labels CSV")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise DataFormatError(f"{path}:{line}: not UTF-8 text ({err.reason}); save the CSV as UTF-8") from err
+    path = Path(path)
+    text = read_text_input(path, "labels CSV", encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [name.strip() for name in next(reader, [])]
@@ -143,12 +139,17 @@ def scan_tag_folders(root: Path) -> tuple[list[Track], list[tuple[str, str, str]
     """Tracks from ROOT/<tag>/...: one per path below the tag folders, with every tag it is found under.
 
     Returns:
-        (tracks sorted by track_id, skipped (track_id, mp3_path, reason) for files not in a tag folder or
-        not an audio file)
+        (tracks sorted by track_id, skipped (track_id, mp3_path, reason) for files not in a tag folder,
+        not audio files and unreadable folders)
     """
     by_id: dict[str, Track] = {}
     skipped = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(err: OSError) -> None:  # os.walk would skip such a folder silently
+        rel = Path(err.filename).relative_to(root).as_posix() if err.filename else "."
+        skipped.append((rel, rel, f"folder unreadable ({err.strerror or err})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = Path(dirpath).relative_to(root)
         for name in sorted(f for f in filenames if not f.startswith(".")):
