@@ -212,7 +212,10 @@ def test_refuses_overwrite_and_runs_as_module(labelled: Path, tmp_path: Path) ->
                           "--verify", "decode", "--overwrite", "--jobs", "1", "--quiet"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    assert "kept 4 tracks" in out.stdout and "2 tags, skipped 6" in out.stdout
+    assert out.stdout.startswith("labels.csv: kept 4 tracks") and "2 tags, skipped 6" in out.stdout
+    upper = labelled / "upper.csv"
+    upper.write_text("File,Tags\nsongs/b.ogg,rock\n")  # header names are case-insensitive
+    assert labels.run(tmp_path / "upper", labels=upper, quiet=True)["tags"] == ["rock"]
     assert "examples:" in labels.build_parser().format_help()
 
 

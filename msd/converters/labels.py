@@ -102,7 +102,7 @@ def read_labels_csv(path: Path) -> list[Track]:
     text = read_text_input(path, "labels CSV", encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = [name.strip() for name in next(reader, [])]
+        header = [name.strip().lower() for name in next(reader, [])]  # `File,Tags` works too
     except csv.Error as err:
         raise DataFormatError(f"{path}:1: {err}") from err
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
@@ -234,11 +234,11 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
         labels = Path(labels)
         root = require_dir(root_dir if root_dir is not None else labels.parent, "audio root (--root-dir)")
         tracks, skipped = read_labels_csv(labels), []
-        name = f"labels {labels.name}"
+        name = labels.name
     else:
         root = require_dir(from_folders, "tag folders root (--from-folders)")
         tracks, skipped = scan_tag_folders(root)
-        name = f"tag folders {root.name}"
+        name = f"tag folders in {root}"
     if not tracks and not skipped:
         raise DataFormatError(f"{labels if labels is not None else root}: no tracks found; see "
                               "`python -m msd.labels --help` for the expected layout")
