@@ -219,20 +219,28 @@ def test_refuses_overwrite_and_runs_as_module(labelled: Path, tmp_path: Path) ->
     assert "examples:" in labels.build_parser().format_help()
 
 
-def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
-    from tests.fixtures_datasets import WINDOW_S, shards_from_clean
-    from orpheus import spec
+def _labelled_tones(tmp_path: Path, n: int) -> Path:
+    """n tone clips in two kinds (drone / whistle, every third also loud), with an explicit split column."""
+    from tests.fixtures_datasets import WINDOW_S
 
     root = tmp_path / "music"
     rows = ["file,tags,artist,split"]
     plan = {"low": ("drone", 110.0), "high": ("whistle", 1760.0)}
-    for i in range(6):
+    for i in range(n):
         kind = "low" if i % 2 else "high"
         tone(root / kind / f"{i:02d}.mp3", plan[kind][1] * (1 + 0.01 * i), duration_s=WINDOW_S + 0.5)
         extra = ";loud" if i % 3 == 0 else ""
         rows.append(f"{kind}/{i:02d}.mp3,{plan[kind][0]}{extra},artist {i % 4},{['train', 'valid', 'test'][i % 3]}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     labels.run(tmp_path / "clean", labels=root / "labels.csv", quiet=True)
+    return root
+
+
+def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
+    from tests.fixtures_datasets import shards_from_clean
+    from orpheus import spec
+
+    root = _labelled_tones(tmp_path, 6)
     info = shards_from_clean(tmp_path / "clean", root, tmp_path / "shards")
     assert info["counts"] == {"train": 2, "valid": 2, "test": 2}
     assert sorted(info["tags"]) == ["drone", "loud", "whistle"]
@@ -252,6 +260,17 @@ def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
                 split_of[tid] = split
     assert seen == expected
     assert split_of == {tid: ["train", "valid", "test"][int(tid[-6:-4]) % 3] for tid in expected}
+
+
+@pytest.mark.slow
+def test_end_to_end_labels_shards_train_test(tmp_path: Path) -> None:
+    from tests.fixtures_datasets import shards_from_clean, train_and_test
+
+    root = _labelled_tones(tmp_path, 12)
+    info = shards_from_clean(tmp_path / "clean", root, tmp_path / "shards")
+    metrics = train_and_test(tmp_path / "shards", tmp_path)
+    assert metrics["n_tracks"] == info["counts"]["test"] == 4
+    assert [row["tag"] for row in metrics["per_tag"]] == list(info["tags"])
 
 
 @pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason="the real clips are not beside this checkout")
