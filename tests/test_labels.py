@@ -118,7 +118,8 @@ def test_splits_are_hashed_by_artist_and_an_explicit_split_wins(tmp_path: Path) 
     root = tmp_path / "music"
     rows = ["file,tags,artist,split"]
     for i in range(40):
-        tone(root / f"t{i:02d}.wav", 200 + 10 * i, duration_s=0.1)
+        if i:  # t00.wav is missing: its explicit split still holds for its artist's other rows
+            tone(root / f"t{i:02d}.wav", 200 + 10 * i, duration_s=0.1)
         artist = f"artist {i % 8}"
         split = "validation" if i == 0 else "test" if i == 9 else ""  # artist 0 -> valid; artist 1: rows 1, 17, ...
         rows.append(f"t{i:02d}.wav,tag{i % 3},{artist},{split}")
@@ -128,8 +129,8 @@ def test_splits_are_hashed_by_artist_and_an_explicit_split_wins(tmp_path: Path) 
     first = pd.read_csv(tmp_path / "a" / "split.csv", dtype=str)
     split_of = dict(zip(first["track_id"], first["split"]))
     for k in range(8):  # one split per artist
-        assert len({split_of[f"t{i:02d}.wav"] for i in range(k, 40, 8)}) == 1, k
-    assert split_of["t00.wav"] == "valid" and split_of["t08.wav"] == "valid"  # the artist follows its explicit row
+        assert len({split_of[f"t{i:02d}.wav"] for i in range(k, 40, 8) if i}) == 1, k
+    assert "t00.wav" not in split_of and split_of["t08.wav"] == split_of["t16.wav"] == "valid"
     assert split_of["t09.wav"] == "test" and split_of["t01.wav"] == "test"
     # the hash is stable (a fixed expectation, not just equal across two runs) and independent of the process
     for k in range(2, 8):
@@ -137,7 +138,7 @@ def test_splits_are_hashed_by_artist_and_an_explicit_split_wins(tmp_path: Path) 
         assert split_of[f"t{k:02d}.wav"] == ("train" if fraction < 0.8 else "valid" if fraction < 0.9 else "test")
     second = pd.read_csv(tmp_path / "b" / "split.csv", dtype=str)
     split_b = dict(zip(second["track_id"], second["split"]))
-    assert all(len({split_b[f"t{i:02d}.wav"] for i in range(k, 40, 8)}) == 1 for k in range(8))
+    assert all(len({split_b[f"t{i:02d}.wav"] for i in range(k, 40, 8) if i}) == 1 for k in range(8))
     again = subprocess.run([sys.executable, "-c", "from msd.converters import common; "
                             "print(common.hash_split('artist:artist 5', (50, 25, 25)))"],
                            capture_output=True, text=True, cwd=REPO)

@@ -274,7 +274,9 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
             skipped.append((track.track_id, track.mp3_path,
                             f"no tag on at least {min_count} tracks (--min-count; had {'; '.join(track.tags)})"))
     kept = sorted(still_tagged, key=lambda item: item[0].track_id)
-    splits = assign_splits([track for track, _ in kept], percentages)
+    # all tagged rows, kept or not, so an artist's explicit split holds even if that row's audio is broken
+    split_of = assign_splits(candidates, percentages)
+    splits = {track.track_id: split_of[track.track_id] for track, _ in kept}
 
     records = [{"track_id": t.track_id, "artist_id": artist_id_from_name(t.artist), "mp3_path": t.mp3_path,
                 "file_size": c.file_size, "channels": c.channels, "sample_rate": c.sample_rate,
