@@ -296,3 +296,15 @@ def test_end_to_end_clean_shards_train_test(tmp_path: Path) -> None:
     metrics = train_and_test(tmp_path / "shards", tmp_path)
     assert metrics["n_tracks"] == info["counts"]["test"] > 0
     assert [row["tag"] for row in metrics["per_tag"]] == list(info["tags"])
+
+
+def test_demo_truth_uses_the_converters_tag_names(tmp_path: Path) -> None:
+    from msd.miniature import demo
+
+    p = demo.DemoPaths(tmp_path)
+    p.raw.mkdir(parents=True)
+    manifest = {"track_0000042": {"tags": ["genre---rock", "mood/theme---happy"], "fault": ""}}
+    (p.raw / "synthetic_manifest.json").write_text(__import__("json").dumps(manifest))
+    corpus = demo.CORPORA["jamendo"](p, 12, 0, 1)
+    assert corpus.truth() == {"track_0000042": ["rock", "happy"]}
+    assert [stage.argv[2] for stage in corpus.stages] == ["msd.miniature.synthetic_jamendo", "msd.jamendo"]

@@ -6,6 +6,7 @@ Tiny real audio files (mp3, ogg, wav written with soundfile) and real faults giv
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -117,7 +118,8 @@ def test_splits_are_hashed_by_artist_and_an_explicit_split_wins(tmp_path: Path) 
     root = tmp_path / "music"
     rows = ["file,tags,artist,split"]
     for i in range(40):
-        tone(root / f"t{i:02d}.wav", 200 + 10 * i, duration_s=0.1)
+        if i:  # t00.wav is missing: its explicit split still holds for its artist's other rows
+            tone(root / f"t{i:02d}.wav", 200 + 10 * i, duration_s=0.1)
         artist = f"artist {i % 8}"
         split = "validation" if i == 0 else "test" if i == 9 else ""  # artist 0 -> valid; artist 1: rows 1, 17, ...
         rows.append(f"t{i:02d}.wav,tag{i % 3},{artist},{split}")
@@ -127,8 +129,8 @@ def test_splits_are_hashed_by_artist_and_an_explicit_split_wins(tmp_path: Path) 
     first = pd.read_csv(tmp_path / "a" / "split.csv", dtype=str)
     split_of = dict(zip(first["track_id"], first["split"]))
     for k in range(8):  # one split per artist
-        assert len({split_of[f"t{i:02d}.wav"] for i in range(k, 40, 8)}) == 1, k
-    assert split_of["t00.wav"] == "valid" and split_of["t08.wav"] == "valid"  # the artist follows its explicit row
+        assert len({split_of[f"t{i:02d}.wav"] for i in range(k, 40, 8) if i}) == 1, k
+    assert "t00.wav" not in split_of and split_of["t08.wav"] == split_of["t16.wav"] == "valid"
     assert split_of["t09.wav"] == "test" and split_of["t01.wav"] == "test"
     # the hash is stable (a fixed expectation, not just equal across two runs) and independent of the process
     for k in range(2, 8):
@@ -136,7 +138,7 @@ def test_splits_are_hashed_by_artist_and_an_explicit_split_wins(tmp_path: Path) 
         assert split_of[f"t{k:02d}.wav"] == ("train" if fraction < 0.8 else "valid" if fraction < 0.9 else "test")
     second = pd.read_csv(tmp_path / "b" / "split.csv", dtype=str)
     split_b = dict(zip(second["track_id"], second["split"]))
-    assert all(len({split_b[f"t{i:02d}.wav"] for i in range(k, 40, 8)}) == 1 for k in range(8))
+    assert all(len({split_b[f"t{i:02d}.wav"] for i in range(k, 40, 8) if i}) == 1 for k in range(8))
     again = subprocess.run([sys.executable, "-c", "from msd.converters import common; "
                             "print(common.hash_split('artist:artist 5', (50, 25, 25)))"],
                            capture_output=True, text=True, cwd=REPO)
@@ -211,24 +213,35 @@ def test_refuses_overwrite_and_runs_as_module(labelled: Path, tmp_path: Path) ->
                           "--verify", "decode", "--overwrite", "--jobs", "1", "--quiet"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    assert "kept 4 tracks" in out.stdout and "2 tags, skipped 6" in out.stdout
+    assert out.stdout.startswith("labels.csv: kept 4 tracks") and "2 tags, skipped 6" in out.stdout
+    upper = labelled / "upper.csv"
+    upper.write_text("File,Tags\nsongs/b.ogg,rock\n")  # header names are case-insensitive
+    assert labels.run(tmp_path / "upper", labels=upper, quiet=True)["tags"] == ["rock"]
     assert "examples:" in labels.build_parser().format_help()
 
 
-def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
-    from tests.fixtures_datasets import WINDOW_S, shards_from_clean
-    from orpheus import spec
+def _labelled_tones(tmp_path: Path, n: int) -> Path:
+    """n tone clips in two kinds (drone / whistle, every third also loud), with an explicit split column."""
+    from tests.fixtures_datasets import WINDOW_S
 
     root = tmp_path / "music"
     rows = ["file,tags,artist,split"]
     plan = {"low": ("drone", 110.0), "high": ("whistle", 1760.0)}
-    for i in range(6):
+    for i in range(n):
         kind = "low" if i % 2 else "high"
         tone(root / kind / f"{i:02d}.mp3", plan[kind][1] * (1 + 0.01 * i), duration_s=WINDOW_S + 0.5)
         extra = ";loud" if i % 3 == 0 else ""
         rows.append(f"{kind}/{i:02d}.mp3,{plan[kind][0]}{extra},artist {i % 4},{['train', 'valid', 'test'][i % 3]}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     labels.run(tmp_path / "clean", labels=root / "labels.csv", quiet=True)
+    return root
+
+
+def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
+    from tests.fixtures_datasets import shards_from_clean
+    from orpheus import spec
+
+    root = _labelled_tones(tmp_path, 6)
     info = shards_from_clean(tmp_path / "clean", root, tmp_path / "shards")
     assert info["counts"] == {"train": 2, "valid": 2, "test": 2}
     assert sorted(info["tags"]) == ["drone", "loud", "whistle"]
@@ -250,6 +263,17 @@ def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
     assert split_of == {tid: ["train", "valid", "test"][int(tid[-6:-4]) % 3] for tid in expected}
 
 
+@pytest.mark.slow
+def test_end_to_end_labels_shards_train_test(tmp_path: Path) -> None:
+    from tests.fixtures_datasets import shards_from_clean, train_and_test
+
+    root = _labelled_tones(tmp_path, 12)
+    info = shards_from_clean(tmp_path / "clean", root, tmp_path / "shards")
+    metrics = train_and_test(tmp_path / "shards", tmp_path)
+    assert metrics["n_tracks"] == info["counts"]["test"] == 4
+    assert [row["tag"] for row in metrics["per_tag"]] == list(info["tags"])
+
+
 @pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason="the real clips are not beside this checkout")
 def test_real_clips_from_tag_folders(tmp_path: Path) -> None:
     clips = sorted(SHARED_CLIPS.glob("*.ogg"))[:6]
@@ -260,3 +284,26 @@ def test_real_clips_from_tag_folders(tmp_path: Path) -> None:
             (root / tag / clip.name).symlink_to(clip)
     result = labels.run(tmp_path / "out", from_folders=root, verify="decode", quiet=True)
     assert result["kept"] == len(clips) and result["tags"] == ["game", "odd"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_an_unreadable_tag_folder_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "folders"
+    tone(root / "rock" / "x.mp3", 300)
+    tone(root / "jazz" / "y.mp3", 300)
+    (root / "jazz").chmod(0)
+    try:
+        labels.run(tmp_path / "out", from_folders=root, quiet=True)
+    finally:
+        (root / "jazz").chmod(0o755)
+    assert reasons_of(tmp_path / "out")["jazz"].startswith("folder unreadable")
+
+
+def test_tag_folders_may_be_symlinks_and_unreadable_csv_is_one_line(tmp_path: Path, labelled: Path) -> None:
+    root = tmp_path / "folders"
+    tone(tmp_path / "elsewhere" / "x.mp3", 300)
+    root.mkdir()
+    (root / "rock").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert labels.run(tmp_path / "out", from_folders=root, quiet=True)["kept"] == 1
+    with pytest.raises(MissingInputError, match=r"songs: labels CSV not found"):
+        labels.run(tmp_path / "dir", labels=labelled / "songs", root_dir=labelled, quiet=True)

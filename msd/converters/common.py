@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import soundfile as sf
 
-from orpheus.errors import DataFormatError
+from orpheus.errors import DataFormatError, MissingInputError
 from orpheus.files import atomic_path, check_output, require_file, write_csv_atomic
 from orpheus.parallel import parallel_map
 
@@ -44,6 +44,25 @@ AUDIO_COLUMNS = ("file_size", "channels", "sample_rate", "clip_length")
 SPLITS = ("train", "valid", "test")
 PRESENT_VAL = 100.0
 VERIFY_MODES = ("header", "decode")
+
+
+def read_text_input(path: Path, what: str, *, encoding: str = "utf-8") -> str:
+    """The text of an input file; unreadable or non-`encoding` bytes are one-line errors naming the file (and line).
+
+    Raises:
+        MissingInputError: the file is absent or cannot be read (permissions, a folder, ...).
+        DataFormatError: `path:LINE: not UTF-8 text`, LINE being the line of the first bad byte.
+    """
+    path = require_file(path, what)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise MissingInputError(f"{path}: cannot read the {what} ({err.strerror or err})") from err
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataFormatError(f"{path}:{line}: not UTF-8 text ({err.reason}); save the file as UTF-8") from err
 
 
 def read_list_txt(path: Path) -> list[str]:

@@ -45,10 +45,10 @@ from typing import Sequence  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from msd.converters.common import (AUDIO_COLUMNS, VERIFY_MODES, check_audio_files, check_outputs,  # noqa: E402
-                                   conversion_result, rank_tags)
+                                   conversion_result, rank_tags, read_text_input)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import require_dir, require_file  # noqa: E402
+from orpheus.files import require_dir  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +98,8 @@ def read_tsv(path: Path) -> list[JamendoTrack]:
         DataFormatError: naming the file and line for bad encoding, a wrong header, a short row, a malformed
             id, duration or tag, or a track listed twice.
     """
-    path = require_file(path, "MTG-Jamendo TSV")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise DataFormatError(f"{path}:{line}: not UTF-8 text ({err.reason})") from err
+    path = Path(path)
+    text = read_text_input(path, "MTG-Jamendo TSV")
     lines = text.splitlines()
     header = tuple(lines[0].split("\t")) if lines else ()
     if header[:len(HEADER)] != HEADER:

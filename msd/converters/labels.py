@@ -47,12 +47,13 @@ from typing import Sequence  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, VERIFY_MODES, artist_id_from_name,  # noqa: E402
-                                   check_audio_files, check_outputs, conversion_result, hash_split, rank_tags)
+                                   check_audio_files, check_outputs, conversion_result, hash_split, rank_tags,
+                                   read_text_input)
 from msd.drop_report import dropped_path  # noqa: E402
 from orpheus.audio import AUDIO_EXTENSIONS  # noqa: E402
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import require_dir, require_file, write_csv_atomic  # noqa: E402
+from orpheus.files import require_dir, write_csv_atomic  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,11 @@ def read_labels_csv(path: Path) -> list[Track]:
         DataFormatError: naming the file and line for bad encoding, missing columns, a row with the wrong
             number of fields, an unknown split name or a bad path.
     """
-    path = require_file(path, "labels CSV")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise DataFormatError(f"{path}:{line}: not UTF-8 text ({err.reason}); save the CSV as UTF-8") from err
+    path = Path(path)
+    text = read_text_input(path, "labels CSV", encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = [name.strip() for name in next(reader, [])]
+        header = [name.strip().lower() for name in next(reader, [])]  # `File,Tags` works too
     except csv.Error as err:
         raise DataFormatError(f"{path}:1: {err}") from err
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
@@ -145,12 +141,17 @@ def scan_tag_folders(root: Path) -> tuple[list[Track], list[tuple[str, str, str]
     """Tracks from ROOT/<tag>/...: one per path below the tag folders, with every tag it is found under.
 
     Returns:
-        (tracks sorted by track_id, skipped (track_id, mp3_path, reason) for files not in a tag folder or
-        not an audio file)
+        (tracks sorted by track_id, skipped (track_id, mp3_path, reason) for files not in a tag folder,
+        not audio files and unreadable folders)
     """
     by_id: dict[str, Track] = {}
     skipped = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(err: OSError) -> None:  # os.walk would skip such a folder silently
+        rel = Path(err.filename).relative_to(root).as_posix() if err.filename else "."
+        skipped.append((rel, rel, f"folder unreadable ({err.strerror or err})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = Path(dirpath).relative_to(root)
         for name in sorted(f for f in filenames if not f.startswith(".")):
@@ -235,11 +236,11 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
         labels = Path(labels)
         root = require_dir(root_dir if root_dir is not None else labels.parent, "audio root (--root-dir)")
         tracks, skipped = read_labels_csv(labels), []
-        name = f"labels {labels.name}"
+        name = labels.name
     else:
         root = require_dir(from_folders, "tag folders root (--from-folders)")
         tracks, skipped = scan_tag_folders(root)
-        name = f"tag folders {root.name}"
+        name = f"tag folders in {root}"
     if not tracks and not skipped:
         raise DataFormatError(f"{labels if labels is not None else root}: no tracks found; see "
                               "`python -m msd.labels --help` for the expected layout")
@@ -275,7 +276,9 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
             skipped.append((track.track_id, track.mp3_path,
                             f"no tag on at least {min_count} tracks (--min-count; had {'; '.join(track.tags)})"))
     kept = sorted(still_tagged, key=lambda item: item[0].track_id)
-    splits = assign_splits([track for track, _ in kept], percentages)
+    # all tagged rows, kept or not, so an artist's explicit split holds even if that row's audio is broken
+    split_of = assign_splits(candidates, percentages)
+    splits = {track.track_id: split_of[track.track_id] for track, _ in kept}
 
     records = [{"track_id": t.track_id, "artist_id": artist_id_from_name(t.artist), "mp3_path": t.mp3_path,
                 "file_size": c.file_size, "channels": c.channels, "sample_rate": c.sample_rate,
