@@ -168,9 +168,9 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if record:
         from orpheus.recording import record as record_audio
         from orpheus.recording import save_recording as save_wav
-        samples = record_audio(record_length, tagger.info.sample_rate, countdown_s=countdown_s, quiet=quiet)
+        samples = record_audio(record_length, tagger.info.features.sample_rate, countdown_s=countdown_s, quiet=quiet)
         if save_recording is not None:
-            save_wav(save_recording, samples, tagger.info.sample_rate)
+            save_wav(save_recording, samples, tagger.info.features.sample_rate)
         results = [tagger.tag_audio(save_recording or "<microphone>", samples)]
     else:
         results = list(tagger.tag_files(files, jobs=jobs, quiet=quiet,

@@ -50,7 +50,8 @@ from orpheus.files import atomic_path, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
 from orpheus.rundir import MODEL_FILE, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule
-from orpheus.spec import FORMATS, read_dataset_info
+from orpheus.feature_settings import FORMATS
+from orpheus.spec import read_dataset_info
 
 log = logging.getLogger(__name__)
 MONITOR = "val_pr_auc"
@@ -121,7 +122,7 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
         raise OutputExistsError(f"{run_dir}: run directory exists; pass --resume to continue it or "
                                 "--overwrite to start again")
     run_info = data_input.make_run_info(shard_dir, config)
-    check_config(config, run_info.format)
+    check_config(config, run_info.features.format)
     with writing_to(run_dir):
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -260,9 +261,9 @@ def make_metrics(n_tags: int) -> list:
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
                          mixed_precision: bool):
     """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`."""
-    check_config(config, run_info.format)
-    bins = (run_info.n_mfcc if run_info.format == "mfcc" else run_info.n_mels,)
-    input_shape = (run_info.window_frames,) + (bins if run_info.format != "waveform" else ())
+    check_config(config, run_info.features.format)
+    bins = run_info.features.n_bins
+    input_shape = (run_info.window_frames,) + ((bins,) if bins else ())
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
     try:
@@ -380,8 +381,8 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
     shard_dir, run_dir = Path(tfrecords_dir), Path(run_dir)
     requested = run_dir
     info = read_dataset_info(shard_dir)
-    if feature_format is not None and feature_format != info.format:
-        raise DataFormatError(f"{shard_dir}: holds {info.format} features, not {feature_format}; "
+    if feature_format is not None and feature_format != info.features.format:
+        raise DataFormatError(f"{shard_dir}: holds {info.features.format} features, not {feature_format}; "
                               "pass the folder's format or another --tfrecords-dir")
     if epochs < 1:
         raise ConfigError("--epochs must be at least 1")

@@ -290,9 +290,9 @@ def test_run_directory_describes_the_preset(cache_dir):
     run_dir = pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir)
     info = read_run_info(run_dir)
     assert info.tags == PRETRAINED["MSD_musicnn"].tags() and info.tags[:3] == ("rock", "pop", "alternative")
-    assert (info.format, info.sample_rate, info.n_mels, info.n_fft, info.hop_length) == \
+    assert (info.features.format, info.features.sample_rate, info.features.n_mels, info.features.n_fft, info.features.hop_length) == \
         ("log-mel-spectrogram", 16000, 96, 512, 256)
-    assert (info.preset, info.normalise, info.model_name) == ("musicnn", "none", "musicnn")
+    assert (info.features.preset, info.normalise, info.model_name) == ("musicnn", "none", "musicnn")
     assert info.window_frames == 187 and info.window_s == pytest.approx(2.992)
     assert "MSD_musicnn" in info.source and checkpoint_digest(locate_checkpoint("MSD_musicnn")) in info.source
     assert read_run_info(pretrained_run_dir("MTT_vgg", cache_dir=cache_dir)).model_name == "vgg"
@@ -366,9 +366,9 @@ def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, c
     against musicnn's recipe (librosa features, original graph); measured 3e-7, tagging tolerance 0.01."""
     from orpheus.audio import features, load_audio
     info = read_run_info(pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir))
-    audio, sample_rate = load_audio(shared_audio_dir / REAL_CLIP, info.sample_rate)
-    spectrogram = features(audio, sample_rate, format=info.format, n_mels=info.n_mels, n_fft=info.n_fft,
-                           hop_length=info.hop_length, preset=info.preset)
+    audio, sample_rate = load_audio(shared_audio_dir / REAL_CLIP, info.features.sample_rate)
+    spectrogram = features(audio, sample_rate, format=info.features.format, n_mels=info.features.n_mels, n_fft=info.features.n_fft,
+                           hop_length=info.features.hop_length, preset=info.features.preset)
     assert abs(spectrogram.shape[0] - music_patches.shape[0]) <= 1
     ours = np.asarray(converted("MSD_musicnn")(split_patches(spectrogram, info.window_frames), training=False))
     expected, _ = reference("MSD_musicnn", split_patches(music_patches))

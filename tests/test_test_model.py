@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from orpheus import test_model
+from orpheus.feature_settings import FeatureSettings
 from orpheus.tagging import Tagger
 from tests.fixtures_tagging import TINY_TAGS, link_clips, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -104,8 +105,9 @@ def write_shards(shard_dir, tags, labels, features, split="test"):
     import tensorflow as tf
 
     from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
-    info = DatasetInfo(format="log-mel-spectrogram", sample_rate=16000, tags=tuple(tags), n_mels=96, n_fft=512,
-                       hop_length=256, preset="musicnn", counts={split: len(features)})
+    info = DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=96, n_fft=512, hop_length=256,
+                                                preset="musicnn"),
+                       tags=tuple(tags), counts={split: len(features)})
     shard_dir.mkdir(parents=True, exist_ok=True)
     spec = info.spec()
     halves = np.array_split(np.arange(len(features)), 2)
