@@ -208,8 +208,9 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
             if results_log is not None:
                 results_log.append(record)
             elif options.output is not None:
+                shown = record["tags"] if record["error"] is None else {"error": record["error"]}
                 report.write(f"{result.file}: would append to {options.output}: "
-                             f"{json.dumps(record['tags'], ensure_ascii=False)}\n")
+                             f"{json.dumps(shown, ensure_ascii=False)}\n")
 
     if results_log is not None:
         with results_log:
