@@ -197,8 +197,10 @@ def _predict_library(files: list, *, output: str | None, write_tags: bool, write
     from orpheus.library_run import LibraryOptions, run_predict_library
     if record or taggram is not None or embeddings is not None:
         raise ConfigError("--output and --write-tags tag files: drop --record, --taggram and --embeddings")
-    if (write_genre or dry_run) and not write_tags and not (dry_run and output is not None):
-        raise ConfigError("--write-genre needs --write-tags; --dry-run needs --write-tags or --output")
+    if write_genre and not write_tags:
+        raise ConfigError("--write-genre needs --write-tags")
+    if dry_run and not write_tags and output is None:
+        raise ConfigError("--dry-run needs --write-tags or --output")
     if write_tags and threshold is None and top is None:
         top = TABLE_TOP  # the same default selection as the table
     options = LibraryOptions(output=output, write_tags=write_tags, write_genre=write_genre, dry_run=dry_run,

@@ -95,11 +95,13 @@ def test_torn_last_line_is_cut_off_and_its_file_redone(capsys, tiny_run_dir, lib
 def test_second_writer_is_refused(tmp_path):
     path = tmp_path / "tags.jsonl"
     with ResultsLog(path) as first:
-        first.append({"path": "/x", "size": 1})
+        first.append({"path": "/x", "size": 1, "mtime_ns": 5, "model": {"sha256": "ab"}, "settings": {"top": 1},
+                      "error": None})
+        assert first.is_done(("/x", 1, 5), "ab", {"top": 1}) and not first.is_done(("/x", 1, 6), "ab", {"top": 1})
         with pytest.raises(LogBusyError, match="another predict run"):
             ResultsLog(path).__enter__()
     with ResultsLog(path) as again:
-        assert again.latest == {"/x": {"path": "/x", "size": 1}}
+        assert list(again.latest) == ["/x"] and again.is_done(("/x", 1, 5), "ab", {"top": 1})
 
 
 def test_write_tags_then_rerun_rewrites_nothing(capsys, tiny_run_dir, library, tmp_path):  # noqa: F811
@@ -144,6 +146,9 @@ def test_flag_errors_are_one_line(capsys, tiny_run_dir, library, tmp_path):  # n
     status, _, err = predict(capsys, tiny_run_dir, "--mp3", library, "--output", tmp_path / "x.jsonl",
                              "--embeddings", tmp_path / "e.npy")
     assert status == 1 and "drop --record, --taggram and --embeddings" in err
+    (tmp_path / "a_file").write_text("")
+    status, _, err = predict(capsys, tiny_run_dir, "--mp3", library, "--output", tmp_path / "a_file" / "x.jsonl")
+    assert status == 1 and "cannot open the results log" in err and len(err.strip().splitlines()) == 1
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--output", tmp_path / "dry.jsonl", "--dry-run")
     assert status == 1 and out.count("would append") == 5 and not (tmp_path / "dry.jsonl").exists()
 
