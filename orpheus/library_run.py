@@ -202,7 +202,10 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
         return not (logged and tagged)
 
     def process() -> None:
-        todo = [str(f) for f in files if needs_work(str(f))]
+        from tqdm import tqdm
+        scan = tqdm(files, desc="checking what is done", unit="file", disable=quiet or len(files) < 1000,
+                    dynamic_ncols=True)
+        todo = [str(f) for f in scan if needs_work(str(f))]
         summary.skipped_done = len(files) - len(todo)
         if summary.skipped_done:
             log.info("%d of %d files already done by this model with these settings; tagging the other %d",
