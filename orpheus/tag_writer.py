@@ -8,7 +8,8 @@ Fields written (read back by `read_fields`):
     FLAC in Ogg), flac
     wav                  an ID3v2.4 "id3 " chunk with the same frames as mp3
 
-ORPHEUS_MODEL names the model, a digest of its files and the tag selection (e.g.
+An existing ID3v2.3 tag is saved as v2.4 (mutagen upgrades its frames; v2.3 cannot hold several values in
+one TXXX frame); an ID3v1 tag at the end of an mp3 is left in place. ORPHEUS_MODEL names the model, a digest of its files and the tag selection (e.g.
 `MSD_musicnn sha256:0123456789ab; top 5`), so a rerun can tell a file already tagged the same way.
 
 Safety: the file is copied to a temporary file in its own folder, the copy is tagged and fsync'ed,
