@@ -108,7 +108,7 @@ def test_write_tags_then_rerun_rewrites_nothing(capsys, tiny_run_dir, library, t
     samples = {p: sf.read(str(p), always_2d=True)[0] for p in library.rglob("*") if p.is_file()
                and p.name != "broken.mp3"}
     snapshot = {p: p.read_bytes() for p in library.rglob("*") if p.is_file()}
-    status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--dry-run")
+    _, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--dry-run")
     assert out.count("would write") == 4 and all(p.read_bytes() == data for p, data in snapshot.items())
     os.chmod(library / "e.wav", 0o444)
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre")
@@ -133,11 +133,11 @@ def test_output_and_write_tags_together_resume(capsys, tiny_run_dir, library, tm
     predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--output", log_path)
     records = {r["path"]: r for r in read_log(log_path)}
     flac = records[str(library / "b" / "d.flac")]
-    assert flac["tag_write"] == {"status": "written"} and len(flac["tags"]) == 10 - 4  # default top 10 of 6 tags
+    assert flac["tag_write"] == {"status": "written"} and len(flac["tags"]) == len(TINY_TAGS)  # top 10 of 6
     assert flac["mtime_ns"] == (library / "b" / "d.flac").stat().st_mtime_ns  # the file as written
     assert "tag_write" not in records[str(library / "broken.mp3")]
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--output", log_path)
-    assert out == "" and len(read_log(log_path)) == 5 + 1  # only broken.mp3 again
+    assert status == 1 and out == "" and len(read_log(log_path)) == 5 + 1  # only broken.mp3 again
 
 
 def test_flag_errors_are_one_line(capsys, tiny_run_dir, library, tmp_path):  # noqa: F811
