@@ -14,7 +14,8 @@ one TXXX frame); an ID3v1 tag at the end of an mp3 is left in place. ORPHEUS_MOD
 
 Safety: the file is copied to a temporary file in its own folder, the copy is tagged and fsync'ed,
 then renamed over the original (`os.replace`), so a kill or a full disk leaves either the old file or
-the new one, never a half-written one. mutagen rewrites only metadata (ID3 frames, Vorbis comment
+the new one, never a half-written one (a kill between copy and rename can leave a hidden
+`.NAME.*.orpheus-tmp` beside it: never listed as audio, safe to delete). mutagen rewrites only metadata (ID3 frames, Vorbis comment
 packets and the Ogg pages that carry them, FLAC metadata blocks, RIFF chunks): the audio stream is
 copied byte for byte, never decoded or re-encoded. The new file keeps the original's permission bits;
 its modification time is the time of writing (its content changed, so backup and sync tools must see
