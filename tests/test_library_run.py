@@ -182,3 +182,12 @@ def test_killed_run_leaves_valid_lines_and_resumes(tiny_run_dir, tmp_path):  # n
     records = read_log(log_path)
     assert records[:len(first)] == first
     assert sorted(r["path"] for r in records) == [str(music / n) for n in names]  # each once: nothing redone
+
+
+def test_opus_file_named_directly_is_tagged(capsys, tiny_run_dir, tmp_path):  # noqa: F811
+    path = write_clip(tmp_path / "song.opus", ("folk",), duration_s=3.0)
+    samples = sf.read(str(path), always_2d=True)[0]
+    status, out, _ = predict(capsys, tiny_run_dir, "--mp3", path, "--write-tags", "--top", "2")
+    assert status == 0 and out.startswith(f"{path}: written: ")
+    assert len(tag_writer.read_fields(path)["ORPHEUS_TAGS"]) == 2
+    assert np.array_equal(sf.read(str(path), always_2d=True)[0], samples)
