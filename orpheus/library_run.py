@@ -135,6 +135,7 @@ class ResultsLog:
 
 
 def _canonical(settings: Any) -> str:
+    """Settings as one comparable string (key order does not matter)."""
     return json.dumps(settings, sort_keys=True)
 
 
