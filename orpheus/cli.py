@@ -1,7 +1,8 @@
 """Shared command-line plumbing, and the `orpheus` command that fronts every stage.
 
 Every command builds an `argparse` parser, then calls `run_main(parser, argv)`, which parses,
-configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1.
+configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1,
+as it does a full disk or a read-only output folder met by any writer (`orpheus.files.output_write_error`).
 Every entry point calls `quiet_tensorflow()` before TensorFlow is imported (a module run with
 `python -m` or as a file does so in its first lines), so no TensorFlow or absl log line is printed
 unless `--verbose` is given.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 from orpheus.errors import OrpheusError
+from orpheus.files import output_write_error
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -150,6 +152,15 @@ def _start_up_lines_dropped() -> Iterator[None]:
             sys.stderr.flush()
 
 
+def _environment_errors() -> tuple[type[BaseException], ...]:
+    """OSError, and TensorFlow's file-writer errors when TensorFlow is loaded (never imported here)."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    if errors is None:
+        return (OSError,)
+    return OSError, errors.ResourceExhaustedError, errors.PermissionDeniedError
+
+
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
              func: Callable[[argparse.Namespace], int | None]) -> int:
     """Parse `argv`, set up logging and call `func(args)`; expected errors become one line and status 1."""
@@ -159,6 +170,12 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         status = func(args)
     except OrpheusError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    except _environment_errors() as err:  # a full disk or a read-only folder met by any writer
+        converted = output_write_error(err)
+        if converted is None:
+            raise
+        print(f"{parser.prog}: error: {converted}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -122,6 +122,8 @@ def _resume_check(shards, config, straight, tmp_path):
     for a, b in zip(final_weights(straight), final_weights(interrupted), strict=True):
         np.testing.assert_array_equal(a, b)
     assert [r["loss"] for r in history(interrupted)] == [r["loss"] for r in history(straight)]
+    lines = (interrupted / "history.csv").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1 + EPOCHS and all(line.endswith(b"\r\n") for line in lines)  # trimmed rows as appended
 
 
 def test_cli_refusals(shards, fit_run, tmp_path, capsys):
@@ -142,6 +144,31 @@ def test_cli_refusals(shards, fit_run, tmp_path, capsys):
     assert main(["log-mel-spectrogram", *common[:2], "--config", str(bad), "--epochs", "1", "--run-dir",
                  str(tmp_path / "b")]) == 1
     assert "reduce_lr_patience" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_config_errors_leave_no_run_folder(shards, tmp_path, capsys):
+    """An unknown model name (or one for another format) is refused before the run folder exists."""
+    for name, message in (("no_such_model", "unknown model 'no_such_model'"),
+                          ("pons_waveform", "does not take log-mel-spectrogram input")):
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps({**TINY, "model": {**TINY["model"], "name": name}}))
+        run_dir = tmp_path / "runs" / name
+        assert main(["log-mel-spectrogram", "--tfrecords-dir", str(shards), "--config", str(config), "--epochs", "1",
+                     "--run-dir", str(run_dir), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+        assert not run_dir.exists()
+
+
+def test_batch_norm_momentum_reaches_every_batch_norm_layer(shards):
+    from orpheus.data_input import make_run_info
+    from orpheus.training import build_training_model
+    config = config_from_dict(TINY)
+    model, _ = build_training_model(config, make_run_info(shards, config), 4, 1, mixed_precision=False)
+    momenta = [layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(momenta) == sum(w.path.endswith("moving_mean") for w in model.weights) > 0
+    assert set(momenta) == {0.8}
 
 
 def test_cli_help_has_examples(capsys):
