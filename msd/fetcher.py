@@ -46,11 +46,16 @@ def find_clips(root_dir: str | Path) -> list[str]:
     """Paths of every `*.clip.mp3` under `root_dir`, relative to it, sorted (POSIX separators)."""
     root = Path(root_dir)
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=_warn_unlistable):
         dirs.sort()
         rel = Path(folder).relative_to(root)
         found.extend((rel / name).as_posix() for name in files if name.endswith(CLIP_SUFFIX))
     return sorted(found)
+
+
+def _warn_unlistable(err: OSError) -> None:
+    log.warning("%s: cannot list the folder (%s); its clips are left out of fetcher.csv: fix its permissions "
+                "and rerun", err.filename, err.strerror)
 
 
 def seven_digital_id(rel_path: str) -> int:

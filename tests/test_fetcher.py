@@ -119,3 +119,21 @@ def test_resume_ignores_progress_logs_without_header_error(tree, tmp_path):
     fetcher.partial_path(out).write_text(json.dumps(["5/5/444.clip.mp3", [4000, 2, 44100, 9.0]]) + "\n")
     table = fetcher.run(out, tree, quiet=True).set_index("track_7digitalid")
     assert np.isnan(table.loc[444, "clip_length"]) and table.loc[444, "header_error"].startswith("corrupt")
+
+
+def test_a_folder_that_cannot_be_listed_is_a_warning(tree, monkeypatch, caplog):
+    import errno
+    import os
+    real_scandir = os.scandir
+    blocked = str(tree / "5")
+
+    def guarded_scandir(path="."):
+        if str(path) == blocked:
+            raise PermissionError(errno.EACCES, "Permission denied", blocked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded_scandir)
+    with caplog.at_level("WARNING", logger="msd.fetcher"):
+        table = fetcher.scan(tree)
+    assert table["track_7digitalid"].tolist() == [111, 222]
+    assert f"{blocked}: cannot list the folder (Permission denied)" in caplog.text
