@@ -14,45 +14,14 @@ Example:
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from orpheus.errors import DataFormatError
-from orpheus.files import require_file
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-SCHEMA = {"tids": {"tid"}, "tags": {"tag"}, "tid_tag": {"tid", "tag", "val"}}
-
-
-def check_sqlite(path: str | Path, what: str) -> Path:
-    """Return `path` if it is an existing SQLite file, else raise a one-line error naming it.
-
-    Raises:
-        MissingInputError: the file does not exist.
-        DataFormatError: the file is not an SQLite database.
-    """
-    path = require_file(path, what)
-    with open(path, "rb") as f:
-        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
-            raise DataFormatError(f"{path}: not an SQLite database; pass the {what} (e.g. lastfm_tags.db)")
-    return path
-
-
-def check_schema(conn: sqlite3.Connection, path: str | Path) -> None:
-    """Raise `DataFormatError` naming `path` unless it has the tids/tags/tid_tag tables and columns."""
-    for table, columns in SCHEMA.items():
-        try:
-            found = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        except sqlite3.DatabaseError as err:
-            raise DataFormatError(f"{path}: unreadable SQLite database ({err}); re-download it") from err
-        if not columns <= found:
-            raise DataFormatError(
-                f"{path}: table {table!r} with columns {sorted(columns)} not found (has {sorted(found) or 'none'}); "
-                "expected the Last.fm schema tids(tid), tags(tag), tid_tag(tid, tag, val)")
+# the file format's checks live in the core, shared with the preprocessing stage; re-exported here
+from orpheus.tagdb import SCHEMA, SQLITE_MAGIC, check_schema, check_sqlite, connect_readonly  # noqa: F401
 
 
 class LastFm:
@@ -67,13 +36,7 @@ class LastFm:
     """
 
     def __init__(self, path: str | Path):
-        self.path = check_sqlite(path, "Last.fm tags database")
-        self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            check_schema(self.conn, self.path)
-        except Exception:
-            self.conn.close()
-            raise
+        self.path, self.conn = connect_readonly(path)
         self._tid_table: pd.Series | None = None
 
     def __enter__(self) -> "LastFm":

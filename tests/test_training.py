@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from orpheus.config import config_from_dict, load_config
+from orpheus.data import data_file
 from orpheus.errors import ConfigError
 from orpheus.models import MODELS
 from orpheus.rundir import read_run_info
@@ -178,7 +179,7 @@ def test_cli_help_has_examples(capsys):
 
 @pytest.mark.parametrize("name", ["urop2019_log_mel", "urop2019_waveform", "demo"])
 def test_shipped_configs(name):
-    config = load_config(ROOT / "configs" / f"{name}.json")
+    config = load_config(data_file("demo.json") if name == "demo" else ROOT / "configs" / f"{name}.json")
     assert config.model.name in MODELS
     if name.startswith("urop2019"):
         assert (config.train.batch_size, config.train.learning_rate, config.data.window_s,
@@ -247,6 +248,7 @@ TWO_REPLICAS = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import json
     from orpheus.config import config_from_dict, load_config
+from orpheus.data import data_file
     from orpheus.training import train
     config = config_from_dict(json.loads(sys.argv[2]))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -1,0 +1,138 @@
+"""tfrecords/runners.py: the Apache Beam runner writes the pool's bytes, resumes, and the folder lock.
+
+The corpus and the pool's reference run come from tests/test_preprocessing.py (mp3s encoded with
+soundfile, ultimate.csv, a clean_lastfm.db with the real schema).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_preprocessing import RATE, SPLIT, _cli, _snapshot, corpus, logmel_run  # noqa: F401
+from tfrecords import preprocessing as pp
+from tfrecords import runners
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
+
+
+def _bytes(out_dir):
+    return {name: data for name, (_, data) in _snapshot(out_dir).items()}
+
+
+def _dataset_json_without_command(out_dir):
+    info = json.loads((out_dir / "dataset.json").read_text())
+    info.pop("command")
+    return info
+
+
+def test_beam_runner_writes_the_pool_shards_and_resumes(corpus, logmel_run, tmp_path):
+    _, inputs = corpus
+    out = tmp_path / "beam"
+    assert _cli("log-mel-spectrogram", out, inputs, "--runner", "beam", "--jobs", "2") == 0
+    assert _bytes(out) == _bytes(logmel_run) and len(_bytes(out)) == 4
+    assert _dataset_json_without_command(out) == _dataset_json_without_command(logmel_run)
+    assert (out / "skipped.csv").read_text() == (logmel_run / "skipped.csv").read_text()
+    assert "--runner beam" in json.loads((out / "dataset.json").read_text())["command"]
+    # resume: one shard lost its sidecar (a kill before it was complete); only that one is redone
+    before = _snapshot(out)
+    names = sorted(before)
+    os.remove(out / pp.PROGRESS_DIR / f"{names[1]}.json")
+    summary = pp.run("log-mel-spectrogram", out, csv_path=inputs[1], tag_path=inputs[3], root_dir=inputs[5],
+                     sample_rate=RATE, num_files=4, split=[float(s) for s in SPLIT], jobs=2, quiet=True,
+                     runner="beam")
+    assert summary["shards_written"] == 1 and summary["shards_done"] == 4
+    after = _snapshot(out)
+    assert after[names[1]][0] != before[names[1]][0] and after[names[1]][1] == before[names[1]][1]
+    assert all(after[name] == before[name] for name in names if name != names[1])
+
+
+def test_beam_flags_default_to_all_local_cores_and_pass_options_through():
+    flags = runners.beam_flags("", jobs=2, verbose=False)
+    assert {"--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"} <= set(flags)
+    mine = runners.beam_flags("--runner=FlinkRunner --flink_master=host:8081 --direct_num_workers 5", 2, True)
+    assert mine[:4] == ["--runner=FlinkRunner", "--flink_master=host:8081", "--direct_num_workers", "5"]
+    assert "--runner=DirectRunner" not in mine and "--direct_num_workers=2" not in mine
+
+
+def test_beam_runner_without_the_extra_is_one_line(corpus, tmp_path, monkeypatch, capsys):
+    _, inputs = corpus
+    monkeypatch.setitem(sys.modules, "apache_beam", None)  # what `import apache_beam` meets without the extra
+    assert _cli("log-mel-spectrogram", tmp_path / "out", inputs, "--runner", "beam") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install" in err and "[beam]" in err
+
+
+LOCK_HOLDER = """
+import sys
+from pathlib import Path
+from tfrecords.runners import folder_lock
+index = None if sys.argv[2] == "all" else int(sys.argv[2])
+with folder_lock(Path(sys.argv[1]), index):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _hold_lock(out_dir, index):
+    """Another process holding the folder lock as a run over all shards or one --shard-index job would."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out_dir), index], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_run_into_the_same_folder_is_refused_in_one_line(corpus, tmp_path, capsys):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    holder = _hold_lock(out, "all")
+    try:
+        for extra in ((), ("--shard-index", "1"), ("--runner", "beam")):
+            assert _cli("log-mel-spectrogram", out, inputs, *extra) == 1
+            err = capsys.readouterr().err.strip()
+            assert err.endswith(f"another preprocessing run is writing to {out} (pid {holder.pid}); wait for it "
+                                "or choose another folder") and len(err.splitlines()) == 1
+        assert not list(out.glob("*.tfrecord"))
+    finally:
+        holder.communicate("")
+    holder = _hold_lock(out, "0")  # an array job writing shard 0: other shards may go ahead, shard 0 not
+    try:
+        assert _cli("log-mel-spectrogram", out, inputs, "--shard-index", "1") == 0
+        assert _cli("log-mel-spectrogram", out, inputs, "--shard-index", "0") == 1
+        assert _cli("log-mel-spectrogram", out, inputs) == 1
+        assert "another preprocessing run is writing to" in capsys.readouterr().err
+    finally:
+        holder.communicate("")
+    assert _cli("log-mel-spectrogram", out, inputs) == 0  # the lock goes with its process
+
+
+def _start_run(out_dir, inputs):
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, str(REPO / "tfrecords" / "preprocessing.py"), "log-mel-spectrogram",
+                             str(out_dir), *inputs, "--sr", str(RATE), "--num-files", "4", "--jobs", "1", "--quiet",
+                             "--split", *SPLIT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_two_real_runs_into_one_folder(corpus, logmel_run, tmp_path):
+    """Two preprocessing processes started together: one writes, the other finishes or says why it
+    cannot in one line; never a traceback, and the folder ends complete with the reference bytes."""
+    _, inputs = corpus
+    out = tmp_path / "out"
+    first = _start_run(out, inputs)
+    time.sleep(0.2)
+    second = _start_run(out, inputs)
+    results = [(p.wait(timeout=300), *p.communicate()) for p in (first, second)]
+    assert 0 in [rc for rc, _, _ in results]
+    for rc, _, err in results:
+        assert "Traceback" not in err
+        if rc != 0:
+            assert rc == 1 and "another preprocessing run is writing to" in err
+    assert _bytes(out) == _bytes(logmel_run)
+    assert not list(out.glob(".*.tmp"))

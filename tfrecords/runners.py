@@ -1,0 +1,214 @@
+"""Who computes the shards of a plan: one machine's process pool, or an Apache Beam pipeline.
+
+Both runners receive the same list of shards still to write (the plan and the resume test come
+first, in the driver) and write each shard with `tfrecords.shards.write_shard`, so the same tracks
+give the same bytes whichever runner wrote them.
+
+    pool   the main process writes the shards in order; a process pool of `--jobs` workers decodes
+           and computes the features ahead of it (at most `tracks_in_flight` tracks).
+    beam   one Beam element per shard; a worker decodes its tracks and writes the shard. Locally the
+           DirectRunner runs in multi_processing mode with `--jobs` workers; `--beam-options` go to
+           Beam's `PipelineOptions` (e.g. `--runner=DataflowRunner --project=... --region=...`).
+
+`folder_lock` keeps two runs from writing the same shards: a run over all shards locks the folder
+for itself; `--shard-index` jobs share the folder and each locks its own shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import shlex
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from orpheus.errors import MissingDependencyError, OutputExistsError
+from orpheus.parallel import parallel_map
+from tfrecords.plan import Shard
+from tfrecords.shards import FeatureSettings, OutputWriteError, extract, output_errors, shard_state, write_shard
+
+log = logging.getLogger(__name__)
+
+RUNNERS = ("pool", "beam")
+LOCK_NAME = ".preprocessing.lock"
+# Tracks whose features the workers may compute ahead of the writer (the main process), in one
+# process pool for the whole run: bounds the features held in memory when the writer is slower.
+TRACKS_IN_FLIGHT_PER_JOB = 128
+IN_FLIGHT_MEMORY_BYTES = 1 << 30
+ESTIMATE_TRACK_S = 60.0  # MSD previews are 30 s; allow for longer tracks
+BEAM_INSTALL = "pip install 'orpheus-tagger[beam]' (in a clone: pip install -e '.[beam]')"
+METRICS_NAMESPACE = "orpheus.preprocessing"
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: Path, shard_index: int | None) -> Iterator[None]:
+    """Hold the output folder's lock for the block, or raise `OutputExistsError` naming the holder.
+
+    Byte 0 of `OUT_DIR/.preprocessing.lock` is the folder: exclusive for a run over all shards,
+    shared for a `--shard-index` job, which also takes byte 1 + I exclusively. POSIX record locks
+    (`fcntl.lockf`) are released when the process ends, however it ends, and work on NFS.
+    """
+    path = out_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        ranges = [(fcntl.LOCK_EX if shard_index is None else fcntl.LOCK_SH, 0)]
+        if shard_index is not None:
+            ranges.append((fcntl.LOCK_EX, 1 + shard_index))
+        for mode, start in ranges:
+            try:
+                fcntl.lockf(fd, mode | fcntl.LOCK_NB, 1, start)
+            except OSError as err:
+                if err.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").split("\n")[0].strip() or "unknown"
+                raise OutputExistsError(f"another preprocessing run is writing to {out_dir} (pid {holder}); "
+                                        "wait for it or choose another folder") from None
+        os.pwrite(fd, f"{os.getpid()}\n".ljust(16).encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the locks
+
+
+def tracks_in_flight(settings: FeatureSettings, jobs: int) -> int:
+    """Tracks whose features may be computed ahead of the writer: `TRACKS_IN_FLIGHT_PER_JOB` per job,
+    fewer when their features (estimated for `ESTIMATE_TRACK_S`-second tracks) would exceed
+    `IN_FLIGHT_MEMORY_BYTES`."""
+    values_per_s = settings.sample_rate if settings.format == "waveform" else (
+        settings.sample_rate / settings.hop_length * (settings.n_mfcc or settings.n_mels))
+    track_bytes = values_per_s * ESTIMATE_TRACK_S * (2 if settings.storage == "float16" else 4)
+    by_memory = int(IN_FLIGHT_MEMORY_BYTES // max(track_bytes, 1))
+    return max(max(1, jobs) * 4, min(max(1, jobs) * TRACKS_IN_FLIGHT_PER_JOB, by_memory))
+
+
+def run_pool(out_dir: Path, todo: Sequence[Shard], settings: FeatureSettings, vocabulary: Sequence[str],
+             fingerprints: dict[str, str], *, jobs: int, quiet: bool) -> None:
+    """Write `todo` in order from the main process, features computed by a pool of `jobs` workers."""
+    items = [(track, settings) for shard in todo for track in shard.tracks]
+    stream = parallel_map(extract, items, jobs=jobs, desc="tracks", quiet=quiet,
+                          max_pending=tracks_in_flight(settings, jobs))
+    for shard in todo:
+        write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), settings, vocabulary,
+                    fingerprints[shard.name])
+
+
+def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: FeatureSettings,
+                        vocabulary: Sequence[str]) -> str:
+    """The Beam step: decode the tracks of the element's shard and write it, in the worker that got it.
+
+    `element` is (shard, its fingerprint).
+    A write error (full disk...) is reported to the driver as a metric, not raised, so that the
+    driver prints it as one line whichever runner ran the step. Returns the shard name.
+    """
+    from apache_beam.metrics import Metrics
+
+    shard, shard_fingerprint = element
+    try:
+        with output_errors(out_dir):
+            write_shard(Path(out_dir), shard, (extract((track, settings)) for track in shard.tracks), settings,
+                        vocabulary, shard_fingerprint)
+    except OutputWriteError as err:
+        Metrics.string_set(METRICS_NAMESPACE, "write_errors").add(str(err))
+    else:
+        Metrics.counter(METRICS_NAMESPACE, "shards_written").inc()
+    return shard.name
+
+
+def _has_flag(flags: Sequence[str], name: str) -> bool:
+    return any(flag.split("=", 1)[0] == name for flag in flags)
+
+
+def beam_flags(beam_options: str, jobs: int, verbose: bool) -> list[str]:
+    """`--beam-options` as PipelineOptions flags, with the local defaults filled in: the DirectRunner
+    in multi_processing mode with `jobs` workers, and Beam's own logs at ERROR unless `verbose`."""
+    flags = shlex.split(beam_options or "")
+    if not _has_flag(flags, "--runner"):
+        flags.append("--runner=DirectRunner")
+    if not _has_flag(flags, "--direct_running_mode"):
+        flags.append("--direct_running_mode=multi_processing")
+    if not _has_flag(flags, "--direct_num_workers"):
+        flags.append(f"--direct_num_workers={max(1, jobs)}")
+    if not verbose and not _has_flag(flags, "--default_sdk_harness_log_level"):
+        flags.append("--default_sdk_harness_log_level=ERROR")
+    return flags
+
+
+@contextlib.contextmanager
+def _workers_import_this_checkout() -> Iterator[None]:
+    """Local Beam workers are fresh `python` processes: let them import the same `tfrecords` and
+    `orpheus` as this driver (a clone run without installing, or PYTHONPATH pointing elsewhere)."""
+    root = str(Path(__file__).resolve().parents[1])
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, before] if before else [root])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def _watch_progress(out_dir: Path, todo: Sequence[Shard], fingerprints: dict[str, str], quiet: bool,
+                    stop: threading.Event) -> None:
+    """A progress bar over shards for the driver, fed by the sidecars the workers write."""
+    from tqdm import tqdm
+
+    remaining = list(todo)
+    with tqdm(total=len(todo), desc="shards", unit="shard", disable=quiet, dynamic_ncols=True) as bar:
+        while remaining and not stop.wait(0.5):
+            finished = [s for s in remaining if shard_state(out_dir, s, fingerprints[s.name]) == "done"]
+            if finished:
+                remaining = [s for s in remaining if s not in finished]
+                bar.update(len(finished))
+
+
+def run_beam(out_dir: Path, todo: Sequence[Shard], settings: FeatureSettings, vocabulary: Sequence[str],
+             fingerprints: dict[str, str], *, jobs: int, quiet: bool, verbose: bool = False,
+             beam_options: str = "") -> None:
+    """Write `todo` from an Apache Beam pipeline: one element per shard, written by one worker.
+
+    Raises:
+        MissingDependencyError: Apache Beam is not installed.
+        OutputWriteError: a worker could not write its shard (the first such error).
+    """
+    root = logging.getLogger()
+    level = root.level
+    if not verbose:  # Beam's import warns, through the root logger, about Google Cloud clients it lacks
+        logging.getLogger("apache_beam").setLevel(logging.ERROR)
+        root.setLevel(logging.ERROR)
+    try:
+        import apache_beam as beam
+        from apache_beam.metrics.metric import MetricsFilter
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise MissingDependencyError(f"--runner beam needs Apache Beam: {BEAM_INSTALL}") from None
+    finally:
+        root.setLevel(level)
+    options = PipelineOptions(beam_flags(beam_options, jobs, verbose))
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "shards" >> beam.Create([(shard, fingerprints[shard.name]) for shard in todo])
+         | "spread" >> beam.Reshuffle()  # one shard per worker at a time, whichever runner
+         | "write" >> beam.Map(write_shard_element, str(out_dir), settings, list(vocabulary)))
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_progress, args=(out_dir, todo, fingerprints, quiet, stop), daemon=True)
+    watcher.start()
+    try:
+        with _workers_import_this_checkout():
+            result = pipeline.run()
+            result.wait_until_finish()
+    finally:
+        stop.set()
+        watcher.join()
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+        errors = sorted(set().union(*(r.committed or set() for r in found.get("string_sets", []))))
+    except Exception:  # a runner without metrics: the driver's shard check below still tells
+        log.debug("the runner returned no metrics", exc_info=True)
+        errors = []
+    if errors:
+        raise OutputWriteError(errors[0] + (f" (and {len(errors) - 1} more shard(s))" if len(errors) > 1 else ""))

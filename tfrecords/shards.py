@@ -1,0 +1,227 @@
+"""Per-track features and per-shard files: what every runner runs, in whichever process it runs.
+
+`extract` decodes one track and computes its features (numpy only, so pool workers start fast);
+`write_shard` writes one shard with the TFRecord writer of `orpheus.spec`, to a temporary name,
+then its sidecar `progress/{shard}.json` (settings fingerprint, byte size, tracks written, per-tag
+positives, tracks skipped), then renames it into place. `shard_state` is the resume test: a shard is
+done when its file and its sidecar exist, the fingerprint matches and the byte size agrees.
+`aggregate` turns the sidecars into `dataset.json` and `skipped.csv`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from orpheus import audio
+from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OrpheusError
+from orpheus.files import atomic_path, write_csv_atomic, write_json_atomic
+from tfrecords.plan import SPLIT_NAMES, Shard, Track
+
+# orpheus.spec imports TensorFlow; it is imported only where shards are written, so the pool's
+# worker processes, which import this module, stay numpy-only and start fast.
+
+log = logging.getLogger(__name__)
+
+PROGRESS_DIR = "progress"
+SKIPPED_CSV = "skipped.csv"
+
+
+class OutputWriteError(OrpheusError):
+    """The output folder cannot be written (full disk, read-only, not a folder).
+
+    Local to the preprocessing stage until `orpheus.files` offers one for every stage.
+    """
+
+
+@contextlib.contextmanager
+def output_errors(folder: str | Path) -> Iterator[None]:
+    """Turn what the environment causes while writing into `folder` into one `OutputWriteError` line.
+
+    Catches `OSError` (ENOSPC, EACCES, EROFS, ENOTDIR...) and TensorFlow's file errors (its writer
+    reports a full disk as `ResourceExhaustedError`); partial files are removed by `atomic_path`.
+    """
+    try:
+        yield
+    except OSError as err:
+        why = err.strerror or str(err)
+        where = f" ({err.filename})" if err.filename else ""
+        raise OutputWriteError(f"{folder}: cannot write the output{where}: {why}; free some space or "
+                               "choose a writable folder, then rerun to resume") from err
+    except Exception as err:
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and isinstance(err, tf.errors.OpError):
+            raise OutputWriteError(f"{folder}: cannot write the output: {err.message.splitlines()[0]}; "
+                                   "free some space or choose a writable folder, then rerun to resume") from err
+        raise
+
+
+@dataclass(frozen=True)
+class FeatureSettings(audio.FeatureSettings):
+    """What is computed per track: the `orpheus.audio.features` arguments + storage + length floor."""
+    storage: str
+    min_length_s: float
+
+
+def extract(job: tuple[Track, FeatureSettings]) -> tuple[np.ndarray | None, str]:
+    """Decode one track's span, resample, and compute its features.
+
+    Returns:
+        (features, reason): float32 [n_frames, n_bins] or [n_samples] (or float16 when stored so),
+        and "" on success; (None, reason) when the track is skipped.
+    """
+    track, settings = job
+    duration_s = None if track.end_s is None else max(track.end_s - track.start_s, 0.0)
+    try:
+        samples, rate = audio.load_audio(track.path, settings.sample_rate, offset_s=track.start_s,
+                                         duration_s=duration_s)
+    except (AudioDecodeError, MissingInputError, OSError) as err:  # unreadable: skipped, reported
+        return None, f"decode failed: {err}"
+    length_s = samples.shape[0] / rate
+    if length_s < settings.min_length_s:
+        return None, f"too short: {length_s:.2f} s < {settings.min_length_s:g} s"
+    values = settings.compute(samples)
+    # float16 conversion here halves what travels back from the worker; the spec stores the same bytes.
+    return (values.astype(np.float16) if settings.storage == "float16" else values), ""
+
+
+def fingerprint(settings: FeatureSettings, vocabulary: Sequence[str], shard: Shard) -> str:
+    """A hash of everything that determines a shard's content: settings, vocabulary and its tracks."""
+    payload = json.dumps({"settings": asdict(settings), "tags": list(vocabulary),
+                          "tracks": [{k: v for k, v in asdict(t).items() if k != "path"} for t in shard.tracks]},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _sidecar_path(out_dir: Path, shard: Shard) -> Path:
+    return out_dir / PROGRESS_DIR / f"{shard.name}.json"
+
+
+def read_sidecar(out_dir: Path, shard: Shard) -> dict | None:
+    path = _sidecar_path(out_dir, shard)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
+def shard_state(out_dir: Path, shard: Shard, expected_fingerprint: str) -> str:
+    """"done" (complete and current), "stale" (complete, other settings or inputs) or "todo"."""
+    sidecar = read_sidecar(out_dir, shard)
+    path = out_dir / shard.name
+    if sidecar is None or not path.is_file() or path.stat().st_size != sidecar.get("bytes"):
+        return "todo"
+    return "done" if sidecar.get("fingerprint") == expected_fingerprint else "stale"
+
+
+def remove_leftovers(out_dir: Path, shard: Shard) -> None:
+    """Delete temporary files a killed run left for `shard` (only one process ever writes a given shard)."""
+    for leftover in out_dir.glob(f".{shard.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray | None, str]],
+                settings: FeatureSettings, vocabulary: Sequence[str], shard_fingerprint: str) -> dict:
+    """Write one shard from its tracks' `extract` results (in track order), then its sidecar; rename.
+
+    Returns the sidecar dict.
+    """
+    # TensorFlow is imported after the first result is in: with a process pool, its import (seconds)
+    # overlaps the workers' decoding instead of delaying their start.
+    results = iter(results)
+    first = list(itertools.islice(results, 1))
+    import tensorflow as tf
+
+    from orpheus import spec
+
+    if SPLIT_NAMES != tuple(spec.SPLITS) or shard.name != spec.shard_name(shard.split, shard.index, shard.count):
+        raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/plan.py")
+    schema = spec.example_spec(settings.format, settings.n_mfcc if settings.format == "mfcc" else settings.n_mels,
+                               len(vocabulary), settings.storage)
+    remove_leftovers(out_dir, shard)
+    positives = np.zeros(len(vocabulary), dtype=np.int64)
+    written: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    with atomic_path(out_dir / shard.name) as tmp:
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for track, (values, reason) in zip(shard.tracks, itertools.chain(first, results)):
+                if values is None:
+                    skipped.append((track.track_id, reason))
+                    continue
+                multi_hot = np.zeros(len(vocabulary), dtype=np.int64)
+                multi_hot[list(track.tags)] = 1
+                example = {"tid": track.track_id, "artist_id": track.artist_id, "audio": values, "tags": multi_hot}
+                # deterministic=True sorts the feature map: the same bytes from every process (upb seeds its hash)
+                writer.write(spec.serialize(spec.to_example(example, schema)))
+                positives += multi_hot
+                written.append(track.track_id)
+        sidecar = {"shard": shard.name, "split": shard.split, "fingerprint": shard_fingerprint,
+                   "bytes": tmp.stat().st_size, "tracks": written, "positives": positives.tolist(),
+                   "skipped": skipped}
+        write_json_atomic(_sidecar_path(out_dir, shard), sidecar)
+    log.debug("wrote %s: %d tracks, %d skipped", shard.name, len(written), len(skipped))
+    return sidecar
+
+
+def aggregate(out_dir: Path, shards: Sequence[Shard], settings: FeatureSettings, vocabulary: Sequence[str],
+              skipped_before: Sequence[tuple[str, str]], command: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Write dataset.json and skipped.csv from all shards' sidecars; returns (counts, skipped)."""
+    from orpheus import spec
+
+    counts = {s: 0 for s in SPLIT_NAMES}
+    positives = {s: np.zeros(len(vocabulary), dtype=np.int64) for s in SPLIT_NAMES}
+    skipped = list(skipped_before)
+    for shard in shards:
+        sidecar = read_sidecar(out_dir, shard)
+        counts[shard.split] += len(sidecar["tracks"])
+        positives[shard.split] += np.asarray(sidecar["positives"], dtype=np.int64)
+        skipped.extend((tid, reason) for tid, reason in sidecar["skipped"])
+    skipped.sort()
+    write_csv_atomic(out_dir / SKIPPED_CSV, ("track_id", "reason"), skipped)
+    spectral = settings.format != "waveform"
+    info = spec.DatasetInfo(
+        format=settings.format, sample_rate=settings.sample_rate, tags=tuple(vocabulary),
+        n_mels=settings.n_mels if spectral else None, n_fft=settings.n_fft if spectral else None,
+        hop_length=settings.hop_length if spectral else None, preset=settings.preset if spectral else None,
+        n_mfcc=settings.n_mfcc if settings.format == "mfcc" else None, storage=settings.storage,
+        counts=counts, positives={s: p.tolist() for s, p in positives.items()}, command=command)
+    spec.write_dataset_info(out_dir, info)
+    return counts, skipped
+
+
+def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_fft: int | None,
+                     hop_length: int | None, n_mfcc: int, dtype: str, min_length_s: float) -> FeatureSettings:
+    """Fill preset defaults and validate; waveform carries no spectral settings, MFCC uses the dB log-mel."""
+    if fmt not in ("waveform", "log-mel-spectrogram", "mfcc"):
+        raise ConfigError(f"unknown format {fmt!r}; expected waveform, log-mel-spectrogram or mfcc")
+    if sample_rate <= 0 or min_length_s < 0:
+        raise ConfigError(f"--sample-rate must be positive and --min-length-s non-negative, got {sample_rate}, {min_length_s}")
+    if dtype not in ("float32", "float16"):
+        raise ConfigError(f"--dtype must be float32 or float16, got {dtype!r}")
+    if fmt == "waveform":
+        return FeatureSettings(fmt, sample_rate, None, None, None, None, None, dtype, min_length_s)
+    if fmt == "mfcc":
+        preset = "db"
+        if not 0 < n_mfcc <= n_mels:
+            raise ConfigError(f"--n-mfcc must be between 1 and --n-mels ({n_mels}), got {n_mfcc}")
+    if preset not in audio.PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; expected one of {', '.join(audio.PRESETS)}")
+    chosen = audio.PRESETS[preset]
+    n_fft = chosen.n_fft if n_fft is None else n_fft
+    hop_length = chosen.hop_length if hop_length is None else hop_length
+    if n_mels <= 0 or n_fft <= 0 or hop_length <= 0:
+        raise ConfigError(f"--n-mels, --n-fft and --hop-length must be positive, got {n_mels}, {n_fft}, {hop_length}")
+    return FeatureSettings(fmt, sample_rate, n_mels, n_fft, hop_length, preset,
+                           n_mfcc if fmt == "mfcc" else None, dtype, min_length_s)
+
