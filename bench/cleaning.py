@@ -169,10 +169,12 @@ def build_inputs(work: str, sizes: dict, seed: int) -> None:
 
 
 def timed_child(code: str) -> dict:
-    """Run `code` in a fresh Python; it prints a JSON dict. Adds seconds and the child's peak RSS (MB)."""
+    """Run `code` in a fresh Python; it prints a JSON dict. Adds seconds, the child's CPU seconds (user +
+    system: on a shared machine the steadier figure) and its peak RSS (MB)."""
     wrapper = ("import json, resource, time, sys\nstart = time.perf_counter()\n" + code +
-               "\nout = dict(result, seconds=time.perf_counter() - start, "
-               "peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\nprint(json.dumps(out))\n")
+               "\nusage = resource.getrusage(resource.RUSAGE_SELF)\n"
+               "out = dict(result, seconds=time.perf_counter() - start, cpu_s=usage.ru_utime + usage.ru_stime, "
+               "peak_mb=usage.ru_maxrss / 1024)\nprint(json.dumps(out))\n")
     done = subprocess.run([sys.executable, "-c", wrapper], cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{done.stderr[-3000:]}")
@@ -208,7 +210,8 @@ def bench_tables(work: Path, scale: float, seed: int, reuse: bool = False) -> No
         " quiet=True)\n"
         "result = dict(tags=len(stats.tags), tracks=stats.n_tracks, entries=int(stats.cooccurrence.nnz),"
         " merges=len(merges))")
-    print(f"tag_stats (raw): {s['seconds']:7.1f} s  {sizes['pairs'] / s['seconds']:>10,.0f} raw pairs/s  "
+    print(f"tag_stats (raw): {s['seconds']:7.1f} s (CPU {s['cpu_s']:.1f} s)  "
+          f"{sizes['pairs'] / s['seconds']:>10,.0f} raw pairs/s  "
           f"peak {s['peak_mb']:7.0f} MB  -> {s['tags']:,} tags on {s['tracks']:,} tracks, {s['entries']:,} matrix "
           f"entries (pairs on >= 2 tracks + diagonal), {s['merges']} suggested merges")
     total = w["seconds"] + c["seconds"]
