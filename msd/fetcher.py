@@ -3,9 +3,11 @@
 Input: a root folder holding `<d0>/<d1>/<track_7digitalid>.clip.mp3` (any depth).
 Output: `fetcher.csv` with one row per mp3, sorted by path:
 `track_7digitalid, file_path` (relative to the root), `file_size` (bytes), `channels`,
-`sample_rate` (Hz), `clip_length` (seconds). The last three come from the mp3 headers (mutagen,
-then libsndfile as a fallback), so nothing is decoded. A file neither can read (empty, corrupt)
-is kept with empty `channels, sample_rate, clip_length`, so `wrangle` can drop and count it.
+`sample_rate` (Hz), `clip_length` (seconds), `header_error`. The header fields come from the mp3
+headers (mutagen, then libsndfile as a fallback), so nothing is decoded. A file without a header is
+kept with empty `channels, sample_rate, clip_length`, so `wrangle` can drop and count it, and
+`header_error` says why: `empty file (0 bytes)`, `unreadable: <reason>` (permissions, an I/O error:
+the file system is at fault, not the file) or `corrupt: ...` (the bytes cannot be parsed).
 Headers are logged as they are read, so an interrupted run resumes where it stopped.
 
 Example:
@@ -38,18 +40,24 @@ log = logging.getLogger(__name__)
 
 CLIP_SUFFIX = ".clip.mp3"
 FILES_PER_WORKER = 2000
-COLUMNS = ["track_7digitalid", "file_path", "file_size", "channels", "sample_rate", "clip_length"]
+COLUMNS = ["track_7digitalid", "file_path", "file_size", "channels", "sample_rate", "clip_length", "header_error"]
+HEADER_FIELDS = 5  # entries of a read_header result, as logged in the progress log
 
 
 def find_clips(root_dir: str | Path) -> list[str]:
     """Paths of every `*.clip.mp3` under `root_dir`, relative to it, sorted (POSIX separators)."""
     root = Path(root_dir)
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=_warn_unlistable):
         dirs.sort()
         rel = Path(folder).relative_to(root)
         found.extend((rel / name).as_posix() for name in files if name.endswith(CLIP_SUFFIX))
     return sorted(found)
+
+
+def _warn_unlistable(err: OSError) -> None:
+    log.warning("%s: cannot list the folder (%s); its clips are left out of fetcher.csv: fix its permissions "
+                "and rerun", err.filename, err.strerror)
 
 
 def seven_digital_id(rel_path: str) -> int:
@@ -64,22 +72,31 @@ def seven_digital_id(rel_path: str) -> int:
     return int(stem)
 
 
-def read_header(path: str) -> tuple[int, int | None, int | None, float | None]:
+def read_header(path: str) -> tuple[int, int | None, int | None, float | None, str | None]:
     """Read an mp3's size and header fields without decoding it.
 
     Returns:
-        (file_size in bytes, channels, sample_rate in Hz, clip_length in seconds); the last three are
-        None when neither mutagen nor libsndfile can parse the file (empty or corrupt).
+        (file_size in bytes, channels, sample_rate in Hz, clip_length in seconds, header_error); the
+        three header fields are None and `header_error` says why when the header cannot be had:
+        "empty file (0 bytes)", "unreadable: <reason>" (the file cannot be read: permissions, I/O
+        error, a dangling link; fix the file system and rerun) or "corrupt: ..." (the bytes are there
+        but neither mutagen nor libsndfile can parse them). `header_error` is None for a good header.
     """
-    size = os.path.getsize(path)
+    size = 0
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:  # separates a file we may not read from one we cannot parse
+            f.read(1)
+    except OSError as err:
+        return size, None, None, None, f"unreadable: {err.strerror or err}"
     if size == 0:
-        return size, None, None, None
+        return size, None, None, None, "empty file (0 bytes)"
     try:
         from mutagen.mp3 import MP3
 
         info = MP3(path).info
         if info.length > 0 and info.sample_rate > 0:
-            return size, int(info.channels), int(info.sample_rate), float(info.length)
+            return size, int(info.channels), int(info.sample_rate), float(info.length), None
     except Exception:  # mutagen raises many types on garbage; fall back to libsndfile
         pass
     try:
@@ -87,10 +104,10 @@ def read_header(path: str) -> tuple[int, int | None, int | None, float | None]:
 
         info = sf.info(path)
         if info.frames > 0 and info.samplerate > 0:
-            return size, int(info.channels), int(info.samplerate), info.frames / info.samplerate
-    except Exception:  # corrupt: reported as an empty header, dropped and counted by wrangle
+            return size, int(info.channels), int(info.samplerate), info.frames / info.samplerate, None
+    except Exception:  # corrupt: reported with an empty header, dropped and counted by wrangle
         pass
-    return size, None, None, None
+    return size, None, None, None, "corrupt: neither mutagen nor libsndfile can parse an mp3 header"
 
 
 def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False, checkpoint: Path | None = None) -> pd.DataFrame:
@@ -106,7 +123,7 @@ def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False, checkpoint
     headers: dict[str, tuple] = {}
     for rel in rel_paths:
         logged = done.get(rel)
-        if logged is not None and logged[0] == os.path.getsize(root / rel):
+        if logged is not None and len(logged) == HEADER_FIELDS and logged[0] == _size(root / rel):
             headers[rel] = tuple(logged)
     if headers:
         log.info("fetcher: resuming %d headers from %s", len(headers), checkpoint)
@@ -127,13 +144,31 @@ def scan(root_dir: str | Path, *, jobs: int = 1, quiet: bool = False, checkpoint
         if log_file is not None:
             log_file.close()
     table = pd.DataFrame([headers[rel] for rel in rel_paths],
-                         columns=["file_size", "channels", "sample_rate", "clip_length"])
+                         columns=["file_size", "channels", "sample_rate", "clip_length", "header_error"])
     table.insert(0, "file_path", rel_paths)
     table.insert(0, "track_7digitalid", ids)
     table["file_size"] = table["file_size"].astype("int64")
     for col in ("channels", "sample_rate"):
         table[col] = table[col].astype("Int64")
     return table[COLUMNS]
+
+
+def header_summary(table: pd.DataFrame) -> str:
+    """"3 without a header: 1 empty, 1 unreadable, 1 corrupt" (or "all headers read") for the fetcher table."""
+    errors = table["header_error"].dropna().astype(str)
+    if errors.empty:
+        return "all headers read"
+    kinds = errors.str.split(r"[:(]", n=1, regex=True).str[0].str.strip().replace({"empty file": "empty"})
+    counts = kinds.value_counts()
+    parts = ", ".join(f"{counts[k]} {k}" for k in ("empty", "unreadable", "corrupt") if k in counts)
+    return f"{len(errors)} without a header: {parts}"
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 def run(output: str | Path, root_dir: str | Path, *, jobs: int = 1, overwrite: bool = False,
@@ -149,8 +184,7 @@ def run(output: str | Path, root_dir: str | Path, *, jobs: int = 1, overwrite: b
     with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
     checkpoint.unlink(missing_ok=True)
-    unreadable = int(table["clip_length"].isna().sum())
-    log.info("fetcher: %d clips (%d unreadable) in %.1f s -> %s", len(table), unreadable,
+    log.info("fetcher: %d clips (%s) in %.1f s -> %s", len(table), header_summary(table),
              time.perf_counter() - start, output)
     return table
 
@@ -172,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def command(args: argparse.Namespace) -> int:
         table = run(args.output, args.root_dir, jobs=args.jobs, overwrite=args.overwrite, quiet=args.quiet)
-        print(f"fetcher: {len(table)} clips, {int(table['clip_length'].isna().sum())} unreadable -> {args.output}")
+        print(f"fetcher: {len(table)} clips, {header_summary(table)} -> {args.output}")
         return 0
 
     return run_main(parser, argv, command)

@@ -281,6 +281,15 @@ def sources_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}.tags.csv")
 
 
+def check_has_pairs(raw_db: str | Path) -> None:
+    """Raise `DataFormatError` unless `raw_db` is a Last.fm tags database with tags and (track, tag) pairs."""
+    with LastFm(raw_db) as raw:
+        for table, what in (("tags", "tags"), ("tid_tag", "(track, tag) pairs")):
+            if raw.conn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {table})").fetchone()[0]:
+                raise DataFormatError(f"{raw.path}: an empty tags database (no {what} in table {table}); "
+                                      "pass the Last.fm tags database (lastfm_tags.db) with its rows")
+
+
 def run(raw_db: str | Path, output: str | Path, *, val: float = 0.0, txt_dir: str | Path = TXT_DIR,
         overwrite: bool = False, quiet: bool = False) -> CleaningResult:
     """Build `output` (clean_lastfm.db) and its `.tags.csv` from `raw_db`, atomically."""
@@ -288,12 +297,15 @@ def run(raw_db: str | Path, output: str | Path, *, val: float = 0.0, txt_dir: st
     csv_out = check_output(sources_path(output), overwrite)
     start = time.perf_counter()
     vocabulary = load_vocabulary(txt_dir)
-    LastFm(raw_db).close()  # bad input fails here, before any progress output
+    check_has_pairs(raw_db)  # bad input fails here, before any progress output
     steps = tqdm(total=3, desc="lastfm_cleaning", unit="step", disable=quiet, delay=1)
     try:
         with LastFm(raw_db) as raw:
             pairs, tags, sources = clean_pairs(raw, vocabulary, val)
             raw_path = raw.path
+        if pairs.empty:
+            log.warning("%s: no (track, tag) pair with val > %g maps to a clean tag of %s; the outputs are empty",
+                        raw_path, val, txt_dir)
         steps.update()
         with atomic_path(output) as tmp:
             tmp.unlink()  # sqlite wants to create the file itself
@@ -320,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep (track, tag) pairs with val strictly above this (0..100)")
     parser.add_argument("--supp-txt-path", default=str(TXT_DIR),
                         help="folder of tag lists: genres.txt decades.txt vocals.txt combine.txt drop.txt")
-    add_common_args(parser, jobs=True, overwrite=True)  # --jobs accepted for a uniform CLI; this stage is vectorised
+    add_common_args(parser, overwrite=True)  # no --jobs: vectorised, one scan of tid_tag (see bench/cleaning.py)
     return parser
 
 

@@ -3,12 +3,14 @@
 Inputs: `fetcher.csv` (see `msd.fetcher`), `msd_summary_file.h5` (groups `metadata`, `analysis`,
 `musicbrainz`, each a compound table `songs`, rows aligned), optionally `sid_mismatches.txt`,
 `msd_duplicates.txt` and `lastfm_tags.db`.
-Outputs: `wrangle.csv` (fetcher columns + `track_id, song_id, artist_id, year`) and, beside it,
+Outputs: `wrangle.csv` (fetcher columns but `header_error` + `track_id, song_id, artist_id, year`) and, beside it,
 `wrangle.dropped.csv` (the dropped rows with a `reason`). A summary of counts per rule is printed.
 
 Drop rules, applied in this order (a row is counted once, under the first rule it breaks):
     zero_size             the mp3 has 0 bytes
-    unreadable            fetcher could not read its header (empty clip_length/channels)
+    unreadable            fetcher could not read its header (empty clip_length/channels; its
+                          header_error, kept in wrangle.dropped.csv, says whether the file was
+                          unreadable or corrupt)
     repeated_7digitalid   a second clip with a 7digital id already seen (the first path, sorted, is kept)
     no_summary            no summary row has this track_7digitalid
     ambiguous_7digitalid  several summary rows share this track_7digitalid, so the track is unknown
@@ -45,7 +47,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from msd.drop_report import dropped_path, format_drop_summary
-from msd.fetcher import COLUMNS as FETCHER_COLUMNS
+from msd import fetcher
 from msd.lastfm import LastFm
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, DataFormatError
@@ -56,6 +58,9 @@ log = logging.getLogger(__name__)
 SUMMARY_GROUPS = ("metadata", "analysis", "musicbrainz")
 SUMMARY_FIELDS = ("track_7digitalid", "track_id", "song_id", "artist_id", "year")
 ADDED_COLUMNS = ["track_id", "song_id", "artist_id", "year"]
+# fetcher.csv's header_error (absent from older files) is kept for dropped rows only; wrangle.csv has the rest
+HEADER_ERROR = "header_error"
+FETCHER_COLUMNS = [c for c in fetcher.COLUMNS if c != HEADER_ERROR]
 REASONS = ("zero_size", "unreadable", "repeated_7digitalid", "no_summary", "ambiguous_7digitalid",
            "mismatched", "untagged", "duplicate")
 MISMATCH_LINE = re.compile(r"^ERROR: <(SO[A-Z0-9]{16}) (TR[A-Z0-9]{16})>")
@@ -190,13 +195,13 @@ def apply_rules(fetch: pd.DataFrame, summary: pd.DataFrame, *, mismatched: set[s
     """Join the fetcher table with the summary and apply the drop rules (see the module docstring).
 
     Args:
-        fetch: fetcher table (FETCHER_COLUMNS).
+        fetch: fetcher table (FETCHER_COLUMNS, and header_error when fetcher wrote it).
         summary: summary table from `read_summary`.
         mismatched: track ids of sid_mismatches.txt, or None to skip the rule.
         tagged: track ids with at least one tag, or None to skip the untagged rule.
         duplicates: track_id -> group (from `read_duplicates`), or None to skip the duplicate rule.
     """
-    table = fetch[FETCHER_COLUMNS].reset_index(drop=True).copy()
+    table = fetch.reindex(columns=FETCHER_COLUMNS + [HEADER_ERROR]).reset_index(drop=True)
     reason = pd.Series(pd.NA, index=table.index, dtype="string")
 
     def mark(mask, name: str) -> None:
@@ -230,7 +235,7 @@ def apply_rules(fetch: pd.DataFrame, summary: pd.DataFrame, *, mismatched: set[s
 
     table["year"] = table["year"].astype("Int64")
     dropped = table[reason.notna()].assign(reason=reason[reason.notna()])
-    kept = table[reason.isna()].reset_index(drop=True)
+    kept = table[reason.isna()].drop(columns=HEADER_ERROR).reset_index(drop=True)
     counts = {name: int((reason == name).sum()) for name in REASONS}
     return WrangleResult(kept=kept, dropped=dropped.reset_index(drop=True), counts=counts)
 
@@ -297,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--discard-no-tag", action="store_true", help="drop tracks with no Last.fm tag")
     parser.add_argument("--discard-dupl", action="store_true",
                         help="keep one track per duplicate group (the smallest surviving track_id)")
-    add_common_args(parser, jobs=True, overwrite=True)  # --jobs accepted for a uniform CLI; this stage is vectorised
+    add_common_args(parser, overwrite=True)  # no --jobs: vectorised, one pass (see bench/cleaning.py)
     return parser
 
 

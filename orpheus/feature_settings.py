@@ -68,7 +68,7 @@ class FeatureSettings:
 
     def compute(self, samples: np.ndarray) -> np.ndarray:
         """float32 [n_samples] at `sample_rate` -> features, float32 [n_frames, n_bins] or [n_samples]."""
-        from orpheus.audio import features  # audio imports this module for the format names
+        from orpheus.features import features  # that module imports this one for the format names
 
         return features(samples, self.sample_rate, format=self.format, n_mels=self.n_mels, n_fft=self.n_fft,
                         hop_length=self.hop_length, preset=self.preset, n_mfcc=self.n_mfcc)

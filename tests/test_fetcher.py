@@ -84,3 +84,56 @@ def test_interrupted_scan_resumes_from_its_log(tree, tmp_path, monkeypatch):
     assert sorted(reread) == sorted(set(str(tree / p) for p in table["file_path"]) - set(calls))
     pd.testing.assert_frame_equal(table, fetcher.scan(tree))
     assert not fetcher.partial_path(out).exists()
+
+
+def test_header_error_tells_unreadable_from_corrupt(tree, tmp_path, monkeypatch, capsys):
+    """A file the file system will not give us is "unreadable" with its reason, not "corrupt"."""
+    import builtins
+    import errno
+    import os
+    (tree / "6").mkdir()
+    os.symlink(tmp_path / "gone.mp3", tree / "6" / "666.clip.mp3")  # a dangling link: crashed the scan before
+    forbidden = str(tree / "3" / "1" / "222.clip.mp3")  # a good mp3 we may not read (as root no chmod does it)
+
+    def guarded_open(path, *args, **kwargs):
+        if str(path) == forbidden:
+            raise PermissionError(errno.EACCES, "Permission denied", forbidden)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(fetcher, "open", guarded_open, raising=False)
+    out = tmp_path / "fetcher.csv"
+    assert fetcher.main([str(out), "--root-dir", str(tree), "--quiet", "--jobs", "1"]) == 0
+    table = pd.read_csv(out).set_index("track_7digitalid")
+    assert table.loc[111, "header_error"] != table.loc[111, "header_error"]  # NaN: a good header
+    assert table.loc[[222, 333, 444, 666], "header_error"].tolist() == [
+        "unreadable: Permission denied", "empty file (0 bytes)",
+        "corrupt: neither mutagen nor libsndfile can parse an mp3 header", "unreadable: No such file or directory"]
+    assert table.loc[[222, 666], ["channels", "sample_rate", "clip_length"]].isna().all().all()
+    assert "4 without a header: 1 empty, 2 unreadable, 1 corrupt" in capsys.readouterr().out
+
+
+def test_resume_ignores_progress_logs_without_header_error(tree, tmp_path):
+    """A progress log of an older fetcher (4 fields a header) is read again, not trusted."""
+    import json
+    out = tmp_path / "fetcher.csv"
+    fetcher.partial_path(out).write_text(json.dumps(["5/5/444.clip.mp3", [4000, 2, 44100, 9.0]]) + "\n")
+    table = fetcher.run(out, tree, quiet=True).set_index("track_7digitalid")
+    assert np.isnan(table.loc[444, "clip_length"]) and table.loc[444, "header_error"].startswith("corrupt")
+
+
+def test_a_folder_that_cannot_be_listed_is_a_warning(tree, monkeypatch, caplog):
+    import errno
+    import os
+    real_scandir = os.scandir
+    blocked = str(tree / "5")
+
+    def guarded_scandir(path="."):
+        if str(path) == blocked:
+            raise PermissionError(errno.EACCES, "Permission denied", blocked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded_scandir)
+    with caplog.at_level("WARNING", logger="msd.fetcher"):
+        table = fetcher.scan(tree)
+    assert table["track_7digitalid"].tolist() == [111, 222]
+    assert f"{blocked}: cannot list the folder (Permission denied)" in caplog.text

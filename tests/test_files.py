@@ -176,6 +176,12 @@ def test_run_main_turns_any_writers_environment_errors_into_one_line(tmp_path, c
     assert cli.run_main(parser, [], tf_forbidden) == 1
     assert capsys.readouterr().err.startswith(f"prog: error: {tmp_path}/ckpt: permission denied")
 
+    def out_of_memory(args):  # ResourceExhaustedError is also an allocation failure: not the disk's
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,96,187]")
+
+    with pytest.raises(tf.errors.ResourceExhaustedError):
+        cli.run_main(parser, [], out_of_memory)
+
     def bug(args):
         open(tmp_path / "missing" / "x")
 

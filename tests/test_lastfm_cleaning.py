@@ -136,3 +136,20 @@ def test_not_sqlite_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "raw.db" in err[0] and "not an SQLite database" in err[0]
     assert not (tmp_path / "clean.db").exists()
+
+
+@pytest.mark.parametrize("tags, pairs, what", [([], [], "no tags"), (["rock", "pop"], [], "no (track, tag) pairs")])
+def test_empty_database_is_an_error(tmp_path, capsys, tags, pairs, what):
+    """A database with the schema but no rows used to exit 0 with empty outputs."""
+    raw = write_lastfm_db(tmp_path / "raw.db", ["TRA", "TRB"], tags, pairs)
+    assert lc.main([str(raw), str(tmp_path / "clean.db"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(raw) in err[0] and f"empty tags database ({what}" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.db"]
+
+
+def test_jobs_is_not_offered(capsys):
+    """The stage is one vectorised scan: it takes no --jobs rather than one it would ignore."""
+    with pytest.raises(SystemExit):
+        lc.main(["--help"])
+    assert "--jobs" not in capsys.readouterr().out

@@ -165,3 +165,19 @@ def test_non_sqlite_and_missing_file(world, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tags.db" in err[0] and "not found" in err[0]
     assert not (world / "wrangle.csv").exists()
+
+
+def test_header_error_reaches_the_dropped_rows_only(world):
+    """fetcher's reason for an unreadable header is kept in wrangle.dropped.csv; wrangle.csv is unchanged."""
+    fetch = fetch_table().assign(header_error=pd.NA)
+    fetch.loc[fetch["track_7digitalid"] == SEVEN[3], "header_error"] = "unreadable: Permission denied"
+    result = wrangle.apply_rules(fetch, wrangle.read_summary(world / "summary.h5"))
+    row = result.dropped[result.dropped["track_7digitalid"] == SEVEN[3]]
+    assert row[["reason", "header_error"]].values.tolist() == [["unreadable", "unreadable: Permission denied"]]
+    assert "header_error" not in result.kept.columns
+
+
+def test_jobs_is_not_offered(capsys):
+    with pytest.raises(SystemExit):
+        wrangle.main(["--help"])
+    assert "--jobs" not in capsys.readouterr().out

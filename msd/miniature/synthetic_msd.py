@@ -40,6 +40,9 @@ Faults (`FAULT_KINDS`; at least one of each when there are 40 tracks or more, sc
 Healthy tracks have no silence longer than a few milliseconds (frames within 60 dB of the loudest)
 and are larger than 100,000 bytes. Everything is deterministic for a seed: the h5/db/txt/csv bytes
 and the mp3 audio.
+
+The world (rows, tags, faults) is drawn in `msd.miniature.msd_world`, its files are written by
+`msd.miniature.msd_writers`; this module is the stage that runs them (`generate`) and its command.
 """
 
 import os
@@ -51,440 +54,28 @@ if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbos
     quiet_tensorflow()
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import io  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Sequence  # noqa: E402
 
-import h5py  # noqa: E402
 import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
 
-from msd.miniature import music_synth  # noqa: E402
+from msd.miniature.msd_world import (  # noqa: E402,F401  (the names tests and msd.synthetic use)
+    FAULT_KINDS, JUNK_TAGS, MIN_DURATION_S, RAW_TAG_VARIANTS, SAMPLE_RATE, SHORT_CLIP_S, SILENCE_LENGTH_S,
+    SILENCE_START_S, TRUTH_COLUMNS, AudioJob, SyntheticMSD, audio_relpath, build_world, fault_plan)
+from msd.miniature.msd_writers import (  # noqa: E402,F401
+    duplicates_text, mismatch_text, mp3_quality, write_audio_job, write_mp3, write_summary, write_tags_db)
 from orpheus.cli import add_common_args, default_jobs, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError, OutputExistsError  # noqa: E402
-from orpheus.files import atomic_path, write_csv_atomic, write_text_atomic  # noqa: E402
+from orpheus.files import write_csv_atomic, write_text_atomic  # noqa: E402
 from orpheus.parallel import parallel_map  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 44100
-FAULT_KINDS = ("zero_byte", "corrupt", "no_summary", "ambiguous", "mismatch", "duplicate", "untagged",
-               "silence", "short", "no_clean_tag")
-SILENCE_START_S, SILENCE_LENGTH_S = 12.0, 6.0
-SHORT_CLIP_S = 8.0
-MIN_DURATION_S = 10.0
-TRUTH_COLUMNS = ("track_id", "track_7digitalid", "artist_id", "mp3_path", "fault", "tags")
 
-# Raw Last.fm spellings of each clean tag, most common first. Each maps to its clean tag by the
-# cleaning rules (lower-case; strip non-alphanumerics and a trailing "s"; decades) or by the
-# common-sense synonym lists (electronica, "... music", "female vocalists", ...).
-RAW_TAG_VARIANTS: dict[str, tuple[str, ...]] = {
-    "rock": ("rock", "Rock", "ROCK", "rock!", "Rocks"),
-    "metal": ("metal", "Metal", "METAL", "Metal!"),
-    "electronic": ("electronic", "Electronic", "electronica", "Electronica", "electronic music"),
-    "dance": ("dance", "Dance", "DANCE", "dance music"),
-    "jazz": ("jazz", "Jazz", "JAZZ", "jazz."),
-    "classical": ("classical", "Classical", "CLASSICAL", "classical music"),
-    "ambient": ("ambient", "Ambient", "AMBIENT", "ambient music"),
-    "hip hop": ("hip hop", "Hip-Hop", "hip-hop", "hiphop", "HIP HOP", "Hip Hop"),
-    "folk": ("folk", "Folk", "FOLK", "folk music"),
-    "pop": ("pop", "Pop", "POP", "pop music"),
-    "female": ("female vocalists", "female vocalist", "Female Vocalists", "female vocals", "female"),
-    "male": ("male vocalists", "male vocalist", "Male Vocalists", "male vocals", "male"),
-    "rap": ("rap", "Rap", "RAP", "raps"),
-    "instrumental": ("instrumental", "Instrumental", "instrumentals", "INSTRUMENTAL"),
-    "80s": ("80s", "80's", "1980s", "eighties", "Eighties"),
-    "90s": ("90s", "90's", "1990s", "nineties", "Nineties"),
-}
-# Personal and descriptive tags that are no genre: the cleaning drops them all.
-JUNK_TAGS = ("seen live", "favorites", "Favorite", "favourites", "awesome", "beautiful", "love", "loved",
-             "my favorite", "albums i own", "check out", "good", "amazing", "cool", "under 2000 listeners",
-             "want to see live", "fav", "epic")
+log = logging.getLogger(__name__)
 
-_ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
-_SYLLABLES = ("ka", "lo", "mi", "ra", "ve", "son", "dar", "el", "tin", "mor", "bel", "ish", "no", "qua", "zen",
-              "ly", "fa", "gor", "vin", "sa", "te", "rum", "ho", "pa", "cle", "dra", "mon", "ari", "us", "wen")
-_WORDS = ("night", "river", "fire", "heart", "city", "dream", "light", "road", "stone", "rain", "sun", "shadow",
-          "echo", "glass", "summer", "ghost", "wild", "silver", "blue", "golden", "lost", "electric", "velvet",
-          "midnight", "ocean", "machine", "paper", "winter", "honey", "thunder", "garden", "mirror", "north")
-
-
-@dataclass(frozen=True)
-class SyntheticMSD:
-    """Paths of a generated miniature MSD (all under `root`)."""
-
-    root: Path
-    summary_h5: Path
-    tags_db: Path
-    mismatches_txt: Path
-    duplicates_txt: Path
-    audio_dir: Path
-    truth_csv: Path
-    n_tracks: int
-
-
-@dataclass
-class _Row:
-    """One summary row (with or without audio)."""
-
-    track_id: str
-    song_id: str
-    artist: int
-    title: str
-    release: str
-    digital_id: int
-    year: int
-    tags: tuple[str, ...]
-    fault: str = ""
-    has_audio: bool = False
-    in_summary: bool = True
-    tagged: bool = True
-    audio_seed: int = 0
-
-
-@dataclass(frozen=True)
-class AudioJob:
-    """One mp3 to write: `render_track(tags, seed)` then the fault, encoded to `path`."""
-
-    path: str
-    tags: tuple[str, ...]
-    seed: int
-    duration_s: float
-    fault: str
-
-
-# ---------------------------------------------------------------------------------------------
-# Names and ids
-# ---------------------------------------------------------------------------------------------
-
-def _msd_id(rng: np.random.Generator, prefix: str, taken: set[str]) -> str:
-    """An MSD-style id: the 2-letter prefix and 16 upper-case letters/digits, unique in `taken`."""
-    while True:
-        new = prefix + "".join(rng.choice(_ID_ALPHABET, 16))
-        if new not in taken:
-            taken.add(new)
-            return new
-
-
-def _name(rng: np.random.Generator, n_syllables: tuple[int, int] = (2, 3)) -> str:
-    return "".join(rng.choice(_SYLLABLES, int(rng.integers(*n_syllables)))).capitalize()
-
-
-def _artist_name(rng: np.random.Generator) -> str:
-    style = rng.random()
-    if style < 0.4:
-        return f"{_name(rng)} {_name(rng)}"
-    if style < 0.7:
-        return "The " + " ".join(w.capitalize() for w in rng.choice(_WORDS, 2, replace=False)) + "s"
-    if style < 0.85:
-        return f"DJ {_name(rng)}"
-    return f"{_name(rng)} & the {str(rng.choice(_WORDS)).capitalize()}s"
-
-
-def _title(rng: np.random.Generator) -> str:
-    words = [str(w) for w in rng.choice(_WORDS, int(rng.integers(1, 4)), replace=False)]
-    if rng.random() < 0.3:
-        words.insert(0, str(rng.choice(["the", "my", "no", "into the", "all"])))
-    return " ".join(w.capitalize() for w in words)
-
-
-def _uuid(rng: np.random.Generator) -> str:
-    h = "".join(rng.choice(list("0123456789abcdef"), 32))
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def audio_relpath(digital_id: int) -> str:
-    """Where a 7digital preview lives under the audio root: `<d0>/<d1>/<id>.clip.mp3`."""
-    digits = str(digital_id)
-    return f"{digits[0]}/{digits[1]}/{digits}.clip.mp3"
-
-
-def _stable_seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
-
-
-# ---------------------------------------------------------------------------------------------
-# The world: artists, tracks, faults
-# ---------------------------------------------------------------------------------------------
-
-def fault_plan(n_tracks: int) -> list[str]:
-    """The fault of each audio track, before shuffling: `n // 40` of each kind (at least one when
-    n >= 40; for fewer tracks, one each of the first n // 4 kinds), the rest healthy ("")."""
-    if n_tracks >= 40:
-        kinds = [k for k in FAULT_KINDS for _ in range(max(1, n_tracks // 40))]
-    else:
-        kinds = list(FAULT_KINDS[:n_tracks // 4])
-    return kinds + [""] * (n_tracks - len(kinds))
-
-
-def _build_world(n_tracks: int, seed: int) -> tuple[list[_Row], list[dict], list[list[_Row]],
-                                                   list[tuple[_Row, str, str]]]:
-    """Rows (audio and not), artists, duplicate groups and mismatch pairs for a seed."""
-    rng = np.random.default_rng([seed, 0x4D5344])
-    taken: set[str] = set()
-    n_artists = max(2, n_tracks // 4)
-    artists = []
-    for _ in range(n_artists):
-        artists.append({"artist_id": _msd_id(rng, "AR", taken), "name": _artist_name(rng), "mbid": _uuid(rng),
-                        "tags": music_synth.draw_tags(rng), "releases": [_title(rng) for _ in range(3)],
-                        "familiarity": float(rng.beta(4, 3)), "hotttnesss": float(rng.beta(3, 5)),
-                        "digital_id": int(rng.integers(1000, 900000)),
-                        "location": str(rng.choice(["London, England", "Chicago, IL", "Berlin, Germany", "",
-                                                    "Montreal, Quebec", "Tokyo, Japan", ""]))})
-    digital_ids = iter(rng.choice(np.arange(1_000_000, 9_999_999), size=4 * n_tracks + 200, replace=False).tolist())
-
-    def new_row(artist: int, tags: tuple[str, ...]) -> _Row:
-        if "80s" in tags:
-            year = int(rng.integers(1980, 1990))
-        elif "90s" in tags:
-            year = int(rng.integers(1990, 2000))
-        else:
-            year = 0 if rng.random() < 0.4 else int(rng.integers(1960, 2011))
-        return _Row(track_id=_msd_id(rng, "TR", taken), song_id=_msd_id(rng, "SO", taken), artist=artist,
-                    title=_title(rng), release=str(rng.choice(artists[artist]["releases"])),
-                    digital_id=next(digital_ids), year=year, tags=tags)
-
-    def track_tags(artist: int) -> tuple[str, ...]:
-        # Artists keep to their style; now and then a track strays from it.
-        return tuple(artists[artist]["tags"] if rng.random() < 0.6 else music_synth.draw_tags(rng))
-
-    faults = [str(f) for f in rng.permutation(np.array(fault_plan(n_tracks), dtype=object))]
-    audio_rows = []
-    for i, fault in enumerate(faults):
-        artist = int(rng.integers(n_artists)) if i >= n_artists else i
-        row = new_row(artist, track_tags(artist))
-        row.fault, row.has_audio = fault, True
-        row.audio_seed = _stable_seed(seed, "audio", i)
-        row.in_summary = fault != "no_summary"
-        row.tagged = fault != "untagged"
-        audio_rows.append(row)
-    extra_rows = []
-    n_plain = 2 * n_tracks + 20
-    for _ in range(n_plain):  # the summary file has many more songs than previews
-        artist = int(rng.integers(n_artists))
-        row = new_row(artist, track_tags(artist))
-        row.tagged = rng.random() < 0.5
-        extra_rows.append(row)
-
-    # Ambiguous: a second summary row (another song) claims the same 7digital id.
-    for row in [r for r in audio_rows if r.fault == "ambiguous"]:
-        twin = new_row(int(rng.integers(n_artists)), tuple(music_synth.draw_tags(rng)))
-        twin.digital_id = row.digital_id
-        extra_rows.append(twin)
-
-    # Duplicates: the same song (artist and title) under several track ids. The kept member, the
-    # smallest track id, is a healthy track; audio-less members are added as in the real list.
-    healthy = [r for r in audio_rows if r.fault == ""]
-    groups: list[list[_Row]] = []
-    for row in [r for r in audio_rows if r.fault == "duplicate"]:
-        keeper = healthy.pop(int(rng.integers(len(healthy)))) if healthy else None
-        if keeper is None:
-            raise ConfigError("too few healthy tracks to build duplicate groups; generate more tracks")
-        row.artist, row.title, row.tags, row.audio_seed = keeper.artist, keeper.title, keeper.tags, keeper.audio_seed
-        members = [keeper, row]
-        if rng.random() < 0.5:
-            ghost = new_row(keeper.artist, keeper.tags)
-            ghost.title = keeper.title
-            extra_rows.append(ghost)
-            members.append(ghost)
-        ids = sorted([keeper.track_id, row.track_id])
-        keeper.track_id, row.track_id = ids  # the healthy member holds the smaller id
-        groups.append(members)
-    # Groups and mismatches among songs without previews use only plain rows (no twin, no group
-    # member), so that no track's fate depends on the order in which the cleaning applies its rules.
-    plain = rng.permutation(n_plain)
-    for k in range(max(2, n_tracks // 10)):
-        first, second = int(plain[2 * k]), int(plain[2 * k + 1])
-        extra_rows[second].artist, extra_rows[second].title = extra_rows[first].artist, extra_rows[first].title
-        groups.append([extra_rows[first], extra_rows[second]])
-    # Mismatches: the 7digital preview is another song (MSD artist/title != 7digital artist/title).
-    mismatches = []
-    mismatch_rows = [r for r in audio_rows if r.fault == "mismatch"]
-    mismatch_rows += [extra_rows[int(i)] for i in plain[-max(2, n_tracks // 10):]]
-    for row in mismatch_rows:
-        mismatches.append((row, _artist_name(rng), _title(rng)))
-    return audio_rows + extra_rows, artists, groups, mismatches
-
-
-def _raw_tags(rng: np.random.Generator, row: _Row) -> list[tuple[str, float]]:
-    """Last.fm-style raw (tag, val) pairs for a row's clean tags, with variants, junk and zeros."""
-    pairs: list[tuple[str, float]] = []
-    if row.fault != "no_clean_tag":
-        for i, clean in enumerate(row.tags):
-            variants = RAW_TAG_VARIANTS[clean]
-            weights = np.array([4.0] + [1.0] * (len(variants) - 1))
-            chosen = rng.choice(len(variants), size=int(rng.integers(1, min(3, len(variants)) + 1)), replace=False,
-                                p=weights / weights.sum())
-            for j, v in enumerate(chosen):
-                val = 100.0 if i == 0 and j == 0 else float(rng.integers(10, 101))
-                pairs.append((variants[int(v)], val))
-            if rng.random() < 0.15:  # a redundant spelling nobody voted for
-                pairs.append((variants[int(rng.integers(len(variants)))], 0.0))
-    n_junk = int(rng.integers(1, 4)) if row.fault == "no_clean_tag" else int(rng.poisson(1.2))
-    for tag in rng.choice(JUNK_TAGS, size=min(n_junk, len(JUNK_TAGS)), replace=False):
-        pairs.append((str(tag), float(rng.choice([0, rng.integers(1, 101)]))))
-    if row.fault == "no_clean_tag" and all(v == 0 for _, v in pairs):
-        pairs[0] = (pairs[0][0], 50.0)
-    seen: dict[str, float] = {}
-    for tag, val in pairs:  # one value per (track, tag), as in the real database
-        seen.setdefault(tag, val)
-    return list(seen.items())
-
-
-# ---------------------------------------------------------------------------------------------
-# Writers
-# ---------------------------------------------------------------------------------------------
-
-def _summary_dtypes() -> dict[str, np.dtype]:
-    """The compound dtypes of `metadata/songs`, `analysis/songs` and `musicbrainz/songs`."""
-    text = "S256"
-    metadata = [("analyzer_version", "S32"), ("artist_7digitalid", "<i4"), ("artist_familiarity", "<f8"),
-                ("artist_hotttnesss", "<f8"), ("artist_id", "S18"), ("artist_latitude", "<f8"),
-                ("artist_location", text), ("artist_longitude", "<f8"), ("artist_mbid", "S40"),
-                ("artist_name", text), ("artist_playmeid", "<i4"), ("genre", "S32"), ("idx_artist_terms", "<i4"),
-                ("idx_similar_artists", "<i4"), ("release", text), ("release_7digitalid", "<i4"),
-                ("song_hotttnesss", "<f8"), ("song_id", "S18"), ("title", text), ("track_7digitalid", "<i4")]
-    analysis = [("analysis_sample_rate", "<i4"), ("audio_md5", "S32"), ("danceability", "<f8"), ("duration", "<f8"),
-                ("end_of_fade_in", "<f8"), ("energy", "<f8"), ("idx_bars_confidence", "<i4"),
-                ("idx_bars_start", "<i4"), ("idx_beats_confidence", "<i4"), ("idx_beats_start", "<i4"),
-                ("idx_sections_confidence", "<i4"), ("idx_sections_start", "<i4"),
-                ("idx_segments_confidence", "<i4"), ("idx_segments_loudness_max", "<i4"),
-                ("idx_segments_loudness_max_time", "<i4"), ("idx_segments_loudness_start", "<i4"),
-                ("idx_segments_pitches", "<i4"), ("idx_segments_start", "<i4"), ("idx_segments_timbre", "<i4"),
-                ("idx_tatums_confidence", "<i4"), ("idx_tatums_start", "<i4"), ("key", "<i4"),
-                ("key_confidence", "<f8"), ("loudness", "<f8"), ("mode", "<i4"), ("mode_confidence", "<f8"),
-                ("start_of_fade_out", "<f8"), ("tempo", "<f8"), ("time_signature", "<i4"),
-                ("time_signature_confidence", "<f8"), ("track_id", "S18")]
-    musicbrainz = [("idx_artist_mbtags", "<i4"), ("year", "<i4")]
-    return {"metadata": np.dtype(metadata), "analysis": np.dtype(analysis), "musicbrainz": np.dtype(musicbrainz)}
-
-
-def _write_summary(path: Path, rows: Sequence[_Row], artists: Sequence[dict], rng: np.random.Generator) -> None:
-    dtypes = _summary_dtypes()
-    tables = {group: np.zeros(len(rows), dtype=dtype) for group, dtype in dtypes.items()}
-    meta, ana, mb = tables["metadata"], tables["analysis"], tables["musicbrainz"]
-    for i, row in enumerate(rows):
-        artist = artists[row.artist]
-        located = rng.random() < 0.4
-        meta[i] = (b"", artist["digital_id"], artist["familiarity"], artist["hotttnesss"], artist["artist_id"],
-                   rng.uniform(-60, 70) if located else np.nan, artist["location"].encode(),
-                   rng.uniform(-150, 150) if located else np.nan, artist["mbid"], artist["name"].encode(), -1, b"",
-                   0, 0, row.release.encode(), _stable_seed(row.release) % 900000 + 1000,
-                   rng.random() if rng.random() < 0.6 else np.nan, row.song_id, row.title.encode(), row.digital_id)
-        duration = float(rng.uniform(120, 420))
-        ana[i]["analysis_sample_rate"] = 22050
-        ana[i]["audio_md5"] = hashlib.md5(row.track_id.encode()).hexdigest()
-        ana[i]["duration"] = duration
-        ana[i]["end_of_fade_in"] = rng.uniform(0, 2)
-        ana[i]["key"], ana[i]["key_confidence"] = int(rng.integers(12)), rng.random()
-        ana[i]["loudness"] = rng.uniform(-25, -3)
-        ana[i]["mode"], ana[i]["mode_confidence"] = int(rng.integers(2)), rng.random()
-        ana[i]["start_of_fade_out"] = duration - rng.uniform(0, 10)
-        ana[i]["tempo"] = rng.uniform(60, 200)
-        ana[i]["time_signature"], ana[i]["time_signature_confidence"] = 4, rng.random()
-        ana[i]["track_id"] = row.track_id
-        mb[i] = (0, row.year)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False) as h5:
-            for group, table in tables.items():
-                h5.create_group(group, track_order=False).create_dataset("songs", data=table, track_times=False)
-
-
-def _write_tags_db(path: Path, rows: Sequence[_Row], rng: np.random.Generator) -> None:
-    tagged = [rows[int(i)] for i in rng.permutation(len(rows)) if rows[int(i)].tagged and rows[int(i)].in_summary]
-    with atomic_path(path) as tmp:
-        con = sqlite3.connect(tmp)
-        try:
-            con.executescript("CREATE TABLE tids (tid TEXT); CREATE TABLE tags (tag TEXT);"
-                              "CREATE TABLE tid_tag (tid INT, tag INT, val FLOAT);")
-            tag_ids: dict[str, int] = {}
-            pairs = []
-            for tid_rowid, row in enumerate(tagged, start=1):
-                for tag, val in _raw_tags(rng, row):
-                    if tag not in tag_ids:
-                        tag_ids[tag] = len(tag_ids) + 1
-                    pairs.append((tid_rowid, tag_ids[tag], val))
-            con.executemany("INSERT INTO tids (ROWID, tid) VALUES (?, ?)",
-                            [(i, r.track_id) for i, r in enumerate(tagged, start=1)])
-            con.executemany("INSERT INTO tags (ROWID, tag) VALUES (?, ?)", [(i, t) for t, i in tag_ids.items()])
-            con.executemany("INSERT INTO tid_tag (tid, tag, val) VALUES (?, ?, ?)", pairs)
-            con.execute("CREATE INDEX idx_tid_tag_tid ON tid_tag (tid)")
-            con.execute("CREATE INDEX idx_tid_tag_tag ON tid_tag (tag)")
-            con.commit()
-        finally:
-            con.close()
-
-
-def _mismatch_text(mismatches: Sequence[tuple[_Row, str, str]], artists: Sequence[dict]) -> str:
-    lines = [f"ERROR: <{row.song_id} {row.track_id}> {artists[row.artist]['name']}  -  {row.title}  !=  "
-             f"{other_artist}  -  {other_title}" for row, other_artist, other_title in mismatches]
-    return "\n".join(sorted(lines)) + "\n"
-
-
-def _duplicates_text(groups: Sequence[list[_Row]], artists: Sequence[dict], seed: int) -> str:
-    lines = ["# MSD duplicates: songs found several times under different track ids",
-             f"# synthetic miniature MSD (msd.synthetic, seed {seed})",
-             "# format: a line '%<group id> <artist> - <title>' opens each group, then one track id per line"]
-    for number, group in enumerate(groups, start=1):
-        first = group[0]
-        lines.append(f"%{_stable_seed(seed, 'dup', number) % 100000} {artists[first.artist]['name']} - {first.title}")
-        lines += sorted(r.track_id for r in group)
-    return "\n".join(lines) + "\n"
-
-
-def write_mp3(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, quality: float = 0.9) -> int:
-    """Encode float32 [n_samples, n_channels] audio in [-1, 1] as a VBR mp3, atomically.
-
-    Args:
-        quality: libsndfile's compression level for VBR, 0 (best, largest) .. 1 (smallest, fastest).
-    Returns:
-        the file size in bytes.
-    """
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, sample_rate, format="MP3", bitrate_mode="VARIABLE", compression_level=quality)
-    data = buffer.getvalue()
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return len(data)
-
-
-def write_audio_job(job: AudioJob) -> int:
-    """Render, apply the fault and write one preview; returns its size in bytes (worker function)."""
-    path = Path(job.path)
-    if job.fault == "zero_byte":
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(b"")
-        return 0
-    if job.fault == "corrupt":
-        data = np.random.default_rng(job.seed).integers(0, 256, 60_000, dtype=np.uint8).tobytes()
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-        return len(data)
-    duration_s = SHORT_CLIP_S if job.fault == "short" else job.duration_s
-    audio = music_synth.render_track(job.tags, job.seed, duration_s=duration_s, sample_rate=SAMPLE_RATE)
-    if job.fault == "silence":
-        start = int(min(SILENCE_START_S, duration_s / 3) * SAMPLE_RATE)
-        audio[start:start + int(SILENCE_LENGTH_S * SAMPLE_RATE)] = 0.0
-    return write_mp3(path, audio, SAMPLE_RATE, quality=mp3_quality(duration_s))
-
-
-def mp3_quality(duration_s: float) -> float:
-    """VBR compression level that keeps a preview of `duration_s` above 100,000 bytes.
-
-    0.9 (the fastest to encode) gives about 70 kbit/s of this music: enough from 20 s on. Shorter
-    previews, and the 8 s short-clip fault (which only its length may give away), get more bits.
-    """
-    return 0.9 if duration_s >= 20 else 0.5 if duration_s >= 10 else 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# The stage
-# ---------------------------------------------------------------------------------------------
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
@@ -530,16 +121,16 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
                     "use --duration-s 16 or more for an end-to-end run", duration_s)
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    rows, artists, groups, mismatches = _build_world(n_tracks, seed)
+    rows, artists, groups, mismatches = build_world(n_tracks, seed)
     rng = np.random.default_rng([seed, 0x746167])
     summary_rows = [rows[int(i)] for i in rng.permutation(len(rows)) if rows[int(i)].in_summary]
     msd = SyntheticMSD(root=out_dir, summary_h5=out_dir / "msd_summary_file.h5", tags_db=out_dir / "lastfm_tags.db",
                        mismatches_txt=out_dir / "sid_mismatches.txt", duplicates_txt=out_dir / "msd_duplicates.txt",
                        audio_dir=out_dir / "audio", truth_csv=out_dir / "truth.csv", n_tracks=n_tracks)
-    _write_summary(msd.summary_h5, summary_rows, artists, rng)
-    _write_tags_db(msd.tags_db, rows, rng)
-    write_text_atomic(msd.mismatches_txt, _mismatch_text(mismatches, artists))
-    write_text_atomic(msd.duplicates_txt, _duplicates_text(groups, artists, seed))
+    write_summary(msd.summary_h5, summary_rows, artists, rng)
+    write_tags_db(msd.tags_db, rows, rng)
+    write_text_atomic(msd.mismatches_txt, mismatch_text(mismatches, artists))
+    write_text_atomic(msd.duplicates_txt, duplicates_text(groups, artists, seed))
 
     audio_rows = sorted((r for r in rows if r.has_audio), key=lambda r: r.digital_id)
     audio_jobs = [AudioJob(str(msd.audio_dir / audio_relpath(r.digital_id)), r.tags, r.audio_seed, duration_s,
