@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_preprocessing import RATE, SPLIT, _cli, _snapshot, corpus, logmel_run  # noqa: F401
+from tests.test_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
+                                     logmel_run)
 from tfrecords import preprocessing as pp
 from tfrecords import runners
 
@@ -31,7 +32,7 @@ def _dataset_json_without_command(out_dir):
     return info
 
 
-def test_beam_runner_writes_the_pool_shards_and_resumes(corpus, logmel_run, tmp_path):
+def test_beam_runner_writes_the_pool_shards(corpus, logmel_run, tmp_path):
     _, inputs = corpus
     out = tmp_path / "beam"
     assert _cli("log-mel-spectrogram", out, inputs, "--runner", "beam", "--jobs", "2") == 0
@@ -39,15 +40,27 @@ def test_beam_runner_writes_the_pool_shards_and_resumes(corpus, logmel_run, tmp_
     assert _dataset_json_without_command(out) == _dataset_json_without_command(logmel_run)
     assert (out / "skipped.csv").read_text() == (logmel_run / "skipped.csv").read_text()
     assert "--runner beam" in json.loads((out / "dataset.json").read_text())["command"]
-    # resume: one shard lost its sidecar (a kill before it was complete); only that one is redone
-    before = _snapshot(out)
+
+
+@pytest.mark.slow
+def test_beam_and_pool_write_the_same_miniature_msd_and_beam_resumes(tmp_path):
+    """msd.synthetic -> the cleaning commands -> preprocessing with each runner: identical shards; then a
+    beam rerun after a shard lost its sidecar redoes only that shard."""
+    msd, clean = clean_miniature_msd(tmp_path, tracks=10, seed=5, duration_s=16)
+    inputs = ["--csv-path", str(clean / "ultimate.csv"), "--tag-path", str(clean / "clean_lastfm.db"),
+              "--root-dir", str(msd / "audio"), "--num-files", "4", "--split", "50", "25", "25", "--jobs", "2",
+              "--quiet"]
+    pool, beam = tmp_path / "pool", tmp_path / "beam"
+    assert pp.main(["log-mel-spectrogram", str(pool), *inputs]) == 0
+    assert pp.main(["log-mel-spectrogram", str(beam), *inputs, "--runner", "beam"]) == 0
+    assert len(_bytes(pool)) >= 3 and _bytes(beam) == _bytes(pool)
+    assert _dataset_json_without_command(beam) == _dataset_json_without_command(pool)
+    assert (beam / "skipped.csv").read_text() == (pool / "skipped.csv").read_text()
+    before = _snapshot(beam)
     names = sorted(before)
-    os.remove(out / pp.PROGRESS_DIR / f"{names[1]}.json")
-    summary = pp.run("log-mel-spectrogram", out, csv_path=inputs[1], tag_path=inputs[3], root_dir=inputs[5],
-                     sample_rate=RATE, num_files=4, split=[float(s) for s in SPLIT], jobs=2, quiet=True,
-                     runner="beam")
-    assert summary["shards_written"] == 1 and summary["shards_done"] == 4
-    after = _snapshot(out)
+    os.remove(beam / pp.PROGRESS_DIR / f"{names[1]}.json")  # as if killed before that shard was complete
+    assert pp.main(["log-mel-spectrogram", str(beam), *inputs, "--runner", "beam"]) == 0
+    after = _snapshot(beam)
     assert after[names[1]][0] != before[names[1]][0] and after[names[1]][1] == before[names[1]][1]
     assert all(after[name] == before[name] for name in names if name != names[1])
 
