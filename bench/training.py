@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import argparse
 import tempfile

@@ -26,11 +26,12 @@ Example:
     python msd/lastfm_cleaning.py lastfm_tags.db clean_lastfm.db --val 0 --supp-txt-path msd/txt
 """
 
-import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import argparse
 import itertools
@@ -39,6 +40,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -53,7 +55,7 @@ from orpheus.files import atomic_path, check_output, require_dir, require_file
 
 log = logging.getLogger(__name__)
 
-TXT_DIR = Path(__file__).resolve().parent / "txt"
+TXT_DIR = Path(str(resources.files("msd").joinpath("txt")))   # package data (setup.cfg)
 LIST_FILES = ("genres.txt", "decades.txt")
 MAPPING_FILES = ("vocals.txt", "combine.txt")
 DROP_FILE = "drop.txt"

@@ -1,27 +1,48 @@
-"""Shared command-line plumbing: argument groups, logging setup and the error boundary.
+"""Shared command-line plumbing, and the `orpheus` command that fronts every stage.
 
 Every command builds an `argparse` parser, then calls `run_main(parser, argv)`, which parses,
-configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1.
+configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1,
+as it does a full disk or a read-only output folder met by any writer (`orpheus.files.output_write_error`).
+Every entry point calls `quiet_tensorflow()` before TensorFlow is imported (a module run with
+`python -m` or as a file does so in its first lines), so no TensorFlow or absl log line is printed
+unless `--verbose` is given.
+
+`main` is the `orpheus` console script: `orpheus SUBCOMMAND ARGS...` imports the subcommand's module
+and calls its `main(ARGS)`, so each subcommand has the flags and `--help` of that module's command.
+`COMMANDS` below is the single place where the front door names the stages: it names their modules
+as strings, and only the chosen one is imported, on demand. The core package never imports a
+stage (`msd`, `tfrecords`) at import time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import logging
 import os
+import re
 import sys
-from typing import Callable, Sequence
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 from orpheus.errors import OrpheusError
+from orpheus.files import output_write_error
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show defaults and keep the epilog's examples as written."""
 
 
+_prog_override: str | None = None   # set by `main`: the subcommand's parser says `orpheus NAME`
+
+
 def make_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    """An `ArgumentParser` with Orpheus's formatter; `epilog` holds usage examples."""
-    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+    """An `ArgumentParser` with Orpheus's formatter; `epilog` holds usage examples.
+
+    Under the `orpheus` command the program name is the subcommand's (`orpheus predict`)."""
+    return argparse.ArgumentParser(prog=_prog_override or prog, description=description, epilog=epilog,
                                    formatter_class=HelpFormatter)
 
 
@@ -50,6 +71,86 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     # TensorFlow's logger has a handler of its own: without this each of its lines appears twice
     logging.getLogger("tensorflow").propagate = False
+    for name in ("tensorflow", "absl"):    # their Python-side notices: only with --verbose
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+# ------------------------------------------------------------------------------ TensorFlow's logs
+# Lines TensorFlow's C++ side prints while it loads, before it reads TF_CPP_MIN_LOG_LEVEL: absl's
+# notice and its INFO/WARNING records ("I0000 00:00:1796170073.786879  8868 port.cc:153] oneDNN ...").
+_START_UP_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+                             r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] ")
+_QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2"}
+
+
+def quiet_tensorflow(argv: Sequence[str] | None = None) -> None:
+    """Silence TensorFlow's and absl's log lines unless `argv` (default `sys.argv`) has `--verbose`.
+
+    Call it before anything imports TensorFlow. It sets TF_CPP_MIN_LOG_LEVEL and GLOG_minloglevel
+    (unless already set; child processes inherit them) and makes the first `import tensorflow`
+    drop the start-up lines TensorFlow prints before it reads them; anything else TensorFlow writes
+    to stderr while it loads is passed through. TensorFlow is not imported here.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "--verbose" in argv:
+        return
+    for key, value in _QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+class _QuietTensorFlowImport:
+    """A meta-path finder that runs the first `import tensorflow` under `_start_up_lines_dropped`."""
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            exec_module = spec.loader.exec_module
+
+            def quiet_exec_module(module) -> None:
+                with _start_up_lines_dropped():
+                    exec_module(module)
+
+            spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _start_up_lines_dropped() -> Iterator[None]:
+    """Send file descriptor 2 to a temporary file, then replay it without `_START_UP_NOISE` lines."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        capture = tempfile.TemporaryFile()
+    except OSError:      # no stderr to redirect, or no temporary folder: leave stderr as it is
+        yield
+        return
+    with capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not _START_UP_NOISE.match(line)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def _environment_errors() -> tuple[type[BaseException], ...]:
+    """OSError, and TensorFlow's file-writer errors when TensorFlow is loaded (never imported here)."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    if errors is None:
+        return (OSError,)
+    return OSError, errors.ResourceExhaustedError, errors.PermissionDeniedError
 
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
@@ -62,7 +163,108 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     except OrpheusError as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
+    except _environment_errors() as err:  # a full disk or a read-only folder met by any writer
+        converted = output_write_error(err)
+        if converted is None:
+            raise
+        print(f"{parser.prog}: error: {converted}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+# -------------------------------------------------------------------------------- the front door
+@dataclass(frozen=True)
+class Command:
+    """A subcommand of `orpheus`: the module whose `main(argv)` runs it (imported only when chosen),
+    arguments put before the user's (`predict` is `orpheus.test_model predict ...`), one line of help."""
+    module: str
+    summary: str
+    prefix: tuple[str, ...] = ()
+
+
+COMMANDS: dict[str, Command] = {
+    # the pipeline, in order
+    "fetcher": Command("msd.fetcher", "scan an audio tree into fetcher.csv (cleaning, step 1)"),
+    "wrangle": Command("msd.wrangle", "join with the MSD summary, drop faulty tracks (cleaning, step 2)"),
+    "silence": Command("msd.silence", "drop too-silent and too-short tracks (cleaning, step 3)"),
+    "lastfm-cleaning": Command("msd.lastfm_cleaning", "merge Last.fm tags into a clean vocabulary (cleaning)"),
+    "tag-stats": Command("msd.tag_stats", "statistics of a tag database"),
+    "preprocess": Command("tfrecords.preprocessing", "write sharded TFRecords of waveform, log-mel or MFCC"),
+    "train": Command("orpheus.training", "train a tagging model on a shard folder"),
+    "test": Command("orpheus.test_model", "evaluate a run directory on a shard split", ("test",)),
+    "predict": Command("orpheus.test_model", "tag audio files or a recording", ("predict",)),
+    "export": Command("orpheus.export", "export a run directory for serving"),
+    "models": Command("orpheus.models.__main__", "list the model zoo with parameter counts"),
+    "pretrained": Command("orpheus.pretrained", "list or convert the pretrained musicnn models"),
+    # other datasets into the cleaning stage's outputs
+    "mtt": Command("msd.converters.mtt", "convert MagnaTagATune"),
+    "fma": Command("msd.converters.fma", "convert the Free Music Archive"),
+    "jamendo": Command("msd.converters.jamendo", "convert MTG-Jamendo"),
+    "labels": Command("msd.converters.labels", "convert your own labelled audio"),
+    # miniature datasets and the demo
+    "synthetic": Command("msd.miniature.synthetic_msd", "generate a miniature MSD in the real formats"),
+    "rendered": Command("msd.miniature.rendered", "render a miniature dataset from MIDI"),
+    "demo": Command("msd.miniature.demo", "run every stage on a built-in miniature corpus"),
+}
+
+FRONT_DOOR_EPILOG = """examples:
+  orpheus predict --mp3 ~/Music --top 10            # tag your music with the pretrained MSD_musicnn
+  orpheus demo --workdir /tmp/orpheus_demo          # every stage on a generated miniature MSD
+  orpheus train log-mel-spectrogram --tfrecords-dir shards --config my.json --epochs 20 --run-dir runs/a
+  orpheus predict --help                            # a subcommand's own flags and examples
+
+Each subcommand is also a module: `orpheus NAME ARGS` runs the same as `python -m MODULE ARGS`."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `orpheus` parser: only for `orpheus --help`; each subcommand parses its own arguments."""
+    width = max(map(len, COMMANDS))
+    listing = "\n".join(f"  {name:<{width}}  {command.summary}" for name, command in COMMANDS.items())
+    parser = make_parser("orpheus", "Orpheus: music auto-tagging, from cleaning the MSD to tagging your songs.\n\n"
+                         f"subcommands:\n{listing}", FRONT_DOOR_EPILOG)
+    parser.add_argument("command", metavar="SUBCOMMAND", choices=sorted(COMMANDS), help="what to run (above)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments (orpheus SUBCOMMAND --help)")
+    parser.add_argument("--version", action="version", version=f"orpheus {_version()}")
+    return parser
+
+
+def _version() -> str:
+    from orpheus import __version__
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`orpheus SUBCOMMAND ARGS...`: run the subcommand's module's `main(ARGS)`; returns its status."""
+    global _prog_override
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        args = build_parser().parse_args(argv)   # --help, --version, or a usage error (exit 2)
+        argv = [args.command, *args.args]
+    name, rest = argv[0], argv[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        build_parser().error(f"unknown subcommand {name!r}; choose from {', '.join(COMMANDS)}")
+    quiet_tensorflow(rest)
+    try:
+        module = importlib.import_module(command.module)
+    except ModuleNotFoundError as err:
+        if err.name is None or not (command.module == err.name or command.module.startswith(err.name + ".")):
+            raise                                 # the module exists but lacks one of its dependencies
+        print(f"orpheus: error: subcommand {name!r} is not available: module {command.module} is not "
+              "installed with this copy of Orpheus", file=sys.stderr)
+        return 1
+    _prog_override = "orpheus" if command.prefix else f"orpheus {name}"
+    try:
+        return int(module.main([*command.prefix, *rest]) or 0)
+    finally:
+        _prog_override = None
+
+
+if __name__ == "__main__":
+    # the package's copy of this module, the one the subcommands' modules import
+    from orpheus.cli import main as package_main
+
+    sys.exit(package_main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class DataConfig:
     normalise: str = "per_example"      # "per_example" standardisation or fixed "dataset" statistics
 
     def __post_init__(self) -> None:
+        _check_finite(self, "data")
         _check(self.window_s > 0, "data.window_s", "must be positive")
         _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be at least 1")
         _check(self.top_n_tags is None or self.top_n_tags >= 1, "data.top_n_tags", "must be at least 1 or null")
@@ -52,6 +54,7 @@ class ModelConfig:
     dropout: float = 0.5
 
     def __post_init__(self) -> None:
+        _check_finite(self, "model")
         _check(self.n_filters >= 1, "model.n_filters", "must be at least 1")
         _check(self.n_dense >= 1, "model.n_dense", "must be at least 1")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
@@ -75,6 +78,7 @@ class TrainConfig:
     batch_norm_momentum: float | None = None  # override the model's batch-norm momentum (short runs); None keeps it
 
     def __post_init__(self) -> None:
+        _check_finite(self, "train")
         _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
         _check(self.loop in ("fit", "custom"), "train.loop", 'must be "fit" or "custom"')
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
@@ -109,6 +113,14 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key} {message}")
 
 
+def _check_finite(section: object, prefix: str) -> None:
+    """Reject Infinity, -Infinity and NaN (which JSON parsers accept) in any number of a section."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}.{f.name} must be a finite number, got {value}")
+
+
 def _convert(value: Any, hint: Any, key: str) -> Any:
     """Check `value` (from JSON) against the type `hint`, converting lists to tuples."""
     origin = typing.get_origin(hint)
@@ -130,6 +142,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a list, got {type(value).__name__}")
         item_hint = typing.get_args(hint)[0]
         return tuple(_convert(v, item_hint, f"{key}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and (type(value) is not hint):

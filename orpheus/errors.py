@@ -30,6 +30,10 @@ class OutputExistsError(OrpheusError):
     """An output already exists and `--overwrite` was not given."""
 
 
+class OutputWriteError(OrpheusError):
+    """An output folder cannot take the output: the disk is full, the folder read-only or not ours."""
+
+
 class MissingDependencyError(OrpheusError):
     """An optional package or system library is not installed; the message gives the install command."""
 

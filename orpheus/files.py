@@ -10,15 +10,74 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TypeVar
 
-from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
+from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError, OutputWriteError
 
 T = TypeVar("T")
+
+# What the environment can do to a write, by errno and by the text libraries put in their messages
+# (TensorFlow: "<path>; No space left on device"; h5py: "... errno = 28, error message = '...'").
+_ENVIRONMENT_ERRORS = (
+    (errno.ENOSPC, "No space left on device", "no space left on device; free space or choose another output folder"),
+    (errno.EDQUOT, "Disk quota exceeded", "disk quota exceeded; free space or choose another output folder"),
+    (errno.EROFS, "Read-only file system", "read-only file system; choose another output folder"),
+    (errno.EACCES, "Permission denied", "permission denied; choose an output folder you can write to"),
+    (errno.EPERM, "Operation not permitted", "permission denied; choose an output folder you can write to"),
+)
+
+
+def output_write_error(err: BaseException, path: str | os.PathLike | None = None) -> OutputWriteError | None:
+    """The one-line `OutputWriteError` for a write that failed for a reason of the environment, else None.
+
+    Args:
+        err: an `OSError` (errno ENOSPC, EDQUOT, EROFS, EACCES or EPERM) or any exception whose message
+            carries one of their texts, e.g. TensorFlow's `ResourceExhaustedError` and `PermissionDeniedError`.
+        path: the file or folder being written; None: the one the error names.
+
+    Returns:
+        `OutputWriteError("<folder>: no space left on device; free space or choose another output folder")`
+        and the like, naming the folder (a file's parent), or None for any other failure.
+    """
+    text = str(err)
+    code = getattr(err, "errno", None)
+    for number, strerror, message in _ENVIRONMENT_ERRORS:
+        if code == number or (code is None and (strerror in text or f"errno = {number}," in text)):
+            break
+    else:
+        return None
+    if path is None:
+        path = getattr(err, "filename", None) or _named_path(text)
+    if path is None:
+        return OutputWriteError(f"output folder: {message}")
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return OutputWriteError(f"{folder}: {message}")
+
+
+def _named_path(text: str) -> str | None:
+    """The path an error message names: h5py's "name = '<path>'" or TensorFlow's "<path>; <reason>"."""
+    match = re.search(r"name = '([^']+)'", text) or re.search(r"(/[^\s;']*);", text)
+    return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def writing_to(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk, a read-only or a forbidden folder met in the block into `OutputWriteError`
+    naming `path`'s folder; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as err:
+        converted = output_write_error(err, path)
+        if converted is None:
+            raise
+        raise converted from err
 
 
 def require_file(path: str | os.PathLike, what: str) -> Path:
@@ -51,16 +110,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds.
 
     The temporary file is removed if the block raises, so a failed write leaves nothing behind.
+    A full disk or a read-only folder, met here or in the block, raises `OutputWriteError` naming the folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
-    os.close(fd)
+    with writing_to(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        with writing_to(path.parent):
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -10,11 +10,14 @@ Output: a run directory (see `orpheus.rundir`) per model, identical in layout to
 `pretrained_run_dir(name)` converts once and caches the result in the user cache folder
 (`$ORPHEUS_CACHE`, else `$XDG_CACHE_HOME/orpheus`, else `~/.cache/orpheus`) under
 `pretrained/NAME-DIGEST`, where DIGEST is a SHA-256 of the checkpoint files, so tagging and
-evaluation treat pretrained and self-trained models alike. Tag lists are data files in `configs/`.
+evaluation treat pretrained and self-trained models alike. Tag lists are package data (`orpheus/data/`).
 
 The musicnn input preset: audio at 16 kHz, STFT n_fft 512 / hop 256, 96 mel bands (librosa's
 slaney mel scale, power spectrogram), log10(10000 x + 1); the models were trained on 3 s patches
 of 187 frames. The models normalise their input themselves (a batch norm layer), so normalise is "none".
+
+Reading the checkpoints into the Keras models is `orpheus.musicnn_checkpoint`; its names are
+re-exported here.
 
 Command line:
     python -m orpheus.pretrained list
@@ -26,36 +29,34 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import argparse
-import hashlib
-import importlib.util
 import logging
 import shutil
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from orpheus.cli import HelpFormatter, add_common_args, make_parser, run_main
 from orpheus.config import ModelConfig
+from orpheus.data import data_file
 from orpheus.errors import DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError
 from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG, build_musicnn, build_vgg
+from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INSTALL_COMMAND,  # noqa: F401
+                                        MUSICNN_SCOPES, VGG_SCOPES, checkpoint_digest, checkpoint_folder,
+                                        is_optimizer_state, load_checkpoint_values, musicnn_package_dir,
+                                        open_checkpoint)
 from orpheus.rundir import MODEL_FILE, RUN_INFO, RunInfo, write_run_info
 
 logger = logging.getLogger(__name__)
-
-INSTALL_COMMAND = "pip install --no-deps musicnn==0.1.0"
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-CONVERTER_VERSION = 1               # part of the cache key: bump when the conversion's output changes
 
 # The musicnn input preset (musicnn/configuration.py and the checkpoints' config.json).
 PRESET = "musicnn"
@@ -66,32 +67,6 @@ N_MELS = 96
 WINDOW_FRAMES = 187                 # 3 s patches: librosa.time_to_frames(3, sr=16000, hop_length=256) + 1
 WINDOW_S = WINDOW_FRAMES * HOP_LENGTH / SAMPLE_RATE   # 2.992 s
 
-CHECKPOINT_FILES = (".index", ".data-00000-of-00001")  # the checkpoint prefix is the folder itself
-
-# Keras layer of `orpheus.models.musicnn` -> TF1 variable scope of the checkpoint, in the order
-# musicnn's graph creates them. Each Keras weight `LAYER/x` takes the checkpoint variable `SCOPE/x`
-# (kernel, bias, gamma, beta, moving_mean, moving_variance).
-MUSICNN_SCOPES: tuple[tuple[str, str], ...] = (
-    ("input_bn", "batch_normalization"),
-    ("timbral_38_conv", "conv2d"), ("timbral_38_bn", "batch_normalization_1"),
-    ("timbral_67_conv", "conv2d_1"), ("timbral_67_bn", "batch_normalization_2"),
-    ("temporal_128_conv", "conv2d_2"), ("temporal_128_bn", "batch_normalization_3"),
-    ("temporal_64_conv", "conv2d_3"), ("temporal_64_bn", "batch_normalization_4"),
-    ("temporal_32_conv", "conv2d_4"), ("temporal_32_bn", "batch_normalization_5"),
-    ("midend1_conv", "conv2d_5"), ("midend1_bn", "batch_normalization_6"),
-    ("midend2_conv", "conv2d_6"), ("midend2_bn", "batch_normalization_7"),
-    ("midend3_conv", "conv2d_7"), ("midend3_bn", "batch_normalization_8"),
-    ("pool_bn", "batch_normalization_9"),
-    ("dense", "dense"), ("embedding", "batch_normalization_10"),
-    ("tags", "dense_1"),
-)
-VGG_SCOPES: tuple[tuple[str, str], ...] = (
-    ("input_bn", "batch_normalization"),
-    *((layer, scope) for i in range(1, 6)
-      for layer, scope in ((f"conv{i}_conv", f"{i}CNN"), (f"conv{i}_bn", f"batch_normalization_{i}"))),
-    ("tags", "dense"),
-)
-
 
 @dataclass(frozen=True)
 class PretrainedModel:
@@ -99,7 +74,7 @@ class PretrainedModel:
 
     name:         the checkpoint folder inside the package, also the `--model` name.
     architecture: registry key of the Keras builder ("musicnn" or "vgg").
-    tags_file:    file name in `configs/` listing the output tags, one per line, in output order.
+    tags_file:    file name in `orpheus/data/` listing the output tags, one per line, in output order.
     description:  one line for `list`.
     """
     name: str
@@ -126,8 +101,8 @@ class PretrainedModel:
         return (None if self.architecture == "musicnn" else WINDOW_FRAMES, N_MELS)
 
     def tags(self) -> tuple[str, ...]:
-        """The output tags in output order, read from `configs/`."""
-        return read_tag_list(CONFIGS_DIR / self.tags_file)
+        """The output tags in output order, read from the package data."""
+        return read_tag_list(data_file(self.tags_file))
 
 
 PRETRAINED: dict[str, PretrainedModel] = {
@@ -157,8 +132,8 @@ class ConversionSummary:
 def read_tag_list(path: Path) -> tuple[str, ...]:
     """Tags of a tag-list file (one per line, blank lines ignored), checked for duplicates."""
     if not path.is_file():
-        raise MissingInputError(f"{path}: tag list not found; it ships with Orpheus in configs/, "
-                                "restore it from the repository")
+        raise MissingInputError(f"{path}: tag list not found; it ships with Orpheus (orpheus/data/), "
+                                "reinstall Orpheus")
     tags = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     if len(set(tags)) != len(tags):
         raise DataFormatError(f"{path}: the tag list has duplicate tags")
@@ -181,116 +156,15 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "orpheus"
 
 
-def musicnn_package_dir() -> Path | None:
-    """The folder of the installed `musicnn` package, found without importing it (None if absent)."""
-    spec = importlib.util.find_spec("musicnn")   # a top-level name: the package's code is not run
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def locate_checkpoint(name: str, package_dir: str | os.PathLike | None = None) -> Path:
-    """The checkpoint folder of pretrained model `name` (its prefix: files `.index`, `.data-*` inside).
-
-    Args:
-        name: a key of `PRETRAINED`.
-        package_dir: the musicnn package folder; default: the installed one, found with importlib.
+    """The checkpoint folder of pretrained model `name` (see `musicnn_checkpoint.checkpoint_folder`).
 
     Raises:
-        MissingDependencyError: the package (or this checkpoint) is not installed; the message
-            gives the install command.
+        MissingInputError: `name` is not a pretrained model.
+        MissingDependencyError: the musicnn package (or this checkpoint) is not installed.
     """
     get_pretrained(name)
-    root = Path(package_dir) if package_dir is not None else musicnn_package_dir()
-    if root is None:
-        raise MissingDependencyError(f"pretrained model {name} needs the musicnn package's checkpoints, which "
-                                     f"are not installed; install them with: {INSTALL_COMMAND}")
-    folder = root / name
-    missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()]
-    if missing:
-        raise MissingDependencyError(f"{folder}: checkpoint of pretrained model {name} not found "
-                                     f"(missing {', '.join(missing)}); install it with: {INSTALL_COMMAND}")
-    return folder
-
-
-def checkpoint_digest(checkpoint_dir: Path) -> str:
-    """SHA-256 (hex) of the checkpoint files and the converter version: the cache key."""
-    digest = hashlib.sha256(f"orpheus-musicnn-converter-{CONVERTER_VERSION}".encode())
-    for file_name in CHECKPOINT_FILES:
-        digest.update(file_name.encode())
-        with open(checkpoint_dir / file_name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def open_checkpoint(checkpoint_dir: Path):
-    """A checkpoint reader (what `tf.train.load_checkpoint` returns) for a musicnn checkpoint folder.
-
-    `tf.train.load_checkpoint(folder)` would follow the folder's `checkpoint` file, which names a path
-    on the musicnn author's machine; the prefix is the folder itself, so the reader opens it directly.
-    """
-    try:
-        return tf.compat.v1.train.NewCheckpointReader(str(checkpoint_dir) + os.sep)
-    except (tf.errors.OpError, ValueError) as err:
-        raise DataFormatError(f"{checkpoint_dir}: unreadable checkpoint ({err}); reinstall it with: "
-                              f"{INSTALL_COMMAND} --force-reinstall") from err
-
-
-def is_optimizer_state(variable_name: str) -> bool:
-    """True for Adam's slots (`.../Adam`, `.../Adam_1`) and its `beta1_power` / `beta2_power`."""
-    return variable_name.endswith(("/Adam", "/Adam_1")) or variable_name in ("beta1_power", "beta2_power")
-
-
-def _fit_shape(value: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """`value` reshaped to `shape` when they differ only by unit axes (musicnn's 2-D convs that
-    span all channels become Conv1D: [7, 561, 1, 64] -> [7, 561, 64]); otherwise an error."""
-    if tuple(value.shape) == tuple(shape):
-        return value
-    if [d for d in value.shape if d != 1] != [d for d in shape if d != 1]:
-        raise DataFormatError(f"checkpoint variable {what} has shape {list(value.shape)} but the model "
-                              f"expects {list(shape)}; the checkpoint does not match the architecture")
-    return value.reshape(shape)
-
-
-def load_checkpoint_values(model: keras.Model, reader, scopes: Sequence[tuple[str, str]],
-                           source: str) -> tuple[int, int, int]:
-    """Assign every model variable its checkpoint value, checking coverage in both directions.
-
-    Every weight of `model` must be mapped exactly once, and every checkpoint variable that is not
-    optimizer state must be used exactly once.
-
-    Returns:
-        (variables assigned, values assigned, optimizer-state entries left out).
-    """
-    shapes = reader.get_variable_to_shape_map()
-    optimizer_state = {n for n in shapes if is_optimizer_state(n)}
-    wanted = set(shapes) - optimizer_state
-    assignments: list[tuple[keras.Variable, str]] = []
-    for layer_name, scope in scopes:
-        for variable in model.get_layer(layer_name).weights:
-            assignments.append((variable, f"{scope}/{variable.name}"))
-
-    used = Counter(name for _, name in assignments)
-    model_paths = Counter(variable.path for variable, _ in assignments)
-    unmapped = sorted({variable.path for variable in model.weights} - set(model_paths))
-    duplicated = sorted({n for counts in (used, model_paths) for n, count in counts.items() if count > 1})
-    absent = sorted(set(used) - wanted)
-    left_over = sorted(wanted - set(used))
-    for problem, names in (("model weights without a checkpoint value", unmapped),
-                           ("mapped more than once", duplicated),
-                           ("expected in the checkpoint but absent", absent),
-                           ("checkpoint variables the model does not use", left_over)):
-        if names:
-            raise DataFormatError(f"{source}: {problem}: {', '.join(names[:5])}"
-                                  f"{' ...' if len(names) > 5 else ''}; the checkpoint does not match the "
-                                  f"architecture")
-    n_values = 0
-    for variable, name in assignments:
-        value = _fit_shape(reader.get_tensor(name), tuple(variable.shape), name)
-        variable.assign(value.astype(np.float32))
-        n_values += value.size
-    return len(assignments), n_values, len(optimizer_state)
+    return checkpoint_folder(name, package_dir)
 
 
 def build_pretrained_model(name: str, package_dir: str | os.PathLike | None = None

@@ -8,11 +8,12 @@
              embeddings .npy
 """
 
-import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
@@ -41,6 +42,10 @@ EPILOG = """examples:
   python orpheus/test_model.py predict --record --record-length 10 --save-recording me.wav --threshold 0.2
   # taggram and per-window embeddings, 50% overlapping windows
   python orpheus/test_model.py predict --mp3 song.mp3 --hop 1.5 --taggram song.png --embeddings song.npy
+  # a whole library into a results log; a rerun (e.g. after a kill) skips the files already done
+  python orpheus/test_model.py predict --mp3 ~/Music --output tags.jsonl
+  # write the top 5 tags (and the genre) into each file's own metadata; first look what would change
+  python orpheus/test_model.py predict --mp3 ~/Music --top 5 --write-tags --write-genre --dry-run
   # evaluate on the test split of a shard folder
   python orpheus/test_model.py test --run-dir runs/musicnn --tfrecords-dir shards/ --out reports/musicnn
 """
@@ -130,8 +135,13 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
                 window_s: float | None = None, hop_s: float | None = None, threshold: float | None = None,
                 top: int | None = None, fmt: str = "table", aggregate: str = "mean", taggram: str | None = None,
                 embeddings: str | None = None, jobs: int = 1, batch_size: int = 64, overwrite: bool = False,
-                quiet: bool = False, stream: TextIO | None = None, stream_threshold_s: float | None = None) -> int:
-    """Tag files or a recording and print the results; returns 1 when some file failed, else 0."""
+                quiet: bool = False, stream: TextIO | None = None, stream_threshold_s: float | None = None,
+                output: str | None = None, write_tags: bool = False, write_genre: bool = False,
+                dry_run: bool = False) -> int:
+    """Tag files or a recording and print the results; returns 1 when some file failed, else 0.
+
+    With `output` (a JSON-lines log) or `write_tags`, runs `orpheus.library_run` instead (resumable).
+    """
     from orpheus.tagging import STREAM_THRESHOLD_S, Tagger, list_audio_files, plot_taggram
     stream = stream or sys.stdout
     if (mp3 is None) == (not record):
@@ -144,6 +154,12 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
         if out is not None:
             check_output(out, overwrite)
     files = list_audio_files(mp3) if mp3 is not None else []
+    if output is not None or write_tags or write_genre or dry_run:  # library-scale run (orpheus.library_run)
+        return _predict_library(files, run_dir=run_dir, model=model, window_s=window_s, hop_s=hop_s,
+                                aggregate=aggregate, batch_size=batch_size, jobs=jobs, quiet=quiet,
+                                threshold=threshold, top=top, output=output, write_tags=write_tags,
+                                write_genre=write_genre, dry_run=dry_run, record=record, taggram=taggram,
+                                embeddings=embeddings, stream_threshold_s=stream_threshold_s or STREAM_THRESHOLD_S)
     if record:  # fail fast, before loading the model, when there is nothing to record from
         from orpheus.recording import input_device
         input_device()
@@ -173,6 +189,22 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if failed:
         log.warning("%d of %d files could not be tagged", len(failed), len(results))
     return 1 if failed else 0
+
+
+def _predict_library(files: list, *, output: str | None, write_tags: bool, write_genre: bool, dry_run: bool,
+                     record: bool, taggram: str | None, embeddings: str | None, threshold: float | None,
+                     top: int | None, **kwargs) -> int:
+    """Check the library-run flags, then `orpheus.library_run.run_predict_library`."""
+    from orpheus.library_run import LibraryOptions, run_predict_library
+    if record or taggram is not None or embeddings is not None:
+        raise ConfigError("--output and --write-tags tag files: drop --record, --taggram and --embeddings")
+    if (write_genre or dry_run) and not write_tags and not (dry_run and output is not None):
+        raise ConfigError("--write-genre needs --write-tags; --dry-run needs --write-tags or --output")
+    if write_tags and threshold is None and top is None:
+        top = TABLE_TOP  # the same default selection as the table
+    options = LibraryOptions(output=output, write_tags=write_tags, write_genre=write_genre, dry_run=dry_run,
+                             threshold=threshold, top=top)
+    return run_predict_library(files, options, **kwargs)
 
 
 # ---------------------------------------------------------------- test
@@ -282,6 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--embeddings", metavar="OUT.npy", help='the "embedding" layer per window, float32 '
                          "[n_windows, dim] in file order (+ OUT.npy.index.csv)")
     predict.add_argument("--batch-size", type=int, default=64, help="windows per model call")
+    library = predict.add_argument_group("library runs (resumable; see orpheus/library_run.py)")
+    library.add_argument("--output", metavar="OUT.jsonl", help="append one JSON record per file to this log "
+                         "instead of printing; a rerun skips files recorded with the same path, size, mtime, "
+                         "model and settings")
+    library.add_argument("--write-tags", action="store_true", help="write the selected tags (--top/--threshold; "
+                         f"default top {TABLE_TOP}) into each file: ID3 TXXX:ORPHEUS_TAGS (mp3, wav) or Vorbis "
+                         "comment ORPHEUS_TAGS (ogg, opus, flac), + ORPHEUS_MODEL; files already tagged by this "
+                         "model and selection are left alone")
+    library.add_argument("--write-genre", action="store_true", help="with --write-tags, also set the genre "
+                         "field to the most probable selected tag")
+    library.add_argument("--dry-run", action="store_true", help="print what --write-tags (or --output) would "
+                         "change, and change nothing")
     add_common_args(predict, jobs=True, overwrite=True)
     predict.set_defaults(func=_predict_command)
 
@@ -305,7 +349,9 @@ def _predict_command(args: argparse.Namespace) -> int:
                        record_length=args.record_length, countdown_s=args.countdown, save_recording=args.save_recording,
                        window_s=args.window_s, hop_s=args.hop_s, threshold=args.threshold, top=args.top,
                        fmt=args.fmt, aggregate=args.aggregate, taggram=args.taggram, embeddings=args.embeddings,
-                       jobs=args.jobs, batch_size=args.batch_size, overwrite=args.overwrite, quiet=args.quiet)
+                       jobs=args.jobs, batch_size=args.batch_size, overwrite=args.overwrite, quiet=args.quiet,
+                       output=args.output, write_tags=args.write_tags, write_genre=args.write_genre,
+                       dry_run=args.dry_run)
 
 
 def _test_command(args: argparse.Namespace) -> int:

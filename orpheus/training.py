@@ -23,8 +23,10 @@ stays float32). XLA (`train.xla`) compiles the step on any device.
 import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import contextlib
 import json
@@ -33,7 +35,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -44,8 +46,8 @@ from orpheus import data_input
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
-from orpheus.files import write_json_atomic
-from orpheus.models import MODELS, build_model
+from orpheus.files import atomic_path, write_json_atomic, writing_to
+from orpheus.models import build_model, model_entry
 from orpheus.rundir import MODEL_FILE, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule
 from orpheus.spec import FORMATS, read_dataset_info
@@ -89,9 +91,24 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 # ------------------------------------------------------------------------------------ run dir
+def check_config(config: Config, fmt: str) -> None:
+    """Raise `ConfigError` for a config that cannot train on `fmt` features; run before creating anything."""
+    entry = model_entry(config.model.name)  # an unknown name: the message lists the known ones
+    if fmt not in entry.formats:
+        raise ConfigError(f"model.name {config.model.name!r} does not take {fmt} input; "
+                          f"pick a model for it (python -m orpheus.models)")
+    train = config.train
+    if train.reduce_lr_patience and train.schedule != "constant":
+        raise ConfigError('train.reduce_lr_patience needs train.schedule "constant" (a schedule owns the rate)')
+
+
 def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: bool,
                     overwrite: bool) -> RunInfo:
-    """Create (or, with `resume`, check) the run directory; returns its RunInfo."""
+    """Create (or, with `resume`, check) the run directory; returns its RunInfo.
+
+    Everything that can refuse the run (an existing folder, a config the shards cannot take) is
+    checked before the folder is created, so a refused run leaves no stub behind.
+    """
     if resume:
         saved = run_dir / "config.json"
         if not saved.is_file():
@@ -100,16 +117,29 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
             raise ConfigError(f"{saved}: differs from --config; resume with the run's own config "
                               f"(--config {saved}) or start a new --run-dir")
         return read_run_info(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"{run_dir}: run directory exists; pass --resume to continue it or "
-                                    "--overwrite to start again")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{run_dir}: run directory exists; pass --resume to continue it or "
+                                "--overwrite to start again")
     run_info = data_input.make_run_info(shard_dir, config)
-    write_json_atomic(run_dir / "config.json", config.to_json())
-    write_run_info(run_dir, run_info)
+    check_config(config, run_info.format)
+    with writing_to(run_dir):
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+    try:
+        write_json_atomic(run_dir / "config.json", config.to_json())
+        write_run_info(run_dir, run_info)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a half-written run folder would ask for --overwrite
+        raise
     return run_info
+
+
+def _model_layers(layer) -> Iterator[keras.layers.Layer]:
+    """Every layer inside `layer`, nested models' layers included (public `layers` attributes only)."""
+    for inner in getattr(layer, "layers", ()):
+        yield inner
+        yield from _model_layers(inner)
 
 
 class RunState(keras.callbacks.Callback):
@@ -230,10 +260,7 @@ def make_metrics(n_tags: int) -> list:
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
                          mixed_precision: bool):
     """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`."""
-    entry = MODELS.get(config.model.name)  # unknown names: build_model's error lists the known ones
-    if entry is not None and run_info.format not in entry.formats:
-        raise ConfigError(f"model.name {config.model.name!r} does not take {run_info.format} input; "
-                          f"pick a model for it (python -m orpheus.models)")
+    check_config(config, run_info.format)
     bins = (run_info.n_mfcc if run_info.format == "mfcc" else run_info.n_mels,)
     input_shape = (run_info.window_frames,) + (bins if run_info.format != "waveform" else ())
     previous = keras.config.dtype_policy()
@@ -244,13 +271,11 @@ def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int
         keras.config.set_dtype_policy(previous)
     train = config.train
     if train.batch_norm_momentum is not None:  # faster-tracking running statistics for short runs
-        for layer in model._flatten_layers(include_self=False):
+        for layer in _model_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = train.batch_norm_momentum
     # A plain rate (constant schedule) stays settable by ReduceLROnPlateau.
     rate = train.learning_rate if train.schedule == "constant" else make_schedule(train, steps_per_epoch, epochs)
-    if train.reduce_lr_patience and train.schedule != "constant":
-        raise ConfigError('train.reduce_lr_patience needs train.schedule "constant" (a schedule owns the rate)')
     optimizer = keras.optimizers.Adam(learning_rate=rate)
     if mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -376,10 +401,15 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
         if mixed and not tf.config.list_logical_devices("GPU"):
             log.warning("train.mixed_precision ignored: no GPU, training in float32")
             mixed = False
-        with strategy.scope():
-            model, optimizer = build_training_model(config, run_info, steps, epochs, mixed_precision=mixed)
-            callbacks, state = make_callbacks(run_dir, config, model, optimizer, resume=resume)
-            start_epoch = state.restore(requested / "checkpoints") if resume else 0
+        try:
+            with strategy.scope():
+                model, optimizer = build_training_model(config, run_info, steps, epochs, mixed_precision=mixed)
+                callbacks, state = make_callbacks(run_dir, config, model, optimizer, resume=resume)
+                start_epoch = state.restore(requested / "checkpoints") if resume else 0
+        except BaseException:
+            if not resume:  # a run refused before its first step leaves no folder to --overwrite
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         if resume:
             _trim_history(run_dir / "history.csv", start_epoch)
         if start_epoch >= epochs:
@@ -407,11 +437,16 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
 
 
 def _trim_history(path: Path, start_epoch: int) -> None:
-    """Drop history rows of epochs after the restored checkpoint (written before an interruption)."""
+    """Drop history rows of epochs after the restored checkpoint (written before an interruption).
+
+    The rows keep their line endings as written (Keras's CSVLogger ends them with CRLF, as CSV does),
+    so the rows the resumed run appends match them; text mode would turn the kept rows into LF.
+    """
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    path.write_text("".join(lines[:1 + start_epoch]), encoding="utf-8")
+    lines = path.read_bytes().splitlines(keepends=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"".join(lines[:1 + start_epoch]))
 
 
 def _save_model(model: keras.Model, path: Path) -> None:

@@ -26,3 +26,17 @@ def shared_audio_dir() -> Path:
     if not clips.is_dir():
         pytest.skip("../shared/audio is not present on this machine")
     return clips
+
+
+@pytest.fixture(scope="session")
+def generated_audio_dir(tmp_path_factory) -> Path:
+    """Generated 10 s music clips under the names of the real clips the tests use (tests/fixtures_audio.py)."""
+    from tests.fixtures_audio import write_generated_clips
+    return write_generated_clips(tmp_path_factory.mktemp("generated_audio"))
+
+
+@pytest.fixture(scope="session", params=["generated", "real"])
+def music_dir(request) -> Path:
+    """A folder of 10 s music clips: generated ones (always), then the real ones (skipped when absent)."""
+    name = "generated_audio_dir" if request.param == "generated" else "shared_audio_dir"
+    return request.getfixturevalue(name)

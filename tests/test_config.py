@@ -48,3 +48,17 @@ def test_round_trip_through_json():
 def test_batch_norm_momentum_is_optional():
     assert Config().train.batch_norm_momentum is None
     assert config_from_dict({"train": {"batch_norm_momentum": 0.9}}).train.batch_norm_momentum == 0.9
+
+
+@pytest.mark.parametrize("key, text", [("data.window_s", "Infinity"), ("data.window_s", "-Infinity"),
+                                       ("train.learning_rate", "NaN"), ("model.dropout", "NaN"),
+                                       ("train.batch_norm_momentum", "NaN"), ("train.decay_epochs", "Infinity")])
+def test_non_finite_numbers_are_rejected_naming_the_key(tmp_path, key, text):
+    """JSON parsers accept Infinity and NaN; a config must not (window_s Infinity crashed training)."""
+    section, name = key.split(".")
+    path = tmp_path / "config.json"
+    path.write_text(f'{{"{section}": {{"{name}": {text}}}}}')
+    with pytest.raises(ConfigError, match=rf"config.json: {key} must be a finite number"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"{key} must be a finite number"):
+        Config().replace(**{section: {name: float(text.lower().replace("infinity", "inf"))}})

@@ -4,6 +4,7 @@ from orpheus import cli
 from orpheus.errors import DataFormatError, OutputExistsError
 from orpheus.files import atomic_path, check_output, partial_path, read_partial, write_csv_atomic
 from orpheus.parallel import batched, parallel_map
+from tests.fixtures_disk import full_disk  # noqa: F401  (fixture)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -100,3 +101,83 @@ def test_read_json_record(tmp_path):
         path.write_text(text)
         with pytest.raises(DataFormatError, match=f"r.json: malformed record .*{why}.*; rewrite it"):
             read(path)
+
+
+# ------------------------------------------------------------------ full disk, read-only folder
+def test_full_disk_is_one_line_naming_the_folder_and_leaves_nothing(tmp_path, full_disk):  # noqa: F811
+    from orpheus.errors import OutputWriteError
+    from orpheus.files import write_json_atomic, write_text_atomic
+    (tmp_path / "kept.json").write_text("old")
+    for write in (lambda p: write_text_atomic(p, "x" * 100_000), lambda p: write_json_atomic(p, {"a": 1}),
+                  lambda p: write_csv_atomic(p, ["a"], [[1]] * 10_000)):
+        with pytest.raises(OutputWriteError) as raised:
+            write(tmp_path / "kept.json")
+        assert str(raised.value) == f"{tmp_path}: no space left on device; free space or choose another output folder"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.json"]  # no temporary left behind
+        assert (tmp_path / "kept.json").read_text() == "old"
+
+
+@pytest.mark.parametrize("code, message", [(30, "read-only file system; choose another output folder"),
+                                           (13, "permission denied; choose an output folder you can write to"),
+                                           (122, "disk quota exceeded; free space or choose another output folder")])
+def test_read_only_or_forbidden_folder_is_one_line(tmp_path, monkeypatch, code, message):
+    """As root, permission bits do not stop us: raise the errno where the kernel would (creating the file)."""
+    import os
+    from orpheus.errors import OutputWriteError
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / ".out.csv.tmp"))
+
+    monkeypatch.setattr("orpheus.files.tempfile.mkstemp", refuse)
+    with pytest.raises(OutputWriteError, match=f"^{tmp_path}: {message}$"):
+        write_csv_atomic(tmp_path / "out.csv", ["a"], [[1]])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_folder_by_permission_bits(tmp_path):
+    import os
+    from orpheus.errors import OutputWriteError
+    if os.geteuid() == 0:
+        pytest.skip("root ignores permission bits (the errno case is tested above)")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(OutputWriteError, match=f"^{folder}: permission denied"):
+            write_csv_atomic(folder / "out.csv", ["a"], [[1]])
+    finally:
+        folder.chmod(0o755)
+
+
+def test_run_main_turns_any_writers_environment_errors_into_one_line(tmp_path, capsys):
+    """Plain open() and TensorFlow's file writers (a real ENOSPC from /dev/full) get the same one line;
+    an OSError the environment does not explain (a bug) keeps its traceback."""
+    import errno
+    import tensorflow as tf
+    parser = cli.make_parser("prog", "d", "e")
+
+    def tf_write(args):
+        tf.io.write_file("/dev/full", tf.constant("x" * 100_000))
+
+    assert cli.run_main(parser, [], tf_write) == 1
+    err = capsys.readouterr().err
+    assert err == "prog: error: /dev: no space left on device; free space or choose another output folder\n"
+
+    def forbidden(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "history.csv"))
+
+    assert cli.run_main(parser, [], forbidden) == 1
+    assert capsys.readouterr().err == (f"prog: error: {tmp_path}: permission denied; choose an output folder "
+                                       "you can write to\n")
+
+    def tf_forbidden(args):
+        raise tf.errors.PermissionDeniedError(None, None, f"{tmp_path}/ckpt/epoch-1_temp; Permission denied")
+
+    assert cli.run_main(parser, [], tf_forbidden) == 1
+    assert capsys.readouterr().err.startswith(f"prog: error: {tmp_path}/ckpt: permission denied")
+
+    def bug(args):
+        open(tmp_path / "missing" / "x")
+
+    with pytest.raises(FileNotFoundError):
+        cli.run_main(parser, [], bug)

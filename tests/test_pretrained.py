@@ -174,7 +174,7 @@ def split_patches(spectrogram: np.ndarray, n_frames: int = 187) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- tests
 
 def test_tag_lists_equal_musicnn_configuration():
-    """configs/ tag files hold musicnn's MSD_LABELS and MTT_LABELS, same order (read as text, not imported)."""
+    """The packaged tag files (orpheus/data/) hold musicnn's MSD_LABELS and MTT_LABELS, same order (read as text, not imported)."""
     package = musicnn_package_dir()
     if package is None:
         pytest.skip(f"musicnn not installed: {INSTALL_COMMAND}")

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from orpheus.config import config_from_dict, load_config
+from orpheus.data import data_file
 from orpheus.errors import ConfigError
 from orpheus.models import MODELS
 from orpheus.rundir import read_run_info
@@ -121,6 +122,8 @@ def _resume_check(shards, config, straight, tmp_path):
     for a, b in zip(final_weights(straight), final_weights(interrupted), strict=True):
         np.testing.assert_array_equal(a, b)
     assert [r["loss"] for r in history(interrupted)] == [r["loss"] for r in history(straight)]
+    lines = (interrupted / "history.csv").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 1 + EPOCHS and all(line.endswith(b"\r\n") for line in lines)  # trimmed rows as appended
 
 
 def test_cli_refusals(shards, fit_run, tmp_path, capsys):
@@ -141,6 +144,31 @@ def test_cli_refusals(shards, fit_run, tmp_path, capsys):
     assert main(["log-mel-spectrogram", *common[:2], "--config", str(bad), "--epochs", "1", "--run-dir",
                  str(tmp_path / "b")]) == 1
     assert "reduce_lr_patience" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_config_errors_leave_no_run_folder(shards, tmp_path, capsys):
+    """An unknown model name (or one for another format) is refused before the run folder exists."""
+    for name, message in (("no_such_model", "unknown model 'no_such_model'"),
+                          ("pons_waveform", "does not take log-mel-spectrogram input")):
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps({**TINY, "model": {**TINY["model"], "name": name}}))
+        run_dir = tmp_path / "runs" / name
+        assert main(["log-mel-spectrogram", "--tfrecords-dir", str(shards), "--config", str(config), "--epochs", "1",
+                     "--run-dir", str(run_dir), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+        assert not run_dir.exists()
+
+
+def test_batch_norm_momentum_reaches_every_batch_norm_layer(shards):
+    from orpheus.data_input import make_run_info
+    from orpheus.training import build_training_model
+    config = config_from_dict(TINY)
+    model, _ = build_training_model(config, make_run_info(shards, config), 4, 1, mixed_precision=False)
+    momenta = [layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(momenta) == sum(w.path.endswith("moving_mean") for w in model.weights) > 0
+    assert set(momenta) == {0.8}
 
 
 def test_cli_help_has_examples(capsys):
@@ -151,7 +179,7 @@ def test_cli_help_has_examples(capsys):
 
 @pytest.mark.parametrize("name", ["urop2019_log_mel", "urop2019_waveform", "demo"])
 def test_shipped_configs(name):
-    config = load_config(ROOT / "configs" / f"{name}.json")
+    config = load_config(data_file("demo.json") if name == "demo" else ROOT / "configs" / f"{name}.json")
     assert config.model.name in MODELS
     if name.startswith("urop2019"):
         assert (config.train.batch_size, config.train.learning_rate, config.data.window_s,
@@ -220,6 +248,7 @@ TWO_REPLICAS = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import json
     from orpheus.config import config_from_dict, load_config
+from orpheus.data import data_file
     from orpheus.training import train
     config = config_from_dict(json.loads(sys.argv[2]))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

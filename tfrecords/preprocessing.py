@@ -39,11 +39,12 @@ music clips (16 kHz): log-mel "db" preset at most 0.0156 dB (values within [-58,
 preset 0.002, MFCC 0.125 (coefficient 0 reaches +-500), waveform 4.9e-4.
 """
 
-import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import argparse
 import logging

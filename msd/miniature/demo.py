@@ -1,6 +1,6 @@
 """The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
 
-    python -m msd.demo [--dataset msd|mtt|fma] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+    python -m msd.demo [--dataset msd|mtt|fma|jamendo] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
 
 Every stage runs for real, as the same command a user would type (so the demo also checks the
 documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
@@ -9,8 +9,9 @@ evaluate on the test split, and tag a few tracks with the model just trained and
 pretrained musicnn models. Finished stages are skipped on a rerun (their outputs are complete
 files, written atomically), so an interrupted demo resumes.
 
-With `--dataset mtt` or `fma` the corpus is a miniature MagnaTagATune or FMA in those datasets' real
-formats, cleaned by `msd.mtt` / `msd.fma` and split by the dataset's own split file.
+With `--dataset mtt`, `fma` or `jamendo` the corpus is a miniature MagnaTagATune, FMA or MTG-Jamendo in
+those datasets' real formats, cleaned by `msd.mtt` / `msd.fma` / `msd.jamendo` and split by the dataset's
+own split file.
 
 Outputs under WORKDIR: corpus/ (the generated raw files), clean/ (CSV + tag databases), shards/,
 runs/demo/, report/ (metrics and plots), predictions/.
@@ -18,26 +19,31 @@ runs/demo/, report/ (metrics and plots), predictions/.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import os
-import json
-import logging
-import shlex
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
 
-from orpheus import cli
-from orpheus.errors import OrpheusError
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, Sequence  # noqa: E402
+
+from orpheus import cli  # noqa: E402
+from orpheus.data import data_file  # noqa: E402
+from orpheus.errors import OrpheusError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO_ROOT / "configs" / "demo.json"
+DEMO_CONFIG = data_file("demo.json")     # package data: the demo needs no checkout
 PRETRAINED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 N_PREDICT_TRACKS = 4
 DEMO_EPOCHS = 12
@@ -149,7 +155,28 @@ def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
                   ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw, "genres"))
 
 
-CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus}
+def jamendo_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
+    """A miniature MTG-Jamendo, the top-50 tags subset (without their categories), official split 0."""
+    stages = [
+        Stage("generate a miniature MTG-Jamendo", module_command(
+            "msd.miniature.synthetic_jamendo", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
+            p.raw / "synthetic_manifest.json"),
+        Stage("msd.jamendo: top-50 tags, official split 0", module_command(
+            "msd.jamendo", p.clean, "--metadata-dir", p.raw / "data", "--root-dir", p.raw / "audio",
+            "--subset", "top50tags", "--split", "0", "--jobs", jobs), p.clean / "skipped.csv"),
+    ]
+
+    def truth() -> dict[str, list[str]]:  # the manifest's raw genre---rock names, as msd.jamendo names them
+        from msd.converters.jamendo import tag_names
+        raw = truth_from_manifest(p.raw, "tags")
+        names = tag_names(sorted({tag for tags in raw.values() for tag in tags}), "short")
+        return {track_id: [names[tag] for tag in tags] for track_id, tags in raw.items()}
+
+    return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw / "audio",
+                  ["--split-file", str(p.clean / "split.csv")], truth)
+
+
+CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus, "jamendo": jamendo_corpus}
 
 
 def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: int, jobs: int) -> list[Stage]:
@@ -169,23 +196,25 @@ def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: 
     ]
 
 
-def child_env() -> dict[str, str]:
-    """The environment of the stage commands: TensorFlow's C++ info and warning logs silenced
-    (a few start-up lines that TensorFlow prints before reading this setting still appear)."""
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+def log_flags(quiet: bool, verbose: bool) -> list[str]:
+    """The demo's own `--quiet` / `--verbose`, passed on to every stage command. Each stage silences
+    TensorFlow's log lines itself unless it gets `--verbose` (`orpheus.cli.quiet_tensorflow`)."""
+    return ["--quiet"] * quiet + ["--verbose"] * verbose
 
 
-def run_stage(stage: Stage, quiet: bool) -> None:
-    """Run one stage unless its output already exists; raise OrpheusError if it fails."""
+def run_stage(stage: Stage, quiet: bool, verbose: bool = False) -> None:
+    """Run one stage unless its output already exists; raise OrpheusError if it fails.
+
+    The stage runs in this process's working directory, so relative paths mean the same to both."""
     print(f"==> {stage.name}", flush=True)
     if stage.done_when.exists():
         stage.skipped = True
         print(f"    already done ({stage.done_when}); skipping", flush=True)
         return
     print("    $ " + shlex.join(stage.argv), flush=True)
-    argv = stage.argv + (["--quiet"] if quiet else [])
+    argv = stage.argv + log_flags(quiet, verbose)
     start = time.perf_counter()
-    result = subprocess.run(argv, cwd=REPO_ROOT, env=child_env())
+    result = subprocess.run(argv)
     stage.seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise OrpheusError(f"stage '{stage.name}' failed with exit status {result.returncode}; "
@@ -220,7 +249,8 @@ def test_tracks(p: DemoPaths, corpus: Corpus, n: int) -> list[tuple[str, Path]]:
     return [(row["track_id"], corpus.audio_root / row["mp3_path"]) for row in rows[:n]]
 
 
-def predict(p: DemoPaths, model_args: list[str], label: str, files: list[Path]) -> dict[str, dict[str, float]]:
+def predict(p: DemoPaths, model_args: list[str], label: str, files: list[Path],
+            verbose: bool = False) -> dict[str, dict[str, float]]:
     """Tag `files` with `test_model.py predict`; returns file -> {tag: probability}."""
     folder = p.predictions / "input"
     folder.mkdir(parents=True, exist_ok=True)
@@ -230,9 +260,12 @@ def predict(p: DemoPaths, model_args: list[str], label: str, files: list[Path]) 
             link.symlink_to(path.resolve())
     out = p.predictions / f"{label}.json"
     if not out.exists():
-        argv = module_command("orpheus.test_model", "predict", *model_args, "--mp3", folder, "--format", "json")
+        argv = module_command("orpheus.test_model", "predict", *model_args, "--mp3", folder, "--format", "json",
+                              *log_flags(False, verbose))
         print("    $ " + shlex.join(argv), flush=True)
-        result = subprocess.run(argv, cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True)
+        result = subprocess.run(argv, capture_output=True, text=True)
+        if verbose:
+            sys.stderr.write(result.stderr)
         if result.returncode != 0:
             raise OrpheusError(f"tagging with {label} failed: {result.stderr.strip().splitlines()[-1:]}")
         out.write_text(result.stdout, encoding="utf-8")
@@ -249,7 +282,7 @@ def top(tags: dict[str, float], n: int = 5) -> str:
 
 
 def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, pretrained: bool,
-        quiet: bool, dataset: str = "msd") -> dict:
+        quiet: bool, dataset: str = "msd", verbose: bool = False) -> dict:
     """Run the whole demo on a generated `dataset` in `work`; returns the summary (also `work/summary.json`)."""
     p = DemoPaths(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -257,7 +290,7 @@ def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, p
     stages = corpus.stages + learning_stages(p, corpus, loop, epochs, seed, jobs)
     started = time.perf_counter()
     for stage in stages:
-        run_stage(stage, quiet)
+        run_stage(stage, quiet, verbose)
 
     metrics = json.loads((p.report / "metrics.json").read_text(encoding="utf-8"))
     print("==> test_model.py predict: tags for a few test tracks", flush=True)
@@ -267,7 +300,7 @@ def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, p
     if pretrained:
         models += [(name, ["--model", name]) for name in PRETRAINED_MODELS]
     predict_start = time.perf_counter()
-    predictions = {label: predict(p, args, label, [path for _, path in chosen]) for label, args in models}
+    predictions = {label: predict(p, args, label, [path for _, path in chosen], verbose) for label, args in models}
     predict_seconds = time.perf_counter() - predict_start
     for tid, path in chosen:
         print(f"\n  {tid} ({path.name})\n    true tags:   {', '.join(truth.get(tid, [])) or '-'}")
@@ -307,8 +340,8 @@ def print_summary(p: DemoPaths, summary: dict) -> None:
     print(f"""
     artifacts: corpus {p.raw}, cleaned data {p.clean}, shards {p.shards},
                model {p.run}, report and plots {p.report}, predictions {p.predictions}
-    next: tag your own music   python orpheus/test_model.py predict --mp3 ~/Music --top 10
-          on the real MSD      python msd/fetcher.py fetcher.csv --root-dir /data/msd/7digital
+    next: tag your own music   orpheus predict --mp3 ~/Music --top 10
+          on the real MSD      orpheus fetcher fetcher.csv --root-dir /data/msd/7digital
           (then wrangle, silence, lastfm_cleaning: see README, "The cleaning stage")""")
 
 
@@ -337,7 +370,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     return cli.run_main(parser, argv, lambda a: run(a.workdir, a.tracks, a.seed, a.loop, a.epochs, a.jobs,
-                                                     a.pretrained, a.quiet, a.dataset) and 0)
+                                                     a.pretrained, a.quiet, a.dataset, a.verbose) and 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,212 @@
+"""The Python API: tag files or arrays from a notebook or a script in a few lines.
+
+    import orpheus
+    for r in orpheus.tag(["song.mp3", "other.flac"], model="MSD_musicnn"):
+        print(r.file, list(r.tags.items())[:5])     # tags: tag -> probability, most probable first
+
+    tagger = orpheus.Tagger(run_dir="runs/musicnn")  # load a model once, tag many files or arrays
+    results = tagger.tag(["a.mp3", "b.ogg"])
+    result = tagger.tag_array(samples, sample_rate=44100)
+
+Input: audio files (mp3/ogg/flac/wav; a folder is walked recursively, sorted) or float arrays, and a
+model: a pretrained one by name (`orpheus.pretrained`) or a run directory (`orpheus.rundir`).
+Output: one `TagResult` per file, in input order; a file that cannot be tagged gets a result with
+`error` set instead of raising, so one bad track never stops a batch.
+
+This is a thin layer over `orpheus.tagging.Tagger` (the same code that `test_model.py predict`
+runs), so the API and `predict --format json` give the same numbers. TensorFlow is imported only
+when a `Tagger` is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from orpheus.errors import MissingDependencyError
+
+DEFAULT_MODEL = "MSD_musicnn"
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """Tags of one file (or array).
+
+    file:           the path as given (or the array's name).
+    tags:           tag -> probability (aggregated over windows), most probable first, ties by tag;
+                    filtered by `threshold` / `top` when given. Empty when `error` is set.
+    taggram:        float32 [n_windows, n_tags] per-window probabilities, in `tag_names` order.
+    window_start_s: float64 [n_windows] start of each window, seconds.
+    embeddings:     float32 [n_windows, dim] of the model's "embedding" layer, or None when not asked.
+    error:          why the file could not be tagged, naming the file; None on success.
+    tag_names:      the model's tags in output order (the columns of `taggram`).
+    """
+    file: str
+    tags: dict[str, float]
+    taggram: np.ndarray | None
+    window_start_s: np.ndarray | None
+    embeddings: np.ndarray | None
+    error: str | None
+    tag_names: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What produced a tag: the model's name (pretrained name, or run folder) and a digest of its files.
+
+    sha256: hex SHA-256 over run.json then model.keras, so a retrained model in the same folder differs.
+    """
+    name: str
+    run_dir: str
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "run_dir": self.run_dir, "sha256": self.sha256}
+
+    @property
+    def label(self) -> str:
+        """Short human-readable form written into files' metadata: `NAME sha256:0123456789ab`."""
+        return f"{self.name} sha256:{self.sha256[:12]}"
+
+
+def model_identity(run_dir: PathLike, name: str | None = None) -> ModelIdentity:
+    """The identity of the model in `run_dir` (run.json + model.keras hashed in 1 MiB blocks)."""
+    from orpheus.rundir import MODEL_FILE, RUN_INFO
+    run_dir = Path(run_dir)
+    digest = hashlib.sha256()
+    for part in (RUN_INFO, MODEL_FILE):
+        with open(run_dir / part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return ModelIdentity(name=name or str(run_dir), run_dir=str(run_dir), sha256=digest.hexdigest())
+
+
+def resolve_model(model: str | None, run_dir: PathLike | None) -> tuple[Path, str]:
+    """(run directory, display name): `run_dir` when given, else the pretrained model `model`, converted once."""
+    from orpheus.files import require_dir
+    if run_dir is not None:
+        if model is not None:
+            from orpheus.errors import ConfigError
+            raise ConfigError("give a pretrained model name or a run_dir, not both")
+        path = require_dir(run_dir, "run_dir run")
+        return path, str(path)
+    name = model or DEFAULT_MODEL
+    try:
+        from orpheus.pretrained import pretrained_run_dir
+    except ModuleNotFoundError as err:
+        if err.name != "orpheus.pretrained":
+            raise
+        raise MissingDependencyError("pretrained models are not part of this checkout; pass run_dir=RUNS/NAME "
+                                     "(a folder written by orpheus/training.py)") from err
+    return Path(pretrained_run_dir(name)), name
+
+
+def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[str]:
+    """A path or paths, in order; a folder becomes its audio files (recursive, sorted). Missing paths stay
+    as they are, so they come back as results with an error rather than stopping the batch."""
+    from orpheus.tagging import list_audio_files
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[str] = []
+    for path in paths:
+        if Path(path).is_dir():
+            out.extend(str(p) for p in list_audio_files(path))
+        else:
+            out.append(str(path))
+    return out
+
+
+class Tagger:
+    """A model loaded once, to tag many files or arrays.
+
+    Args:
+        model: a pretrained model name (`MSD_musicnn`, `MTT_musicnn`, `MSD_vgg`, `MTT_vgg`); the default
+            when `run_dir` is not given.
+        run_dir: a run directory written by training (run.json + model.keras) instead of `model`.
+        window_s, hop_s: seconds per window and between window starts; default the model's window, no overlap.
+        aggregate: "mean" or "max" of the window probabilities per tag.
+        embeddings: also return the "embedding" layer's output per window.
+        batch_size: windows per model call.
+        jobs: worker processes that decode files (1: decode in this process).
+
+    Raises:
+        OrpheusError: the model is missing or malformed, or an option is invalid.
+    """
+
+    def __init__(self, model: str | None = None, *, run_dir: PathLike | None = None, window_s: float | None = None,
+                 hop_s: float | None = None, aggregate: str = "mean", embeddings: bool = False,
+                 batch_size: int = 64, jobs: int = 1) -> None:
+        from orpheus import tagging
+        self.run_dir, self.name = resolve_model(model, run_dir)
+        self.jobs = jobs
+        self.core = tagging.Tagger(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
+                                   batch_size=batch_size, embeddings=embeddings)
+        self._identity: ModelIdentity | None = None
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        """The model's tags in output order."""
+        return self.core.tags
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz the model's input audio is resampled to."""
+        return self.core.info.sample_rate
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Name and SHA-256 of the model's files (computed once, on first use)."""
+        if self._identity is None:
+            self._identity = model_identity(self.run_dir, self.name)
+        return self._identity
+
+    def tag(self, paths: PathLike | Iterable[PathLike], *, threshold: float | None = None, top: int | None = None,
+            quiet: bool = True) -> list[TagResult]:
+        """Tag files (a folder: its audio files, sorted); one `TagResult` per file, in input order."""
+        return list(self.iter_tag(paths, threshold=threshold, top=top, quiet=quiet))
+
+    def iter_tag(self, paths: PathLike | Iterable[PathLike], *, threshold: float | None = None,
+                 top: int | None = None, quiet: bool = True) -> Iterator[TagResult]:
+        """As `tag`, yielding each result as soon as it is ready (for long lists of files)."""
+        files = expand_paths(paths)
+        for result in self.core.tag_files(files, jobs=self.jobs, quiet=quiet):
+            yield self.to_result(result, threshold=threshold, top=top)
+
+    def tag_array(self, samples: np.ndarray, sample_rate: int, *, name: str = "<array>",
+                  threshold: float | None = None, top: int | None = None) -> TagResult:
+        """Tag audio given as an array: float [n_samples] mono or [n_samples, n_channels], in [-1, 1], at
+        `sample_rate` Hz (mixed to mono and resampled to the model's rate as a file would be)."""
+        from orpheus.audio import resample, to_mono
+        samples = np.asarray(samples, np.float32)
+        mono = samples if samples.ndim == 1 else to_mono(samples)
+        mono = resample(mono, int(sample_rate), self.sample_rate)
+        return self.to_result(self.core.tag_audio(name, mono), threshold=threshold, top=top)
+
+    def to_result(self, result, *, threshold: float | None = None, top: int | None = None) -> TagResult:
+        """A `TagResult` from an `orpheus.tagging.TrackTags`."""
+        from orpheus.tagging import ranked_tags
+        tags = {} if result.error is not None else dict(
+            ranked_tags(self.tag_names, result.scores, threshold=threshold, top=top))
+        return TagResult(file=result.file, tags=tags, taggram=result.window_scores,
+                         window_start_s=result.window_start_s, embeddings=result.embeddings, error=result.error,
+                         tag_names=self.tag_names)
+
+
+def tag(paths: PathLike | Sequence[PathLike], model: str | None = None, *, run_dir: PathLike | None = None,
+        threshold: float | None = None, top: int | None = None, **options) -> list[TagResult]:
+    """Tag audio files with a pretrained model (default `MSD_musicnn`) or a run directory.
+
+    `options` are those of `Tagger` (window_s, hop_s, aggregate, embeddings, batch_size, jobs).
+    Returns one `TagResult` per file, in input order (a folder: its audio files, sorted).
+    """
+    return Tagger(model, run_dir=run_dir, **options).tag(paths, threshold=threshold, top=top)

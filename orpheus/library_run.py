@@ -1,0 +1,250 @@
+"""Library-scale `predict`: tag a whole music folder into a JSON-lines log and/or the files' own tags, resumably.
+
+Input: audio files (a folder walked recursively, sorted) and a loaded `orpheus.api.Tagger`.
+Output:
+    OUT.jsonl (`--output`), one JSON object per file and line, appended as each file finishes:
+        {"path": absolute path, "size": bytes, "mtime_ns": int, "model": {"name", "run_dir", "sha256"},
+         "settings": {"window_s", "hop_s", "aggregate", "threshold", "top"}, "tags": {tag: probability},
+         "warnings": [...], "error": null or why, "tag_write": {"status", "reason"} (with --write-tags)}
+        size and mtime_ns are read after any tag writing, so they describe the file as it now is.
+    the files' own metadata (`--write-tags`, see `orpheus.tag_writer`).
+
+Resuming: a rerun skips a file whose latest record has the same path, size, mtime_ns, model digest and
+settings and no error (files that failed are retried: they fail fast, and the cause may have been fixed).
+With `--write-tags` a file whose ORPHEUS_MODEL field already names this model and selection is not
+rewritten (nor even tagged, unless the log needs its record). Each record is written with one
+`write` + flush + fsync, so a kill loses at most the file in flight; a torn last line left by a kill
+is cut off, with a warning, when the next run opens the log. The log is locked (`flock`) while a
+run appends to it, so two runs cannot interleave their lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence, TextIO
+
+from orpheus.errors import OrpheusError
+
+log = logging.getLogger(__name__)
+
+
+class LogBusyError(OrpheusError):
+    """Another run is appending to the same results log."""
+
+
+# ---------------------------------------------------------------- the results log
+
+def file_key(path: str | os.PathLike) -> tuple[str, int, int] | None:
+    """(absolute path, size, mtime_ns) of a file as it is now, or None when it cannot be stat'ed."""
+    absolute = os.path.abspath(path)
+    try:
+        stat = os.stat(absolute)
+    except OSError:
+        return None
+    return absolute, stat.st_size, stat.st_mtime_ns
+
+
+class ResultsLog:
+    """An append-only JSON-lines file of per-file records, locked while open.
+
+    Use as a context manager: opening repairs a torn last line and indexes the complete records by path
+    (the latest record of a path wins).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.dropped_lines = 0
+        self._file = None
+
+    def __enter__(self) -> "ResultsLog":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+b")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            self._file.close()
+            raise LogBusyError(f"{self.path}: another predict run is writing to this log; wait for it to "
+                               "finish or give another --output") from err
+        self._load()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()  # closing releases the lock
+
+    def _load(self) -> None:
+        f = self._file
+        f.seek(0)
+        good_end = 0
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # a torn last line: cut off below
+            good_end += len(line)
+            try:
+                record = json.loads(line)
+                self.latest[record["path"]] = record
+            except (ValueError, KeyError, TypeError):
+                self.dropped_lines += 1
+        size = f.seek(0, os.SEEK_END)
+        if size > good_end:
+            log.warning("%s: cut off an incomplete last line (%d bytes) left by an interrupted run",
+                        self.path, size - good_end)
+            f.truncate(good_end)
+            f.flush()
+            os.fsync(f.fileno())
+        if self.dropped_lines:
+            log.warning("%s: ignored %d malformed lines", self.path, self.dropped_lines)
+
+    def is_done(self, key: tuple[str, int, int] | None, model_sha256: str, settings: dict[str, Any]) -> bool:
+        """Whether the file `key` has a successful record for this model and settings."""
+        if key is None:
+            return False
+        record = self.latest.get(key[0])
+        return (record is not None and record.get("error") is None and record.get("size") == key[1]
+                and record.get("mtime_ns") == key[2] and record.get("model", {}).get("sha256") == model_sha256
+                and record.get("settings") == settings)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record as one line, then flush and fsync, so a kill loses at most this record."""
+        self._file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.latest[record["path"]] = record
+
+
+# ---------------------------------------------------------------- the run
+
+@dataclass
+class LibraryOptions:
+    """What a library run writes.
+
+    output: the JSON-lines log, or None.
+    write_tags / write_genre / dry_run: see `orpheus.tag_writer`; dry_run writes nothing anywhere.
+    threshold / top: the tag selection (as predict's --threshold / --top).
+    settings: window_s, hop_s, aggregate: part of the resume key, with the selection.
+    """
+    output: str | None = None
+    write_tags: bool = False
+    write_genre: bool = False
+    dry_run: bool = False
+    threshold: float | None = None
+    top: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def resume_settings(self) -> dict[str, Any]:
+        return {**self.settings, "threshold": self.threshold, "top": self.top}
+
+    def selection_label(self) -> str:
+        """The selection as written into ORPHEUS_MODEL: `top 5`, `threshold 0.3`, plus non-default settings."""
+        parts = [f"top {self.top}" if self.top is not None else
+                 f"threshold {self.threshold:g}" if self.threshold is not None else "all tags"]
+        parts += [f"{key} {value}" for key, value in sorted(self.settings.items())
+                  if value is not None and not (key == "aggregate" and value == "mean")]
+        return ", ".join(parts)
+
+
+@dataclass
+class LibrarySummary:
+    """Counts of a library run, and the tag-writing outcome of each tagged file."""
+    tagged: int = 0
+    failed: int = 0
+    skipped_done: int = 0
+    outcomes: list = field(default_factory=list)
+
+
+def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOptions, *, quiet: bool = False,
+                report: TextIO | None = None, **tag_kwargs) -> LibrarySummary:
+    """Tag `files` with `tagger` (an `orpheus.api.Tagger`), appending to the log and/or writing tags.
+
+    `report` (default stdout) gets one line per file whose tags were written, would be written or were
+    skipped. `tag_kwargs` go to `orpheus.tagging.Tagger.tag_files` (e.g. stream_threshold_s).
+    """
+    from orpheus import tag_writer
+    report = report or sys.stdout
+    identity = tagger.identity
+    model_label = f"{identity.label}; {options.selection_label()}"
+    settings = options.resume_settings()
+    summary = LibrarySummary()
+    # a dry run writes nothing, the log included: every file counts as not yet logged
+    results_log = ResultsLog(options.output) if options.output is not None and not options.dry_run else None
+
+    def needs_work(path: str) -> bool:
+        logged = options.output is None or (
+            results_log is not None and results_log.is_done(file_key(path), identity.sha256, settings))
+        tagged = not options.write_tags or tag_writer.already_tagged(
+            tag_writer.read_fields(path), model_label, genre=options.write_genre)
+        return not (logged and tagged)
+
+    def process() -> None:
+        todo = [str(f) for f in files if needs_work(str(f))]
+        summary.skipped_done = len(files) - len(todo)
+        if summary.skipped_done:
+            log.info("%d of %d files already done by this model with these settings; tagging the other %d",
+                     summary.skipped_done, len(files), len(todo))
+        for result in _tag(tagger, todo, quiet=quiet, **tag_kwargs):
+            record = _record(result, tagger, identity, settings, options)
+            if result.error is None:
+                summary.tagged += 1
+                if options.write_tags:
+                    update = tag_writer.update_for(list(record["tags"]), model_label, genre=options.write_genre)
+                    outcome = tag_writer.write_tags(result.file, update, dry_run=options.dry_run)
+                    summary.outcomes.append(outcome)
+                    record["tag_write"] = outcome.to_json()
+                    if outcome.status != tag_writer.UNCHANGED:
+                        report.write(outcome.describe() + "\n")
+                        report.flush()
+            else:
+                summary.failed += 1
+                log.warning("%s", result.error)
+            key = file_key(result.file)
+            if key is not None:
+                record["size"], record["mtime_ns"] = key[1], key[2]
+            if results_log is not None:
+                results_log.append(record)
+            elif options.output is not None:
+                report.write(f"{result.file}: would append to {options.output}: "
+                             f"{json.dumps(record['tags'], ensure_ascii=False)}\n")
+
+    if results_log is not None:
+        with results_log:
+            process()
+    else:
+        process()
+    if options.write_tags:
+        log.info("tags: %s", tag_writer.summary_line(summary.outcomes))
+    log.info("%d files tagged, %d failed, %d already done%s", summary.tagged, summary.failed,
+             summary.skipped_done, f" -> {options.output}" if results_log is not None else "")
+    return summary
+
+
+def _tag(tagger, files: list[str], *, quiet: bool, **tag_kwargs) -> Iterator:
+    if not files:
+        return iter(())
+    return tagger.core.tag_files(files, jobs=tagger.jobs, quiet=quiet, **tag_kwargs)
+
+
+def _record(result, tagger, identity, settings: dict[str, Any], options: LibraryOptions) -> dict[str, Any]:
+    from orpheus.tagging import ranked_tags
+    tags = {} if result.error is not None else dict(
+        ranked_tags(tagger.tag_names, result.scores, threshold=options.threshold, top=options.top))
+    return {"path": os.path.abspath(result.file), "size": None, "mtime_ns": None, "model": identity.to_json(),
+            "settings": settings, "tags": tags, "warnings": list(getattr(result, "warnings", None) or []),
+            "error": result.error}
+
+
+def run_predict_library(files: Sequence[str | os.PathLike], options: LibraryOptions, *, run_dir: str | None,
+                        model: str, window_s: float | None, hop_s: float | None, aggregate: str, batch_size: int,
+                        jobs: int, quiet: bool, **tag_kwargs) -> int:
+    """`predict --output` / `--write-tags`: load the model, run the library; 1 when some file failed, else 0."""
+    from orpheus.api import Tagger
+    tagger = Tagger(None if run_dir is not None else model, run_dir=run_dir, window_s=window_s, hop_s=hop_s,
+                    aggregate=aggregate, batch_size=batch_size, jobs=jobs)
+    options.settings = {"window_s": window_s, "hop_s": hop_s, "aggregate": aggregate}
+    summary = run_library(tagger, files, options, quiet=quiet, **tag_kwargs)
+    return 1 if summary.failed else 0

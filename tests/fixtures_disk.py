@@ -1,0 +1,28 @@
+"""A full disk for tests: the atomic writers of `orpheus.files` write into /dev/full (the kernel's ENOSPC)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+
+def make_disk_full(monkeypatch) -> None:
+    """From now on every temporary file `orpheus.files.atomic_path` makes is a link to /dev/full, so the
+    real write path (open, write, flush, close) fails with errno ENOSPC as on a full disk."""
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp_on_full_disk(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        os.unlink(name)
+        os.symlink("/dev/full", name)
+        return fd, name
+
+    monkeypatch.setattr("orpheus.files.tempfile.mkstemp", mkstemp_on_full_disk)
+
+
+@pytest.fixture
+def full_disk(monkeypatch) -> None:
+    """A full disk for the whole test (`make_disk_full`)."""
+    make_disk_full(monkeypatch)

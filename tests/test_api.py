@@ -1,0 +1,121 @@
+"""orpheus.tag / orpheus.Tagger on generated music: order, errors, arrays, and the same numbers as predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import orpheus
+from orpheus import test_model
+from orpheus.errors import ConfigError, MissingDependencyError
+from tests.fixtures_audio import render_clip, write_clip
+from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("songs")
+    return [write_clip(folder / "b_metal.mp3", ("metal", "male"), seed=1),
+            write_clip(folder / "a_jazz.flac", ("jazz", "instrumental"), seed=2, duration_s=7.0),
+            write_clip(folder / "c_ambient.ogg", ("ambient",), seed=3)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_run_dir):  # noqa: F811
+    return orpheus.Tagger(run_dir=tiny_run_dir, embeddings=True)
+
+
+def test_import_orpheus_imports_no_tensorflow():
+    code = "import orpheus, sys; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; orpheus.Tagger"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    code = "import orpheus.api, orpheus.tagging, sys; assert 'tensorflow' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        orpheus.no_such_thing  # noqa: B018
+
+
+def test_results_in_input_order_with_bad_and_missing_files(tiny, songs, tmp_path):
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"ID3" + b"\x00" * 300)
+    paths = [songs[2], broken, songs[0], tmp_path / "missing.wav", songs[1]]
+    results = tiny.tag(paths)
+    assert [r.file for r in results] == [str(p) for p in paths]  # input order, not sorted
+    assert [r.ok for r in results] == [True, False, True, False, True]
+    assert "broken.mp3" in results[1].error and "missing.wav" in results[3].error
+    assert results[1].tags == {} and results[1].taggram is None
+    good = results[0]
+    probabilities = list(good.tags.values())
+    assert sorted(good.tags) == sorted(TINY_TAGS) and probabilities == sorted(probabilities, reverse=True)
+    assert good.taggram.shape == (2, 6) and good.embeddings.shape == (2, 16)  # 4 s: one window + the end-aligned one
+    assert good.tag_names == TINY_TAGS
+    np.testing.assert_allclose([good.tags[t] for t in TINY_TAGS], good.taggram.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(good.window_start_s, [0.0, (251 - 187) * 256 / 16000])
+    # a folder expands to its files, sorted
+    assert [r.file for r in tiny.tag(songs[0].parent)] == [str(p) for p in sorted(songs)]
+
+
+def test_threshold_and_top_select_tags(tiny, songs):
+    (full,) = tiny.tag(songs[0])
+    (top2,) = tiny.tag([songs[0]], top=2)
+    assert list(top2.tags) == list(full.tags)[:2]
+    cut = (list(full.tags.values())[2] + list(full.tags.values())[3]) / 2
+    (above,) = tiny.tag([songs[0]], threshold=cut)
+    assert list(above.tags) == list(full.tags)[:3]
+
+
+def test_tag_array_equals_tagging_the_file(tiny, tmp_path):
+    stereo = render_clip(("pop", "female"), seed=5, duration_s=5.0, sample_rate=22050)
+    path = tmp_path / "pop.wav"
+    sf.write(str(path), stereo, 22050, subtype="FLOAT")  # float wav: the file holds exactly these samples
+    from_array = tiny.tag_array(stereo, 22050, name="pop")
+    (from_file,) = tiny.tag([path])
+    assert from_array.file == "pop" and from_array.ok
+    assert from_array.tags == pytest.approx(from_file.tags, abs=1e-5)
+    np.testing.assert_allclose(from_array.taggram, from_file.taggram, atol=1e-5)
+
+
+def test_module_level_tag_with_run_dir(tiny_run_dir, songs):  # noqa: F811
+    results = orpheus.tag([songs[1]], run_dir=tiny_run_dir, top=3, hop_s=1.5, aggregate="max")
+    assert len(results) == 1 and len(results[0].tags) == 3
+    assert max(results[0].tags.values()) == pytest.approx(results[0].taggram.max(), abs=1e-6)
+    with pytest.raises(ConfigError, match="not both"):
+        orpheus.tag([songs[1]], model="MSD_musicnn", run_dir=tiny_run_dir)
+
+
+def predict_json(capsys, *args) -> list[dict]:
+    status = test_model.main(["predict", "--quiet", "--format", "json", *map(str, args)])
+    assert status == 0, capsys.readouterr().err
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_api_and_predict_json_give_the_same_numbers(capsys, tiny_run_dir, songs):  # noqa: F811
+    records = predict_json(capsys, "--run-dir", tiny_run_dir, "--mp3", songs[0].parent, "--taggram",
+                           songs[0].parent.parent / "api_taggram.png", "--overwrite")
+    results = orpheus.tag(songs[0].parent, run_dir=tiny_run_dir)
+    assert [r["file"] for r in records] == [r.file for r in results]
+    for record, result in zip(records, results):
+        assert list(record["tags"]) == list(result.tags)  # same order
+        assert record["tags"] == pytest.approx(result.tags, abs=1e-7)
+        np.testing.assert_allclose(record["taggram"]["probabilities"], result.taggram, atol=1e-6)
+
+
+def test_pretrained_model_by_name_matches_predict(capsys, songs):
+    pretrained = pytest.importorskip("orpheus.pretrained")
+    try:
+        pretrained.locate_checkpoint("MSD_musicnn")
+    except MissingDependencyError:
+        pytest.skip(f"musicnn checkpoints absent: {pretrained.INSTALL_COMMAND}")
+    (result,) = orpheus.tag([songs[0]], model="MSD_musicnn", top=5)
+    (record,) = predict_json(capsys, "--mp3", songs[0], "--top", "5")
+    assert len(result.tags) == 5 and result.taggram.shape[1] == 50
+    assert list(record["tags"]) == list(result.tags)
+    assert record["tags"] == pytest.approx(result.tags, abs=1e-7)
