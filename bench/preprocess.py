@@ -8,10 +8,11 @@ On the same tracks in one run (the real clips of ../shared/audio/clips, 10 s, pl
     (c) tfrecords/preprocessing.py log-mel-spectrogram end to end (a fresh process, so its
         start-up and TensorFlow import count), with --jobs 1 and with all cores; also timed
         in-process (start-up excluded) to show the per-track steady state
-    (d) `--runner beam` (Apache Beam's DirectRunner, multi_processing, --jobs workers) against the
-        default `--runner pool` (--jobs workers), fresh processes, on the tracks and on the same audio
-        listed --repeat times: tracks/s, the overhead ratio beam / pool (target <= 1.5x on 2 cores),
-        and from the two sizes each runner's fixed start-up and per-track cost; shards byte-identical
+    (d) `--runner beam` (Apache Beam's DirectRunner, multi_processing) against the default
+        `--runner pool`, fresh processes, on the tracks and on the same audio listed --repeat times:
+        tracks/s and the overhead ratio beam / pool (target <= 1.5x on 2 cores) with --jobs workers
+        (wall) and with one (CPU, load-independent), and from the two sizes each runner's fixed
+        start-up and per-track cost; shards byte-identical
 Prints tracks/s (wall) and CPU ms per track, and the ratios against the targets: (c, all cores)
 >= 3x (a) and (c, one job) <= 1.5x (b) per track. On a shared machine, the wall figures carry the
 other jobs' load (printed); the CPU figures do not. Run: python bench/preprocess.py [--n-real 50 --n-generated 20] [--runners-only]
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     parser.add_argument("--n-generated", type=int, default=20, help="generated 30 s 44.1 kHz stereo mp3s")
     parser.add_argument("--jobs", type=int, default=default_jobs(), help="'all cores' for (c)")
     parser.add_argument("--num-files", type=int, default=4, help="shards")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=10,
                         help="(d) also runs both runners on the tracks listed this many times, to part the "
                              "fixed start-up cost from the per-track cost")
     parser.add_argument("--clips", type=Path, default=CLIPS, help="folder of the real clips")
@@ -181,44 +182,49 @@ def main(argv=None) -> int:
 
 
 def compare_runners(root: Path, paths: list[Path], args: argparse.Namespace) -> None:
-    """(d) --runner beam (DirectRunner, multi_processing, --jobs workers) against --runner pool (--jobs
-    workers), fresh processes, on n tracks and on the same audio listed `repeat` times. Shards must be
-    byte-identical. time = fixed + tracks x per-track: two sizes give both terms for each runner."""
+    """(d) --runner beam (DirectRunner, multi_processing) against --runner pool, fresh processes, with --jobs
+    workers (wall) and with one (CPU: Beam's worker processes are reaped by the driver, so their CPU counts; a
+    pool's forkserver workers are not, so CPU is compared at --jobs 1 only), on n tracks and on the same
+    audio listed `repeat` times. time = fixed + tracks x per-track: the two sizes give both terms."""
     n, k = len(paths), max(2, args.repeat)
     audio_dir = root / "audio"
     write_tables(root, [str(p.relative_to(audio_dir)) for p in paths], repeat=k)
     load = os.getloadavg()[0]
-    walls = {}
-    for runner in ("pool", "beam"):
-        for size, suffix in ((n, ""), (n * k, f"_x{k}")):
-            out = root / f"d-{runner}{suffix}"
-            walls[runner, size] = time_cli(root, out, args.jobs, args.num_files, suffix, "--runner", runner)
-    for suffix in ("", f"_x{k}"):
-        pool, beam = root / f"d-pool{suffix}", root / f"d-beam{suffix}"
-        stock = sorted(pool.glob("*.tfrecord"))
-        same = bool(stock) and all((beam / p.name).read_bytes() == p.read_bytes() for p in stock) and \
-            sorted(q.name for q in beam.glob("*.tfrecord")) == [p.name for p in stock]
-        print(f"shards of --runner beam byte-identical to --runner pool ({len(stock)} shards{suffix}): {same}")
-    print(f"(d) runners, --jobs {args.jobs}, fresh processes, {args.num_files} shards; load average {load:.1f} at "
-          f"start, {os.getloadavg()[0]:.1f} at end, {default_jobs()} cores")
-    per_track, fixed = {}, {}
-    for runner in ("pool", "beam"):
-        per_track[runner] = (walls[runner, n * k] - walls[runner, n]) / (n * (k - 1))
-        fixed[runner] = walls[runner, n] - n * per_track[runner]
-        for size in (n, n * k):
-            print(f"d  --runner {runner:4s} {size:5d} tracks {size / walls[runner, size]:7.1f} tracks/s "
-                  f"({walls[runner, size]:6.1f} s wall)")
-    for size in (n, n * k):
-        print(f"overhead ratio beam / pool, {size} tracks: {walls['beam', size] / walls['pool', size]:.2f}x wall "
-              "(target <= 1.5x)")
-    print(f"per track (slope between the sizes): pool {1000 * per_track['pool']:.1f} ms, beam "
-          f"{1000 * per_track['beam']:.1f} ms = {per_track['beam'] / per_track['pool']:.2f}x; fixed start-up: pool "
-          f"{fixed['pool']:.1f} s, beam {fixed['beam']:.1f} s")
-    extra = fixed["beam"] - fixed["pool"]
-    slope = 1.5 * per_track["pool"] - per_track["beam"]
-    if slope > 0 and extra > 0:
-        print(f"beam is within 1.5x of the pool from about {max(0.0, (extra - 0.5 * fixed['pool']) / slope):.0f} "
-              "tracks on")
+    sizes = {n: "", n * k: f"_x{k}"}
+    wall, cpu = {}, {}
+    for jobs in dict.fromkeys((args.jobs, 1)):
+        for runner in ("pool", "beam"):
+            for size, suffix in sizes.items():
+                out = root / f"d-{runner}-j{jobs}{suffix}"
+                wall[runner, jobs, size], cpu[runner, jobs, size] = measured(
+                    time_cli, root, out, jobs, args.num_files, suffix, "--runner", runner)
+    for jobs in dict.fromkeys((args.jobs, 1)):
+        for size, suffix in sizes.items():
+            pool, beam = root / f"d-pool-j{jobs}{suffix}", root / f"d-beam-j{jobs}{suffix}"
+            stock = sorted(pool.glob("*.tfrecord"))
+            same = bool(stock) and sorted(q.name for q in beam.glob("*.tfrecord")) == [p.name for p in stock] and \
+                all((beam / p.name).read_bytes() == p.read_bytes() for p in stock)
+            print(f"--jobs {jobs}, {size} tracks: shards of --runner beam byte-identical to --runner pool "
+                  f"({len(stock)} shards): {same}")
+    print(f"(d) runners, fresh processes, {args.num_files} shards, {n} tracks and the same listed {k} times; load "
+          f"average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end, {default_jobs()} cores")
+
+    def line(what: str, table: dict, jobs: int) -> None:
+        per = {r: (table[r, jobs, n * k] - table[r, jobs, n]) / (n * (k - 1)) for r in ("pool", "beam")}
+        fixed = {r: table[r, jobs, n] - n * per[r] for r in ("pool", "beam")}
+        for size in sizes:
+            ratio = table["beam", jobs, size] / table["pool", jobs, size]
+            print(f"d  --jobs {jobs} {what} {size:5d} tracks: pool {size / table['pool', jobs, size]:6.1f} tracks/s, "
+                  f"beam {size / table['beam', jobs, size]:6.1f} tracks/s; beam / pool {ratio:.2f}x")
+        print(f"d  --jobs {jobs} {what} per track: pool {1000 * per['pool']:.1f} ms, beam {1000 * per['beam']:.1f} ms "
+              f"({per['beam'] / per['pool']:.2f}x); fixed: pool {fixed['pool']:.1f} s, beam {fixed['beam']:.1f} s")
+        if 1.5 * per["pool"] > per["beam"]:
+            crossover = max(0.0, (fixed["beam"] - 1.5 * fixed["pool"]) / (1.5 * per["pool"] - per["beam"]))
+            print(f"d  --jobs {jobs} {what}: beam within 1.5x of the pool from about {crossover:.0f} tracks")
+
+    line("wall", wall, args.jobs)
+    line("CPU ", cpu, 1)
+    print("target: beam / pool <= 1.5x wall on 2 cores")
 
 
 def compare_with_baselines(root: Path, paths: list[Path], args: argparse.Namespace) -> None:

@@ -71,6 +71,9 @@ def test_beam_flags_default_to_all_local_cores_and_pass_options_through():
     mine = runners.beam_flags("--runner=FlinkRunner --flink_master=host:8081 --direct_num_workers 5", 2, True)
     assert mine[:4] == ["--runner=FlinkRunner", "--flink_master=host:8081", "--direct_num_workers", "5"]
     assert "--runner=DirectRunner" not in mine and "--direct_num_workers=2" not in mine
+    args = pp.build_parser().parse_args(["waveform", "o", "--csv-path", "a", "--tag-path", "b", "--root-dir", "c",
+                                         "--runner", "beam", "--beam-options=--runner=FlinkRunner --flink_master=h:1"])
+    assert (args.runner, args.beam_options) == ("beam", "--runner=FlinkRunner --flink_master=h:1")
 
 
 def test_beam_runner_without_the_extra_is_one_line(corpus, tmp_path, monkeypatch, capsys):

@@ -55,12 +55,12 @@ from typing import Sequence
 
 from orpheus import audio
 from orpheus.cli import add_common_args, make_parser, run_main
-from orpheus.errors import ConfigError, OutputExistsError
+from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
 from tfrecords.plan import SPLIT_NAMES, Shard, Track, hash_split, plan, shards_per_split  # noqa: F401
 from tfrecords.runners import (IN_FLIGHT_MEMORY_BYTES, RUNNERS, TRACKS_IN_FLIGHT_PER_JOB,  # noqa: F401
                                folder_lock, run_beam, run_pool, tracks_in_flight)
-from tfrecords.shards import (PROGRESS_DIR, SKIPPED_CSV, FeatureSettings, OutputWriteError, aggregate,  # noqa: F401
-                              fingerprint, output_errors, remove_leftovers, resolve_settings, shard_state)
+from tfrecords.shards import (PROGRESS_DIR, SKIPPED_CSV, FeatureSettings, aggregate, fingerprint,  # noqa: F401
+                              output_errors, remove_leftovers, resolve_settings, shard_state)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ EPILOG = """examples:
       --csv-path ultimate.csv --tag-path clean_lastfm.db --root-dir audio
 
   # the same shards from an Apache Beam pipeline (pip install -e ".[beam]"): here the local
-  # DirectRunner on all cores; on a cluster add e.g. --beam-options "--runner=FlinkRunner ..."
+  # DirectRunner on all cores; on a cluster add e.g. --beam-options="--runner=FlinkRunner ..."
   python tfrecords/preprocessing.py log-mel-spectrogram shards/ --runner beam --csv-path ultimate.csv \\
       --tag-path clean_lastfm.db --root-dir /data/msd/audio
 
@@ -208,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pool: this machine's process pool; beam: an Apache Beam pipeline (the [beam] extra), "
                              "the DirectRunner on --jobs cores unless --beam-options names another runner")
     parser.add_argument("--beam-options", default="", metavar="FLAGS",
-                        help="with --runner beam: flags for Beam's PipelineOptions, one quoted string, e.g. "
-                             "\"--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp\"")
+                        help="with --runner beam: flags for Beam's PipelineOptions, one quoted string after '=', "
+                             "e.g. --beam-options=\"--runner=DataflowRunner --project=P --region=R "
+                             "--temp_location=gs://B/tmp\"")
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 

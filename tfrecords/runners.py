@@ -26,10 +26,10 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError
+from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.parallel import parallel_map
 from tfrecords.plan import Shard
-from tfrecords.shards import FeatureSettings, OutputWriteError, extract, output_errors, shard_state, write_shard
+from tfrecords.shards import FeatureSettings, extract, output_errors, shard_state, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: FeatureSettings, vo
         raise MissingDependencyError(f"--runner beam needs Apache Beam: {BEAM_INSTALL}") from None
     finally:
         root.setLevel(level)
-    options = PipelineOptions(beam_flags(beam_options, jobs, verbose))
+    # a shard is the unit of work: more local workers than shards would only start and wait
+    options = PipelineOptions(beam_flags(beam_options, min(jobs, len(todo)), verbose))
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | "shards" >> beam.Create([(shard, fingerprints[shard.name]) for shard in todo])
