@@ -15,7 +15,8 @@ On the same tracks in one run (the real clips of ../shared/audio/clips, 10 s, pl
         start-up and per-track cost; shards byte-identical
 Prints tracks/s (wall) and CPU ms per track, and the ratios against the targets: (c, all cores)
 >= 3x (a) and (c, one job) <= 1.5x (b) per track. On a shared machine, the wall figures carry the
-other jobs' load (printed); the CPU figures do not. Run: python bench/preprocess.py [--n-real 50 --n-generated 20] [--runners-only]
+other jobs' load (printed); the CPU figures do not.
+Run: python bench/preprocess.py [--n-real 50 --n-generated 20] [--runners-only]
 """
 
 import os

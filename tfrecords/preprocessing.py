@@ -170,8 +170,9 @@ EPILOG = """examples:
       --tag-path clean_lastfm.db --root-dir /data/msd/audio
 
 Shards are numbered train first, then valid, then test (--shard-index indexes that order).
-A rerun resumes: complete shards are kept, incomplete ones redone. Both runners write the same bytes. float16 error (measured on
-music): log-mel db <= 0.0156 dB, musicnn <= 0.002, MFCC <= 0.125, waveform <= 4.9e-4."""
+A rerun resumes: complete shards are kept, incomplete ones redone. Both runners write the same
+bytes. float16 error (measured on music): log-mel db <= 0.0156 dB, musicnn <= 0.002, MFCC <= 0.125,
+waveform <= 4.9e-4."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -202,7 +202,8 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
     if fmt not in ("waveform", "log-mel-spectrogram", "mfcc"):
         raise ConfigError(f"unknown format {fmt!r}; expected waveform, log-mel-spectrogram or mfcc")
     if sample_rate <= 0 or min_length_s < 0:
-        raise ConfigError(f"--sample-rate must be positive and --min-length-s non-negative, got {sample_rate}, {min_length_s}")
+        raise ConfigError(f"--sample-rate must be positive and --min-length-s non-negative, got {sample_rate}, "
+                          f"{min_length_s}")
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"--dtype must be float32 or float16, got {dtype!r}")
     if fmt == "waveform":
