@@ -152,3 +152,24 @@ def test_two_real_runs_into_one_folder(corpus, logmel_run, tmp_path):
             assert rc == 1 and "another preprocessing run is writing to" in err
     assert _bytes(out) == _bytes(logmel_run)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_beam_worker_write_errors_reach_the_driver_as_one_line(corpus, tmp_path, monkeypatch, capsys):
+    """A full disk met by a Beam worker: reported through Beam's metrics, printed by the driver in one
+    line; the in-memory DirectRunner runs the workers in this process, where the writer is patched."""
+    import tensorflow as tf
+
+    _, inputs = corpus
+    out = tmp_path / "out"
+
+    class FullDiskWriter(tf.io.TFRecordWriter):
+        def write(self, record):
+            raise tf.errors.ResourceExhaustedError(None, None, f"{out}/x.tfrecord; No space left on device")
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    assert _cli("log-mel-spectrogram", out, inputs, "--runner", "beam",
+                "--beam-options=--direct_running_mode=in_memory") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "no space left on device" in err[0].lower()
+    assert not list(out.glob("*.tfrecord")) and not list(out.glob(".*.tmp"))
+    assert not list((out / "progress").glob("*.json"))
