@@ -2,6 +2,7 @@
 ultimate.csv, and a clean_lastfm.db with the real three-table schema."""
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from orpheus import audio, spec
 from tfrecords import preprocessing as pp
+from tfrecords import shards as shards_module
 
 RATE = 8000  # low sample rate keeps decoding and features fast
 TAGS = ["rock", "jazz", "ambient", "female vocalists"]  # ROWID order, deliberately not sorted
@@ -342,18 +344,14 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):
     assert "sum" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_end_to_end_on_the_miniature_msd(tmp_path):
-    """msd.synthetic -> the four cleaning commands -> preprocessing; checked against the generator's truth."""
-    import pandas as pd
-
+def clean_miniature_msd(tmp_path, *, tracks, seed, duration_s):
+    """msd.synthetic -> fetcher, wrangle, silence, lastfm_cleaning as a user runs them; returns (msd, clean)."""
     from msd import fetcher, lastfm_cleaning, silence, synthetic, wrangle
-    from msd.lastfm import LastFm
 
-    msd, clean, shards = tmp_path / "msd", tmp_path / "clean", tmp_path / "shards"
+    msd, clean = tmp_path / "msd", tmp_path / "clean"
     clean.mkdir()
-    assert synthetic.main([str(msd), "--tracks", "40", "--seed", "3", "--duration-s", "20", "--jobs", "2",
-                           "--quiet"]) == 0
+    assert synthetic.main([str(msd), "--tracks", str(tracks), "--seed", str(seed), "--duration-s", str(duration_s),
+                           "--jobs", "2", "--quiet"]) == 0
     assert fetcher.main([str(clean / "fetcher.csv"), "--root-dir", str(msd / "audio"), "--quiet"]) == 0
     assert wrangle.main([str(clean / "fetcher.csv"), str(clean / "wrangle.csv"), "--path-h5",
                          str(msd / "msd_summary_file.h5"), "--path-db", str(msd / "lastfm_tags.db"),
@@ -363,6 +361,18 @@ def test_end_to_end_on_the_miniature_msd(tmp_path):
                          "--min-size", "100000", "--filter-trim-length", "15", "--filter-tot-silence", "3",
                          "--filter-max-silence", "1", "--quiet"]) == 0
     assert lastfm_cleaning.main([str(msd / "lastfm_tags.db"), str(clean / "clean_lastfm.db"), "--quiet"]) == 0
+    return msd, clean
+
+
+@pytest.mark.slow
+def test_end_to_end_on_the_miniature_msd(tmp_path):
+    """msd.synthetic -> the four cleaning commands -> preprocessing; checked against the generator's truth."""
+    import pandas as pd
+
+    from msd.lastfm import LastFm
+
+    msd, clean = clean_miniature_msd(tmp_path, tracks=40, seed=3, duration_s=20)
+    shards = tmp_path / "shards"
     assert pp.main(["log-mel-spectrogram", str(shards), "--csv-path", str(clean / "ultimate.csv"), "--tag-path",
                     str(clean / "clean_lastfm.db"), "--root-dir", str(msd / "audio"), "--num-files", "6",
                     "--split", "60", "20", "20", "--jobs", "2", "--quiet"]) == 0
@@ -398,3 +408,96 @@ def test_pool_batches_bound_memory():
     # one minute of 16 kHz float32 waveform is 3.84 MB: 16 jobs may not hold 16 x 128 of them
     assert pp.tracks_in_flight(settings("waveform"), 16) * 3.84e6 <= pp.IN_FLIGHT_MEMORY_BYTES * 1.01
     assert pp.tracks_in_flight(settings("waveform", "float16"), 16) > pp.tracks_in_flight(settings("waveform"), 16)
+
+
+def test_old_and_new_flag_names(corpus, logmel_run, tmp_path):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    assert pp.main(["log-mel-spectrogram", str(out), *inputs, "--sample-rate", str(RATE), "--n-mels", "96",
+                    "--num-files", "4", "--jobs", "1", "--quiet", "--split", *SPLIT]) == 0
+    assert _snapshot_bytes(out) == _snapshot_bytes(logmel_run)  # --sr/--mels of the reference run, same shards
+    help_text = pp.build_parser().format_help()
+    assert "--sample-rate SAMPLE_RATE, --sr SAMPLE_RATE" in help_text and "--n-mels N_MELS, --mels N_MELS" in help_text
+    args = pp.build_parser().parse_args(["waveform", "o", *inputs, "--sr", "22050", "--mels", "40"])
+    assert (args.sample_rate, args.n_mels) == (22050, 40)
+
+
+def _snapshot_bytes(out_dir):
+    return {name: data for name, (_, data) in _snapshot(out_dir).items()}
+
+
+def test_the_stage_reads_the_tag_database_without_the_cleaning_stage(corpus):
+    """The stages meet through files: planning (which reads clean_lastfm.db) imports no `msd` module."""
+    root, _ = corpus
+    code = ("import sys; from tfrecords import preprocessing as pp; "
+            f"vocabulary, shards, _ = pp.plan({str(root / 'ultimate.csv')!r}, {str(root / 'clean_lastfm.db')!r}, "
+            f"{str(root / 'audio')!r}, split=(40, 30, 30), split_file=None, num_files=4); "
+            "print(vocabulary, sum(len(s.tracks) for s in shards)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'msd'))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(Path(pp.__file__).resolve().parents[1]))).stdout
+    assert out.splitlines() == [f"{TAGS} 13", "[]"]
+
+
+def _one_line_error(capsys, folder):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("preprocessing.py: error: ") and str(folder) in err
+    return err
+
+
+def test_full_disk_is_one_line_and_leaves_nothing_a_rerun_would_trust(corpus, logmel_run, tmp_path, monkeypatch,
+                                                                      capsys):
+    _, inputs = corpus
+    out = tmp_path / "out"
+    real_writer = tf.io.TFRecordWriter
+
+    class FullDiskWriter(real_writer):
+        """TensorFlow's writer, the disk full from the second shard on: TensorFlow's error for ENOSPC."""
+        opened = 0
+
+        def __init__(self, path, *args):
+            FullDiskWriter.opened += 1
+            super().__init__(path, *args)
+
+        def write(self, record):
+            if FullDiskWriter.opened >= 2:
+                raise tf.errors.ResourceExhaustedError(None, None, f"{out}/x.tfrecord; No space left on device")
+            return super().write(record)
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    assert _cli("log-mel-spectrogram", out, inputs) == 1
+    assert "no space left on device" in _one_line_error(capsys, out).lower()
+    done = list(out.glob("*.tfrecord"))
+    assert len(done) == 1 and not list(out.glob(".*.tmp"))  # the shard being written is gone, no temp file
+    assert sorted(p.name for p in (out / pp.PROGRESS_DIR).glob("*.json")) == [f"{done[0].name}.json"]
+    # an OSError (ENOSPC) from the sidecar's write: the same one line
+    monkeypatch.setattr(tf.io, "TFRecordWriter", real_writer)
+
+    def no_space(path, obj):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(shards_module, "write_json_atomic", no_space)
+    assert _cli("log-mel-spectrogram", out, inputs) == 1
+    assert "no space left on device" in _one_line_error(capsys, out).lower()
+    assert len(list(out.glob("*.tfrecord"))) == 1 and not list(out.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert _cli("log-mel-spectrogram", out, inputs) == 0  # space again: the rerun completes the folder
+    assert _snapshot_bytes(out) == _snapshot_bytes(logmel_run)
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(corpus, tmp_path, capsys):
+    _, inputs = corpus
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert _cli("log-mel-spectrogram", blocker / "shards", inputs) == 1
+    _one_line_error(capsys, blocker / "shards")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "read-only"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            assert _cli("log-mel-spectrogram", locked / "shards", inputs) == 1
+            _one_line_error(capsys, locked)
+        finally:
+            locked.chmod(0o700)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_preprocessing import RATE, SPLIT, _cli, _snapshot, corpus, logmel_run  # noqa: F401
+from tests.test_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
+                                     logmel_run)
 from tfrecords import preprocessing as pp
 from tfrecords import runners
 
@@ -31,7 +32,7 @@ def _dataset_json_without_command(out_dir):
     return info
 
 
-def test_beam_runner_writes_the_pool_shards_and_resumes(corpus, logmel_run, tmp_path):
+def test_beam_runner_writes_the_pool_shards(corpus, logmel_run, tmp_path):
     _, inputs = corpus
     out = tmp_path / "beam"
     assert _cli("log-mel-spectrogram", out, inputs, "--runner", "beam", "--jobs", "2") == 0
@@ -39,15 +40,27 @@ def test_beam_runner_writes_the_pool_shards_and_resumes(corpus, logmel_run, tmp_
     assert _dataset_json_without_command(out) == _dataset_json_without_command(logmel_run)
     assert (out / "skipped.csv").read_text() == (logmel_run / "skipped.csv").read_text()
     assert "--runner beam" in json.loads((out / "dataset.json").read_text())["command"]
-    # resume: one shard lost its sidecar (a kill before it was complete); only that one is redone
-    before = _snapshot(out)
+
+
+@pytest.mark.slow
+def test_beam_and_pool_write_the_same_miniature_msd_and_beam_resumes(tmp_path):
+    """msd.synthetic -> the cleaning commands -> preprocessing with each runner: identical shards; then a
+    beam rerun after a shard lost its sidecar redoes only that shard."""
+    msd, clean = clean_miniature_msd(tmp_path, tracks=10, seed=5, duration_s=16)
+    inputs = ["--csv-path", str(clean / "ultimate.csv"), "--tag-path", str(clean / "clean_lastfm.db"),
+              "--root-dir", str(msd / "audio"), "--num-files", "4", "--split", "50", "25", "25", "--jobs", "2",
+              "--quiet"]
+    pool, beam = tmp_path / "pool", tmp_path / "beam"
+    assert pp.main(["log-mel-spectrogram", str(pool), *inputs]) == 0
+    assert pp.main(["log-mel-spectrogram", str(beam), *inputs, "--runner", "beam"]) == 0
+    assert len(_bytes(pool)) >= 3 and _bytes(beam) == _bytes(pool)
+    assert _dataset_json_without_command(beam) == _dataset_json_without_command(pool)
+    assert (beam / "skipped.csv").read_text() == (pool / "skipped.csv").read_text()
+    before = _snapshot(beam)
     names = sorted(before)
-    os.remove(out / pp.PROGRESS_DIR / f"{names[1]}.json")
-    summary = pp.run("log-mel-spectrogram", out, csv_path=inputs[1], tag_path=inputs[3], root_dir=inputs[5],
-                     sample_rate=RATE, num_files=4, split=[float(s) for s in SPLIT], jobs=2, quiet=True,
-                     runner="beam")
-    assert summary["shards_written"] == 1 and summary["shards_done"] == 4
-    after = _snapshot(out)
+    os.remove(beam / pp.PROGRESS_DIR / f"{names[1]}.json")  # as if killed before that shard was complete
+    assert pp.main(["log-mel-spectrogram", str(beam), *inputs, "--runner", "beam"]) == 0
+    after = _snapshot(beam)
     assert after[names[1]][0] != before[names[1]][0] and after[names[1]][1] == before[names[1]][1]
     assert all(after[name] == before[name] for name in names if name != names[1])
 
@@ -58,6 +71,9 @@ def test_beam_flags_default_to_all_local_cores_and_pass_options_through():
     mine = runners.beam_flags("--runner=FlinkRunner --flink_master=host:8081 --direct_num_workers 5", 2, True)
     assert mine[:4] == ["--runner=FlinkRunner", "--flink_master=host:8081", "--direct_num_workers", "5"]
     assert "--runner=DirectRunner" not in mine and "--direct_num_workers=2" not in mine
+    args = pp.build_parser().parse_args(["waveform", "o", "--csv-path", "a", "--tag-path", "b", "--root-dir", "c",
+                                         "--runner", "beam", "--beam-options=--runner=FlinkRunner --flink_master=h:1"])
+    assert (args.runner, args.beam_options) == ("beam", "--runner=FlinkRunner --flink_master=h:1")
 
 
 def test_beam_runner_without_the_extra_is_one_line(corpus, tmp_path, monkeypatch, capsys):
@@ -136,3 +152,24 @@ def test_two_real_runs_into_one_folder(corpus, logmel_run, tmp_path):
             assert rc == 1 and "another preprocessing run is writing to" in err
     assert _bytes(out) == _bytes(logmel_run)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_beam_worker_write_errors_reach_the_driver_as_one_line(corpus, tmp_path, monkeypatch, capsys):
+    """A full disk met by a Beam worker: reported through Beam's metrics, printed by the driver in one
+    line; the in-memory DirectRunner runs the workers in this process, where the writer is patched."""
+    import tensorflow as tf
+
+    _, inputs = corpus
+    out = tmp_path / "out"
+
+    class FullDiskWriter(tf.io.TFRecordWriter):
+        def write(self, record):
+            raise tf.errors.ResourceExhaustedError(None, None, f"{out}/x.tfrecord; No space left on device")
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    assert _cli("log-mel-spectrogram", out, inputs, "--runner", "beam",
+                "--beam-options=--direct_running_mode=in_memory") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "no space left on device" in err[0].lower()
+    assert not list(out.glob("*.tfrecord")) and not list(out.glob(".*.tmp"))
+    assert not list((out / "progress").glob("*.json"))

@@ -55,13 +55,13 @@ from typing import Sequence
 
 from orpheus import audio
 from orpheus.cli import add_common_args, make_parser, run_main
-from orpheus.errors import ConfigError, OutputExistsError
+from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
 from orpheus.feature_settings import FORMATS
 from tfrecords.plan import SPLIT_NAMES, Shard, Track, hash_split, plan, shards_per_split  # noqa: F401
 from tfrecords.runners import (IN_FLIGHT_MEMORY_BYTES, RUNNERS, TRACKS_IN_FLIGHT_PER_JOB,  # noqa: F401
                                folder_lock, run_beam, run_pool, tracks_in_flight)
-from tfrecords.shards import (PROGRESS_DIR, SKIPPED_CSV, ShardSettings, OutputWriteError, aggregate,  # noqa: F401
-                              fingerprint, output_errors, remove_leftovers, resolve_settings, shard_state)
+from tfrecords.shards import (PROGRESS_DIR, SKIPPED_CSV, ShardSettings, aggregate, fingerprint,  # noqa: F401
+                              output_errors, remove_leftovers, resolve_settings, shard_state)
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +166,14 @@ EPILOG = """examples:
       --csv-path ultimate.csv --tag-path clean_lastfm.db --root-dir audio
 
   # the same shards from an Apache Beam pipeline (pip install -e ".[beam]"): here the local
-  # DirectRunner on all cores; on a cluster add e.g. --beam-options "--runner=FlinkRunner ..."
+  # DirectRunner on all cores; on a cluster add e.g. --beam-options="--runner=FlinkRunner ..."
   python tfrecords/preprocessing.py log-mel-spectrogram shards/ --runner beam --csv-path ultimate.csv \\
       --tag-path clean_lastfm.db --root-dir /data/msd/audio
 
 Shards are numbered train first, then valid, then test (--shard-index indexes that order).
-A rerun resumes: complete shards are kept, incomplete ones redone. Both runners write the same bytes. float16 error (measured on
-music): log-mel db <= 0.0156 dB, musicnn <= 0.002, MFCC <= 0.125, waveform <= 4.9e-4."""
+A rerun resumes: complete shards are kept, incomplete ones redone. Both runners write the same
+bytes. float16 error (measured on music): log-mel db <= 0.0156 dB, musicnn <= 0.002, MFCC <= 0.125,
+waveform <= 4.9e-4."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pool: this machine's process pool; beam: an Apache Beam pipeline (the [beam] extra), "
                              "the DirectRunner on --jobs cores unless --beam-options names another runner")
     parser.add_argument("--beam-options", default="", metavar="FLAGS",
-                        help="with --runner beam: flags for Beam's PipelineOptions, one quoted string, e.g. "
-                             "\"--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp\"")
+                        help="with --runner beam: flags for Beam's PipelineOptions, one quoted string after '=', "
+                             "e.g. --beam-options=\"--runner=DataflowRunner --project=P --region=R "
+                             "--temp_location=gs://B/tmp\"")
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 

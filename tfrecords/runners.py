@@ -26,10 +26,10 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from orpheus.errors import MissingDependencyError, OutputExistsError
+from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.parallel import parallel_map
 from tfrecords.plan import Shard
-from tfrecords.shards import ShardSettings, OutputWriteError, extract, output_errors, shard_state, write_shard
+from tfrecords.shards import ShardSettings, extract, output_errors, shard_state, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ def folder_lock(out_dir: Path, shard_index: int | None) -> Iterator[None]:
             try:
                 fcntl.lockf(fd, mode | fcntl.LOCK_NB, 1, start)
             except OSError as err:
+                if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # some FUSE mounts
+                    log.warning("%s: this filesystem has no locks; make sure no other run writes here", out_dir)
+                    break
                 if err.errno not in (errno.EACCES, errno.EAGAIN):
                     raise
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").split("\n")[0].strip() or "unknown"
@@ -71,6 +74,10 @@ def folder_lock(out_dir: Path, shard_index: int | None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the locks
+
+
+class BeamPipelineError(OrpheusError):
+    """The Beam pipeline itself failed (not one track, not the output folder)."""
 
 
 def tracks_in_flight(settings: ShardSettings, jobs: int) -> int:
@@ -187,7 +194,8 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
         raise MissingDependencyError(f"--runner beam needs Apache Beam: {BEAM_INSTALL}") from None
     finally:
         root.setLevel(level)
-    options = PipelineOptions(beam_flags(beam_options, jobs, verbose))
+    # a shard is the unit of work: more local workers than shards would only start and wait
+    options = PipelineOptions(beam_flags(beam_options, min(jobs, len(todo)), verbose))
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | "shards" >> beam.Create([(shard, fingerprints[shard.name]) for shard in todo])
@@ -200,6 +208,12 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
         with _workers_import_this_checkout():
             result = pipeline.run()
             result.wait_until_finish()
+    except Exception as err:  # a lost worker, a cluster that refused the job: Beam's own errors
+        if verbose:
+            raise
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise BeamPipelineError(f"the Beam pipeline writing {out_dir} failed: {first[:300]}; rerun with "
+                                "--verbose for Beam's log (a rerun resumes)") from err
     finally:
         stop.set()
         watcher.join()

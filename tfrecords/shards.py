@@ -23,9 +23,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from orpheus import audio
-from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OrpheusError
+from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OutputWriteError
 from orpheus.feature_settings import FORMATS, FeatureSettings
-from orpheus.files import atomic_path, write_csv_atomic, write_json_atomic
+from orpheus.files import atomic_path, output_write_error, write_csv_atomic, write_json_atomic
 from tfrecords.plan import SPLIT_NAMES, Shard, Track
 
 # orpheus.spec imports TensorFlow; it is imported only where shards are written, so the pool's
@@ -37,33 +37,29 @@ PROGRESS_DIR = "progress"
 SKIPPED_CSV = "skipped.csv"
 
 
-class OutputWriteError(OrpheusError):
-    """The output folder cannot be written (full disk, read-only, not a folder).
-
-    Local to the preprocessing stage until `orpheus.files` offers one for every stage.
-    """
-
-
 @contextlib.contextmanager
 def output_errors(folder: str | Path) -> Iterator[None]:
     """Turn what the environment causes while writing into `folder` into one `OutputWriteError` line.
 
-    Catches `OSError` (ENOSPC, EACCES, EROFS, ENOTDIR...) and TensorFlow's file errors (its writer
-    reports a full disk as `ResourceExhaustedError`); partial files are removed by `atomic_path`.
+    `orpheus.files.output_write_error` words a full disk, a quota, a read-only or forbidden folder (also
+    from TensorFlow's writer, which reports a full disk as `ResourceExhaustedError`); any other `OSError`
+    met here (a path through a file, a folder that vanished) is named too. Partial files are removed
+    by `atomic_path`, so nothing is left that a rerun would trust.
     """
     try:
         yield
-    except OSError as err:
-        why = err.strerror or str(err)
-        where = f" ({err.filename})" if err.filename else ""
-        raise OutputWriteError(f"{folder}: cannot write the output{where}: {why}; free some space or "
-                               "choose a writable folder, then rerun to resume") from err
     except Exception as err:
         tf = sys.modules.get("tensorflow")
-        if tf is not None and isinstance(err, tf.errors.OpError):
-            raise OutputWriteError(f"{folder}: cannot write the output: {err.message.splitlines()[0]}; "
-                                   "free some space or choose a writable folder, then rerun to resume") from err
-        raise
+        if not isinstance(err, OSError) and not (tf is not None and isinstance(err, tf.errors.OpError)):
+            raise
+        converted = output_write_error(err, folder)
+        if converted is None and isinstance(err, OSError):
+            where = f" ({err.filename})" if err.filename else ""
+            converted = OutputWriteError(f"{folder}: cannot write the output{where}: {err.strerror or err}; "
+                                         "choose a folder you can write to, then rerun to resume")
+        if converted is None:
+            raise
+        raise converted from err
 
 
 @dataclass(frozen=True)
@@ -202,7 +198,8 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if sample_rate <= 0 or min_length_s < 0:
-        raise ConfigError(f"--sample-rate must be positive and --min-length-s non-negative, got {sample_rate}, {min_length_s}")
+        raise ConfigError(f"--sample-rate must be positive and --min-length-s non-negative, got {sample_rate}, "
+                          f"{min_length_s}")
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"--dtype must be float32 or float16, got {dtype!r}")
     if fmt == "waveform":
