@@ -1,5 +1,5 @@
 # Two entry points for a fresh Debian/Ubuntu machine with Python 3.11:
-#   make demo   set up, then run every stage on the built-in synthetic MSD demo corpus
+#   make demo   set up, then run every stage on the built-in synthetic MSD demo corpus (orpheus demo)
 #   make test   set up, then run the test suite (what .ci/run calls)
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +24,7 @@ system-packages:
 setup: system-packages $(VENV)/.installed
 
 demo: setup
-	$(PY) -m msd.demo $(DEMO_ARGS)
+	$(VENV)/bin/orpheus demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

@@ -36,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from orpheus import data_input, training  # noqa: E402
 from orpheus.audio import AUDIO_EXTENSIONS, features, load_audio  # noqa: E402
+from orpheus.feature_settings import FeatureSettings  # noqa: E402
 from orpheus.config import load_config  # noqa: E402
 from orpheus.spec import DatasetInfo, serialize, shard_name, to_example, write_dataset_info  # noqa: E402
 
@@ -50,8 +51,9 @@ def write_real_shards(shard_dir: Path, clips: list[Path], n_shards: int = 4) -> 
     spectrograms = [features(load_audio(p, SAMPLE_RATE)[0], SAMPLE_RATE, format="log-mel-spectrogram",
                              n_mels=N_MELS) for p in clips]
     tags = (rng.random((len(clips), N_TAGS)) < 0.2).astype(np.int64)
-    info = DatasetInfo(format="log-mel-spectrogram", sample_rate=SAMPLE_RATE,
-                       tags=tuple(f"tag{i}" for i in range(N_TAGS)), n_mels=N_MELS, n_fft=2048, hop_length=512, preset="db",
+    info = DatasetInfo(features=FeatureSettings("log-mel-spectrogram", SAMPLE_RATE, n_mels=N_MELS, n_fft=2048,
+                                                hop_length=512, preset="db"),
+                       tags=tuple(f"tag{i}" for i in range(N_TAGS)),
                        counts={"train": len(clips), "valid": 8},
                        positives={"train": tags.sum(0).tolist(), "valid": tags[:8].sum(0).tolist()})
     for split, count in (("train", len(clips)), ("valid", 8)):

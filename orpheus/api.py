@@ -161,7 +161,7 @@ class Tagger:
     @property
     def sample_rate(self) -> int:
         """Hz the model's input audio is resampled to."""
-        return self.core.info.sample_rate
+        return self.core.info.features.sample_rate
 
     @property
     def identity(self) -> ModelIdentity:

@@ -9,14 +9,13 @@ settings; librosa itself is never imported here):
     `power_spectrogram`   |STFT|^2 of centred, zero-padded, periodic-Hann frames (`librosa.stft`)
     `log_mel`             mel power compressed in dB (`power_to_db`) or `log10(10000 x + 1)` (musicnn)
     `mfcc`                DCT-II (ortho) of the dB log-mel (`librosa.feature.mfcc`)
-    `features`            dispatch on the `orpheus.spec.FORMATS` names, used by preprocessing and tagging
+    `features`            dispatch on the `orpheus.feature_settings.FORMATS` names, used by preprocessing and tagging
 All spectral outputs are time-major: float32 [n_frames, n_bins], n_frames = 1 + n_samples // hop.
 """
 
 from __future__ import annotations
 
 import functools
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +27,7 @@ import soundfile as sf
 import soxr
 
 from orpheus.errors import AudioDecodeError, ConfigError, MissingInputError
+from orpheus.feature_settings import FORMATS, FeatureSettings  # noqa: F401  (FeatureSettings: re-exported)
 
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".flac", ".wav")
 
@@ -372,7 +372,7 @@ def mfcc(audio: np.ndarray, sample_rate: int, n_mfcc: int = 20, n_mels: int = 12
 def features(audio: np.ndarray, sample_rate: int, *, format: str, n_mels: int | None = None,
              n_fft: int | None = None, hop_length: int | None = None, preset: str | None = None,
              n_mfcc: int | None = None) -> np.ndarray:
-    """The model input of one track, for a format of `orpheus.spec.FORMATS`.
+    """The model input of one track, for a format of `orpheus.feature_settings.FORMATS`.
 
     Args:
         audio: float32 [n_samples], mono, in [-1, 1], already at `sample_rate`.
@@ -399,41 +399,7 @@ def features(audio: np.ndarray, sample_rate: int, *, format: str, n_mels: int | 
         return log_mel(audio, sample_rate, n_mels, n_fft, hop_length, chosen.compression)
     if format == "mfcc":
         return mfcc(audio, sample_rate, 20 if n_mfcc is None else n_mfcc, n_mels, n_fft, hop_length)
-    raise ConfigError(f"unknown feature format {format!r}; expected waveform, log-mel-spectrogram or mfcc")
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """The arguments of `features` as one picklable value (what worker processes receive).
-
-    hop: samples per time step of the features (1 for waveform, hop_length for spectral formats).
-    context: samples on each side of a frame that its value depends on (n_fft for spectral formats).
-    """
-    format: str
-    sample_rate: int
-    n_mels: int | None
-    n_fft: int | None
-    hop_length: int | None
-    preset: str | None
-    n_mfcc: int | None
-
-    @classmethod
-    def from_settings(cls, settings: object) -> "FeatureSettings":
-        """The feature settings of any object with these attributes (a RunInfo, a DatasetInfo)."""
-        return cls(*(getattr(settings, f.name) for f in dataclasses.fields(cls)))
-
-    @property
-    def hop(self) -> int:
-        return 1 if self.format == "waveform" else int(self.hop_length)
-
-    @property
-    def context(self) -> int:
-        return 0 if self.format == "waveform" else int(self.n_fft or 2048)
-
-    def compute(self, samples: np.ndarray) -> np.ndarray:
-        """float32 [n_samples] at `sample_rate` -> features, float32 [n_frames, n_bins] or [n_samples]."""
-        return features(samples, self.sample_rate, format=self.format, n_mels=self.n_mels, n_fft=self.n_fft,
-                        hop_length=self.hop_length, preset=self.preset, n_mfcc=self.n_mfcc)
+    raise ConfigError(f"unknown feature format {format!r}; expected one of {', '.join(FORMATS)}")
 
 
 def _first_line(err: Exception) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.machinery
 import logging
 import os
 import re
@@ -80,6 +81,8 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
 # notice and its INFO/WARNING records ("I0000 00:00:1796170073.786879  8868 port.cc:153] oneDNN ...").
 _START_UP_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called"
                              r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] ")
+# Level 3 also hides C++ ERROR records: those printed at run time are notices too ("E0000 ... oneDNN
+# supports DT_INT32 only on platforms with AVX-512. Falling back to ..."); real errors reach Python as exceptions.
 _QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2"}
 
 
@@ -124,9 +127,14 @@ def _start_up_lines_dropped() -> Iterator[None]:
     """Send file descriptor 2 to a temporary file, then replay it without `_START_UP_NOISE` lines."""
     try:
         sys.stderr.flush()
-        saved = os.dup(2)
         capture = tempfile.TemporaryFile()
-    except OSError:      # no stderr to redirect, or no temporary folder: leave stderr as it is
+    except OSError:      # no temporary folder: leave stderr as it is
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:      # no stderr to redirect
+        capture.close()
         yield
         return
     with capture:

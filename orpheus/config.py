@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from orpheus.errors import ConfigError
+from orpheus.feature_settings import NORMALISATIONS
 
 SCHEDULES = ("constant", "step", "cyclic", "one_cycle")
-NORMALISATIONS = ("per_example", "dataset")
+# Trained models normalise per example or with the training split's statistics; "none" is for pretrained
+# models, which normalise inside.
+TRAINING_NORMALISATIONS = tuple(n for n in NORMALISATIONS if n != "none")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class DataConfig:
         _check(self.window_s > 0, "data.window_s", "must be positive")
         _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", "must be at least 1")
         _check(self.top_n_tags is None or self.top_n_tags >= 1, "data.top_n_tags", "must be at least 1 or null")
-        _check(self.normalise in NORMALISATIONS, "data.normalise", f"must be one of {NORMALISATIONS}")
+        _check(self.normalise in TRAINING_NORMALISATIONS, "data.normalise", f"must be one of {TRAINING_NORMALISATIONS}")
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def feature_statistics(shard_dir: str | Path, info: DatasetInfo | None = None) -
         (mean, std): float32 [n_bins] each, in the feature's units (e.g. log-mel dB).
     """
     info = info or read_dataset_info(shard_dir)
-    if info.format == "waveform":
+    if info.features.format == "waveform":
         raise ConfigError('data.normalise "dataset" needs a spectral format; waveform uses "per_example"')
     parse = parse_fn(info.spec())
     dataset = tf.data.TFRecordDataset(_files(shard_dir, "train")).map(parse, num_parallel_calls=AUTOTUNE)
@@ -118,7 +118,7 @@ def feature_statistics(shard_dir: str | Path, info: DatasetInfo | None = None) -
         audio = tf.cast(example["audio"], tf.float64)
         return (tf.cast(tf.shape(audio)[0], tf.float64), tf.reduce_sum(audio, 0), tf.reduce_sum(audio ** 2, 0))
 
-    zeros = tf.zeros([info.n_bins], tf.float64)
+    zeros = tf.zeros([info.features.n_bins], tf.float64)
     count, total, squares = dataset.map(moments, num_parallel_calls=AUTOTUNE).reduce(
         (tf.constant(0.0, tf.float64), zeros, zeros), lambda a, b: tuple(x + y for x, y in zip(a, b)))
     count = max(float(count), 1.0)
@@ -131,7 +131,7 @@ def make_run_info(shard_dir: str | Path, config: Config, **extra) -> RunInfo:
     """The RunInfo of a model trained on `shard_dir` with `config`: tags, window, normalisation (+ statistics)."""
     info = read_dataset_info(shard_dir)
     data = config.data
-    if info.format == "waveform" and data.normalise != "per_example":
+    if info.features.format == "waveform" and data.normalise != "per_example":
         raise ConfigError('data.normalise must be "per_example" for waveform input')
     stats: dict = {}
     if data.normalise == "dataset":
@@ -298,13 +298,13 @@ def make_track_windows(shard_dir: str | Path, split: str, run_info: RunInfo, *,
         labels float32 [n_tags] in {0, 1}, in `run_info.tags` order.
     """
     info = read_dataset_info(shard_dir)
-    if info.format != run_info.format:
-        raise DataFormatError(f"{shard_dir}: holds {info.format} features but the model takes {run_info.format}; "
+    if info.features.format != run_info.features.format:
+        raise DataFormatError(f"{shard_dir}: holds {info.features.format} features but the model takes {run_info.features.format}; "
                               "point at a shard folder of the model's format")
     matrix = tf.constant(tag_matrix(info, run_info.tags, merge_tags))
     window_frames = run_info.window_frames
     parse = parse_fn(info.spec())
-    window_shape = [None, window_frames] + ([info.n_bins] if info.n_bins else [])
+    window_shape = [None, window_frames] + ([info.features.n_bins] if info.features.n_bins else [])
 
     def windows_of(example):
         windows = tf.numpy_function(lambda audio: cut_windows(audio, window_frames), [example["audio"]],

@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError, OutputWriteError
 
@@ -174,8 +174,11 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
 
 
 def read_json_record(path: str | os.PathLike, cls: type[T], *, what: str, tuple_keys: Sequence[str],
-                     missing: str, malformed: str) -> T:
+                     missing: str, malformed: str, prepare: Callable[[dict], dict] | None = None) -> T:
     """Read the JSON object at `path` into the dataclass `cls`; its lists at `tuple_keys` become tuples.
+
+    `prepare`, when given, turns the raw object into `cls`'s keyword arguments first (nested records);
+    a ValueError, TypeError or KeyError it raises reads as a malformed file.
 
     A missing file raises `MissingInputError` ("{path}: not found; {missing}"); bad JSON, an unknown or
     missing key or a wrong value raise `DataFormatError` ("{path}: malformed {what} ({why}); {malformed}").
@@ -185,6 +188,8 @@ def read_json_record(path: str | os.PathLike, cls: type[T], *, what: str, tuple_
         raise MissingInputError(f"{path}: not found; {missing}")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+        if prepare is not None:
+            raw = prepare(raw)
         unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown keys {unknown}")

@@ -59,13 +59,19 @@ class ResultsLog:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.latest: dict[str, dict[str, Any]] = {}
+        # path -> (size, mtime_ns, model sha256, settings as canonical JSON, succeeded) of its latest record:
+        # a few hundred bytes per file, not the whole record, so a library of 10^5 files indexes in tens of MB
+        self.latest: dict[str, tuple] = {}
         self.dropped_lines = 0
         self._file = None
 
     def __enter__(self) -> "ResultsLog":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+b")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a+b")
+        except OSError as err:
+            raise OrpheusError(f"{self.path}: cannot open the results log ({err.strerror or err}); "
+                               "check the folder's permissions or give another --output") from err
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
@@ -87,9 +93,8 @@ class ResultsLog:
                 break  # a torn last line: cut off below
             good_end += len(line)
             try:
-                record = json.loads(line)
-                self.latest[record["path"]] = record
-            except (ValueError, KeyError, TypeError):
+                self._index(json.loads(line))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 self.dropped_lines += 1
         size = f.seek(0, os.SEEK_END)
         if size > good_end:
@@ -101,21 +106,37 @@ class ResultsLog:
         if self.dropped_lines:
             log.warning("%s: ignored %d malformed lines", self.path, self.dropped_lines)
 
+    def _index(self, record: dict[str, Any]) -> None:
+        settings = sys.intern(_canonical(record.get("settings")))
+        sha256 = sys.intern(str(record.get("model", {}).get("sha256")))
+        self.latest[record["path"]] = (record.get("size"), record.get("mtime_ns"), sha256, settings,
+                                       record.get("error") is None)
+
     def is_done(self, key: tuple[str, int, int] | None, model_sha256: str, settings: dict[str, Any]) -> bool:
-        """Whether the file `key` has a successful record for this model and settings."""
+        """Whether the file `key` (see `file_key`) has a successful record for this model and settings."""
         if key is None:
             return False
-        record = self.latest.get(key[0])
-        return (record is not None and record.get("error") is None and record.get("size") == key[1]
-                and record.get("mtime_ns") == key[2] and record.get("model", {}).get("sha256") == model_sha256
-                and record.get("settings") == settings)
+        return self.latest.get(key[0]) == (key[1], key[2], model_sha256, _canonical(settings), True)
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record as one line, then flush and fsync, so a kill loses at most this record."""
-        self._file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.latest[record["path"]] = record
+        """Write one record as one line, then flush and fsync, so a kill loses at most this record.
+
+        Raises:
+            OrpheusError: the disk is full or the log cannot be written; the records so far stay valid.
+        """
+        try:
+            self._file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            raise OrpheusError(f"{self.path}: cannot append to the results log ({err.strerror or err}); free "
+                               "some space and rerun the same command to resume") from err
+        self._index(record)
+
+
+def _canonical(settings: Any) -> str:
+    """Settings as one comparable string (key order does not matter)."""
+    return json.dumps(settings, sort_keys=True)
 
 
 # ---------------------------------------------------------------- the run
@@ -182,7 +203,10 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
         return not (logged and tagged)
 
     def process() -> None:
-        todo = [str(f) for f in files if needs_work(str(f))]
+        from tqdm import tqdm
+        scan = tqdm(files, desc="checking what is done", unit="file", disable=quiet or len(files) < 1000,
+                    dynamic_ncols=True)
+        todo = [str(f) for f in scan if needs_work(str(f))]
         summary.skipped_done = len(files) - len(todo)
         if summary.skipped_done:
             log.info("%d of %d files already done by this model with these settings; tagging the other %d",
@@ -208,8 +232,9 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
             if results_log is not None:
                 results_log.append(record)
             elif options.output is not None:
+                shown = record["tags"] if record["error"] is None else {"error": record["error"]}
                 report.write(f"{result.file}: would append to {options.output}: "
-                             f"{json.dumps(record['tags'], ensure_ascii=False)}\n")
+                             f"{json.dumps(shown, ensure_ascii=False)}\n")
 
     if results_log is not None:
         with results_log:

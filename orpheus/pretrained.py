@@ -48,6 +48,7 @@ import keras
 from orpheus.cli import HelpFormatter, add_common_args, make_parser, run_main
 from orpheus.config import ModelConfig
 from orpheus.data import data_file
+from orpheus.feature_settings import FeatureSettings
 from orpheus.errors import DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError
 from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG, build_musicnn, build_vgg
 from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INSTALL_COMMAND,  # noqa: F401
@@ -66,6 +67,8 @@ HOP_LENGTH = 256
 N_MELS = 96
 WINDOW_FRAMES = 187                 # 3 s patches: librosa.time_to_frames(3, sr=16000, hop_length=256) + 1
 WINDOW_S = WINDOW_FRAMES * HOP_LENGTH / SAMPLE_RATE   # 2.992 s
+FEATURES = FeatureSettings("log-mel-spectrogram", SAMPLE_RATE, n_mels=N_MELS, n_fft=N_FFT, hop_length=HOP_LENGTH,
+                           preset=PRESET)
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,7 @@ def build_pretrained_model(name: str, package_dir: str | os.PathLike | None = No
 def run_info(name: str, source: str = "") -> RunInfo:
     """The RunInfo of pretrained model `name`: its tags and the musicnn input preset."""
     entry = get_pretrained(name)
-    return RunInfo(tags=entry.tags(), format="log-mel-spectrogram", sample_rate=SAMPLE_RATE, window_s=WINDOW_S,
-                   n_mels=N_MELS, n_fft=N_FFT, hop_length=HOP_LENGTH, preset=PRESET, normalise="none",
+    return RunInfo(tags=entry.tags(), features=FEATURES, window_s=WINDOW_S, normalise="none",
                    model_name=entry.architecture, source=source)
 
 

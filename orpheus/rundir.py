@@ -2,9 +2,10 @@
 
 Layout, written by training and by the pretrained-model conversion alike:
 
-    RUN_DIR/run.json       RunInfo: output tag order, feature settings, window, normalisation
+    RUN_DIR/run.json       RunInfo: output tag order, feature settings (the shards' record), window, normalisation
     RUN_DIR/config.json    the resolved Config of the run (training only)
-    RUN_DIR/model.keras    the final Keras model
+    RUN_DIR/model.keras    the Keras model: training's best epoch by validation PR-AUC
+    RUN_DIR/last.keras     training only: the model of the last epoch
     RUN_DIR/checkpoints/   training checkpoints (resume)
     RUN_DIR/logs/          TensorBoard event files
     RUN_DIR/history.csv    per-epoch metrics
@@ -22,11 +23,12 @@ from typing import Any
 
 from orpheus.errors import DataFormatError
 from orpheus.files import read_json_record, write_json_atomic
-from orpheus.spec import FORMATS, DatasetInfo
+from orpheus.feature_settings import FORMATS, NORMALISATIONS, FeatureSettings, nest_features
+from orpheus.spec import DatasetInfo
 
 RUN_INFO = "run.json"
 MODEL_FILE = "model.keras"
-NORMALISATIONS = ("per_example", "dataset", "none")
+LAST_MODEL_FILE = "last.keras"
 
 
 @dataclass(frozen=True)
@@ -34,24 +36,17 @@ class RunInfo:
     """How to turn audio into the model's input, and what its outputs mean.
 
     tags:         model output names, in output order.
-    format:       one of `orpheus.spec.FORMATS`.
-    sample_rate:  Hz the audio is resampled to.
+    features:     how audio becomes the model input (`orpheus.feature_settings.FeatureSettings`,
+                  the same record as a shard folder's `DatasetInfo.features`).
     window_s:     seconds of audio per model input window.
-    n_mels / n_fft / hop_length / preset / n_mfcc: feature settings as in `DatasetInfo`.
-    normalise:    "per_example" (standardise each window), "dataset" (subtract `feature_mean`,
-                  divide by `feature_std`, one value per bin) or "none".
+    normalise:    one of `NORMALISATIONS`: "per_example" (standardise each window), "dataset"
+                  (subtract `feature_mean`, divide by `feature_std`, one value per bin) or "none".
     model_name:   registry key of the architecture.
     source:       where the weights come from (a shard folder, a pretrained checkpoint).
     """
     tags: tuple[str, ...]
-    format: str
-    sample_rate: int
+    features: FeatureSettings
     window_s: float
-    n_mels: int | None = None
-    n_fft: int | None = None
-    hop_length: int | None = None
-    preset: str | None = None
-    n_mfcc: int | None = None
     normalise: str = "per_example"
     feature_mean: tuple[float, ...] = ()
     feature_std: tuple[float, ...] = ()
@@ -59,26 +54,18 @@ class RunInfo:
     source: str = ""
 
     @property
-    def frames_per_second(self) -> float:
-        """Rate of the model's time axis: samples/s for waveform, frames/s for spectral formats."""
-        if self.format == "waveform":
-            return float(self.sample_rate)
-        return self.sample_rate / self.hop_length
-
-    @property
     def window_frames(self) -> int:
         """Length of one input window on the time axis (samples or frames)."""
-        return int(round(self.window_s * self.frames_per_second))
+        return self.features.frames(self.window_s)
 
     @classmethod
     def from_dataset(cls, info: DatasetInfo, tags: tuple[str, ...], window_s: float, **extra: Any) -> "RunInfo":
         """The RunInfo of a model trained on the shard folder described by `info`."""
-        return cls(tags=tuple(tags), format=info.format, sample_rate=info.sample_rate, window_s=window_s,
-                   n_mels=info.n_mels, n_fft=info.n_fft, hop_length=info.hop_length, preset=info.preset,
-                   n_mfcc=info.n_mfcc, **extra)
+        return cls(tags=tuple(tags), features=info.features, window_s=window_s, **extra)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        out["features"] = self.features.to_json()
         for key in ("tags", "feature_mean", "feature_std"):
             out[key] = list(out[key])
         return out
@@ -98,7 +85,7 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
                             tuple_keys=("tags", "feature_mean", "feature_std"),
                             missing="--run-dir must be a folder written by orpheus/training.py "
                                     "(or a converted pretrained model)",
-                            malformed="retrain or reconvert")
-    if info.format not in FORMATS or info.normalise not in NORMALISATIONS:
-        raise DataFormatError(f"{path}: unknown format {info.format!r} or normalisation {info.normalise!r}")
+                            malformed="retrain or reconvert", prepare=nest_features)
+    if info.features.format not in FORMATS or info.normalise not in NORMALISATIONS:
+        raise DataFormatError(f"{path}: unknown format {info.features.format!r} or normalisation {info.normalise!r}")
     return info

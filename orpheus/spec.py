@@ -1,7 +1,7 @@
 """The TFRecord schema, declared once: the writer and the parser are both generated from it.
 
-A shard folder describes itself with `dataset.json` (see `DatasetInfo`): the feature format, sample
-rate, spectrogram settings, the tag names in output order and the counts per split. Training,
+A shard folder describes itself with `dataset.json` (see `DatasetInfo`): the feature settings (format,
+sample rate, spectrogram settings: `orpheus.feature_settings.FeatureSettings`), the tag names in output order and the counts per split. Training,
 evaluation and tagging read only that folder, so the label order can never drift from the weights.
 
 Every example holds:
@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from orpheus.errors import DataFormatError
+from orpheus.feature_settings import FORMATS, FeatureSettings, nest_features
 from orpheus.files import read_json_record, write_json_atomic
 
-FORMATS = ("waveform", "log-mel-spectrogram", "mfcc")
 SPLITS = ("train", "valid", "test")
 STORAGE_DTYPES = ("float32", "float16")
 DATASET_INFO = "dataset.json"
@@ -176,47 +176,27 @@ def shard_paths(shard_dir: str | Path, split: str) -> list[str]:
 class DatasetInfo:
     """What a shard folder holds, stored as its `dataset.json`.
 
-    format:        one of `FORMATS`.
-    sample_rate:   Hz of the decoded audio.
+    features:      how the audio became the stored values (`orpheus.feature_settings.FeatureSettings`).
     tags:          tag names in the order of the `tags` multi-hot vector.
-    n_mels / n_fft / hop_length / preset: spectrogram settings (None for waveform).
-    n_mfcc:        MFCC coefficients (None unless format is "mfcc").
     storage:       "float32" or "float16".
     counts:        tracks per split.
     positives:     per split, positive count of each tag (aligned with `tags`).
     command:       the command line that wrote the folder.
     """
-    format: str
-    sample_rate: int
+    features: FeatureSettings
     tags: tuple[str, ...]
-    n_mels: int | None = None
-    n_fft: int | None = None
-    hop_length: int | None = None
-    preset: str | None = None
-    n_mfcc: int | None = None
     storage: str = "float32"
     counts: dict[str, int] = field(default_factory=dict)
     positives: dict[str, list[int]] = field(default_factory=dict)
     command: str = ""
 
-    @property
-    def n_bins(self) -> int | None:
-        """Feature bins per frame: mels, MFCCs, or None for waveform."""
-        return {"waveform": None, "mfcc": self.n_mfcc}.get(self.format, self.n_mels)
-
-    @property
-    def frames_per_second(self) -> float:
-        """Rate of the time axis: samples/s for waveform, frames/s for spectral formats."""
-        if self.format == "waveform":
-            return float(self.sample_rate)
-        return self.sample_rate / self.hop_length
-
     def spec(self) -> dict[str, Feature]:
         """The example schema of this folder's shards."""
-        return example_spec(self.format, self.n_bins, len(self.tags), self.storage)
+        return example_spec(self.features.format, self.features.n_bins, len(self.tags), self.storage)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        out["features"] = self.features.to_json()
         out["tags"] = list(self.tags)
         return out
 
@@ -233,7 +213,7 @@ def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
     path = Path(shard_dir) / DATASET_INFO
     info = read_json_record(path, DatasetInfo, what="dataset description", tuple_keys=("tags",),
                             missing="point --tfrecords-dir at a folder written by tfrecords/preprocessing.py",
-                            malformed="rerun preprocessing")
-    if info.format not in FORMATS:
-        raise DataFormatError(f"{path}: unknown format {info.format!r}; rerun preprocessing")
+                            malformed="rerun preprocessing", prepare=nest_features)
+    if info.features.format not in FORMATS:
+        raise DataFormatError(f"{path}: unknown format {info.features.format!r}; rerun preprocessing")
     return info

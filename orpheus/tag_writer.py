@@ -8,17 +8,21 @@ Fields written (read back by `read_fields`):
     FLAC in Ogg), flac
     wav                  an ID3v2.4 "id3 " chunk with the same frames as mp3
 
-ORPHEUS_MODEL names the model, a digest of its files and the tag selection (e.g.
-`MSD_musicnn sha256:0123456789ab; top 5`), so a rerun can tell a file already tagged the same way.
+An existing ID3v2.3 tag is saved as v2.4 (mutagen upgrades its frames; v2.3 cannot hold several
+values in one TXXX frame); an ID3v1 tag at the end of an mp3 is left in place. ORPHEUS_MODEL names
+the model, a digest of its files and the tag selection (e.g. `MSD_musicnn sha256:0123456789ab; top 5`),
+so a rerun can tell a file already tagged the same way.
 
 Safety: the file is copied to a temporary file in its own folder, the copy is tagged and fsync'ed,
 then renamed over the original (`os.replace`), so a kill or a full disk leaves either the old file or
-the new one, never a half-written one. mutagen rewrites only metadata (ID3 frames, Vorbis comment
-packets and the Ogg pages that carry them, FLAC metadata blocks, RIFF chunks): the audio stream is
-copied byte for byte, never decoded or re-encoded. The new file keeps the original's permission bits;
-its modification time is the time of writing (its content changed, so backup and sync tools must see
-it). A symbolic link is followed and its target replaced; a hard-linked file gets a new inode, so its
-other names keep the old tags. Owner and group are those of the user running Orpheus.
+the new one, never a half-written one (a kill between copy and rename can leave a hidden
+`.NAME.*.orpheus-tmp` beside it: never listed as audio, safe to delete). mutagen rewrites only
+metadata (ID3 frames, Vorbis comment packets and the Ogg pages that carry them, FLAC metadata blocks,
+RIFF chunks): the audio stream is copied byte for byte, never decoded or re-encoded. The new file
+keeps the original's permission bits; its modification time is the time of writing (its content
+changed, so backup and sync tools must see it). A symbolic link is followed and its target replaced;
+a hard-linked file gets a new inode, so its other names keep the old tags. Owner and group are those
+of the user running Orpheus.
 
 Files that cannot be tagged are skipped with a reason, never raised: read-only files or folders, files
 whose container mutagen does not recognise (no tag header it can read or add), and write failures

@@ -28,7 +28,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from orpheus import audio as audio_io
-from orpheus.audio import FeatureSettings
+from orpheus.feature_settings import FeatureSettings
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OrpheusError
 
 log = logging.getLogger(__name__)
@@ -235,10 +235,10 @@ class Tagger:
         if batch_size <= 0:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         self.info = read_run_info(run_dir)
-        self.settings = FeatureSettings.from_settings(self.info)
-        fps = self.info.frames_per_second
-        self.window_frames = self.info.window_frames if window_s is None else int(round(window_s * fps))
-        self.hop_frames = self.window_frames if hop_s is None else int(round(hop_s * fps))
+        self.settings = self.info.features
+        fps = self.settings.frames_per_second
+        self.window_frames = self.info.window_frames if window_s is None else self.settings.frames(window_s)
+        self.hop_frames = self.window_frames if hop_s is None else self.settings.frames(hop_s)
         if self.window_frames <= 0 or self.hop_frames <= 0:
             raise ConfigError(f"--window and --hop must be positive, got {window_s} and {hop_s} seconds")
         self.frames_per_second = fps

@@ -168,9 +168,9 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if record:
         from orpheus.recording import record as record_audio
         from orpheus.recording import save_recording as save_wav
-        samples = record_audio(record_length, tagger.info.sample_rate, countdown_s=countdown_s, quiet=quiet)
+        samples = record_audio(record_length, tagger.info.features.sample_rate, countdown_s=countdown_s, quiet=quiet)
         if save_recording is not None:
-            save_wav(save_recording, samples, tagger.info.sample_rate)
+            save_wav(save_recording, samples, tagger.info.features.sample_rate)
         results = [tagger.tag_audio(save_recording or "<microphone>", samples)]
     else:
         results = list(tagger.tag_files(files, jobs=jobs, quiet=quiet,
@@ -198,8 +198,10 @@ def _predict_library(files: list, *, output: str | None, write_tags: bool, write
     from orpheus.library_run import LibraryOptions, run_predict_library
     if record or taggram is not None or embeddings is not None:
         raise ConfigError("--output and --write-tags tag files: drop --record, --taggram and --embeddings")
-    if (write_genre or dry_run) and not write_tags and not (dry_run and output is not None):
-        raise ConfigError("--write-genre needs --write-tags; --dry-run needs --write-tags or --output")
+    if write_genre and not write_tags:
+        raise ConfigError("--write-genre needs --write-tags")
+    if dry_run and not write_tags and output is None:
+        raise ConfigError("--dry-run needs --write-tags or --output")
     if write_tags and threshold is None and top is None:
         top = TABLE_TOP  # the same default selection as the table
     options = LibraryOptions(output=output, write_tags=write_tags, write_genre=write_genre, dry_run=dry_run,
@@ -315,13 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "[n_windows, dim] in file order (+ OUT.npy.index.csv)")
     predict.add_argument("--batch-size", type=int, default=64, help="windows per model call")
     library = predict.add_argument_group("library runs (resumable; see orpheus/library_run.py)")
-    library.add_argument("--output", metavar="OUT.jsonl", help="append one JSON record per file to this log "
-                         "instead of printing; a rerun skips files recorded with the same path, size, mtime, "
+    library.add_argument("--output", metavar="OUT.jsonl", help="append one JSON record per file (all tags "
+                         "unless --top/--threshold) to this log instead of printing; a rerun skips files recorded with the same path, size, mtime, "
                          "model and settings")
     library.add_argument("--write-tags", action="store_true", help="write the selected tags (--top/--threshold; "
                          f"default top {TABLE_TOP}) into each file: ID3 TXXX:ORPHEUS_TAGS (mp3, wav) or Vorbis "
                          "comment ORPHEUS_TAGS (ogg, opus, flac), + ORPHEUS_MODEL; files already tagged by this "
-                         "model and selection are left alone")
+                         "model and selection are left alone; stdout lists each file written or skipped, and why")
     library.add_argument("--write-genre", action="store_true", help="with --write-tags, also set the genre "
                          "field to the most probable selected tag")
     library.add_argument("--dry-run", action="store_true", help="print what --write-tags (or --output) would "

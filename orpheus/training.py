@@ -5,7 +5,9 @@ config (`configs/`). Output, in `--run-dir`:
 
     config.json   the resolved Config        run.json      tags in output order, window, normalisation
     checkpoints/  epoch-N (tf.train.Checkpoint: model, optimizer, epoch), callbacks.json, best.weights.h5
-    logs/         TensorBoard                history.csv   per-epoch metrics     model.keras   final model
+    logs/         TensorBoard                history.csv   per-epoch metrics
+    model.keras   the best epoch's model (validation PR-AUC), which `test` and `predict` use
+    last.keras    the last epoch's model
 
 Both loops share the strategy, the datasets (`orpheus.data_input`), the model registry, the
 checkpoint layout and the Keras callbacks (checkpoints, best by validation PR-AUC, TensorBoard,
@@ -48,12 +50,14 @@ from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
 from orpheus.files import atomic_path, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
-from orpheus.rundir import MODEL_FILE, RunInfo, read_run_info, write_run_info
+from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule
-from orpheus.spec import FORMATS, read_dataset_info
+from orpheus.feature_settings import FORMATS
+from orpheus.spec import read_dataset_info
 
 log = logging.getLogger(__name__)
 MONITOR = "val_pr_auc"
+BEST_WEIGHTS = "best.weights.h5"        # in RUN_DIR/checkpoints/: the weights of the best epoch by MONITOR
 
 
 # ------------------------------------------------------------------------------------- strategy
@@ -121,7 +125,7 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
         raise OutputExistsError(f"{run_dir}: run directory exists; pass --resume to continue it or "
                                 "--overwrite to start again")
     run_info = data_input.make_run_info(shard_dir, config)
-    check_config(config, run_info.format)
+    check_config(config, run_info.features.format)
     with writing_to(run_dir):
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -235,7 +239,7 @@ def make_callbacks(run_dir: Path, config: Config, model, optimizer, *, resume: b
     checkpoints = run_dir / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     callbacks: list = [LogLearningRate(),
-                       keras.callbacks.ModelCheckpoint(str(checkpoints / "best.weights.h5"), monitor=MONITOR,
+                       keras.callbacks.ModelCheckpoint(str(checkpoints / BEST_WEIGHTS), monitor=MONITOR,
                                                        mode="max", save_best_only=True, save_weights_only=True),
                        TensorBoardLog(run_dir / "logs")]
     if train.early_stopping_patience:
@@ -260,9 +264,9 @@ def make_metrics(n_tags: int) -> list:
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
                          mixed_precision: bool):
     """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`."""
-    check_config(config, run_info.format)
-    bins = (run_info.n_mfcc if run_info.format == "mfcc" else run_info.n_mels,)
-    input_shape = (run_info.window_frames,) + (bins if run_info.format != "waveform" else ())
+    check_config(config, run_info.features.format)
+    bins = run_info.features.n_bins
+    input_shape = (run_info.window_frames,) + ((bins,) if bins else ())
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
     try:
@@ -380,8 +384,8 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
     shard_dir, run_dir = Path(tfrecords_dir), Path(run_dir)
     requested = run_dir
     info = read_dataset_info(shard_dir)
-    if feature_format is not None and feature_format != info.format:
-        raise DataFormatError(f"{shard_dir}: holds {info.format} features, not {feature_format}; "
+    if feature_format is not None and feature_format != info.features.format:
+        raise DataFormatError(f"{shard_dir}: holds {info.features.format} features, not {feature_format}; "
                               "pass the folder's format or another --tfrecords-dir")
     if epochs < 1:
         raise ConfigError("--epochs must be at least 1")
@@ -432,8 +436,19 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
                 custom_loop(model, optimizer, strategy, train_data, valid_data, callbacks, start_epoch=start_epoch,
                             epochs=epochs, steps=steps, global_batch=train_config.batch_size, xla=train_config.xla,
                             quiet=quiet)
-        _save_model(model, run_dir / MODEL_FILE)
+        _save_final_models(model, run_dir)
     return requested
+
+
+def _save_final_models(model: keras.Model, run_dir: Path) -> None:
+    """`last.keras`: the model as training left it; `model.keras`: the same with the best epoch's weights."""
+    _save_model(model, run_dir / LAST_MODEL_FILE)
+    best = run_dir / "checkpoints" / BEST_WEIGHTS
+    if best.is_file():
+        model.load_weights(best)
+    else:
+        log.warning("%s: no epoch set a validation %s; %s is the last epoch's model", run_dir, MONITOR, MODEL_FILE)
+    _save_model(model, run_dir / MODEL_FILE)
 
 
 def _trim_history(path: Path, start_epoch: int) -> None:

@@ -15,6 +15,7 @@ def build_tiny_run_dir(run_dir: Path, *, normalise: str = "per_example") -> Path
     import keras
     from keras import layers
 
+    from orpheus.feature_settings import FeatureSettings
     from orpheus.rundir import MODEL_FILE, RunInfo, write_run_info
     keras.utils.set_random_seed(0)
     inputs = keras.Input((None, 96), name="audio")
@@ -25,9 +26,9 @@ def build_tiny_run_dir(run_dir: Path, *, normalise: str = "per_example") -> Path
     model = keras.Model(inputs, outputs, name="tiny")
     run_dir.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / MODEL_FILE)
-    write_run_info(run_dir, RunInfo(tags=TINY_TAGS, format="log-mel-spectrogram", sample_rate=16000,
-                                    window_s=TINY_WINDOW_S, n_mels=96, n_fft=512, hop_length=256,
-                                    preset="musicnn", normalise=normalise, model_name="tiny", source="test"))
+    write_run_info(run_dir, RunInfo(tags=TINY_TAGS, features=FeatureSettings(
+                                    "log-mel-spectrogram", 16000, n_mels=96, n_fft=512, hop_length=256, preset="musicnn"),
+                                    window_s=TINY_WINDOW_S, normalise=normalise, model_name="tiny", source="test"))
     return run_dir
 
 

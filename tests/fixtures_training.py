@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from orpheus.feature_settings import FeatureSettings
 from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
 
 SAMPLE_RATE = 16000
@@ -46,10 +47,9 @@ def write_learnable_shards(shard_dir: Path, counts: dict[str, int] | None = None
     rng = np.random.default_rng(seed)
     shard_dir.mkdir(parents=True, exist_ok=True)
     tag_names = tuple(f"tag{k}" for k in range(n_tags))
-    info = DatasetInfo(format="waveform" if waveform else "log-mel-spectrogram", sample_rate=SAMPLE_RATE,
-                       tags=tag_names, n_mels=None if waveform else N_MELS,
-                       n_fft=None if waveform else 1024, hop_length=None if waveform else HOP_LENGTH,
-                       counts=dict(counts))
+    features = (FeatureSettings("waveform", SAMPLE_RATE) if waveform else
+                FeatureSettings("log-mel-spectrogram", SAMPLE_RATE, n_mels=N_MELS, n_fft=1024, hop_length=HOP_LENGTH))
+    info = DatasetInfo(features=features, tags=tag_names, counts=dict(counts))
     spec = info.spec()
     positives = {}
     for split, count in counts.items():

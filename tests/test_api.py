@@ -119,3 +119,25 @@ def test_pretrained_model_by_name_matches_predict(capsys, songs):
     assert len(result.tags) == 5 and result.taggram.shape[1] == 50
     assert list(record["tags"]) == list(result.tags)
     assert record["tags"] == pytest.approx(result.tags, abs=1e-7)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python block, as written, on generated song.mp3 / other.flac (needs the musicnn checkpoints)."""
+    import ast
+    import re
+    pretrained = pytest.importorskip("orpheus.pretrained")
+    try:
+        pretrained.locate_checkpoint("MSD_musicnn")
+    except MissingDependencyError:
+        pytest.skip(f"musicnn checkpoints absent: {pretrained.INSTALL_COMMAND}")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
+    write_clip(tmp_path / "song.mp3", ("rock", "male"), seed=7, duration_s=6.0)
+    write_clip(tmp_path / "other.flac", ("jazz",), seed=8, duration_s=4.0)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("song.mp3 [(") and lines[1].startswith("other.flac [(")
+    # 6 s = 376 frames: 187-frame windows every 94 frames (1.504 s) at 0, 94, 188, and one end-aligned at 189
+    assert lines[2] == "(4, 50) [0.    1.504 3.008] (4, 200)"
+    assert len(ast.literal_eval(lines[3])) == 3

@@ -1,4 +1,7 @@
-"""Features of orpheus.audio against librosa 0.11 (the reference) on real music, and streaming decode."""
+"""Features of orpheus.audio against librosa 0.11 (the reference) on music, and streaming decode.
+
+The music: generated clips always, the real clips of ../shared/audio too when present (`music_dir`).
+"""
 
 import numpy as np
 import pytest
@@ -13,9 +16,9 @@ N_CLIPS = 8  # of the 50 shared clips: enough variety, a few seconds in all
 
 
 @pytest.fixture(scope="module")
-def music(shared_audio_dir):
-    """Real music clips decoded at 16 kHz: list of float32 [n_samples]."""
-    paths = sorted(shared_audio_dir.glob("*.ogg"))[:N_CLIPS]
+def music(music_dir):
+    """Music clips (generated or real) decoded at 16 kHz: list of float32 [n_samples]."""
+    paths = sorted(music_dir.glob("*.ogg"))[:N_CLIPS]
     return [audio.load_audio(path, 16000)[0] for path in paths]
 
 

@@ -1,5 +1,4 @@
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from orpheus.config import Config, config_from_dict
 from orpheus.data_input import (feature_statistics, make_dataset, make_run_info, make_track_windows,
                                 selected_tags)
 from orpheus.errors import ConfigError
-from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
+from orpheus.feature_settings import FeatureSettings
+from orpheus.spec import DatasetInfo, read_dataset_info, shard_name, to_example, write_dataset_info
 from orpheus.windows import window_starts
 from tests.fixtures_training import write_learnable_shards
 
@@ -35,8 +35,8 @@ def shards(tmp_path_factory) -> Path:
 
 def ramp_shards(shard_dir: Path, lengths: list[int]) -> None:
     """Tracks whose frame t holds the value t + 1 in every bin (0 marks padding)."""
-    info = DatasetInfo(format="log-mel-spectrogram", sample_rate=16000, tags=("a",), n_mels=4, n_fft=1024,
-                       hop_length=500, counts={"train": len(lengths), "valid": len(lengths)},
+    info = DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=4, n_fft=1024, hop_length=500),
+                       tags=("a",), counts={"train": len(lengths), "valid": len(lengths)},
                        positives={"train": [1], "valid": [1]})
     for split in ("train", "valid"):
         with tf.io.TFRecordWriter(str(shard_dir / shard_name(split, 0, 1))) as writer:
@@ -98,7 +98,7 @@ def test_order_is_a_function_of_seed_and_epoch(shards):
 
 
 def test_tag_selection_top_n_with_without_merge():
-    info = DatasetInfo(format="log-mel-spectrogram", sample_rate=16000, n_mels=8, hop_length=500,
+    info = DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=8, hop_length=500),
                        tags=("rock", "pop", "jazz", "hip hop", "rap", "indie"),
                        positives={"train": [50, 40, 5, 20, 25, 30]})
     data = config_from_dict({"data": {"top_n_tags": 3}}).data
@@ -142,8 +142,8 @@ def test_dataset_statistics(shards):
     windows, _ = next(iter(make_dataset(shards, "train", config, training=True, run_info=run_info)))
     assert abs(float(tf.reduce_mean(windows))) < 0.3
     with pytest.raises(ConfigError, match="waveform"):
-        feature_statistics(shards, dataclasses.replace(DatasetInfo(**{**json.loads(
-            (shards / "dataset.json").read_text()), "tags": ("a",)}), format="waveform"))
+        info = read_dataset_info(shards)
+        feature_statistics(shards, dataclasses.replace(info, features=FeatureSettings("waveform", 16000)))
 
 
 def test_track_windows(shards):

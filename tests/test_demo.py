@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +75,43 @@ def test_miniature_msd_trains_clearly_above_chance(tmp_path):
         last_epoch = list(csv.DictReader(f))[-1]
     assert float(last_epoch["roc_auc"]) > 0.75            # learned the training split
     assert summary["test_tracks"] > 0 and summary["test_macro_roc_auc"] > 0.75
+
+
+def test_stages_run_in_the_callers_working_directory(tmp_path, monkeypatch, capsys):
+    """Relative paths mean the same to the demo and to its stage commands (it runs them where it runs)."""
+    monkeypatch.chdir(tmp_path)
+    stage = demo.Stage("write the working directory", [sys.executable, "-c",
+                       "import os, pathlib; pathlib.Path('w/cwd.txt').write_text(os.getcwd())"], Path("w/cwd.txt"))
+    Path("w").mkdir()
+    demo.run_stage(stage, quiet=True)
+    assert Path("w/cwd.txt").read_text() == str(tmp_path) and not stage.skipped
+    demo.run_stage(stage, quiet=True)
+    assert stage.skipped and "already done" in capsys.readouterr().out
+
+
+def test_demo_config_ships_with_the_package():
+    import orpheus
+    from orpheus.config import load_config
+
+    assert demo.DEMO_CONFIG.is_relative_to(Path(orpheus.__file__).parent)
+    assert load_config(demo.DEMO_CONFIG).train.batch_size > 0
+
+
+def test_stage_commands_get_the_demos_log_flags():
+    assert demo.log_flags(quiet=True, verbose=False) == ["--quiet"]
+    assert demo.log_flags(quiet=False, verbose=True) == ["--verbose"]
+
+
+@pytest.mark.slow
+def test_demo_from_another_folder_with_a_relative_workdir(tmp_path):
+    """`python -m msd.demo --workdir rel` started outside the repository: every stage finds its files,
+    and neither the demo nor its stage commands print TensorFlow's log lines."""
+    from tests.test_cli import NOISE, clean_env
+
+    result = subprocess.run([sys.executable, "-m", "msd.demo", "--workdir", "rel", "--tracks", "40", "--epochs", "1",
+                             "--no-pretrained", "--jobs", "2", "--quiet"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "rel" / "summary.json").read_text())
+    assert summary["test_tracks"] > 0 and (tmp_path / "rel" / "runs" / "demo" / "last.keras").is_file()
+    assert not NOISE.search(result.stderr), result.stderr[-3000:]

@@ -134,8 +134,8 @@ def logmel_run(corpus, tmp_path_factory):
 def test_shards_dataset_json_and_tags(corpus, logmel_run):
     root, _ = corpus
     info, examples = _read_shards(logmel_run)
-    assert info.format == "log-mel-spectrogram" and info.sample_rate == RATE and info.preset == "db"
-    assert (info.n_mels, info.n_fft, info.hop_length, info.n_mfcc, info.storage) == (96, 2048, 512, None, "float32")
+    assert info.features.format == "log-mel-spectrogram" and info.features.sample_rate == RATE and info.features.preset == "db"
+    assert (info.features.n_mels, info.features.n_fft, info.features.hop_length, info.features.n_mfcc, info.storage) == (96, 2048, 512, None, "float32")
     assert info.tags == tuple(TAGS)  # ROWID order, not alphabetical
     assert "--num-files 4" in info.command and info.command.startswith("python tfrecords/preprocessing.py")
     assert sorted(examples) == sorted(GOOD)
@@ -293,12 +293,12 @@ def test_mfcc_and_waveform_formats(corpus, tmp_path):
     out = tmp_path / "mfcc"
     assert _cli("mfcc", out, inputs, "--n-mfcc", "13", "--mels", "40") == 0
     info, examples = _read_shards(out)
-    assert (info.format, info.n_mfcc, info.n_mels, info.preset, info.n_bins) == ("mfcc", 13, 40, "db", 13)
+    assert (info.features.format, info.features.n_mfcc, info.features.n_mels, info.features.preset, info.features.n_bins) == ("mfcc", 13, 40, "db", 13)
     np.testing.assert_array_equal(examples["TR05"]["audio"], audio.mfcc(y, RATE, 13, 40, 2048, 512))
     out = tmp_path / "wave"
     assert _cli("waveform", out, inputs) == 0
     info, examples = _read_shards(out)
-    assert (info.format, info.n_mels, info.n_fft, info.preset) == ("waveform", None, None, None)
+    assert (info.features.format, info.features.n_mels, info.features.n_fft, info.features.preset) == ("waveform", None, None, None)
     np.testing.assert_array_equal(examples["TR05"]["audio"], y)
     assert sorted(examples) == sorted(GOOD)
 
@@ -308,7 +308,7 @@ def test_musicnn_preset(corpus, tmp_path):
     out = tmp_path / "mn"
     assert _cli("log-mel-spectrogram", out, inputs, "--preset", "musicnn") == 0
     info, examples = _read_shards(out)
-    assert (info.preset, info.n_fft, info.hop_length, info.n_mels) == ("musicnn", 512, 256, 96)
+    assert (info.features.preset, info.features.n_fft, info.features.hop_length, info.features.n_mels) == ("musicnn", 512, 256, 96)
     y, _ = audio.load_audio(root / "audio" / "1/TR01.clip.mp3", RATE)
     np.testing.assert_array_equal(examples["TR01"]["audio"], audio.log_mel(y, RATE, 96, 512, 256, "log10"))
 
@@ -324,7 +324,7 @@ def test_refuses_other_settings_without_overwrite(corpus, tmp_path, capsys):
     assert sorted(p.name for p in out.glob("*.tfrecord")) == sorted(
         s.name for s in pp.plan(*(inputs[i] for i in (1, 3, 5)), split=(40, 30, 30), split_file=None,
                                 num_files=2)[1])
-    assert spec.read_dataset_info(out).n_mels == 64
+    assert spec.read_dataset_info(out).features.n_mels == 64
 
 
 def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):

@@ -2,8 +2,8 @@
 
 The reference is musicnn/models.py's graph written out with plain TensorFlow ops on the checkpoint's
 values (musicnn's own code is never imported: it disables eager mode on import and breaks on
-today's numpy). Inputs: a seeded random spectrogram and real music through the musicnn preset
-(librosa, as musicnn's extractor does it).
+today's numpy). Inputs: a seeded random spectrogram and music through the musicnn preset (librosa, as
+musicnn's extractor does it): generated clips always, the real ones of ../shared/audio too when present.
 """
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ def converted(cache_dir):
 
 
 @pytest.fixture(scope="module")
-def music_patches(shared_audio_dir) -> np.ndarray:
-    """float32 [n_frames, 96]: log-mel of a real 10 s music clip (musicnn preset)."""
-    return musicnn_log_mel(shared_audio_dir / REAL_CLIP)
+def music_patches(music_dir) -> np.ndarray:
+    """float32 [n_frames, 96]: log-mel of a 10 s music clip, generated or real (musicnn preset)."""
+    return musicnn_log_mel(music_dir / REAL_CLIP)
 
 
 def random_patches(seed: int, n_patches: int = 3, n_frames: int = 187) -> np.ndarray:
@@ -290,9 +290,9 @@ def test_run_directory_describes_the_preset(cache_dir):
     run_dir = pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir)
     info = read_run_info(run_dir)
     assert info.tags == PRETRAINED["MSD_musicnn"].tags() and info.tags[:3] == ("rock", "pop", "alternative")
-    assert (info.format, info.sample_rate, info.n_mels, info.n_fft, info.hop_length) == \
+    assert (info.features.format, info.features.sample_rate, info.features.n_mels, info.features.n_fft, info.features.hop_length) == \
         ("log-mel-spectrogram", 16000, 96, 512, 256)
-    assert (info.preset, info.normalise, info.model_name) == ("musicnn", "none", "musicnn")
+    assert (info.features.preset, info.normalise, info.model_name) == ("musicnn", "none", "musicnn")
     assert info.window_frames == 187 and info.window_s == pytest.approx(2.992)
     assert "MSD_musicnn" in info.source and checkpoint_digest(locate_checkpoint("MSD_musicnn")) in info.source
     assert read_run_info(pretrained_run_dir("MTT_vgg", cache_dir=cache_dir)).model_name == "vgg"
@@ -360,15 +360,14 @@ def test_cli_list_shows_conversion_state(tmp_path, capsys):
 
 
 @needs_musicnn
-def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, converted, shared_audio_dir,
+def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, converted, music_dir,
                                                                      music_patches):
     """End to end as tagging does it: audio and features from run.json's settings, then model.keras,
     against musicnn's recipe (librosa features, original graph); measured 3e-7, tagging tolerance 0.01."""
-    from orpheus.audio import features, load_audio
+    from orpheus.audio import load_audio
     info = read_run_info(pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir))
-    audio, sample_rate = load_audio(shared_audio_dir / REAL_CLIP, info.sample_rate)
-    spectrogram = features(audio, sample_rate, format=info.format, n_mels=info.n_mels, n_fft=info.n_fft,
-                           hop_length=info.hop_length, preset=info.preset)
+    audio, sample_rate = load_audio(music_dir / REAL_CLIP, info.features.sample_rate)
+    spectrogram = info.features.compute(audio)
     assert abs(spectrogram.shape[0] - music_patches.shape[0]) <= 1
     ours = np.asarray(converted("MSD_musicnn")(split_patches(spectrogram, info.window_frames), training=False))
     expected, _ = reference("MSD_musicnn", split_patches(music_patches))

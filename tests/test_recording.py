@@ -61,8 +61,8 @@ def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=240)
 
 
-def test_recorded_clip_tags_like_the_file(tmp_path, tiny_run_dir, shared_audio_dir):  # noqa: F811
-    samples, _ = load_audio(shared_audio_dir / "fof_armygeddon_mix.ogg", RATE)
+def test_recorded_clip_tags_like_the_file(tmp_path, tiny_run_dir, music_dir):  # noqa: F811
+    samples, _ = load_audio(music_dir / "fof_armygeddon_mix.ogg", RATE)
     pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
     raw = tmp_path / "clip.raw"
     pcm.tofile(raw)

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from orpheus import spec
 from orpheus.errors import DataFormatError, MissingInputError
+from orpheus.feature_settings import FeatureSettings
 
 
 @pytest.mark.parametrize("fmt, n_bins, shape", [
@@ -63,14 +64,39 @@ def test_shape_mismatch_is_an_error():
 
 
 def test_dataset_info_round_trip(tmp_path):
-    info = spec.DatasetInfo(format="log-mel-spectrogram", sample_rate=16000, tags=("rock", "pop"), n_mels=96,
-                            n_fft=512, hop_length=256, preset="musicnn", counts={"train": 3},
+    info = spec.DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=96, n_fft=512,
+                                                     hop_length=256, preset="musicnn"),
+                            tags=("rock", "pop"), counts={"train": 3},
                             positives={"train": [2, 1]}, command="preprocessing.py ...")
     spec.write_dataset_info(tmp_path, info)
     loaded = spec.read_dataset_info(tmp_path)
     assert loaded == info
-    assert loaded.frames_per_second == 62.5
+    assert loaded.features.frames_per_second == 62.5
     assert loaded.spec()["audio"].shape == (None, 96)
+
+
+def test_one_feature_record_in_dataset_json_and_run_json(tmp_path):
+    """dataset.json and run.json carry the same record, serialised the same way; old flat files still read."""
+    import json
+
+    from orpheus.rundir import RunInfo, read_run_info, write_run_info
+
+    features = FeatureSettings("mfcc", 22050, n_mels=40, n_fft=1024, hop_length=441, preset="db", n_mfcc=13)
+    info = spec.DatasetInfo(features=features, tags=("a", "b"), counts={"train": 1})
+    spec.write_dataset_info(tmp_path / "shards", info)
+    run = RunInfo.from_dataset(info, ("b",), window_s=2.0)
+    write_run_info(tmp_path / "run", run)
+    dataset_json = json.loads((tmp_path / "shards" / "dataset.json").read_text())
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert dataset_json["features"] == run_json["features"] == features.to_json()
+    assert (features.n_bins, features.frames_per_second, run.window_frames) == (13, 50.0, 100)
+    # a folder written before the record was shared: the settings as top-level keys
+    legacy = {**{k: v for k, v in dataset_json.items() if k != "features"}, **features.to_json()}
+    (tmp_path / "shards" / "dataset.json").write_text(json.dumps(legacy))
+    assert spec.read_dataset_info(tmp_path / "shards") == info
+    legacy_run = {**{k: v for k, v in run_json.items() if k != "features"}, **features.to_json()}
+    (tmp_path / "run" / "run.json").write_text(json.dumps(legacy_run))
+    assert read_run_info(tmp_path / "run") == run
 
 
 def test_dataset_info_errors(tmp_path):

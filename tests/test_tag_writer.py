@@ -127,3 +127,23 @@ def test_empty_selection_removes_the_tags_field(tmp_path):
     assert tag_writer.read_fields(path) == {"ORPHEUS_MODEL": ["M; threshold 0.99"], "GENRE": ["rock"]}
     assert tag_writer.already_tagged(tag_writer.read_fields(path), "M; threshold 0.99", genre=True)
     assert not tag_writer.already_tagged(tag_writer.read_fields(path), "M; top 3", genre=False)
+
+
+def test_failed_write_leaves_the_original_whole(tmp_path):
+    """A real write failure (file-size limit, as a full disk fails a write): skipped, original intact, no temp."""
+    import subprocess
+    import sys
+    path = write_clip(tmp_path / "song.flac", duration_s=3.0)
+    data = path.read_bytes()
+    code = ("import resource, signal, sys\n"
+            "from orpheus.tag_writer import TagUpdate, write_tags\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(data) // 2}, resource.RLIM_INFINITY))\n"
+            f"outcome = write_tags({str(path)!r}, TagUpdate(('rock',), 'm'))\n"
+            "print(outcome.status, '|', outcome.reason)\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    status, reason = done.stdout.strip().split(" | ")
+    assert status == SKIPPED and "File too large" in reason and "the file is unchanged" in reason
+    assert path.read_bytes() == data and leftovers(tmp_path) == []

@@ -1,4 +1,7 @@
-"""The tagging pipeline on real clips with a tiny real model: windows, aggregation, streaming, errors."""
+"""The tagging pipeline on music clips with a tiny real model: windows, aggregation, streaming, errors.
+
+The clips: generated ones always, the real ones of ../shared/audio too when present (`music_dir`).
+"""
 
 from __future__ import annotations
 
@@ -30,9 +33,9 @@ def reference_scores(tagger, path, hop_frames=None):
     return probs
 
 
-def test_list_audio_files_recursive_sorted(tmp_path, shared_audio_dir):
-    link_clips(shared_audio_dir, tmp_path / "b", [CLIPS[0]])
-    link_clips(shared_audio_dir, tmp_path / "a" / "deep", [CLIPS[1]])
+def test_list_audio_files_recursive_sorted(tmp_path, music_dir):
+    link_clips(music_dir, tmp_path / "b", [CLIPS[0]])
+    link_clips(music_dir, tmp_path / "a" / "deep", [CLIPS[1]])
     (tmp_path / "notes.txt").write_text("not audio")
     (tmp_path / "Z.WAV").write_bytes(b"")
     files = tagging.list_audio_files(tmp_path)
@@ -56,8 +59,8 @@ def test_windows_from_blocks_matches_cut_windows(n_frames, width, hop, block):
     np.testing.assert_array_equal(windows, cut_windows(features, width, hop))
 
 
-def test_track_score_is_mean_of_window_scores(tagger, shared_audio_dir):
-    path = shared_audio_dir / CLIPS[0]
+def test_track_score_is_mean_of_window_scores(tagger, music_dir):
+    path = music_dir / CLIPS[0]
     result = next(tagger.tag_files([path], quiet=True))
     expected = reference_scores(tagger, path)
     assert result.error is None and result.window_scores.shape == (4, 6)  # 10 s -> 3 + 1 end-aligned windows
@@ -67,8 +70,8 @@ def test_track_score_is_mean_of_window_scores(tagger, shared_audio_dir):
     assert result.embeddings.shape == (4, 16) and result.embeddings.dtype == np.float32
 
 
-def test_max_aggregation_and_hop(tiny_run_dir, shared_audio_dir):  # noqa: F811
-    path = shared_audio_dir / CLIPS[1]
+def test_max_aggregation_and_hop(tiny_run_dir, music_dir):  # noqa: F811
+    path = music_dir / CLIPS[1]
     mean = next(tagging.Tagger(tiny_run_dir).tag_files([path], quiet=True))
     max_tagger = tagging.Tagger(tiny_run_dir, aggregate="max", hop_s=1.5)
     top = next(max_tagger.tag_files([path], quiet=True))
@@ -80,14 +83,14 @@ def test_max_aggregation_and_hop(tiny_run_dir, shared_audio_dir):  # noqa: F811
         tagging.Tagger(tiny_run_dir, aggregate="median")
 
 
-def test_longer_window_on_free_time_axis(tiny_run_dir, shared_audio_dir):  # noqa: F811
-    result = next(tagging.Tagger(tiny_run_dir, window_s=6.0).tag_files([shared_audio_dir / CLIPS[0]], quiet=True))
+def test_longer_window_on_free_time_axis(tiny_run_dir, music_dir):  # noqa: F811
+    result = next(tagging.Tagger(tiny_run_dir, window_s=6.0).tag_files([music_dir / CLIPS[0]], quiet=True))
     assert result.window_scores.shape == (2, 6)  # 375 frames per window over 626 -> starts 0 and 251
     np.testing.assert_allclose(result.window_start_s, [0, 251 * 256 / 16000])
 
 
-def test_folder_in_pool_keeps_order_and_reports_bad_file(tagger, tmp_path, shared_audio_dir):
-    links = link_clips(shared_audio_dir, tmp_path, CLIPS)
+def test_folder_in_pool_keeps_order_and_reports_bad_file(tagger, tmp_path, music_dir):
+    links = link_clips(music_dir, tmp_path, CLIPS)
     bad = tmp_path / "broken.mp3"
     bad.write_bytes(b"\x00" * 1000)
     files = tagging.list_audio_files(tmp_path)
@@ -98,8 +101,8 @@ def test_folder_in_pool_keeps_order_and_reports_bad_file(tagger, tmp_path, share
         np.testing.assert_allclose(result.scores, reference_scores(tagger, link).mean(axis=0), atol=1e-5)
 
 
-def test_stream_features_equal_whole_file(tagger, shared_audio_dir):
-    path = shared_audio_dir / CLIPS[1]
+def test_stream_features_equal_whole_file(tagger, music_dir):
+    path = music_dir / CLIPS[1]
     whole = tagger.settings.compute(load_audio(path, 16000)[0])
     blocks = list(tagging.stream_features(path, tagger.settings, block_s=1.3))
     assert len(blocks) > 4

@@ -1,4 +1,7 @@
-"""`test_model.py predict` and `test` through `main(argv)`, on real clips and tiny real shards."""
+"""`test_model.py predict` and `test` through `main(argv)`, on music clips and tiny real shards.
+
+The clips: generated ones always, the real ones of ../shared/audio too when present (`music_dir`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 
 from orpheus import test_model
+from orpheus.feature_settings import FeatureSettings
 from orpheus.tagging import Tagger
 from tests.fixtures_tagging import TINY_TAGS, link_clips, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -17,10 +21,10 @@ CLIPS = ["asc_frontiers.ogg", "fof_armygeddon_mix.ogg"]
 
 
 @pytest.fixture()
-def folder(tmp_path, shared_audio_dir):
+def folder(tmp_path, music_dir):
     """music/b/<clip0>, music/a/<clip1>, music/a/broken.mp3 (not audio), music/notes.txt."""
-    link_clips(shared_audio_dir, tmp_path / "music" / "b", [CLIPS[0]])
-    link_clips(shared_audio_dir, tmp_path / "music" / "a", [CLIPS[1]])
+    link_clips(music_dir, tmp_path / "music" / "b", [CLIPS[0]])
+    link_clips(music_dir, tmp_path / "music" / "a", [CLIPS[1]])
     (tmp_path / "music" / "a" / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 500)
     (tmp_path / "music" / "notes.txt").write_text("skip me")
     return tmp_path / "music"
@@ -48,8 +52,8 @@ def test_json_all_tags_sorted_bad_file_reported(capsys, tiny_run_dir, folder):  
     assert records[2]["tags"] == pytest.approx(expected_scores, abs=1e-6)
 
 
-def test_csv_top_and_table_threshold(capsys, tiny_run_dir, shared_audio_dir):  # noqa: F811
-    clip = shared_audio_dir / CLIPS[0]
+def test_csv_top_and_table_threshold(capsys, tiny_run_dir, music_dir):  # noqa: F811
+    clip = music_dir / CLIPS[0]
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", clip, "--format", "csv", "--top", "2")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert status == 0 and [r["rank"] for r in rows] == ["1", "2"]
@@ -63,8 +67,8 @@ def test_csv_top_and_table_threshold(capsys, tiny_run_dir, shared_audio_dir):  #
     assert lines[0] == str(clip) and [line.split()[0] for line in lines[1:]] == best[:3]
 
 
-def test_taggram_embeddings_window_and_aggregate(capsys, tiny_run_dir, shared_audio_dir, tmp_path):  # noqa: F811
-    clip = shared_audio_dir / CLIPS[1]
+def test_taggram_embeddings_window_and_aggregate(capsys, tiny_run_dir, music_dir, tmp_path):  # noqa: F811
+    clip = music_dir / CLIPS[1]
     png, npy = tmp_path / "taggram.png", tmp_path / "emb.npy"
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", clip, "--format", "json", "--taggram", png,
                              "--embeddings", npy, "--hop", "1.5", "--aggregate", "max")
@@ -89,9 +93,9 @@ def test_missing_input_is_one_line_error(capsys, tiny_run_dir, tmp_path):  # noq
     assert len(err.strip().splitlines()) == 1
 
 
-def test_default_model_is_pretrained_msd_musicnn(capsys, shared_audio_dir):
+def test_default_model_is_pretrained_msd_musicnn(capsys, music_dir):
     pytest.importorskip("orpheus.pretrained")
-    status = test_model.main(["predict", "--mp3", str(shared_audio_dir / CLIPS[1]), "--format", "json", "--quiet"])
+    status = test_model.main(["predict", "--mp3", str(music_dir / CLIPS[1]), "--format", "json", "--quiet"])
     record = json.loads(capsys.readouterr().out)
     assert status == 0 and len(record["tags"]) == 50
     assert next(iter(record["tags"])) in ("metal", "heavy metal", "rock", "hard rock")
@@ -104,8 +108,9 @@ def write_shards(shard_dir, tags, labels, features, split="test"):
     import tensorflow as tf
 
     from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
-    info = DatasetInfo(format="log-mel-spectrogram", sample_rate=16000, tags=tuple(tags), n_mels=96, n_fft=512,
-                       hop_length=256, preset="musicnn", counts={split: len(features)})
+    info = DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=96, n_fft=512, hop_length=256,
+                                                preset="musicnn"),
+                       tags=tuple(tags), counts={split: len(features)})
     shard_dir.mkdir(parents=True, exist_ok=True)
     spec = info.spec()
     halves = np.array_split(np.arange(len(features)), 2)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from orpheus.errors import DataFormatError
+from orpheus.feature_settings import FeatureSettings
 from orpheus.rundir import RunInfo, read_run_info, write_run_info
 from orpheus.windows import cut_windows, normalise_windows, window_starts
 
@@ -27,8 +28,8 @@ def test_cut_windows_content_and_padding():
 def test_normalisation_modes(tmp_path):
     rng = np.random.default_rng(1)
     windows = (5 + 3 * rng.standard_normal((4, 20, 2))).astype(np.float32)
-    base = dict(tags=("a",), format="log-mel-spectrogram", sample_rate=16000, window_s=1.0, n_mels=2,
-                n_fft=512, hop_length=256)
+    base = dict(tags=("a",), features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=2, n_fft=512, hop_length=256),
+                window_s=1.0)
     per_example = normalise_windows(windows, RunInfo(**base)).numpy()
     np.testing.assert_allclose(per_example.mean(axis=(1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(per_example.std(axis=(1, 2)), 1, atol=1e-3)

@@ -56,10 +56,11 @@ from typing import Sequence
 from orpheus import audio
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
+from orpheus.feature_settings import FORMATS
 from tfrecords.plan import SPLIT_NAMES, Shard, Track, hash_split, plan, shards_per_split  # noqa: F401
 from tfrecords.runners import (IN_FLIGHT_MEMORY_BYTES, RUNNERS, TRACKS_IN_FLIGHT_PER_JOB,  # noqa: F401
                                folder_lock, run_beam, run_pool, tracks_in_flight)
-from tfrecords.shards import (PROGRESS_DIR, SKIPPED_CSV, FeatureSettings, aggregate, fingerprint,  # noqa: F401
+from tfrecords.shards import (PROGRESS_DIR, SKIPPED_CSV, ShardSettings, aggregate, fingerprint,  # noqa: F401
                               output_errors, remove_leftovers, resolve_settings, shard_state)
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | 
                           beam_options=beam_options, verbose=verbose)
 
 
-def _write(out: Path, shards: list[Shard], settings: FeatureSettings, vocabulary: list[str],
+def _write(out: Path, shards: list[Shard], settings: ShardSettings, vocabulary: list[str],
            skipped_before: list[tuple[str, str]], *, shard_index: int | None, jobs: int, overwrite: bool,
            quiet: bool, command: str, runner: str, beam_options: str, verbose: bool) -> dict:
     """`run` once the plan is made and the folder locked: resume test, runner, aggregation."""
@@ -178,7 +179,7 @@ waveform <= 4.9e-4."""
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("preprocessing.py", "Decode, resample and compute features of the tracks of ultimate.csv "
                          "and write them with their clean tags as sharded TFRecords + dataset.json.", EPILOG)
-    parser.add_argument("format", choices=("waveform", "log-mel-spectrogram", "mfcc"), help="feature to store")
+    parser.add_argument("format", choices=FORMATS, help="feature to store")
     parser.add_argument("out_dir", help="output folder of shards, dataset.json, skipped.csv")
     parser.add_argument("--csv-path", required=True, help="ultimate.csv from the cleaning stage")
     parser.add_argument("--tag-path", required=True, help="clean_lastfm.db from the cleaning stage")

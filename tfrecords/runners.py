@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.parallel import parallel_map
 from tfrecords.plan import Shard
-from tfrecords.shards import FeatureSettings, extract, output_errors, shard_state, write_shard
+from tfrecords.shards import ShardSettings, extract, output_errors, shard_state, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +80,17 @@ class BeamPipelineError(OrpheusError):
     """The Beam pipeline itself failed (not one track, not the output folder)."""
 
 
-def tracks_in_flight(settings: FeatureSettings, jobs: int) -> int:
+def tracks_in_flight(settings: ShardSettings, jobs: int) -> int:
     """Tracks whose features may be computed ahead of the writer: `TRACKS_IN_FLIGHT_PER_JOB` per job,
     fewer when their features (estimated for `ESTIMATE_TRACK_S`-second tracks) would exceed
     `IN_FLIGHT_MEMORY_BYTES`."""
-    values_per_s = settings.sample_rate if settings.format == "waveform" else (
-        settings.sample_rate / settings.hop_length * (settings.n_mfcc or settings.n_mels))
+    values_per_s = settings.features.frames_per_second * (settings.features.n_bins or 1)
     track_bytes = values_per_s * ESTIMATE_TRACK_S * (2 if settings.storage == "float16" else 4)
     by_memory = int(IN_FLIGHT_MEMORY_BYTES // max(track_bytes, 1))
     return max(max(1, jobs) * 4, min(max(1, jobs) * TRACKS_IN_FLIGHT_PER_JOB, by_memory))
 
 
-def run_pool(out_dir: Path, todo: Sequence[Shard], settings: FeatureSettings, vocabulary: Sequence[str],
+def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
              fingerprints: dict[str, str], *, jobs: int, quiet: bool) -> None:
     """Write `todo` in order from the main process, features computed by a pool of `jobs` workers."""
     items = [(track, settings) for shard in todo for track in shard.tracks]
@@ -102,7 +101,7 @@ def run_pool(out_dir: Path, todo: Sequence[Shard], settings: FeatureSettings, vo
                     fingerprints[shard.name])
 
 
-def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: FeatureSettings,
+def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: ShardSettings,
                         vocabulary: Sequence[str]) -> str:
     """The Beam step: decode the tracks of the element's shard and write it, in the worker that got it.
 
@@ -173,7 +172,7 @@ def _watch_progress(out_dir: Path, todo: Sequence[Shard], fingerprints: dict[str
                 bar.update(len(finished))
 
 
-def run_beam(out_dir: Path, todo: Sequence[Shard], settings: FeatureSettings, vocabulary: Sequence[str],
+def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
              fingerprints: dict[str, str], *, jobs: int, quiet: bool, verbose: bool = False,
              beam_options: str = "") -> None:
     """Write `todo` from an Apache Beam pipeline: one element per shard, written by one worker.

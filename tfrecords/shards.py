@@ -24,6 +24,7 @@ import numpy as np
 
 from orpheus import audio
 from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OutputWriteError
+from orpheus.feature_settings import FORMATS, FeatureSettings
 from orpheus.files import atomic_path, output_write_error, write_csv_atomic, write_json_atomic
 from tfrecords.plan import SPLIT_NAMES, Shard, Track
 
@@ -62,13 +63,14 @@ def output_errors(folder: str | Path) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class FeatureSettings(audio.FeatureSettings):
-    """What is computed per track: the `orpheus.audio.features` arguments + storage + length floor."""
+class ShardSettings:
+    """What is computed and stored per track: the feature settings, their storage and a length floor."""
+    features: FeatureSettings
     storage: str
     min_length_s: float
 
 
-def extract(job: tuple[Track, FeatureSettings]) -> tuple[np.ndarray | None, str]:
+def extract(job: tuple[Track, ShardSettings]) -> tuple[np.ndarray | None, str]:
     """Decode one track's span, resample, and compute its features.
 
     Returns:
@@ -78,19 +80,19 @@ def extract(job: tuple[Track, FeatureSettings]) -> tuple[np.ndarray | None, str]
     track, settings = job
     duration_s = None if track.end_s is None else max(track.end_s - track.start_s, 0.0)
     try:
-        samples, rate = audio.load_audio(track.path, settings.sample_rate, offset_s=track.start_s,
+        samples, rate = audio.load_audio(track.path, settings.features.sample_rate, offset_s=track.start_s,
                                          duration_s=duration_s)
     except (AudioDecodeError, MissingInputError, OSError) as err:  # unreadable: skipped, reported
         return None, f"decode failed: {err}"
     length_s = samples.shape[0] / rate
     if length_s < settings.min_length_s:
         return None, f"too short: {length_s:.2f} s < {settings.min_length_s:g} s"
-    values = settings.compute(samples)
+    values = settings.features.compute(samples)
     # float16 conversion here halves what travels back from the worker; the spec stores the same bytes.
     return (values.astype(np.float16) if settings.storage == "float16" else values), ""
 
 
-def fingerprint(settings: FeatureSettings, vocabulary: Sequence[str], shard: Shard) -> str:
+def fingerprint(settings: ShardSettings, vocabulary: Sequence[str], shard: Shard) -> str:
     """A hash of everything that determines a shard's content: settings, vocabulary and its tracks."""
     payload = json.dumps({"settings": asdict(settings), "tags": list(vocabulary),
                           "tracks": [{k: v for k, v in asdict(t).items() if k != "path"} for t in shard.tracks]},
@@ -128,7 +130,7 @@ def remove_leftovers(out_dir: Path, shard: Shard) -> None:
 
 
 def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray | None, str]],
-                settings: FeatureSettings, vocabulary: Sequence[str], shard_fingerprint: str) -> dict:
+                settings: ShardSettings, vocabulary: Sequence[str], shard_fingerprint: str) -> dict:
     """Write one shard from its tracks' `extract` results (in track order), then its sidecar; rename.
 
     Returns the sidecar dict.
@@ -143,8 +145,7 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
 
     if SPLIT_NAMES != tuple(spec.SPLITS) or shard.name != spec.shard_name(shard.split, shard.index, shard.count):
         raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/plan.py")
-    schema = spec.example_spec(settings.format, settings.n_mfcc if settings.format == "mfcc" else settings.n_mels,
-                               len(vocabulary), settings.storage)
+    schema = spec.example_spec(settings.features.format, settings.features.n_bins, len(vocabulary), settings.storage)
     remove_leftovers(out_dir, shard)
     positives = np.zeros(len(vocabulary), dtype=np.int64)
     written: list[str] = []
@@ -170,7 +171,7 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
     return sidecar
 
 
-def aggregate(out_dir: Path, shards: Sequence[Shard], settings: FeatureSettings, vocabulary: Sequence[str],
+def aggregate(out_dir: Path, shards: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
               skipped_before: Sequence[tuple[str, str]], command: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Write dataset.json and skipped.csv from all shards' sidecars; returns (counts, skipped)."""
     from orpheus import spec
@@ -185,29 +186,24 @@ def aggregate(out_dir: Path, shards: Sequence[Shard], settings: FeatureSettings,
         skipped.extend((tid, reason) for tid, reason in sidecar["skipped"])
     skipped.sort()
     write_csv_atomic(out_dir / SKIPPED_CSV, ("track_id", "reason"), skipped)
-    spectral = settings.format != "waveform"
     info = spec.DatasetInfo(
-        format=settings.format, sample_rate=settings.sample_rate, tags=tuple(vocabulary),
-        n_mels=settings.n_mels if spectral else None, n_fft=settings.n_fft if spectral else None,
-        hop_length=settings.hop_length if spectral else None, preset=settings.preset if spectral else None,
-        n_mfcc=settings.n_mfcc if settings.format == "mfcc" else None, storage=settings.storage,
-        counts=counts, positives={s: p.tolist() for s, p in positives.items()}, command=command)
+        features=settings.features, tags=tuple(vocabulary), storage=settings.storage, counts=counts, positives={s: p.tolist() for s, p in positives.items()}, command=command)
     spec.write_dataset_info(out_dir, info)
     return counts, skipped
 
 
 def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_fft: int | None,
-                     hop_length: int | None, n_mfcc: int, dtype: str, min_length_s: float) -> FeatureSettings:
+                     hop_length: int | None, n_mfcc: int, dtype: str, min_length_s: float) -> ShardSettings:
     """Fill preset defaults and validate; waveform carries no spectral settings, MFCC uses the dB log-mel."""
-    if fmt not in ("waveform", "log-mel-spectrogram", "mfcc"):
-        raise ConfigError(f"unknown format {fmt!r}; expected waveform, log-mel-spectrogram or mfcc")
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if sample_rate <= 0 or min_length_s < 0:
         raise ConfigError(f"--sample-rate must be positive and --min-length-s non-negative, got {sample_rate}, "
                           f"{min_length_s}")
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"--dtype must be float32 or float16, got {dtype!r}")
     if fmt == "waveform":
-        return FeatureSettings(fmt, sample_rate, None, None, None, None, None, dtype, min_length_s)
+        return ShardSettings(FeatureSettings(fmt, sample_rate), dtype, min_length_s)
     if fmt == "mfcc":
         preset = "db"
         if not 0 < n_mfcc <= n_mels:
@@ -219,6 +215,6 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
     hop_length = chosen.hop_length if hop_length is None else hop_length
     if n_mels <= 0 or n_fft <= 0 or hop_length <= 0:
         raise ConfigError(f"--n-mels, --n-fft and --hop-length must be positive, got {n_mels}, {n_fft}, {hop_length}")
-    return FeatureSettings(fmt, sample_rate, n_mels, n_fft, hop_length, preset,
-                           n_mfcc if fmt == "mfcc" else None, dtype, min_length_s)
+    features = FeatureSettings(fmt, sample_rate, n_mels, n_fft, hop_length, preset, n_mfcc if fmt == "mfcc" else None)
+    return ShardSettings(features, dtype, min_length_s)
 

@@ -20,14 +20,15 @@ import keras
 
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
+from orpheus.feature_settings import FORMATS, SPECTRAL_FORMATS
 from orpheus.models.choi import build_crnn, build_fcn
 from orpheus.models.dabral import build_multiscale
 from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG, build_musicnn, build_vgg
 from orpheus.models.pons import build_pons_log_mel, build_pons_waveform
 
 Builder = Callable[[ModelConfig, tuple, int], keras.Model]
-SPECTROGRAM_FORMATS = ("log-mel-spectrogram", "mfcc")
-WAVEFORM_FORMATS = ("waveform",)
+SPECTROGRAM_FORMATS = SPECTRAL_FORMATS
+WAVEFORM_FORMATS = tuple(f for f in FORMATS if f not in SPECTRAL_FORMATS)
 
 
 @dataclass(frozen=True)

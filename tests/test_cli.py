@@ -1,0 +1,198 @@
+"""The `orpheus` command (orpheus.cli.main) and the entry points' shared plumbing: subcommands, help,
+on-demand imports, and no TensorFlow/absl log lines or runpy warnings from a real command."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from orpheus import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("orpheus", "msd", "tfrecords")
+# What must never reach a user's terminal without --verbose.
+NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]|absl::InitializeLog|oneDNN|RuntimeWarning"
+                   r"|found in sys\.modules|Sharding callback", re.M)
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without the test session's own TensorFlow log settings: what a user has."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def available(command: cli.Command) -> bool:
+    return importlib.util.find_spec(command.module.split(".")[0]) is not None and \
+        importlib.util.find_spec(command.module) is not None
+
+
+# ------------------------------------------------------------------------------------- front door
+def test_front_door_help_lists_every_subcommand_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name, command in cli.COMMANDS.items():
+        assert re.search(rf"^  {re.escape(name)} +{re.escape(command.summary)}$", out, re.M), name
+    assert "examples:" in out and "orpheus predict --mp3" in out
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_subcommand_help_is_its_modules_help(name, capsys):
+    command = cli.COMMANDS[name]
+    if not available(command):
+        pytest.skip(f"{command.module} is not in this checkout (written on another branch)")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([name, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: orpheus {name} ")
+    assert "examples" in out or "example" in out.lower()
+    assert cli._prog_override is None
+
+
+def test_subcommand_runs_the_module_with_the_same_flags(tmp_path, capsys):
+    """`orpheus pretrained list ...` and `python -m orpheus.pretrained list ...` are one command."""
+    from orpheus import pretrained
+
+    args = ["list", "--cache-dir", str(tmp_path), "--musicnn-dir", str(tmp_path / "none")]
+    assert cli.main(["pretrained", *args]) == 0
+    via_front_door = capsys.readouterr().out
+    assert pretrained.main(args) == 0
+    assert capsys.readouterr().out == via_front_door and "MSD_musicnn" in via_front_door
+
+
+def test_bad_subcommand_and_missing_module_are_one_line_errors(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["no-such-command"])
+    assert exit_info.value.code == 2 and "unknown subcommand 'no-such-command'" in capsys.readouterr().err
+    monkeypatch.setitem(cli.COMMANDS, "ghost", cli.Command("msd.no_such_module", "a stage not installed"))
+    assert cli.main(["ghost", "--help"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("orpheus: error: subcommand 'ghost' is not available")
+
+
+def test_errors_of_a_subcommand_keep_its_one_line_form(tmp_path, capsys):
+    assert cli.main(["predict", "--mp3", str(tmp_path / "absent.mp3")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("orpheus: error: ") and "absent.mp3" in err[-1]
+
+
+def test_the_front_door_imports_no_stage():
+    """Importing orpheus.cli (and parsing its help) loads no stage and not TensorFlow."""
+    code = ("import sys, orpheus.cli as c; c.build_parser().format_help(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('msd', 'tfrecords', 'tensorflow')))")
+    out = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# -------------------------------------------------------------------------- entry points and logs
+def entry_modules() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py")
+                  if 'if __name__ == "__main__"' in p.read_text(encoding="utf-8"))
+
+
+def test_every_entry_point_silences_tensorflow_before_importing_anything_else():
+    """A module run with -m or as a file calls quiet_tensorflow() before its first non-stdlib import
+    (orpheus.cli's main does it itself; orpheus.models is imported by its package before __main__)."""
+    exempt = {ROOT / "orpheus" / "cli.py", ROOT / "orpheus" / "__main__.py",
+              ROOT / "orpheus" / "models" / "__main__.py"}
+    for path in entry_modules():
+        if path in exempt:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.If) and "quiet_tensorflow()" in ast.unparse(node):
+                break
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            foreign = [n for n in names if n.split(".")[0] not in sys.stdlib_module_names | {"__future__"}]
+            assert not foreign, f"{path.relative_to(ROOT)} imports {foreign} before quiet_tensorflow()"
+        else:
+            pytest.fail(f"{path.relative_to(ROOT)} never calls quiet_tensorflow()")
+
+
+def test_no_sys_path_edits_and_no_script_folder_shadows_a_module():
+    """Files run as scripts put their folder first on sys.path: no name there may hide a module of the
+    standard library or of an installed distribution."""
+    taken = set(sys.stdlib_module_names) | set(importlib.metadata.packages_distributions())
+    for folder in ("orpheus", "msd", "msd/converters", "msd/miniature", "tfrecords", "bench"):
+        names = {p.stem for p in (ROOT / folder).iterdir()
+                 if (p.suffix == ".py" or p.is_dir()) and not p.name.startswith("__")}
+        assert not names & taken, f"{folder}/ shadows {sorted(names & taken)}"
+    for path in [*entry_modules(), *(ROOT / "bench").glob("*.py")]:
+        assert "sys.path[0] =" not in path.read_text(encoding="utf-8"), path
+
+
+def test_quiet_tensorflow_leaves_verbose_runs_alone(monkeypatch):
+    for key in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel"):
+        monkeypatch.delenv(key, raising=False)
+    cli.quiet_tensorflow(["--mp3", "x", "--verbose"])
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    cli.quiet_tensorflow(["--mp3", "x"])
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["GLOG_minloglevel"] == "2"
+
+
+@pytest.fixture(scope="module")
+def generated_mp3(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "tone.mp3"
+    t = np.arange(16000 * 6) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2).astype(np.float32),
+             16000, format="MP3")
+    return path
+
+
+def test_a_real_command_prints_no_tensorflow_log_lines(generated_mp3, tmp_path):
+    """`orpheus predict` with the pretrained MSD_musicnn, from an unrelated folder: tags, and a clean stderr."""
+    if importlib.util.find_spec("musicnn") is None:   # checkpoints: files read, code never imported
+        pytest.skip("musicnn is not installed: pip install --no-deps musicnn==0.1.0")
+    result = subprocess.run([sys.executable, "-m", "orpheus", "predict", "--mp3", str(generated_mp3), "--top", "3",
+                             "--quiet"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "tone.mp3" in result.stdout and len(result.stdout.strip().splitlines()) == 4
+    assert not NOISE.search(result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["orpheus/training.py", "--help"],                   # a file in the package folder, run from elsewhere
+    ["-m", "msd.synthetic", "--help"],                   # an alias module
+])
+def test_entry_points_run_from_anywhere_without_noise(argv, tmp_path):
+    args = [str(ROOT / argv[0]), *argv[1:]] if argv[0].endswith(".py") else argv
+    result = subprocess.run([sys.executable, *args], cwd=tmp_path, env=clean_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout and not NOISE.search(result.stderr), result.stderr
+
+
+def every_command_line() -> list[list[str]]:
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in entry_modules()]
+    modules = [m.removesuffix(".__main__") for m in modules]
+    files = [str(p.relative_to(ROOT)) for p in entry_modules() if p.parent.name in ("orpheus", "msd", "tfrecords")
+             and p.name != "__main__.py"]
+    return [["-m", m] for m in modules] + [[f] for f in files]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", every_command_line(), ids=" ".join)
+def test_every_command_line_has_clean_help(argv, tmp_path):
+    """Every `python -m X --help` and `python FILE --help`: no runpy warning and no TensorFlow log line
+    (`python -m orpheus.models` is exempt from the latter: its package imports TensorFlow first)."""
+    args = [str(ROOT / argv[0])] if argv[0].endswith(".py") else argv
+    result = subprocess.run([sys.executable, *args, "--help"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeWarning" not in result.stderr and "found in sys.modules" not in result.stderr, result.stderr
+    if argv != ["-m", "orpheus.models"]:
+        assert not NOISE.search(result.stderr), result.stderr
