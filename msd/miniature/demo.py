@@ -1,6 +1,6 @@
 """The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
 
-    python -m msd.demo [--dataset msd|mtt|fma] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+    python -m msd.demo [--dataset msd|mtt|fma|rendered] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
 
 Every stage runs for real, as the same command a user would type (so the demo also checks the
 documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
@@ -10,7 +10,9 @@ pretrained musicnn models. Finished stages are skipped on a rerun (their outputs
 files, written atomically), so an interrupted demo resumes.
 
 With `--dataset mtt` or `fma` the corpus is a miniature MagnaTagATune or FMA in those datasets' real
-formats, cleaned by `msd.mtt` / `msd.fma` and split by the dataset's own split file.
+formats, cleaned by `msd.mtt` / `msd.fma` and split by the dataset's own split file. With `--dataset
+rendered` it is MIDI pieces rendered with FluidSynth (`msd.rendered`, instrument families as tags),
+converted by `msd.labels`, and the model is MTT_musicnn fine-tuned (configs/finetune_musicnn.json).
 
 Outputs under WORKDIR: corpus/ (the generated raw files), clean/ (CSV + tag databases), shards/,
 runs/demo/, report/ (metrics and plots), predictions/.
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.json"
+FINETUNE_CONFIG = REPO_ROOT / "configs" / "finetune_musicnn.json"   # musicnn preset, from MTT_musicnn
 PRETRAINED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 N_PREDICT_TRACKS = 4
 DEMO_EPOCHS = 12
@@ -81,6 +84,8 @@ class Corpus:
     audio_root:  folder the CSV's mp3_path is relative to.
     split_args:  preprocessing's split options (an artist-hash split or the dataset's own split file).
     truth:       track id -> the tags the generator rendered the audio from.
+    features / config: preprocessing's feature options and the training config (the rendered corpus
+                 fine-tunes MTT_musicnn, so it needs the musicnn preset).
     """
     stages: list[Stage]
     csv: Path
@@ -88,6 +93,8 @@ class Corpus:
     audio_root: Path
     split_args: list[str]
     truth: Callable[[], dict[str, list[str]]]
+    features: tuple[str, ...] = ()
+    config: Path = DEMO_CONFIG
 
 
 def module_command(module: str, *args: str | Path) -> list[str]:
@@ -149,7 +156,25 @@ def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
                   ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw, "genres"))
 
 
-CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus}
+def rendered_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
+    """MIDI pieces rendered with FluidSynth, instrument families as tags (`msd.rendered` + `msd.labels`)."""
+    labels = p.raw / "labels.csv"
+    stages = [
+        Stage("render MIDI pieces with FluidSynth", module_command(
+            "msd.rendered", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs), labels),
+        Stage("msd.labels: labels.csv -> the cleaning stage's outputs", module_command(
+            "msd.labels", p.clean, "--labels", labels, "--root-dir", p.raw, "--split", "70", "10", "20"),
+            p.clean / "split.csv"),
+    ]
+
+    def truth() -> dict[str, list[str]]:
+        with open(labels, newline="", encoding="utf-8") as f:
+            return {row["file"]: row["tags"].split(";") for row in csv.DictReader(f)}
+    return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw,
+                  ["--split-file", str(p.clean / "split.csv")], truth, ("--preset", "musicnn"), FINETUNE_CONFIG)
+
+
+CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus, "rendered": rendered_corpus}
 
 
 def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: int, jobs: int) -> list[Stage]:
@@ -159,9 +184,9 @@ def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: 
         Stage("preprocessing: log-mel TFRecord shards", module_command(
             "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", corpus.csv,
             "--tag-path", corpus.tags, "--root-dir", corpus.audio_root, "--sr", "16000", "--mels", "96",
-            "--num-files", "10", *corpus.split_args, "--jobs", str(jobs)), p.shards / "dataset.json"),
+            "--num-files", "10", *corpus.features, *corpus.split_args, "--jobs", str(jobs)), p.shards / "dataset.json"),
         Stage("training", module_command(
-            "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", DEMO_CONFIG,
+            "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", corpus.config,
             "--run-dir", p.run, *train_args), p.run / "model.keras"),
         Stage("test_model.py test: evaluate on the test split", module_command(
             "orpheus.test_model", "test", "--run-dir", p.run, "--tfrecords-dir", p.shards, "--split", "test",
@@ -320,7 +345,9 @@ def build_parser():
         "  python -m msd.demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
         "  python -m msd.demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
         "  python -m msd.demo --no-pretrained      # skip the musicnn comparison\n"
-        "  python -m msd.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead")
+        "  python -m msd.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead\n"
+        "  python -m msd.demo --dataset rendered --tracks 100 --workdir demo_rendered   # FluidSynth renders,\n"
+        "                                           # instrument tags, fine-tuned from MTT_musicnn")
     parser.add_argument("--dataset", choices=sorted(CORPORA), default="msd",
                         help="which dataset's formats the generated corpus takes")
     parser.add_argument("--workdir", type=Path, default=Path("demo_work"), help="folder for every output")
