@@ -31,14 +31,13 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 import argparse  # noqa: E402
 import ast  # noqa: E402
 import logging  # noqa: E402
-from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from msd.converters.mtt import (AUDIO_COLUMNS, check_audio_files, check_outputs, rank_tags, summarise,  # noqa: E402
-                     write_dataset_outputs, VERIFY_MODES)
+from msd.converters.common import (AUDIO_COLUMNS, VERIFY_MODES, check_audio_files, check_outputs,  # noqa: E402
+                                   conversion_result, rank_tags)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
 from orpheus.files import require_dir, require_file  # noqa: E402
@@ -133,7 +132,7 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
         subset: "small", "medium" (small + medium) or "large" (all).
         tags: "top" = ('track', 'genre_top') only; "all" = every genre of ('track', 'genres_all').
         top: keep only the `top` most frequent tags.
-        verify: "header" or "decode" (see `msd.mtt.check_audio`).
+        verify: "header" or "decode" (see `msd.converters.common.check_audio`).
         jobs: worker processes for the audio checks.
 
     Returns:
@@ -206,13 +205,10 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
     master = pd.DataFrame.from_records(records, columns=columns)
     vocabulary = rank_tags(tags_per_track, top)
     skipped.sort(key=lambda item: int(item[0]))
-    write_dataset_outputs(out_dir, master, tags_per_track, vocabulary, splits, skipped)
+    result = conversion_result(f"FMA {subset}", out_dir, outputs, master, tags_per_track, vocabulary, splits,
+                               skipped)
     log.info("wrote %s", ", ".join(str(p) for p in outputs.values()))
-    return {"kept": len(master), "skipped": len(skipped), "tags": vocabulary,
-            "splits": dict(Counter(splits.values())),
-            "reasons": dict(Counter(reason.split(" (")[0] for _, _, reason in skipped)),
-            "summary": summarise(f"FMA {subset}", master, vocabulary, splits, skipped),
-            "outputs": {name: str(path) for name, path in outputs.items()}}
+    return result
 
 
 def _text(value: object) -> str:

@@ -17,8 +17,8 @@ Outputs in OUT_DIR (the same shapes as the MSD cleaning's `ultimate.csv` and `cl
                             `0`-`b` train, `c` valid, `d`-`f` test
     skipped.csv             track_id,mp3_path,reason for every clip left out (known-bad, empty, corrupt, missing)
 
-The dataset-independent output helpers here (`check_audio`, `write_dataset_outputs`, ...) are shared
-with `msd.fma`.
+The dataset-independent helpers (`check_audio`, `write_dataset_outputs`, ...) live in
+`msd.converters.common`, shared with fma, jamendo and labels.
 """
 
 from __future__ import annotations
@@ -30,26 +30,23 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import logging  # noqa: E402
-import re  # noqa: E402
-import sqlite3  # noqa: E402
-from collections import Counter  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Mapping, Sequence  # noqa: E402
 
 import pandas as pd  # noqa: E402
-import soundfile as sf  # noqa: E402
 
+# The shared helpers stay importable from here (msd.converters.mtt.check_audio, ...) for older callers.
+from msd.converters.common import (AUDIO_COLUMNS, MASTER_CSV, OUTPUT_NAMES, PRESENT_VAL, SKIPPED_CSV,  # noqa: E402,F401
+                                   SPLIT_CSV, TAG_DB, TXT_DIR, VERIFY_MODES, AudioCheck, artist_id_from_name,
+                                   check_audio, check_audio_files, check_outputs, conversion_result, rank_tags,
+                                   read_list_txt, summarise, write_dataset_outputs, write_tag_db)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import atomic_path, check_output, require_dir, require_file, write_csv_atomic  # noqa: E402
-from orpheus.parallel import parallel_map  # noqa: E402
+from orpheus.files import require_dir, require_file  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-TXT_DIR = Path(__file__).resolve().parents[1] / "txt"
 MTT_TAGS_TXT = TXT_DIR / "mtt_tags.txt"
 MTT_SYNONYMS_TXT = TXT_DIR / "mtt_synonyms.txt"
 MTT_KNOWN_BAD_TXT = TXT_DIR / "mtt_known_bad.txt"
@@ -60,168 +57,6 @@ CLIP_INFO_COLUMNS = ("clip_id", "track_number", "title", "artist", "album", "url
                      "segmentEnd", "original_url", "mp3_path")
 FOLDERS = tuple("0123456789abcdef")
 FOLDER_SPLITS = {**{f: "train" for f in "0123456789ab"}, "c": "valid", **{f: "test" for f in "def"}}
-
-# Output file names, shared with msd.fma.
-MASTER_CSV = "ultimate.csv"
-TAG_DB = "clean_tags.db"
-SPLIT_CSV = "split.csv"
-SKIPPED_CSV = "skipped.csv"
-OUTPUT_NAMES = (MASTER_CSV, TAG_DB, SPLIT_CSV, SKIPPED_CSV)
-AUDIO_COLUMNS = ("file_size", "channels", "sample_rate", "clip_length")
-PRESENT_VAL = 100.0
-VERIFY_MODES = ("header", "decode")
-
-
-# ----------------------------------------------------------------------------------------------
-# Shared with msd.fma: audio checks, artist ids, tag database, outputs.
-
-def read_list_txt(path: Path) -> list[str]:
-    """Non-empty, non-comment lines of a data file in msd/txt, stripped."""
-    path = require_file(path, "tag list")
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def artist_id_from_name(name: str) -> str:
-    """A stable artist id: the first 16 hex digits of SHA-1 of the normalised name ('' for no name).
-
-    Normalisation lowercases and turns every run of non-alphanumerics into one space, so the
-    display name `J.S. Bach` and the file-name form `j_s__bach` give the same id.
-    """
-    normalised = " ".join(re.sub(r"[^0-9a-z]+", " ", str(name).lower()).split())
-    if not normalised:
-        return ""
-    return hashlib.sha1(normalised.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class AudioCheck:
-    """What `check_audio` found: `reason` is '' for a usable file, else why it is skipped."""
-    reason: str
-    file_size: int = 0
-    channels: int = 0
-    sample_rate: int = 0
-    clip_length: float = 0.0
-
-
-def check_audio(job: tuple[str, str]) -> AudioCheck:
-    """Check one audio file: present, not empty, decodable.
-
-    Args:
-        job: (path, mode). mode "header" opens the file and decodes its first 4096 frames (fast);
-            "decode" decodes it to the end (catches truncated files, slower).
-
-    Returns:
-        AudioCheck with size in bytes, channels, sample rate in Hz and length in seconds.
-    """
-    path, mode = job
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return AudioCheck("audio missing")
-    except OSError as err:
-        return AudioCheck(f"audio unreadable: {err.strerror or err}")
-    if size == 0:
-        return AudioCheck("empty file (0 bytes)", 0)
-    try:
-        with sf.SoundFile(path) as f:
-            channels, sample_rate, frames = f.channels, f.samplerate, f.frames
-            if mode == "decode":
-                n_read = sum(len(block) for block in f.blocks(blocksize=1 << 18, dtype="float32"))
-            else:
-                n_read = len(f.read(4096, dtype="float32"))
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        if first_line.startswith("Error opening"):  # libsndfile's generic message names the file, not the fault
-            first_line = "not a decodable audio file"
-        return AudioCheck(f"corrupt audio ({first_line})", size)
-    if n_read == 0:
-        return AudioCheck("corrupt audio (no samples)", size)
-    n_frames = n_read if mode == "decode" else frames
-    return AudioCheck("", size, channels, sample_rate, round(n_frames / sample_rate, 3))
-
-
-def check_audio_files(root_dir: Path, rel_paths: Sequence[str], *, mode: str, jobs: int,
-                      quiet: bool) -> list[AudioCheck]:
-    """`check_audio` on each `root_dir / rel_path`, in a process pool, in input order."""
-    if mode not in VERIFY_MODES:
-        raise DataFormatError(f"unknown --verify mode {mode!r}; expected one of {', '.join(VERIFY_MODES)}")
-    work = [(str(root_dir / rel), mode) for rel in rel_paths]
-    return list(parallel_map(check_audio, work, jobs=jobs, desc="checking audio", quiet=quiet))
-
-
-def rank_tags(tags_per_track: Mapping[str, Sequence[str]], top: int | None = None) -> list[str]:
-    """Tags by number of tracks (descending), ties by name; only tags with a track; the first `top` if given."""
-    counts = Counter(tag for tags in tags_per_track.values() for tag in set(tags))
-    ranked = sorted(counts, key=lambda tag: (-counts[tag], tag))
-    return ranked[:top] if top else ranked
-
-
-def write_tag_db(path: Path, track_ids: Sequence[str], tags_per_track: Mapping[str, Sequence[str]],
-                 vocabulary: Sequence[str]) -> None:
-    """Write the clean three-table tag database atomically.
-
-    tids holds `track_ids` in order (ROWID = position + 1); tags holds `vocabulary` in order; tid_tag has
-    one row (tid ROWID, tag ROWID, 100.0) per present tag of the vocabulary, sorted by tid then tag.
-    """
-    tag_rowid = {tag: i for i, tag in enumerate(vocabulary, start=1)}
-    pairs = sorted({(tid_rowid, tag_rowid[tag])
-                    for tid_rowid, tid in enumerate(track_ids, start=1)
-                    for tag in tags_per_track.get(tid, ()) if tag in tag_rowid})
-    with atomic_path(path) as tmp:
-        tmp.unlink()  # sqlite3 wants to create the file itself
-        con = sqlite3.connect(tmp)
-        try:
-            con.execute("CREATE TABLE tids (tid TEXT)")
-            con.execute("CREATE TABLE tags (tag TEXT)")
-            con.execute("CREATE TABLE tid_tag (tid INTEGER, tag INTEGER, val FLOAT)")
-            con.executemany("INSERT INTO tids (ROWID, tid) VALUES (?, ?)",
-                            [(i, tid) for i, tid in enumerate(track_ids, start=1)])
-            con.executemany("INSERT INTO tags (ROWID, tag) VALUES (?, ?)",
-                            [(i, tag) for i, tag in enumerate(vocabulary, start=1)])
-            con.executemany("INSERT INTO tid_tag (tid, tag, val) VALUES (?, ?, ?)",
-                            [(tid, tag, PRESENT_VAL) for tid, tag in pairs])
-            con.execute("CREATE INDEX idx_tid_tag_tid ON tid_tag (tid)")
-            con.execute("CREATE INDEX idx_tid_tag_tag ON tid_tag (tag)")
-            con.commit()
-        finally:
-            con.close()
-
-
-def check_outputs(out_dir: Path, overwrite: bool) -> dict[str, Path]:
-    """The output paths in `out_dir`, refusing existing ones unless `overwrite` (before any work)."""
-    return {name: check_output(out_dir / name, overwrite) for name in OUTPUT_NAMES}
-
-
-def write_dataset_outputs(out_dir: Path, master: pd.DataFrame, tags_per_track: Mapping[str, Sequence[str]],
-                          vocabulary: Sequence[str], splits: Mapping[str, str],
-                          skipped: Sequence[tuple[str, str, str]]) -> None:
-    """Write ultimate.csv, clean_tags.db, split.csv and skipped.csv atomically.
-
-    Args:
-        master: one row per kept track, starting with track_id, artist_id, mp3_path.
-        tags_per_track: track_id -> its tags (only those in `vocabulary` are stored).
-        vocabulary: tag names in database order.
-        splits: track_id -> "train" | "valid" | "test" for every kept track.
-        skipped: (track_id, mp3_path, reason) for every track left out.
-    """
-    track_ids = list(master["track_id"])
-    with atomic_path(out_dir / MASTER_CSV) as tmp:
-        master.to_csv(tmp, index=False)
-    write_tag_db(out_dir / TAG_DB, track_ids, tags_per_track, vocabulary)
-    write_csv_atomic(out_dir / SPLIT_CSV, ("track_id", "split"), [(tid, splits[tid]) for tid in track_ids])
-    write_csv_atomic(out_dir / SKIPPED_CSV, ("track_id", "mp3_path", "reason"), list(skipped))
-
-
-def summarise(name: str, master: pd.DataFrame, vocabulary: Sequence[str], splits: Mapping[str, str],
-              skipped: Sequence[tuple[str, str, str]]) -> str:
-    """A few lines for the CLI: kept/skipped counts by reason and split, vocabulary size."""
-    split_counts = Counter(splits.values())
-    reasons = Counter(reason.split(" (")[0] for _, _, reason in skipped)
-    per_split = ", ".join(f"{split} {split_counts[split]}" for split in ("train", "valid", "test"))
-    lines = [f"{name}: kept {len(master)} tracks ({per_split}), {len(vocabulary)} tags, skipped {len(skipped)}"]
-    lines += [f"  skipped {n}: {reason}" for reason, n in sorted(reasons.items())]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,14 +234,10 @@ def run(out_dir: str | Path, root_dir: str | Path, *, annotations: str | Path | 
     master = pd.DataFrame.from_records(records, columns=columns)
     splits = {rec["track_id"]: FOLDER_SPLITS[rec["folder"]] for rec in records}
     skipped.sort(key=lambda item: int(item[0]))
-    write_dataset_outputs(out_dir, master, tags_per_track, vocabulary, splits, skipped)
-    summary = {"kept": len(master), "skipped": len(skipped), "tags": vocabulary,
-               "splits": dict(Counter(splits.values())),
-               "reasons": dict(Counter(reason.split(" (")[0] for _, _, reason in skipped)),
-               "summary": summarise("MagnaTagATune", master, vocabulary, splits, skipped),
-               "outputs": {name: str(path) for name, path in outputs.items()}}
+    result = conversion_result("MagnaTagATune", out_dir, outputs, master, tags_per_track, vocabulary, splits,
+                               skipped)
     log.info("wrote %s", ", ".join(str(p) for p in outputs.values()))
-    return summary
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
 
-    python -m msd.demo [--dataset msd|mtt|fma|rendered] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+    python -m msd.demo [--dataset msd|mtt|fma|jamendo|rendered] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
 
 Every stage runs for real, as the same command a user would type (so the demo also checks the
 documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
@@ -9,10 +9,11 @@ evaluate on the test split, and tag a few tracks with the model just trained and
 pretrained musicnn models. Finished stages are skipped on a rerun (their outputs are complete
 files, written atomically), so an interrupted demo resumes.
 
-With `--dataset mtt` or `fma` the corpus is a miniature MagnaTagATune or FMA in those datasets' real
-formats, cleaned by `msd.mtt` / `msd.fma` and split by the dataset's own split file. With `--dataset
-rendered` it is MIDI pieces rendered with FluidSynth (`msd.rendered`, instrument families as tags),
-converted by `msd.labels`, and the model is MTT_musicnn fine-tuned (configs/finetune_musicnn.json).
+With `--dataset mtt`, `fma` or `jamendo` the corpus is a miniature MagnaTagATune, FMA or MTG-Jamendo in
+those datasets' real formats, cleaned by `msd.mtt` / `msd.fma` / `msd.jamendo` and split by the dataset's
+own split file. With `--dataset rendered` it is MIDI pieces rendered with FluidSynth (`msd.rendered`,
+instrument families as tags), converted by `msd.labels`, and the model is MTT_musicnn fine-tuned
+(configs/finetune_musicnn.json).
 
 Outputs under WORKDIR: corpus/ (the generated raw files), clean/ (CSV + tag databases), shards/,
 runs/demo/, report/ (metrics and plots), predictions/.
@@ -156,6 +157,27 @@ def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
                   ["--split-file", str(p.clean / "split.csv")], lambda: truth_from_manifest(p.raw, "genres"))
 
 
+def jamendo_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
+    """A miniature MTG-Jamendo, the top-50 tags subset (without their categories), official split 0."""
+    stages = [
+        Stage("generate a miniature MTG-Jamendo", module_command(
+            "msd.miniature.synthetic_jamendo", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
+            p.raw / "synthetic_manifest.json"),
+        Stage("msd.jamendo: top-50 tags, official split 0", module_command(
+            "msd.jamendo", p.clean, "--metadata-dir", p.raw / "data", "--root-dir", p.raw / "audio",
+            "--subset", "top50tags", "--split", "0", "--jobs", jobs), p.clean / "skipped.csv"),
+    ]
+
+    def truth() -> dict[str, list[str]]:  # the manifest's raw genre---rock names, as msd.jamendo names them
+        from msd.converters.jamendo import tag_names
+        raw = truth_from_manifest(p.raw, "tags")
+        names = tag_names(sorted({tag for tags in raw.values() for tag in tags}), "short")
+        return {track_id: [names[tag] for tag in tags] for track_id, tags in raw.items()}
+
+    return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw / "audio",
+                  ["--split-file", str(p.clean / "split.csv")], truth)
+
+
 def rendered_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
     """MIDI pieces rendered with FluidSynth, instrument families as tags (`msd.rendered` + `msd.labels`)."""
     labels = p.raw / "labels.csv"
@@ -174,7 +196,8 @@ def rendered_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
                   ["--split-file", str(p.clean / "split.csv")], truth, ("--preset", "musicnn"), FINETUNE_CONFIG)
 
 
-CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus, "rendered": rendered_corpus}
+CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus, "jamendo": jamendo_corpus,
+           "rendered": rendered_corpus}
 
 
 def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: int, jobs: int) -> list[Stage]:
