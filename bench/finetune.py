@@ -1,10 +1,12 @@
 """Fine-tuning on your own labels: zero-shot MTT_musicnn vs MTT_musicnn fine-tuned vs musicnn from scratch.
 
-    python bench/finetune.py [--work bench_work/finetune] [--clips 300] [--heldout 110] [--cpu-budget-s 600]
+    python bench/finetune.py [--work bench_work/finetune] [--clips 300] [--heldout 110] [--heldout-s 10]
+                             [--cpu-budget-s 600]
 
 One run, the real commands end to end:
 1. render the training corpus (`msd.rendered`, seed 0, main pool, TimGM6mb) and a held-out corpus of other
-   pieces (seed 1, heldout pool, the other SoundFont: MuseScore General), both resumable;
+   pieces (seed 1, heldout pool, the other SoundFont: MuseScore General; 10 s clips by default, as the
+   MuseScore SoundFont renders slowly), both resumable;
 2. `msd.labels` -> ultimate.csv, clean_tags.db, split.csv (training corpus: 90/10 train/valid by piece;
    held-out: all test), then `tfrecords.preprocessing` with the musicnn preset (16 kHz, 96 mels);
 3. train two models on the same shards with the same budget of process CPU time (the training
@@ -62,24 +64,20 @@ def module(name: str, *args) -> list:
     return [sys.executable, "-m", name, *args]
 
 
-def prepare(work: Path, clips: int, heldout: int, jobs: int) -> dict[str, Path]:
-    """Render, convert and preprocess both corpora; returns the shard folders."""
-    shards = {}
-    for name, clip_count, extra, split in (
-            ("train", clips, ["--seed", "0", "--pool", "main", "--soundfont", "timgm6mb"], ["90", "10", "0"]),
-            ("heldout", heldout, ["--seed", "1", "--pool", "heldout", "--soundfont", "musescore"], ["0", "0", "100"])):
-        corpus, clean, shard_dir = work / f"{name}-corpus", work / f"{name}-clean", work / f"{name}-shards"
-        step(f"render {name}", module("msd.rendered", corpus, "--clips", clip_count, *extra, "--jobs", jobs, "--quiet"))
-        if not (clean / "split.csv").is_file():
-            step(f"labels {name}", module("msd.labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus,
-                                          "--split", *split, "--quiet"))
-        if not (shard_dir / "dataset.json").is_file():
-            step(f"preprocess {name}", module(
-                "tfrecords.preprocessing", "log-mel-spectrogram", shard_dir, "--csv-path", clean / "ultimate.csv",
-                "--tag-path", clean / "clean_tags.db", "--root-dir", corpus, "--preset", "musicnn", "--sr", "16000",
-                "--mels", "96", "--split-file", clean / "split.csv", "--num-files", "4", "--jobs", jobs, "--quiet"))
-        shards[name] = shard_dir
-    return shards
+def prepare(work: Path, name: str, clip_count: int, extra: list, split: list, jobs: int) -> Path:
+    """Render, convert and preprocess one corpus; returns its shard folder."""
+    corpus, clean, shard_dir = work / f"{name}-corpus", work / f"{name}-clean", work / f"{name}-shards"
+    step(f"render {name}", module("msd.rendered", corpus, "--clips", clip_count, *extra, "--jobs", jobs, "--quiet"))
+    if not (clean / "split.csv").is_file():
+        step(f"labels {name}", module("msd.labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus,
+                                      "--split", *split, "--quiet"))
+    if not (shard_dir / "dataset.json").is_file():
+        step(f"preprocess {name}", module(
+            "tfrecords.preprocessing", "log-mel-spectrogram", shard_dir, "--csv-path", clean / "ultimate.csv",
+            "--tag-path", clean / "clean_tags.db", "--root-dir", corpus, "--preset", "musicnn", "--sr", "16000",
+            "--mels", "96", "--split-file", clean / "split.csv", "--num-files", "4", "--min-length-s", "5",
+            "--jobs", jobs, "--quiet"))
+    return shard_dir
 
 
 def train_with_budget(name: str, shards: Path, config: Path, run_dir: Path, budget_s: float) -> dict:
@@ -128,6 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "bench_work" / "finetune")
     parser.add_argument("--clips", type=int, default=300)
     parser.add_argument("--heldout", type=int, default=110)
+    parser.add_argument("--heldout-s", type=float, default=10.0, help="length of the held-out clips")
     parser.add_argument("--cpu-budget-s", type=float, default=600.0, help="process CPU seconds per trained model")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args(argv)
@@ -135,7 +134,10 @@ def main(argv=None) -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
-    shards = prepare(work, args.clips, args.heldout, args.jobs)
+    shards = {"train": prepare(work, "train", args.clips, ["--seed", "0", "--pool", "main", "--soundfont", "timgm6mb"],
+                               ["90", "10", "0"], args.jobs)}
+    # converted once and cached (as every use of a pretrained model does), outside the training budget
+    step("convert MTT_musicnn", module("orpheus.pretrained", "convert", "MTT_musicnn", "--quiet"))
 
     shipped = json.loads((ROOT / "configs" / "finetune_musicnn.json").read_text())
     scratch = {**shipped, "train": {**shipped["train"], "init_from": None, "freeze": []}}
@@ -144,6 +146,9 @@ def main(argv=None) -> int:
     budgets = {name: train_with_budget(name, shards["train"], path, work / "runs" / name, args.cpu_budget_s)
                for name, path in configs.items()}
 
+    shards["heldout"] = prepare(work, "heldout", args.heldout, ["--seed", "1", "--pool", "heldout", "--soundfont",
+                                                                "musescore", "--length-s", args.heldout_s],
+                                ["0", "0", "100"], args.jobs)
     from orpheus.evaluation import per_tag_scores
     from orpheus.pretrained import pretrained_run_dir
     from orpheus.spec import read_dataset_info
@@ -161,7 +166,8 @@ def main(argv=None) -> int:
         results[name] = {"per_tag": per_tag, "macro": sum(valid) / len(valid),
                          "macro_review_tags": sum(review) / len(review), "positives": labels.sum(axis=0).tolist()}
     width = max(map(len, models))
-    print(f"\nheld-out ROC-AUC ({labels.shape[0]} clips of other pieces, MuseScore General SoundFont)")
+    print(f"\nheld-out ROC-AUC ({labels.shape[0]} clips of {args.heldout_s:g} s, other pieces, MuseScore General "
+          f"SoundFont; trained on {args.clips} clips of 30 s)")
     print(f"{'tag':12s} {'positives':>9s} " + " ".join(f"{n:>{width}s}" for n in models))
     for i, tag in enumerate(tags):
         print(f"{tag:12s} {int(labels[:, i].sum()):9d} " + " ".join(
