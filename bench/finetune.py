@@ -12,7 +12,7 @@ One run, the real commands end to end:
 3. train two models on the same shards with the same budget of process CPU time (the training
    processes' user + system seconds, startup included; the machine is shared, so wall time is longer):
    `configs/finetune_musicnn.json` (from MTT_musicnn, front end frozen) and the same config from scratch.
-   A budget is spent in three `orpheus/training.py` calls (1 epoch, +1 epoch, then as many epochs as the
+   A budget is spent in three `orpheus/training.py` calls (1 epoch, +2 epochs, then as many epochs as the
    measured cost per epoch leaves room for, with `--resume`);
 4. score every held-out clip (mean over its 3 s windows) with the two trained models and with MTT_musicnn
    as it ships (its outputs for the same-named MagnaTagATune tags), and print per-tag and macro ROC-AUC.
@@ -31,6 +31,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,23 +40,27 @@ sys.path.insert(0, str(ROOT))
 MTT_INSTRUMENTS = ("piano", "harpsichord", "guitar", "violin", "cello", "strings", "harp", "flute", "sitar",
                    "synth", "choir", "drums")
 REVIEW_TAGS = ("drums", "guitar", "piano", "strings", "synth", "choir", "flute", "harp")
-STEPS_PER_EPOCH = 20
+STEPS_PER_EPOCH = 10
 SAFETY = 0.9          # of the remaining budget planned for the last call (epochs vary a little in cost)
 
 
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+PEAK_RSS_MB: dict[str, float] = {}
 
 
-def step(name: str, argv: list, *, env: dict | None = None) -> float:
-    """Run one command; returns its CPU seconds (user + system of it and its children)."""
-    before, start = children_cpu_s(), time.perf_counter()
+def step(name: str, argv: list) -> float:
+    """Run one command; returns its CPU seconds (user + system of it and the children it waited for),
+    from `os.wait4` on its own process, so commands running side by side are counted apart."""
+    start = time.perf_counter()
     print(f"[{name}] {' '.join(map(str, argv))}", flush=True)
-    done = subprocess.run([str(a) for a in argv], cwd=ROOT, env=env, capture_output=True, text=True)
-    cpu = children_cpu_s() - before
-    if done.returncode != 0:
-        sys.exit(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    with open(os.devnull, "w") as devnull, subprocess.Popen([str(a) for a in argv], cwd=ROOT, stdout=devnull,
+                                                            stderr=subprocess.PIPE, text=True) as process:
+        stderr = process.stderr.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    PEAK_RSS_MB[name.split()[0]] = max(PEAK_RSS_MB.get(name.split()[0], 0.0), usage.ru_maxrss / 1024)
+    if process.returncode != 0:
+        sys.exit(f"{name} failed ({process.returncode}):\n{stderr[-3000:]}")
     print(f"[{name}] {cpu:.1f} CPU s, {time.perf_counter() - start:.1f} s wall, load {os.getloadavg()}", flush=True)
     return cpu
 
@@ -88,14 +93,16 @@ def train_with_budget(name: str, shards: Path, config: Path, run_dir: Path, budg
     base = [sys.executable, "orpheus/training.py", "log-mel-spectrogram", "--tfrecords-dir", shards, "--config", config,
             "--steps-per-epoch", STEPS_PER_EPOCH, "--run-dir", run_dir, "--quiet"]
     first = step(f"{name} epoch 1", base + ["--epochs", "1", "--overwrite"])
-    second = step(f"{name} epoch 2", base + ["--epochs", "2", "--resume"])
-    per_epoch, startup = max(1.0, second - first), max(0.0, 2 * first - second)
+    second = step(f"{name} epochs 2..3", base + ["--epochs", "3", "--resume"])
+    # first = startup + 1 epoch, second = startup + 2 epochs (a noisy difference is bounded from below)
+    per_epoch = max(second - first, 0.25 * second)
+    startup = max(0.0, second - 2 * per_epoch)
     left = budget_s - first - second - startup
     extra = max(0, int(SAFETY * left / per_epoch))
     used = first + second
     if extra:
-        used += step(f"{name} epochs 3..{2 + extra}", base + ["--epochs", str(2 + extra), "--resume"])
-    out = {"epochs": 2 + extra, "steps": (2 + extra) * STEPS_PER_EPOCH, "cpu_s": used,
+        used += step(f"{name} epochs 4..{3 + extra}", base + ["--epochs", str(3 + extra), "--resume"])
+    out = {"epochs": 3 + extra, "steps": (3 + extra) * STEPS_PER_EPOCH, "cpu_s": used,
            "cpu_per_epoch_s": per_epoch, "startup_cpu_s": startup}
     record.write_text(json.dumps(out))
     print(f"[{name}] {out}", flush=True)
@@ -129,6 +136,7 @@ def main(argv=None) -> int:
     parser.add_argument("--heldout-s", type=float, default=10.0, help="length of the held-out clips")
     parser.add_argument("--cpu-budget-s", type=float, default=600.0, help="process CPU seconds per trained model")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--train-only", action="store_true", help="stop after training (rerun to evaluate)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = args.work
@@ -143,8 +151,13 @@ def main(argv=None) -> int:
     scratch = {**shipped, "train": {**shipped["train"], "init_from": None, "freeze": []}}
     configs = {"fine-tuned": ROOT / "configs" / "finetune_musicnn.json", "scratch": work / "scratch_musicnn.json"}
     configs["scratch"].write_text(json.dumps(scratch, indent=2))
-    budgets = {name: train_with_budget(name, shards["train"], path, work / "runs" / name, args.cpu_budget_s)
-               for name, path in configs.items()}
+    # The two trainings run side by side: each one's CPU time is its own process's (os.wait4).
+    with ThreadPoolExecutor(len(configs)) as pool:
+        futures = {name: pool.submit(train_with_budget, name, shards["train"], path, work / "runs" / name,
+                                     args.cpu_budget_s) for name, path in configs.items()}
+        budgets = {name: future.result() for name, future in futures.items()}
+    if args.train_only:
+        return 0
 
     shards["heldout"] = prepare(work, "heldout", args.heldout, ["--seed", "1", "--pool", "heldout", "--soundfont",
                                                                 "musescore", "--length-s", args.heldout_s],
@@ -177,9 +190,8 @@ def main(argv=None) -> int:
     for name, budget in budgets.items():
         print(f"{name}: {budget['steps']} steps ({budget['epochs']} epochs of {STEPS_PER_EPOCH}) in "
               f"{budget['cpu_s']:.0f} CPU s (budget {args.cpu_budget_s:.0f})")
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak RSS of a child process {peak_mb:.0f} MB; "
-          f"this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; load {os.getloadavg()}")
+    print(f"peak RSS per command: {', '.join(f'{k} {v:.0f} MB' for k, v in PEAK_RSS_MB.items())}; this process "
+          f"(scoring) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; load {os.getloadavg()}")
     (work / "results.json").write_text(json.dumps({"tags": tags, "models": results, "budgets": budgets}, indent=2))
     return 0
 

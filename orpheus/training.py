@@ -16,6 +16,9 @@ Reproducibility: `keras.utils.set_random_seed(train.seed)` and `enable_op_determ
 of epoch e depends on (seed, e) only, and model, optimizer (its step counter drives the schedule),
 epoch and callback states are checkpointed, so `--resume` ends where an uninterrupted run ends.
 
+Fine-tuning (`--init-from MODEL_OR_RUN_DIR`, `--freeze PART`; config `train.init_from`, `train.freeze`):
+the model starts from a pretrained model or a run directory, with a new output layer; see `orpheus.finetune`.
+
 Mixed precision is a GPU feature: on a machine without a GPU it is ignored with a warning (the run
 stays float32). XLA (`train.xla`) compiles the step on any device.
 """
