@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libportaudio2 libsndfile1 libasound2
+APT_PACKAGES := libportaudio2 libsndfile1 libasound2 fluidsynth timgm6mb-soundfont musescore-general-soundfont-small
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages demo test test-all bench clean

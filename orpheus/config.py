@@ -79,6 +79,8 @@ class TrainConfig:
     mixed_precision: bool = False       # float16 compute (GPU)
     xla: bool = False                   # jit_compile the training step (GPU)
     batch_norm_momentum: float | None = None  # override the model's batch-norm momentum (short runs); None keeps it
+    init_from: str | None = None        # fine-tune: a pretrained model name or a run directory (orpheus.finetune)
+    freeze: tuple[str, ...] = ()        # fine-tune: parts kept fixed, e.g. ["frontend"] or ["body"]
 
     def __post_init__(self) -> None:
         _check_finite(self, "train")
@@ -94,6 +96,7 @@ class TrainConfig:
         _check(self.decay_rate > 0, "train.decay_rate", "must be positive")
         _check(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be at least 0")
         _check(self.reduce_lr_patience >= 0, "train.reduce_lr_patience", "must be at least 0")
+        _check(not self.freeze or self.init_from is not None, "train.freeze", "needs train.init_from (--init-from)")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ Reproducibility: `keras.utils.set_random_seed(train.seed)` and `enable_op_determ
 of epoch e depends on (seed, e) only, and model, optimizer (its step counter drives the schedule),
 epoch and callback states are checkpointed, so `--resume` ends where an uninterrupted run ends.
 
+Fine-tuning (`--init-from MODEL_OR_RUN_DIR`, `--freeze PART`; config `train.init_from`, `train.freeze`):
+the model starts from a pretrained model or a run directory, with a new output layer; see `orpheus.finetune`.
+
 Mixed precision is a GPU feature: on a machine without a GPU it is ignored with a warning (the run
 stays float32). XLA (`train.xla`) compiles the step on any device.
 """
@@ -41,10 +44,10 @@ from typing import Iterator, Sequence
 
 import keras
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
-from orpheus import data_input
+from orpheus import data_input, finetune
+from orpheus.callbacks import BEST_WEIGHTS, MONITOR, make_callbacks
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
@@ -56,8 +59,6 @@ from orpheus.feature_settings import FORMATS
 from orpheus.spec import read_dataset_info
 
 log = logging.getLogger(__name__)
-MONITOR = "val_pr_auc"
-BEST_WEIGHTS = "best.weights.h5"        # in RUN_DIR/checkpoints/: the weights of the best epoch by MONITOR
 
 
 # ------------------------------------------------------------------------------------- strategy
@@ -107,11 +108,13 @@ def check_config(config: Config, fmt: str) -> None:
 
 
 def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: bool,
-                    overwrite: bool) -> RunInfo:
-    """Create (or, with `resume`, check) the run directory; returns its RunInfo.
+                    overwrite: bool, source: finetune.Source | None = None) -> RunInfo:
+    """Create (or, with `resume`, check) the run directory; returns its RunInfo (checked against and
+    adapted to the fine-tuning `source`, if any).
 
-    Everything that can refuse the run (an existing folder, a config the shards cannot take) is
-    checked before the folder is created, so a refused run leaves no stub behind.
+    Everything that can refuse the run (an existing folder, a config the shards cannot take, a source
+    model whose features differ) is checked before the folder is created, so a refused run leaves no
+    stub behind.
     """
     if resume:
         saved = run_dir / "config.json"
@@ -126,6 +129,8 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
                                 "--overwrite to start again")
     run_info = data_input.make_run_info(shard_dir, config)
     check_config(config, run_info.features.format)
+    if source is not None:
+        run_info = finetune.adapt_run_info(run_info, source, config.model.name)
     with writing_to(run_dir):
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -146,113 +151,6 @@ def _model_layers(layer) -> Iterator[keras.layers.Layer]:
         yield from _model_layers(inner)
 
 
-class RunState(keras.callbacks.Callback):
-    """Checkpoints model, optimizer and epoch each epoch (tf.train.CheckpointManager) and the states
-    of its sibling callbacks (callbacks.json); restores them all on resume. Put it last."""
-
-    STATE = {"EarlyStopping": ("wait", "best", "best_epoch"),
-             "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
-             "ModelCheckpoint": ("best",)}
-
-    def __init__(self, directory: Path, model: keras.Model, optimizer, siblings: list) -> None:
-        super().__init__()
-        self.directory, self.siblings = directory, siblings
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        # Keras leaves the random-seed states (dropout) out of a model's checkpoint; resuming needs them.
-        seeds = [v.value for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch, seeds=seeds)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2,
-                                                  checkpoint_name="epoch")
-        self.saved_states: dict = {}
-
-    def restore(self, source: Path | None = None) -> int:
-        """Load the latest checkpoint of `source` (default: this run's checkpoints/), if any;
-        returns the next epoch to run (0 when none)."""
-        source = source or self.directory
-        latest = tf.train.latest_checkpoint(str(source))
-        if latest is None:
-            return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        states = source / "callbacks.json"
-        self.saved_states = json.loads(states.read_text(encoding="utf-8")) if states.is_file() else {}
-        return int(self.epoch.numpy())
-
-    def on_train_begin(self, logs=None) -> None:  # after the siblings have reset themselves
-        for callback in self.siblings:
-            for key, value in self.saved_states.get(type(callback).__name__, {}).items():
-                setattr(callback, key, value)
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        states = {type(cb).__name__: {key: _plain(getattr(cb, key)) for key in self.STATE[type(cb).__name__]}
-                  for cb in self.siblings if type(cb).__name__ in self.STATE}
-        write_json_atomic(self.directory / "callbacks.json", states)
-        self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
-
-
-def _plain(value):
-    return float(value) if hasattr(value, "__float__") else value
-
-
-class TensorBoardLog(keras.callbacks.Callback):
-    """Epoch metrics as TensorBoard scalars in logs/train and logs/validation.
-
-    Written with the core `tf.summary.write` op and the scalars plugin's metadata, because
-    `tf.summary.scalar` (and so Keras's TensorBoard callback) needs the `tensorboard` package.
-    """
-
-    def __init__(self, log_dir: Path) -> None:
-        super().__init__()
-        self.log_dir = log_dir
-        self.writers: dict = {}
-        self.metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        for name, value in (logs or {}).items():
-            split = "validation" if name.startswith("val_") else "train"
-            if split not in self.writers:
-                self.writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
-            with self.writers[split].as_default():
-                tf.summary.write(f"epoch_{name.removeprefix('val_')}", tf.constant(float(value), tf.float32),
-                                 step=epoch, metadata=self.metadata)
-        for writer in self.writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs=None) -> None:
-        for writer in self.writers.values():
-            writer.close()
-        self.writers.clear()
-
-
-class LogLearningRate(keras.callbacks.Callback):
-    """Adds the optimizer's current rate to the epoch logs (CSV and TensorBoard), in both loops."""
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        if logs is not None:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-
-def make_callbacks(run_dir: Path, config: Config, model, optimizer, *, resume: bool) -> tuple[list, RunState]:
-    """The callbacks of both loops, RunState last."""
-    train = config.train
-    checkpoints = run_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    callbacks: list = [LogLearningRate(),
-                       keras.callbacks.ModelCheckpoint(str(checkpoints / BEST_WEIGHTS), monitor=MONITOR,
-                                                       mode="max", save_best_only=True, save_weights_only=True),
-                       TensorBoardLog(run_dir / "logs")]
-    if train.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(MONITOR, mode="max", patience=train.early_stopping_patience))
-    if train.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(MONITOR, mode="max", factor=0.5,
-                                                           patience=train.reduce_lr_patience,
-                                                           min_lr=train.min_learning_rate))
-    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume))
-    state = RunState(checkpoints, model, optimizer, callbacks)
-    return callbacks + [state], state
-
-
 # ---------------------------------------------------------------------------------------- model
 def make_metrics(n_tags: int) -> list:
     """Macro ROC-AUC and PR-AUC over the tags; `num_labels` creates their variables now, in the scope
@@ -262,8 +160,9 @@ def make_metrics(n_tags: int) -> list:
 
 
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
-                         mixed_precision: bool):
-    """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`."""
+                         mixed_precision: bool, source: finetune.Source | None = None):
+    """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`.
+    With a fine-tuning `source`, the model starts from its weights (`orpheus.finetune.initialise`)."""
     check_config(config, run_info.features.format)
     bins = run_info.features.n_bins
     input_shape = (run_info.window_frames,) + ((bins,) if bins else ())
@@ -278,6 +177,8 @@ def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int
         for layer in _model_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = train.batch_norm_momentum
+    if source is not None:  # before the optimizer: it tracks the trainable (unfrozen) weights only
+        finetune.initialise(model, source, run_info.tags, config.model.name, train.freeze)
     # A plain rate (constant schedule) stays settable by ReduceLROnPlateau.
     rate = train.learning_rate if train.schedule == "constant" else make_schedule(train, steps_per_epoch, epochs)
     optimizer = keras.optimizers.Adam(learning_rate=rate)
@@ -392,12 +293,14 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
     train_config = config.train
     keras.utils.set_random_seed(train_config.seed)
     tf.config.experimental.enable_op_determinism()
+    source = finetune.load_source(train_config.init_from) if train_config.init_from else None
     strategy = strategy or choose_strategy(cuda)
     chief = is_chief(strategy)
     with contextlib.ExitStack() as stack:
         if not chief:  # other workers write into a scratch folder (they must still save, in step)
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orpheus-worker-")))
-        run_info = prepare_run_dir(run_dir, shard_dir, config, resume=resume and chief, overwrite=overwrite)
+        run_info = prepare_run_dir(run_dir, shard_dir, config, resume=resume and chief, overwrite=overwrite,
+                                   source=source)
         if resume and not chief:  # resume from the chief's run directory (a shared filesystem)
             run_info = read_run_info(requested)
         steps = steps_per_epoch or data_input.steps_per_epoch(info, train_config.batch_size)
@@ -407,7 +310,8 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
             mixed = False
         try:
             with strategy.scope():
-                model, optimizer = build_training_model(config, run_info, steps, epochs, mixed_precision=mixed)
+                model, optimizer = build_training_model(config, run_info, steps, epochs, mixed_precision=mixed,
+                                                        source=source)
                 callbacks, state = make_callbacks(run_dir, config, model, optimizer, resume=resume)
                 start_epoch = state.restore(requested / "checkpoints") if resume else 0
         except BaseException:
@@ -480,6 +384,8 @@ EPILOG = """examples:
       --config configs/urop2019_log_mel.json --epochs 40 --run-dir runs/pons-log-mel --resume
   python -m orpheus.training waveform --tfrecords-dir data/tfrecords-waveform \\
       --config configs/urop2019_waveform.json --epochs 20 --loop custom --cuda 0 1
+  python -m orpheus.training log-mel-spectrogram --tfrecords-dir data/tfrecords-musicnn \
+      --config configs/finetune_musicnn.json --epochs 10 --init-from MTT_musicnn --freeze frontend
 multi-worker: set TF_CONFIG in each worker's environment and run the same command on each."""
 
 
@@ -497,13 +403,21 @@ def build_parser():
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of --run-dir")
     parser.add_argument("--cuda", type=int, nargs="+", default=None, help="GPU indices (default: all GPUs)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: train.seed of the config)")
+    parser.add_argument("--init-from", default=None, metavar="MODEL_OR_RUN_DIR",
+                        help="fine-tune: start from a pretrained model (MSD_musicnn, MTT_musicnn, MSD_vgg, MTT_vgg) "
+                             "or a run directory; the output layer is rebuilt for the new tags "
+                             "(default: train.init_from of the config)")
+    parser.add_argument("--freeze", nargs="+", default=None, metavar="PART",
+                        help="fine-tune: parts kept fixed (default: train.freeze of the config); "
+                             f"{finetune.parts_help()}")
     add_common_args(parser, overwrite=True)
     return parser
 
 
 def run(args) -> int:
     config = load_config(args.config)
-    overrides = {k: v for k, v in (("loop", args.loop), ("seed", args.seed)) if v is not None}
+    overrides = {k: v for k, v in (("loop", args.loop), ("seed", args.seed), ("init_from", args.init_from),
+                                   ("freeze", args.freeze and tuple(args.freeze))) if v is not None}
     if overrides:
         config = config.replace(train=overrides)
     run_dir = args.run_dir or Path("runs") / args.config.stem

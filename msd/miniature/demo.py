@@ -1,6 +1,6 @@
 """The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
 
-    python -m msd.demo [--dataset msd|mtt|fma|jamendo] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+    python -m msd.demo [--dataset msd|mtt|fma|jamendo|rendered] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
 
 Every stage runs for real, as the same command a user would type (so the demo also checks the
 documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
@@ -11,7 +11,9 @@ files, written atomically), so an interrupted demo resumes.
 
 With `--dataset mtt`, `fma` or `jamendo` the corpus is a miniature MagnaTagATune, FMA or MTG-Jamendo in
 those datasets' real formats, cleaned by `msd.mtt` / `msd.fma` / `msd.jamendo` and split by the dataset's
-own split file.
+own split file. With `--dataset rendered` it is MIDI pieces rendered with FluidSynth (`msd.rendered`,
+instrument families as tags), converted by `msd.labels`, and the model is MTT_musicnn fine-tuned
+(configs/finetune_musicnn.json).
 
 Outputs under WORKDIR: corpus/ (the generated raw files), clean/ (CSV + tag databases), shards/,
 runs/demo/, report/ (metrics and plots), predictions/.
@@ -44,6 +46,7 @@ from orpheus.errors import OrpheusError  # noqa: E402
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = data_file("demo.json")     # package data: the demo needs no checkout
+FINETUNE_CONFIG = data_file("finetune_musicnn.json")   # musicnn preset, from MTT_musicnn (= configs/finetune_musicnn.json)
 PRETRAINED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 N_PREDICT_TRACKS = 4
 DEMO_EPOCHS = 12
@@ -87,6 +90,8 @@ class Corpus:
     audio_root:  folder the CSV's mp3_path is relative to.
     split_args:  preprocessing's split options (an artist-hash split or the dataset's own split file).
     truth:       track id -> the tags the generator rendered the audio from.
+    features / config: preprocessing's feature options and the training config (the rendered corpus
+                 fine-tunes MTT_musicnn, so it needs the musicnn preset).
     """
     stages: list[Stage]
     csv: Path
@@ -94,6 +99,8 @@ class Corpus:
     audio_root: Path
     split_args: list[str]
     truth: Callable[[], dict[str, list[str]]]
+    features: tuple[str, ...] = ()
+    config: Path = DEMO_CONFIG
 
 
 def module_command(module: str, *args: str | Path) -> list[str]:
@@ -176,7 +183,26 @@ def jamendo_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
                   ["--split-file", str(p.clean / "split.csv")], truth)
 
 
-CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus, "jamendo": jamendo_corpus}
+def rendered_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
+    """MIDI pieces rendered with FluidSynth, instrument families as tags (`msd.rendered` + `msd.labels`)."""
+    labels = p.raw / "labels.csv"
+    stages = [
+        Stage("render MIDI pieces with FluidSynth", module_command(
+            "msd.rendered", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs), labels),
+        Stage("msd.labels: labels.csv -> the cleaning stage's outputs", module_command(
+            "msd.labels", p.clean, "--labels", labels, "--root-dir", p.raw, "--split", "70", "10", "20"),
+            p.clean / "split.csv"),
+    ]
+
+    def truth() -> dict[str, list[str]]:
+        with open(labels, newline="", encoding="utf-8") as f:
+            return {row["file"]: row["tags"].split(";") for row in csv.DictReader(f)}
+    return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw,
+                  ["--split-file", str(p.clean / "split.csv")], truth, ("--preset", "musicnn"), FINETUNE_CONFIG)
+
+
+CORPORA = {"msd": msd_corpus, "mtt": mtt_corpus, "fma": fma_corpus, "jamendo": jamendo_corpus,
+           "rendered": rendered_corpus}
 
 
 def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: int, jobs: int) -> list[Stage]:
@@ -186,9 +212,9 @@ def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: 
         Stage("preprocessing: log-mel TFRecord shards", module_command(
             "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", corpus.csv,
             "--tag-path", corpus.tags, "--root-dir", corpus.audio_root, "--sr", "16000", "--mels", "96",
-            "--num-files", "10", *corpus.split_args, "--jobs", str(jobs)), p.shards / "dataset.json"),
+            "--num-files", "10", *corpus.features, *corpus.split_args, "--jobs", str(jobs)), p.shards / "dataset.json"),
         Stage("training", module_command(
-            "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", DEMO_CONFIG,
+            "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", corpus.config,
             "--run-dir", p.run, *train_args), p.run / "model.keras"),
         Stage("test_model.py test: evaluate on the test split", module_command(
             "orpheus.test_model", "test", "--run-dir", p.run, "--tfrecords-dir", p.shards, "--split", "test",
@@ -353,7 +379,9 @@ def build_parser():
         "  python -m msd.demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
         "  python -m msd.demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
         "  python -m msd.demo --no-pretrained      # skip the musicnn comparison\n"
-        "  python -m msd.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead")
+        "  python -m msd.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead\n"
+        "  python -m msd.demo --dataset rendered --tracks 100 --workdir demo_rendered   # FluidSynth renders,\n"
+        "                                           # instrument tags, fine-tuned from MTT_musicnn")
     parser.add_argument("--dataset", choices=sorted(CORPORA), default="msd",
                         help="which dataset's formats the generated corpus takes")
     parser.add_argument("--workdir", type=Path, default=Path("demo_work"), help="folder for every output")

@@ -1,0 +1,200 @@
+"""Fine-tuning on your own labels: zero-shot MTT_musicnn vs MTT_musicnn fine-tuned vs musicnn from scratch.
+
+    python bench/finetune.py [--work bench_work/finetune] [--clips 300] [--heldout 110] [--heldout-s 10]
+                             [--cpu-budget-s 600]
+
+One run, the real commands end to end:
+1. render the training corpus (`msd.rendered`, seed 0, main pool, TimGM6mb) and a held-out corpus of other
+   pieces (seed 1, heldout pool, the other SoundFont: MuseScore General; 10 s clips by default, as the
+   MuseScore SoundFont renders slowly), both resumable;
+2. `msd.labels` -> ultimate.csv, clean_tags.db, split.csv (training corpus: 90/10 train/valid by piece;
+   held-out: all test), then `tfrecords.preprocessing` with the musicnn preset (16 kHz, 96 mels);
+3. train two models on the same shards with the same budget of process CPU time (the training
+   processes' user + system seconds, startup included; the machine is shared, so wall time is longer):
+   `configs/finetune_musicnn.json` (from MTT_musicnn, front end frozen) and the same config from scratch.
+   A budget is spent in three `orpheus/training.py` calls (1 epoch, +2 epochs, then as many epochs as the
+   measured cost per epoch leaves room for, with `--resume`);
+4. score every held-out clip (mean over its 3 s windows) with the two trained models and with MTT_musicnn
+   as it ships (its outputs for the same-named MagnaTagATune tags), and print per-tag and macro ROC-AUC.
+
+Prints the load average, CPU seconds and peak RSS of each step; writes WORK/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MTT_INSTRUMENTS = ("piano", "harpsichord", "guitar", "violin", "cello", "strings", "harp", "flute", "sitar",
+                   "synth", "choir", "drums")
+REVIEW_TAGS = ("drums", "guitar", "piano", "strings", "synth", "choir", "flute", "harp")
+STEPS_PER_EPOCH = 10
+SAFETY = 0.9          # of the remaining budget planned for the last call (epochs vary a little in cost)
+
+
+PEAK_RSS_MB: dict[str, float] = {}
+
+
+def step(name: str, argv: list) -> float:
+    """Run one command; returns its CPU seconds (user + system of it and the children it waited for),
+    from `os.wait4` on its own process, so commands running side by side are counted apart."""
+    start = time.perf_counter()
+    print(f"[{name}] {' '.join(map(str, argv))}", flush=True)
+    with open(os.devnull, "w") as devnull, subprocess.Popen([str(a) for a in argv], cwd=ROOT, stdout=devnull,
+                                                            stderr=subprocess.PIPE, text=True) as process:
+        stderr = process.stderr.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    PEAK_RSS_MB[name.split()[0]] = max(PEAK_RSS_MB.get(name.split()[0], 0.0), usage.ru_maxrss / 1024)
+    if process.returncode != 0:
+        sys.exit(f"{name} failed ({process.returncode}):\n{stderr[-3000:]}")
+    print(f"[{name}] {cpu:.1f} CPU s, {time.perf_counter() - start:.1f} s wall, load {os.getloadavg()}", flush=True)
+    return cpu
+
+
+def module(name: str, *args) -> list:
+    return [sys.executable, "-m", name, *args]
+
+
+def prepare(work: Path, name: str, clip_count: int, extra: list, split: list, jobs: int) -> Path:
+    """Render, convert and preprocess one corpus; returns its shard folder."""
+    corpus, clean, shard_dir = work / f"{name}-corpus", work / f"{name}-clean", work / f"{name}-shards"
+    step(f"render {name}", module("msd.rendered", corpus, "--clips", clip_count, *extra, "--jobs", jobs, "--quiet"))
+    if not (clean / "split.csv").is_file():
+        step(f"labels {name}", module("msd.labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus,
+                                      "--split", *split, "--quiet"))
+    if not (shard_dir / "dataset.json").is_file():
+        step(f"preprocess {name}", module(
+            "tfrecords.preprocessing", "log-mel-spectrogram", shard_dir, "--csv-path", clean / "ultimate.csv",
+            "--tag-path", clean / "clean_tags.db", "--root-dir", corpus, "--preset", "musicnn", "--sr", "16000",
+            "--mels", "96", "--split-file", clean / "split.csv", "--num-files", "4", "--min-length-s", "5",
+            "--jobs", jobs, "--quiet"))
+    return shard_dir
+
+
+def train_with_budget(name: str, shards: Path, config: Path, run_dir: Path, budget_s: float) -> dict:
+    """Train within `budget_s` CPU seconds over three calls (see the module docstring)."""
+    record = run_dir.parent / f"{run_dir.name}.budget.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    base = [sys.executable, "orpheus/training.py", "log-mel-spectrogram", "--tfrecords-dir", shards, "--config", config,
+            "--steps-per-epoch", STEPS_PER_EPOCH, "--run-dir", run_dir, "--quiet"]
+    first = step(f"{name} epoch 1", base + ["--epochs", "1", "--overwrite"])
+    second = step(f"{name} epochs 2..3", base + ["--epochs", "3", "--resume"])
+    # first = startup + 1 epoch, second = startup + 2 epochs (a noisy difference is bounded from below)
+    per_epoch = max(second - first, 0.25 * second)
+    startup = max(0.0, second - 2 * per_epoch)
+    left = budget_s - first - second - startup
+    extra = max(0, int(SAFETY * left / per_epoch))
+    used = first + second
+    if extra:
+        used += step(f"{name} epochs 4..{3 + extra}", base + ["--epochs", str(3 + extra), "--resume"])
+    out = {"epochs": 3 + extra, "steps": (3 + extra) * STEPS_PER_EPOCH, "cpu_s": used,
+           "cpu_per_epoch_s": per_epoch, "startup_cpu_s": startup}
+    record.write_text(json.dumps(out))
+    print(f"[{name}] {out}", flush=True)
+    return out
+
+
+def score_heldout(run_dir: Path, shards: Path, tags: tuple[str, ...]) -> tuple:
+    """(labels [n_tracks, n_tags], scores [n_tracks, n_tags]) of the held-out test split, by tag name."""
+    import keras
+    import numpy as np
+
+    from orpheus.data_input import make_track_windows
+    from orpheus.rundir import read_run_info
+    info = read_run_info(run_dir)
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    columns = [info.tags.index(t) for t in tags]
+    view = dataclasses.replace(info, tags=tags)      # windows and labels of the held-out tags
+    labels, scores = [], []
+    for _, windows, label in make_track_windows(shards, "test", view):
+        probabilities = model.predict_on_batch(windows)
+        scores.append(np.asarray(probabilities)[:, columns].mean(axis=0))
+        labels.append(label.numpy())
+    return np.array(labels), np.array(scores)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "bench_work" / "finetune")
+    parser.add_argument("--clips", type=int, default=300)
+    parser.add_argument("--heldout", type=int, default=110)
+    parser.add_argument("--heldout-s", type=float, default=10.0, help="length of the held-out clips")
+    parser.add_argument("--cpu-budget-s", type=float, default=600.0, help="process CPU seconds per trained model")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--train-only", action="store_true", help="stop after training (rerun to evaluate)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
+    shards = {"train": prepare(work, "train", args.clips, ["--seed", "0", "--pool", "main", "--soundfont", "timgm6mb"],
+                               ["90", "10", "0"], args.jobs)}
+    # converted once and cached (as every use of a pretrained model does), outside the training budget
+    step("convert MTT_musicnn", module("orpheus.pretrained", "convert", "MTT_musicnn", "--quiet"))
+
+    shipped = json.loads((ROOT / "configs" / "finetune_musicnn.json").read_text())
+    scratch = {**shipped, "train": {**shipped["train"], "init_from": None, "freeze": []}}
+    configs = {"fine-tuned": ROOT / "configs" / "finetune_musicnn.json", "scratch": work / "scratch_musicnn.json"}
+    configs["scratch"].write_text(json.dumps(scratch, indent=2))
+    # The two trainings run side by side: each one's CPU time is its own process's (os.wait4).
+    with ThreadPoolExecutor(len(configs)) as pool:
+        futures = {name: pool.submit(train_with_budget, name, shards["train"], path, work / "runs" / name,
+                                     args.cpu_budget_s) for name, path in configs.items()}
+        budgets = {name: future.result() for name, future in futures.items()}
+    if args.train_only:
+        return 0
+
+    shards["heldout"] = prepare(work, "heldout", args.heldout, ["--seed", "1", "--pool", "heldout", "--soundfont",
+                                                                "musescore", "--length-s", args.heldout_s],
+                                ["0", "0", "100"], args.jobs)
+    from orpheus.evaluation import per_tag_scores
+    from orpheus.pretrained import pretrained_run_dir
+    from orpheus.spec import read_dataset_info
+    held_tags = read_dataset_info(shards["heldout"]).tags
+    train_tags = read_dataset_info(shards["train"]).tags
+    tags = tuple(t for t in MTT_INSTRUMENTS if t in held_tags and t in train_tags)
+    models = {"zero-shot MTT_musicnn": pretrained_run_dir("MTT_musicnn"),
+              "MTT_musicnn fine-tuned": work / "runs" / "fine-tuned", "musicnn from scratch": work / "runs" / "scratch"}
+    results = {}
+    for name, run_dir in models.items():
+        labels, scores = score_heldout(run_dir, shards["heldout"], tags)
+        per_tag = {s.tag: s.roc_auc for s in per_tag_scores(labels, scores, tags)}
+        valid = [v for v in per_tag.values() if not math.isnan(v)]
+        review = [per_tag[t] for t in REVIEW_TAGS if t in per_tag and not math.isnan(per_tag[t])]
+        results[name] = {"per_tag": per_tag, "macro": sum(valid) / len(valid),
+                         "macro_review_tags": sum(review) / len(review), "positives": labels.sum(axis=0).tolist()}
+    width = max(map(len, models))
+    print(f"\nheld-out ROC-AUC ({labels.shape[0]} clips of {args.heldout_s:g} s, other pieces, MuseScore General "
+          f"SoundFont; trained on {args.clips} clips of 30 s)")
+    print(f"{'tag':12s} {'positives':>9s} " + " ".join(f"{n:>{width}s}" for n in models))
+    for i, tag in enumerate(tags):
+        print(f"{tag:12s} {int(labels[:, i].sum()):9d} " + " ".join(
+            f"{results[n]['per_tag'][tag]:>{width}.3f}" for n in models))
+    print(f"{'macro':12s} {'':9s} " + " ".join(f"{results[n]['macro']:>{width}.3f}" for n in models))
+    print(f"{'macro (8)':12s} {'':9s} " + " ".join(f"{results[n]['macro_review_tags']:>{width}.3f}" for n in models))
+    for name, budget in budgets.items():
+        print(f"{name}: {budget['steps']} steps ({budget['epochs']} epochs of {STEPS_PER_EPOCH}) in "
+              f"{budget['cpu_s']:.0f} CPU s (budget {args.cpu_budget_s:.0f})")
+    print(f"peak RSS per command: {', '.join(f'{k} {v:.0f} MB' for k, v in PEAK_RSS_MB.items())}; this process "
+          f"(scoring) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; load {os.getloadavg()}")
+    (work / "results.json").write_text(json.dumps({"tags": tags, "models": results, "budgets": budgets}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

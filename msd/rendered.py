@@ -1,0 +1,9 @@
+"""`python -m msd.rendered`: the rendered corpus (it lives in `msd.miniature.rendered`; this name is the documented command)."""
+
+import sys
+
+from msd.miniature.rendered import *  # noqa: F401,F403
+from msd.miniature.rendered import main
+
+if __name__ == "__main__":
+    sys.exit(main())
