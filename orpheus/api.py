@@ -136,7 +136,8 @@ class Tagger:
         window_s, hop_s: seconds per window and between window starts; default the model's window, no overlap.
         aggregate: "mean" or "max" of the window probabilities per tag.
         embeddings: also return the "embedding" layer's output per window.
-        batch_size: windows per model call.
+        batch_size: windows per model call (default `orpheus.tagging.DEFAULT_BATCH_SIZE`, sized for memory).
+        precision: "exact" (TensorFlow, float32) or "fast" (see `predict --precision`).
         jobs: worker processes that decode files (1: decode in this process).
 
     Raises:
@@ -145,12 +146,13 @@ class Tagger:
 
     def __init__(self, model: str | None = None, *, run_dir: PathLike | None = None, window_s: float | None = None,
                  hop_s: float | None = None, aggregate: str = "mean", embeddings: bool = False,
-                 batch_size: int = 64, jobs: int = 1) -> None:
+                 batch_size: int | None = None, jobs: int = 1, precision: str = "exact") -> None:
         from orpheus import tagging
         self.run_dir, self.name = resolve_model(model, run_dir)
         self.jobs = jobs
         self.core = tagging.Tagger(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
-                                   batch_size=batch_size, embeddings=embeddings)
+                                   batch_size=batch_size or tagging.DEFAULT_BATCH_SIZE, embeddings=embeddings,
+                                   precision=precision)
         self._identity: ModelIdentity | None = None
 
     @property
@@ -206,7 +208,7 @@ def tag(paths: PathLike | Sequence[PathLike], model: str | None = None, *, run_d
         threshold: float | None = None, top: int | None = None, **options) -> list[TagResult]:
     """Tag audio files with a pretrained model (default `MSD_musicnn`) or a run directory.
 
-    `options` are those of `Tagger` (window_s, hop_s, aggregate, embeddings, batch_size, jobs).
+    `options` are those of `Tagger` (window_s, hop_s, aggregate, embeddings, batch_size, jobs, precision).
     Returns one `TagResult` per file, in input order (a folder: its audio files, sorted).
     """
     return Tagger(model, run_dir=run_dir, **options).tag(paths, threshold=threshold, top=top)

@@ -264,12 +264,12 @@ def _record(result, tagger, identity, settings: dict[str, Any], options: Library
 
 
 def run_predict_library(files: Sequence[str | os.PathLike], options: LibraryOptions, *, run_dir: str | None,
-                        model: str, window_s: float | None, hop_s: float | None, aggregate: str, batch_size: int,
-                        jobs: int, quiet: bool, **tag_kwargs) -> int:
+                        model: str, window_s: float | None, hop_s: float | None, aggregate: str, batch_size: int | None,
+                        jobs: int, quiet: bool, precision: str = "exact", **tag_kwargs) -> int:
     """`predict --output` / `--write-tags`: load the model, run the library; 1 when some file failed, else 0."""
     from orpheus.api import Tagger
     tagger = Tagger(None if run_dir is not None else model, run_dir=run_dir, window_s=window_s, hop_s=hop_s,
-                    aggregate=aggregate, batch_size=batch_size, jobs=jobs)
-    options.settings = {"window_s": window_s, "hop_s": hop_s, "aggregate": aggregate}
+                    aggregate=aggregate, batch_size=batch_size, jobs=jobs, precision=precision)
+    options.settings = {"window_s": window_s, "hop_s": hop_s, "aggregate": aggregate, "precision": precision}
     summary = run_library(tagger, files, options, quiet=quiet, **tag_kwargs)
     return 1 if summary.failed else 0

@@ -93,6 +93,8 @@ def write_outputs(results: list, tagger, *, fmt: str, threshold: float | None, t
             if result.error is not None:
                 stream.write(f"  ERROR: {result.error}\n\n")
                 continue
+            for warning in result.warnings:
+                stream.write(f"  warning: {warning}\n")
             pairs = ranked_tags(tags, result.scores, threshold=threshold, top=top)
             width = max([len(t) for t, _ in pairs] + [3])
             for tag, p in pairs:
@@ -134,15 +136,15 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
                 save_recording: str | None = None,
                 window_s: float | None = None, hop_s: float | None = None, threshold: float | None = None,
                 top: int | None = None, fmt: str = "table", aggregate: str = "mean", taggram: str | None = None,
-                embeddings: str | None = None, jobs: int = 1, batch_size: int = 64, overwrite: bool = False,
+                embeddings: str | None = None, jobs: int = 1, batch_size: int | None = None, overwrite: bool = False,
                 quiet: bool = False, stream: TextIO | None = None, stream_threshold_s: float | None = None,
-                output: str | None = None, write_tags: bool = False, write_genre: bool = False,
-                dry_run: bool = False) -> int:
+                precision: str = "exact", output: str | None = None, write_tags: bool = False,
+                write_genre: bool = False, dry_run: bool = False) -> int:
     """Tag files or a recording and print the results; returns 1 when some file failed, else 0.
 
     With `output` (a JSON-lines log) or `write_tags`, runs `orpheus.library_run` instead (resumable).
     """
-    from orpheus.tagging import STREAM_THRESHOLD_S, Tagger, list_audio_files, plot_taggram
+    from orpheus.tagging import DEFAULT_BATCH_SIZE, STREAM_THRESHOLD_S, Tagger, list_audio_files, plot_taggram
     stream = stream or sys.stdout
     if (mp3 is None) == (not record):
         raise ConfigError("give exactly one of --mp3 FILE_OR_DIR and --record")
@@ -157,14 +159,15 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if output is not None or write_tags or write_genre or dry_run:  # library-scale run (orpheus.library_run)
         return _predict_library(files, run_dir=run_dir, model=model, window_s=window_s, hop_s=hop_s,
                                 aggregate=aggregate, batch_size=batch_size, jobs=jobs, quiet=quiet,
-                                threshold=threshold, top=top, output=output, write_tags=write_tags,
+                                precision=precision, threshold=threshold, top=top, output=output, write_tags=write_tags,
                                 write_genre=write_genre, dry_run=dry_run, record=record, taggram=taggram,
                                 embeddings=embeddings, stream_threshold_s=stream_threshold_s or STREAM_THRESHOLD_S)
     if record:  # fail fast, before loading the model, when there is nothing to record from
         from orpheus.recording import input_device
         input_device()
     tagger = Tagger(resolve_run_dir(run_dir, model), window_s=window_s, hop_s=hop_s, aggregate=aggregate,
-                    batch_size=batch_size, embeddings=embeddings is not None)
+                    batch_size=batch_size or DEFAULT_BATCH_SIZE, embeddings=embeddings is not None,
+                    precision=precision)
     if record:
         from orpheus.recording import record as record_audio
         from orpheus.recording import save_recording as save_wav
@@ -178,6 +181,9 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     failed = [r for r in results if r.error is not None]
     for r in failed:
         print(f"test_model.py: error: {r.error}", file=sys.stderr)
+    for r in results:
+        for warning in r.warnings:
+            log.warning("%s: %s", r.file, warning)
     write_outputs(results, tagger, fmt=fmt, threshold=threshold, top=top, taggram=taggram, stream=stream)
     if taggram is not None:
         window_s_used = tagger.window_frames / tagger.frames_per_second
@@ -221,21 +227,22 @@ def merge_groups_of(run_dir: Path) -> tuple[tuple[str, ...], ...]:
 
 
 def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str | None = None,
-             threshold: float = 0.5, map_method: str = "pca", batch_size: int = 64, overwrite: bool = False,
-             quiet: bool = False) -> dict:
+             threshold: float = 0.5, map_method: str = "pca", batch_size: int | None = None, overwrite: bool = False,
+             quiet: bool = False, precision: str = "exact") -> dict:
     """Evaluate every window of every track of `split`; write the report; return the metrics dict."""
     from tqdm import tqdm
 
     from orpheus.data_input import make_track_windows
     from orpheus.evaluation import tag_kernel, write_report
     from orpheus.spec import read_dataset_info
-    from orpheus.tagging import Tagger
+    from orpheus.tagging import DEFAULT_BATCH_SIZE, Tagger
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
     run_path = require_dir(run_dir, "--run-dir run")
     shard_dir = require_dir(tfrecords_dir, "--tfrecords-dir shard")
     out_dir = Path(out) if out is not None else run_path / f"report-{split}"
     check_output(out_dir / "metrics.json", overwrite)
     dataset_info = read_dataset_info(shard_dir)
-    tagger = Tagger(run_path, batch_size=batch_size)
+    tagger = Tagger(run_path, batch_size=batch_size, precision=precision)
     tracks = make_track_windows(shard_dir, split, tagger.info, merge_tags=merge_groups_of(run_path))
     tids, labels, scores = [], [], []
     pending: list[np.ndarray] = []  # windows of tracks not yet run, batched across tracks
@@ -315,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "numbered beside PNG for several files); adds the taggram to json output")
     predict.add_argument("--embeddings", metavar="OUT.npy", help='the "embedding" layer per window, float32 '
                          "[n_windows, dim] in file order (+ OUT.npy.index.csv)")
-    predict.add_argument("--batch-size", type=int, default=64, help="windows per model call")
+    add_model_args(predict)
     library = predict.add_argument_group("library runs (resumable; see orpheus/library_run.py)")
     library.add_argument("--output", metavar="OUT.jsonl", help="append one JSON record per file (all tags "
                          "unless --top/--threshold) to this log instead of printing; a rerun skips files recorded with the same path, size, mtime, "
@@ -340,10 +347,21 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--threshold", type=float, default=0.5, help="for per-tag accuracy and recall")
     test.add_argument("--tag-map", dest="map_method", choices=("pca", "tsne"), default="pca",
                       help="projection of the output layer's tag vectors")
-    test.add_argument("--batch-size", type=int, default=64, help="windows per model call")
+    add_model_args(test)
     add_common_args(test, overwrite=True)
     test.set_defaults(func=_test_command)
     return parser
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--batch-size and --precision, shared by predict and test."""
+    from orpheus.tagging import DEFAULT_BATCH_SIZE
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="windows per model call; larger is a little faster but peaks higher "
+                             "(MSD_musicnn: 8 -> under 1 GB, 64 -> about 2.2 GB)")
+    parser.add_argument("--precision", choices=("exact", "fast"), default="exact",
+                        help="exact: TensorFlow float32; fast: OpenVINO compiled for this CPU (bf16 with "
+                             "AMX, else float32; within 1e-3 of exact), exact when OpenVINO is missing")
 
 
 def _predict_command(args: argparse.Namespace) -> int:
@@ -352,14 +370,14 @@ def _predict_command(args: argparse.Namespace) -> int:
                        window_s=args.window_s, hop_s=args.hop_s, threshold=args.threshold, top=args.top,
                        fmt=args.fmt, aggregate=args.aggregate, taggram=args.taggram, embeddings=args.embeddings,
                        jobs=args.jobs, batch_size=args.batch_size, overwrite=args.overwrite, quiet=args.quiet,
-                       output=args.output, write_tags=args.write_tags, write_genre=args.write_genre,
-                       dry_run=args.dry_run)
+                       precision=args.precision, output=args.output, write_tags=args.write_tags,
+                       write_genre=args.write_genre, dry_run=args.dry_run)
 
 
 def _test_command(args: argparse.Namespace) -> int:
     metrics = run_test(run_dir=args.run_dir, tfrecords_dir=args.tfrecords_dir, split=args.split, out=args.out,
                        threshold=args.threshold, map_method=args.map_method, batch_size=args.batch_size,
-                       overwrite=args.overwrite, quiet=args.quiet)
+                       overwrite=args.overwrite, quiet=args.quiet, precision=args.precision)
     print(format_summary(metrics))
     return 0
 
