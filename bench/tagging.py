@@ -4,7 +4,8 @@ Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo
 ../shared/audio clips or, without them, synthesised):
   reference   musicnn's recipe, one track at a time: librosa.load(sr=16000), librosa mel (n_fft 512,
               hop 256, 96 mels), log10(10000 x + 1), 3 s windows, the same MSD_musicnn weights in ONE
-              tf.function (compiled once, batch axis free), one call per track
+              tf.function (compiled once, batch axis free), one call per track; timed like predict,
+              from model load to the last result
   floor       the same windows through the same compiled model, decoding and features excluded
   predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
   memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
@@ -152,10 +153,12 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
     watcher = PeakWatcher()
     scores = {}
     if kind in ("reference", "floor"):
+        start = time.perf_counter()  # the reference, like predict, counts its model load and trace
         info, forward = compiled_reference(run_dir)
-        windows = {f: reference_windows(f, info.window_frames) for f in files} if kind == "floor" else {}
-        forward(np.zeros((1, info.window_frames, 96), np.float32))  # trace once, outside the timing
-        start = time.perf_counter()
+        forward(np.zeros((1, info.window_frames, 96), np.float32))
+        if kind == "floor":  # the floor counts the forward passes only
+            windows = {f: reference_windows(f, info.window_frames) for f in files}
+            start = time.perf_counter()
         for f in files:
             w = windows[f] if kind == "floor" else reference_windows(f, info.window_frames)
             scores[f] = np.asarray(forward(w)).mean(axis=0).tolist()
