@@ -1,14 +1,19 @@
-"""Benchmark `test_model.py predict --mp3 DIR` against the musicnn recipe run one track at a time.
+"""Benchmark `test_model.py predict` against musicnn's recipe with its model compiled once.
 
-(a) reference: for each file, librosa.load at 16 kHz, librosa mel (n_fft 512, hop 256, 96 mels),
-    log10(10000 x + 1), consecutive 3 s windows (the last aligned to the end), one model call per track.
-(b) orpheus: `run_predict(mp3=DIR, jobs=N)` in this process, timed from model load to the last
-    result (process pool for decoding + features, batched inference across tracks).
-Both use the same converted MSD_musicnn model (or --run-dir). Prints tracks/s, the speed ratio
-and the max absolute difference of the per-track probabilities (targets: >= 3x, < 0.01).
+Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo mp3s, made from
+../shared/audio clips or, without them, synthesised):
+  reference   musicnn's recipe, one track at a time: librosa.load(sr=16000), librosa mel (n_fft 512,
+              hop 256, 96 mels), log10(10000 x + 1), 3 s windows, the same MSD_musicnn weights in ONE
+              tf.function (compiled once, batch axis free), one call per track; timed like predict,
+              from model load to the last result
+  floor       the same windows through the same compiled model, decoding and features excluded
+  predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
+  memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
+Printed per row: tracks/s, ratio to the reference, peak RSS of the main process and of the largest
+worker (VmHWM, polled), and the max |p - p_reference| of the track scores.
 
-    python bench/tagging.py                         # the shared clips, 2 worker processes
-    python bench/tagging.py --generated 20          # plus 20 generated 30 s mp3s
+    python bench/tagging.py                          # 20 files, all rows but the big memory rows
+    python bench/tagging.py --files 190 --memory     # + 10/200/1000 files and a 60-minute file
 """
 
 import os
@@ -23,7 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -32,106 +40,215 @@ import numpy as np  # noqa: E402
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "audio" / "clips"
 
 
-def cpu_s() -> float:
-    """CPU seconds used so far by this process and its finished children (the pool's workers)."""
-    import resource
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+# ---------------------------------------------------------------- inputs
+
+def synth(seconds: float, rate: int, rng) -> np.ndarray:
+    """Chords with a beat over noise, mono float32: music-like enough to tag when no clip is around."""
+    t = np.arange(int(seconds * rate)) / rate
+    root = 110 * 2 ** (rng.integers(0, 12) / 12)
+    chord = sum(np.sin(2 * np.pi * root * k * t) for k in (1, 1.26, 1.5, 2))
+    beat = (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > 0.7) * rng.normal(size=t.size)
+    return (0.15 * chord + 0.2 * beat + 0.02 * rng.normal(size=t.size)).astype(np.float32) / 1.5
 
 
-def reference_tags(files, run_dir):
-    """The musicnn recipe, one track at a time; returns ({file: probabilities [n_tags]}, seconds)."""
-    import keras
-    import librosa
-
-    import orpheus.models  # noqa: F401  (custom layers)
-    from orpheus.rundir import read_run_info
-    start = time.perf_counter()
-    info = read_run_info(run_dir)
-    model = keras.saving.load_model(str(Path(run_dir) / "model.keras"), compile=False)
-    width = info.window_frames
-    out = {}
-    for path in files:
-        audio, _ = librosa.load(str(path), sr=16000)
-        mel = librosa.feature.melspectrogram(y=audio, sr=16000, hop_length=256, n_fft=512, n_mels=96).T
-        logmel = np.log10(10000 * mel + 1).astype(np.float32)
-        if logmel.shape[0] < width:
-            logmel = np.pad(logmel, ((0, width - logmel.shape[0]), (0, 0)))
-        starts = list(range(0, logmel.shape[0] - width + 1, width))
-        if starts[-1] != logmel.shape[0] - width:
-            starts.append(logmel.shape[0] - width)
-        windows = np.stack([logmel[s:s + width] for s in starts])
-        out[str(path)] = np.asarray(model(windows, training=False)).mean(axis=0)
-    return out, time.perf_counter() - start
-
-
-def orpheus_tags(folder, run_dir, jobs):
-    """`predict --mp3 folder --format json` in process; returns ({file: probabilities}, seconds)."""
-    from orpheus.rundir import read_run_info
-    from orpheus.test_model import run_predict
-    tags = read_run_info(run_dir).tags
-    stream = io.StringIO()
-    start = time.perf_counter()
-    status = run_predict(run_dir=str(run_dir), mp3=str(folder), fmt="json", jobs=jobs, quiet=True, stream=stream)
-    seconds = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit("predict reported failed files")
-    out = {}
-    for line in stream.getvalue().splitlines():
-        record = json.loads(line)
-        out[record["file"]] = np.array([record["tags"][t] for t in tags])
-    return out, seconds
-
-
-def generate_mp3s(folder, count, seed=0):
-    """`count` 30 s mp3s made of three shared clips each (mono, 44.1 kHz), in `folder`."""
+def make_mp3s(folder: Path, count: int, seconds: float = 30.0, seed: int = 0) -> list[Path]:
+    """`count` stereo 44.1 kHz mp3s of `seconds` each (concatenated shared clips, else synthesised)."""
     import soundfile as sf
 
     from orpheus.audio import load_audio
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    clips = sorted(CLIPS.glob("*.ogg"))
+    clips = sorted(CLIPS.glob("*.ogg")) if CLIPS.is_dir() else []
+    cache: dict = {}
+    out = []
     for i in range(count):
-        parts = [load_audio(clips[j], 44100)[0] for j in rng.choice(len(clips), 3, replace=False)]
-        sf.write(str(folder / f"generated_{i:03d}.mp3"), np.concatenate(parts), 44100, format="MP3")
+        path = folder / f"track_{i:04d}.mp3"
+        if not path.exists():
+            if clips:
+                parts = []
+                while sum(p.shape[0] for p in parts) < seconds * 44100:
+                    j = int(rng.integers(len(clips)))
+                    cache.setdefault(j, load_audio(clips[j], 44100)[0])
+                    parts.append(cache[j])
+                mono = np.concatenate(parts)[:int(seconds * 44100)]
+            else:
+                mono = synth(seconds, 44100, rng)
+            sf.write(str(path), np.stack([mono, np.roll(mono, 37)], axis=1), 44100, format="MP3")
+        out.append(path)
+    return out
+
+
+# ---------------------------------------------------------------- rows (run in a child process)
+
+class PeakWatcher:
+    """Polls the peak RSS (VmHWM) of this process's descendants: the pool's workers."""
+
+    def __init__(self) -> None:
+        self.worker_peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(0.2):
+            for pid in descendants(me):
+                try:
+                    for line in open(f"/proc/{pid}/status"):
+                        if line.startswith("VmHWM:"):
+                            self.worker_peak_kb = max(self.worker_peak_kb, int(line.split()[1]))
+                except OSError:
+                    continue
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.worker_peak_kb
+
+
+def descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def reference_windows(path, width):
+    """musicnn's extractor recipe (librosa at 16 kHz, mel 512/256/96, log10(10000 x + 1)), 3 s windows
+    with the last one aligned to the end as Orpheus does, so the scores are comparable."""
+    import librosa
+    audio, _ = librosa.load(str(path), sr=16000)
+    mel = librosa.feature.melspectrogram(y=audio, sr=16000, hop_length=256, n_fft=512, n_mels=96).T
+    logmel = np.log10(10000 * mel + 1).astype(np.float32)
+    if logmel.shape[0] < width:
+        logmel = np.pad(logmel, ((0, width - logmel.shape[0]), (0, 0)))
+    starts = list(range(0, logmel.shape[0] - width + 1, width))
+    if starts[-1] != logmel.shape[0] - width:
+        starts.append(logmel.shape[0] - width)
+    return np.stack([logmel[s:s + width] for s in starts])
+
+
+def compiled_reference(run_dir):
+    import keras
+    import tensorflow as tf
+
+    import orpheus.models  # noqa: F401  (custom layers)
+    from orpheus.rundir import read_run_info
+    info = read_run_info(run_dir)
+    model = keras.saving.load_model(str(Path(run_dir) / "model.keras"), compile=False)
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec([None, info.window_frames, 96], tf.float32)])
+    return info, forward
+
+
+def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) -> dict:
+    watcher = PeakWatcher()
+    scores = {}
+    if kind in ("reference", "floor"):
+        start = time.perf_counter()  # the reference, like predict, counts its model load and trace
+        info, forward = compiled_reference(run_dir)
+        forward(np.zeros((1, info.window_frames, 96), np.float32))
+        if kind == "floor":  # the floor counts the forward passes only
+            windows = {f: reference_windows(f, info.window_frames) for f in files}
+            start = time.perf_counter()
+        for f in files:
+            w = windows[f] if kind == "floor" else reference_windows(f, info.window_frames)
+            scores[f] = np.asarray(forward(w)).mean(axis=0).tolist()
+    else:
+        from orpheus.rundir import read_run_info
+        from orpheus.test_model import run_predict
+        tags = read_run_info(run_dir).tags
+        folder = str(Path(files[0]).parent) if len(files) > 1 else files[0]
+        stream = io.StringIO()
+        start = time.perf_counter()
+        run_predict(run_dir=run_dir, mp3=folder, fmt="json", jobs=jobs, quiet=True, stream=stream,
+                    precision=precision)
+        for line in stream.getvalue().splitlines():
+            record = json.loads(line)
+            scores[record["file"]] = [record["tags"][t] for t in tags]
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "n": len(files), "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "worker_mb": watcher.stop() / 1024, "scores": scores}
+
+
+def run_row(args: list[str]) -> dict:
+    """One row in a fresh process (its own peak RSS)."""
+    out = subprocess.run([sys.executable, __file__, "--row-json", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"row {args[:2]} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", default=str(CLIPS), help="folder of audio files")
+    parser.add_argument("--files", type=int, default=20, help="30 s mp3s for the speed rows")
+    parser.add_argument("--memory", action="store_true", help="also the 10/200/1000-file and 60-minute rows")
     parser.add_argument("--run-dir", help="run directory (default: the converted pretrained MSD_musicnn)")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes for (b)")
-    parser.add_argument("--generated", type=int, default=0, help="also tag this many generated 30 s mp3s")
+    parser.add_argument("--work", help="folder for the generated mp3s (default: a temporary folder)")
+    parser.add_argument("--row-json", nargs=5, metavar=("KIND", "LIST", "RUN_DIR", "JOBS", "PRECISION"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from orpheus.tagging import list_audio_files
+    if args.row_json:
+        kind, listing, run_dir, jobs, precision = args.row_json
+        print(json.dumps(row(kind, Path(listing).read_text().split("\n"), run_dir, int(jobs), precision)))
+        return 0
     run_dir = args.run_dir
     if run_dir is None:
         from orpheus.pretrained import pretrained_run_dir
         run_dir = str(pretrained_run_dir("MSD_musicnn"))
+    cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.folder)
-        if args.generated:
-            work = Path(tmp) / "audio"
-            work.mkdir()
-            for f in list_audio_files(folder):
-                (work / f.name).symlink_to(f.resolve())
-            generate_mp3s(work, args.generated)
-            folder = work
-        files = list_audio_files(folder)
-        audio_s = sum(__import__("soundfile").info(str(f)).duration for f in files)
-        print(f"{len(files)} files, {audio_s:.0f} s of audio, model {run_dir}")
-        print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared)")
-        cpu0 = cpu_s()
-        ours, ours_s = orpheus_tags(folder, run_dir, args.jobs)
-        cpu1 = cpu_s()
-        ref, ref_s = reference_tags(files, run_dir)
-        cpu2 = cpu_s()
-    diff = max(float(np.abs(ours[str(f)] - ref[str(f)]).max()) for f in files)
-    print(f"(a) reference, one track at a time: {ref_s:7.2f} s  {len(files) / ref_s:6.2f} tracks/s  "
-          f"(CPU {cpu2 - cpu1:.1f} s)")
-    print(f"(b) predict --mp3 DIR, jobs={args.jobs}, in-process incl. model load: {ours_s:7.2f} s  "
-          f"{len(files) / ours_s:6.2f} tracks/s  (CPU {cpu1 - cpu0:.1f} s incl. workers)")
-    print(f"speed ratio (b)/(a): {ref_s / ours_s:.2f}x   max |probability difference|: {diff:.5f}")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+        work = Path(args.work or tmp)
+        speed = make_mp3s(work / f"speed{args.files}", args.files)
+        print(f"{len(speed)} x 30 s 44.1 kHz stereo mp3 ({'shared clips' if CLIPS.is_dir() else 'synthesised'}), "
+              f"model {Path(run_dir).name}, {cores} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+
+        def listing(files, name):
+            path = work / f"{name}.txt"
+            path.write_text("\n".join(str(f) for f in files))
+            return str(path)
+
+        rows = [("reference (musicnn recipe, compiled once, 1 track at a time)", "reference", speed, 1, "exact"),
+                ("forward-only floor (same windows, same compiled model)", "floor", speed, 1, "exact")]
+        for precision in ("exact", "fast"):
+            for jobs in sorted({1, cores}):
+                rows.append((f"predict --precision {precision} --jobs {jobs}", "predict", speed, jobs, precision))
+        if args.memory:
+            for n in (10, 200, 1000):
+                files = make_mp3s(work / f"mem{n}", n)
+                rows.append((f"memory: predict, {n} files", "predict", files, cores, "exact"))
+            hour = work / "hour" / "hour.mp3"
+            if not hour.exists():
+                import soundfile as sf
+                hour.parent.mkdir(parents=True)
+                block = np.stack([synth(60, 44100, np.random.default_rng(i)) for i in range(2)], axis=1)
+                with sf.SoundFile(str(hour), "w", 44100, 2, format="MP3") as f:
+                    for _ in range(60):
+                        f.write(block)
+            rows.append(("memory: predict, one 60-minute file", "predict", [hour], cores, "exact"))
+        reference = None
+        print(f"{'row':<64} {'tracks/s':>9} {'x ref':>6} {'main MB':>8} {'worker MB':>9} {'max|dp|':>8}")
+        for label, kind, files, jobs, precision in rows:
+            result = run_row([kind, listing(files, "list"), run_dir, str(jobs), precision])
+            rate = result["n"] / result["seconds"]
+            if reference is None:
+                reference = result
+            ratio = rate / (reference["n"] / reference["seconds"])
+            common = [f for f in result["scores"] if f in reference["scores"]]
+            diff = max((float(np.abs(np.subtract(result["scores"][f], reference["scores"][f])).max()) for f in common),
+                       default=float("nan"))
+            print(f"{label:<64} {rate:9.2f} {ratio:6.2f} {result['main_mb']:8.0f} {result['worker_mb']:9.0f} "
+                  f"{diff:8.4f}   (load {os.getloadavg()[0]:.1f})", flush=True)
     return 0
 
 

@@ -2,6 +2,11 @@
 
 import sys
 
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
 from msd.miniature.rendered import *  # noqa: F401,F403
 from msd.miniature.rendered import main
 

@@ -270,6 +270,8 @@ def run_predict_library(files: Sequence[str | os.PathLike], options: LibraryOpti
     from orpheus.api import Tagger
     tagger = Tagger(None if run_dir is not None else model, run_dir=run_dir, window_s=window_s, hop_s=hop_s,
                     aggregate=aggregate, batch_size=batch_size, jobs=jobs, precision=precision)
-    options.settings = {"window_s": window_s, "hop_s": hop_s, "aggregate": aggregate, "precision": precision}
+    options.settings = {"window_s": window_s, "hop_s": hop_s, "aggregate": aggregate}
+    if precision != "exact":  # exact is the model's own numbers: records of either kind stay comparable
+        options.settings["precision"] = precision
     summary = run_library(tagger, files, options, quiet=quiet, **tag_kwargs)
     return 1 if summary.failed else 0

@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 AGGREGATES = ("mean", "max")
-# Windows per model call. Measured with MSD_musicnn on 2 cores (bench/tagging.py): 64 windows peak at
-# 2.2 GB RSS for ~10% more speed than 8, which stay under 1 GB with TensorFlow loaded.
+# Windows per model call. Measured with MSD_musicnn on 2 cores: 64 windows peak at 2.2 GB RSS for up to
+# 20% more speed than 8, which stay under 1 GB with TensorFlow (0.65 GB) loaded.
 DEFAULT_BATCH_SIZE = 8
 MAX_IN_FLIGHT_PER_JOB = 2  # decoded files waiting for the model, per worker process
 

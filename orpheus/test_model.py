@@ -361,7 +361,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                              "(MSD_musicnn: 8 -> under 1 GB, 64 -> about 2.2 GB)")
     parser.add_argument("--precision", choices=("exact", "fast"), default="exact",
                         help="exact: TensorFlow float32; fast: OpenVINO compiled for this CPU (bf16 with "
-                             "AMX, else float32; within 1e-3 of exact), exact when OpenVINO is missing")
+                             "AMX, else float32, which matches exact to 1e-6); exact when OpenVINO is missing")
 
 
 def _predict_command(args: argparse.Namespace) -> int:

@@ -126,9 +126,9 @@ def test_one_line_errors(source_run, target_shards, config_file, tmp_path, capsy
     info = write_learnable_shards(other_mels, {"train": 8, "valid": 4}, n_frames=24)
     with open(other_mels / "dataset.json") as f:   # the same shards, described with another mel count
         record = json.load(f)
-    record["n_mels"] = 24
+    record["features"]["n_mels"] = 24
     (other_mels / "dataset.json").write_text(json.dumps(record))
-    assert info.n_mels == 32
+    assert info.features.n_mels == 32
     for shards, extra, expected in (
             (other_mels, ["--init-from", str(source_run)], "n_mels 24 (source: 32)"),
             (target_shards, ["--init-from", str(source_run), "--freeze", "wings"], "--freeze wings: not a part of musicnn"),

@@ -26,11 +26,12 @@ decides), so renders of other pieces with the other SoundFont make an honest hel
 
 from __future__ import annotations
 
-import os
 import sys
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its folder
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
 
 import hashlib  # noqa: E402
 import json  # noqa: E402
@@ -38,7 +39,7 @@ import logging  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Sequence  # noqa: E402
 
