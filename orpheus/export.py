@@ -29,9 +29,14 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from orpheus.cli import add_common_args, make_parser, run_main
-from orpheus.errors import ConfigError, MissingDependencyError
-from orpheus.files import check_output, write_json_atomic, write_text_atomic
+if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
+from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
+from orpheus.errors import ConfigError, MissingDependencyError  # noqa: E402
+from orpheus.files import check_output, write_json_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("orpheus.export")
 
