@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,beam]"
+	$(PY) -m pip install --quiet -e ".[test,beam,export,openvino]"
 	# musicnn ships the pretrained checkpoints; its pins cannot be met, and we never import its code.
 	$(PY) -m pip install --quiet --no-deps musicnn==0.1.0
 	touch $@
