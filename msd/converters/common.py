@@ -140,6 +140,12 @@ def check_audio_files(root_dir: Path, rel_paths: Sequence[str], *, mode: str, jo
     return list(parallel_map(check_audio, work, jobs=jobs, desc="checking audio", quiet=quiet))
 
 
+def add_verify_arg(parser) -> None:
+    """The converters' `--verify` flag: how thoroughly `check_audio_files` reads each file."""
+    parser.add_argument("--verify", choices=VERIFY_MODES, default="header",
+                        help="audio check: open and decode the first frames, or decode every file fully")
+
+
 def rank_tags(tags_per_track: Mapping[str, Sequence[str]], top: int | None = None) -> list[str]:
     """Tags by number of tracks (descending), ties by name; only tags with a track; the first `top` if given."""
     counts = Counter(tag for tags in tags_per_track.values() for tag in set(tags))

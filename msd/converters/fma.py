@@ -37,7 +37,8 @@ from typing import Sequence  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from msd.converters.common import (AUDIO_COLUMNS, VERIFY_MODES, check_audio_files, check_outputs,  # noqa: E402
+from msd.converters.common import add_verify_arg  # noqa: E402
+from msd.converters.common import (AUDIO_COLUMNS, check_audio_files, check_outputs,  # noqa: E402
                                    conversion_result, rank_tags)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
@@ -240,8 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tags", choices=TAG_MODES, default="top",
                         help="top: ('track', 'genre_top') only; all: every genre of ('track', 'genres_all')")
     parser.add_argument("--top", type=int, default=None, help="keep only the N most frequent tags")
-    parser.add_argument("--verify", choices=VERIFY_MODES, default="header",
-                        help="audio check: open and decode the first frames, or decode every file fully")
+    add_verify_arg(parser)
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 

@@ -44,7 +44,8 @@ from typing import Sequence  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from msd.converters.common import (AUDIO_COLUMNS, VERIFY_MODES, check_audio_files, check_outputs,  # noqa: E402
+from msd.converters.common import add_verify_arg  # noqa: E402
+from msd.converters.common import (AUDIO_COLUMNS, check_audio_files, check_outputs,  # noqa: E402
                                    conversion_result, rank_tags, read_text_input)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
@@ -278,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--excerpt-s", type=float, default=None,
                         help="write audio_start/audio_end so preprocessing decodes only the middle N seconds "
                              "(the tracks are full songs)")
-    parser.add_argument("--verify", choices=VERIFY_MODES, default="header",
-                        help="audio check: open and decode the first frames, or decode every file fully")
+    add_verify_arg(parser)
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 

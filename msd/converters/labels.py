@@ -46,7 +46,8 @@ from typing import Sequence  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, VERIFY_MODES, artist_id_from_name,  # noqa: E402
+from msd.converters.common import add_verify_arg  # noqa: E402
+from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, artist_id_from_name,  # noqa: E402
                                    check_audio_files, check_outputs, conversion_result, hash_split, rank_tags,
                                    read_text_input)
 from msd.drop_report import dropped_path  # noqa: E402
@@ -326,8 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", type=float, nargs=3, default=list(DEFAULT_SPLIT), metavar=("TRAIN", "VALID", "TEST"),
                         help="percentages of the hash split for rows without a split column value")
     parser.add_argument("--min-count", type=int, default=1, help="keep only tags on at least N kept tracks")
-    parser.add_argument("--verify", choices=VERIFY_MODES, default="header",
-                        help="audio check: open and decode the first frames, or decode every file fully")
+    add_verify_arg(parser)
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 

@@ -38,6 +38,7 @@ from typing import Mapping, Sequence  # noqa: E402
 import pandas as pd  # noqa: E402
 
 # The shared helpers stay importable from here (msd.converters.mtt.check_audio, ...) for older callers.
+from msd.converters.common import add_verify_arg  # noqa: E402
 from msd.converters.common import (AUDIO_COLUMNS, MASTER_CSV, OUTPUT_NAMES, PRESENT_VAL, SKIPPED_CSV,  # noqa: E402,F401
                                    SPLIT_CSV, TAG_DB, TXT_DIR, VERIFY_MODES, AudioCheck, artist_id_from_name,
                                    check_audio, check_audio_files, check_outputs, conversion_result, rank_tags,
@@ -264,8 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"merge the synonym groups of {MTT_SYNONYMS_TXT.relative_to(TXT_DIR.parent.parent)}")
     parser.add_argument("--top", type=int, default=None, help="keep only the N most frequent tags (e.g. 50)")
     parser.add_argument("--discard-no-tag", action="store_true", help="skip (and report) clips left with no tag")
-    parser.add_argument("--verify", choices=VERIFY_MODES, default="header",
-                        help="audio check: open and decode the first frames, or decode every file fully")
+    add_verify_arg(parser)
     add_common_args(parser, jobs=True, overwrite=True)
     return parser
 
