@@ -132,5 +132,5 @@ def test_rendered_corpus_end_to_end(tmp_path):
          ROOT / "configs" / "finetune_musicnn.json", "--epochs", "1", "--steps-per-epoch", "2", "--run-dir", run,
          "--quiet")
     info = json.loads((run / "run.json").read_text())
-    assert info["normalise"] == "none" and info["preset"] == "musicnn" and "MTT_musicnn" in info["source"]
+    assert info["normalise"] == "none" and info["features"]["preset"] == "musicnn" and "MTT_musicnn" in info["source"]
     assert set(info["tags"]) <= set(arr.TAGS) and (run / "model.keras").is_file()
