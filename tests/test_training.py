@@ -248,7 +248,6 @@ TWO_REPLICAS = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import json
     from orpheus.config import config_from_dict, load_config
-from orpheus.data import data_file
     from orpheus.training import train
     config = config_from_dict(json.loads(sys.argv[2]))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
