@@ -162,5 +162,5 @@ def duration_s(path: str | Path) -> float:
     try:
         info = sf.info(str(path))
         return info.frames / info.samplerate if info.samplerate else 0.0
-    except (sf.LibsndfileError, RuntimeError, ValueError):
+    except audio_io.DECODE_ERRORS:
         return 0.0  # the decoder reports the real error later, per file
