@@ -15,13 +15,14 @@ import importlib.util
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from orpheus.errors import DataFormatError, MissingDependencyError
+
+if TYPE_CHECKING:  # finding and hashing a checkpoint needs no TensorFlow (tagging with --precision fast)
+    import keras
 
 INSTALL_COMMAND = "pip install --no-deps musicnn==0.1.0"
 CONVERTER_VERSION = 1               # part of the cache key: bump when the conversion's output changes
@@ -102,6 +103,7 @@ def open_checkpoint(checkpoint_dir: Path):
     `tf.train.load_checkpoint(folder)` would follow the folder's `checkpoint` file, which names a path
     on the musicnn author's machine; the prefix is the folder itself, so the reader opens it directly.
     """
+    import tensorflow as tf
     try:
         return tf.compat.v1.train.NewCheckpointReader(str(checkpoint_dir) + os.sep)
     except (tf.errors.OpError, ValueError) as err:

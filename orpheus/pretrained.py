@@ -41,21 +41,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
-
-import keras
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from orpheus.cli import HelpFormatter, add_common_args, make_parser, run_main
-from orpheus.config import ModelConfig
 from orpheus.data import data_file
 from orpheus.feature_settings import FeatureSettings
 from orpheus.errors import DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError
-from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG, build_musicnn, build_vgg
 from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INSTALL_COMMAND,  # noqa: F401
                                         MUSICNN_SCOPES, VGG_SCOPES, checkpoint_digest, checkpoint_folder,
                                         is_optimizer_state, load_checkpoint_values, musicnn_package_dir,
                                         open_checkpoint)
 from orpheus.rundir import MODEL_FILE, RUN_INFO, RunInfo, write_run_info
+
+if TYPE_CHECKING:  # finding a cached conversion needs no TensorFlow (tagging with --precision fast)
+    import keras
+
+    from orpheus.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +89,12 @@ class PretrainedModel:
     @property
     def config(self) -> ModelConfig:
         """The model settings the checkpoint was trained with."""
+        from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG
         return MUSICNN_CONFIG if self.architecture == "musicnn" else VGG_CONFIG
 
     @property
     def builder(self) -> Callable[[ModelConfig, tuple, int], keras.Model]:
+        from orpheus.models.musicnn import build_musicnn, build_vgg
         return build_musicnn if self.architecture == "musicnn" else build_vgg
 
     @property

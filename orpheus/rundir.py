@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orpheus.errors import DataFormatError
 from orpheus.files import read_json_record, write_json_atomic
 from orpheus.feature_settings import FORMATS, NORMALISATIONS, FeatureSettings, nest_features
-from orpheus.spec import DatasetInfo
+
+if TYPE_CHECKING:  # the TFRecord spec imports TensorFlow, which tagging with --precision fast never loads
+    from orpheus.spec import DatasetInfo
 
 RUN_INFO = "run.json"
 MODEL_FILE = "model.keras"

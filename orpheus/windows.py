@@ -1,16 +1,22 @@
 """Cutting a track's features into model windows, and normalising them, identically everywhere.
 
 Evaluation (`test_model.py test`), tagging (`test_model.py predict`) and the input pipeline share
-these so that a track is seen the same way in every stage.
+these so that a track is seen the same way in every stage. `normalise_windows` is TensorFlow (it runs
+inside tf.data); `normalise_windows_np` is the same arithmetic in NumPy for tagging without TensorFlow
+(`--precision fast`), equal to it within float32 rounding (a test checks).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import tensorflow as tf
 
 from orpheus.errors import DataFormatError
 from orpheus.rundir import RunInfo
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 EPSILON = 1e-6
 
@@ -57,6 +63,7 @@ def normalise_windows(windows: tf.Tensor, info: RunInfo) -> tf.Tensor:
     "per_example": each window standardised to zero mean, unit variance over all its values;
     "dataset": per-bin `feature_mean`/`feature_std` from the training split; "none": unchanged.
     """
+    import tensorflow as tf
     windows = tf.convert_to_tensor(windows, tf.float32)
     if info.normalise == "none":
         return windows
@@ -67,3 +74,18 @@ def normalise_windows(windows: tf.Tensor, info: RunInfo) -> tf.Tensor:
     axes = list(range(1, len(windows.shape)))
     mean, variance = tf.nn.moments(windows, axes=axes, keepdims=True)
     return (windows - mean) / (tf.sqrt(variance) + EPSILON)
+
+
+def normalise_windows_np(windows: np.ndarray, info: RunInfo) -> np.ndarray:
+    """`normalise_windows` in NumPy: float32 [n_windows, window_frames(, n_bins)] -> the same shape."""
+    windows = np.asarray(windows, np.float32)
+    if info.normalise == "none":
+        return windows
+    if info.normalise == "dataset":
+        mean = np.asarray(info.feature_mean, np.float32)
+        std = np.asarray(info.feature_std, np.float32)
+        return (windows - mean) / (std + np.float32(EPSILON))
+    axes = tuple(range(1, windows.ndim))
+    mean = windows.mean(axis=axes, keepdims=True)
+    std = np.sqrt(windows.var(axis=axes, keepdims=True))
+    return ((windows - mean) / (std + np.float32(EPSILON))).astype(np.float32)

@@ -4,7 +4,7 @@ import pytest
 from orpheus.errors import DataFormatError
 from orpheus.feature_settings import FeatureSettings
 from orpheus.rundir import RunInfo, read_run_info, write_run_info
-from orpheus.windows import cut_windows, normalise_windows, window_starts
+from orpheus.windows import cut_windows, normalise_windows, normalise_windows_np, window_starts
 
 
 def test_last_window_aligned_to_end():
@@ -40,3 +40,20 @@ def test_normalisation_modes(tmp_path):
     write_run_info(tmp_path, info)
     assert read_run_info(tmp_path) == info
     assert info.window_frames == 62
+
+
+@pytest.mark.parametrize("mode", ["per_example", "dataset", "none"])
+def test_numpy_normalisation_equals_tensorflow(mode):
+    """Tagging without TensorFlow (--precision fast) normalises as the input pipeline does."""
+    rng = np.random.default_rng(2)
+    windows = (4 + 2 * rng.standard_normal((3, 50, 4))).astype(np.float32)
+    info = RunInfo(tags=("a",), features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=4, n_fft=512,
+                                                         hop_length=256), window_s=1.0, normalise=mode,
+                   feature_mean=(4.0, 3.0, 2.0, 1.0) if mode == "dataset" else (),
+                   feature_std=(2.0, 1.0, 0.5, 3.0) if mode == "dataset" else ())
+    expected = normalise_windows(windows, info).numpy()
+    got = normalise_windows_np(windows, info)
+    assert got.dtype == np.float32 and got.shape == windows.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    if mode != "none":
+        assert not np.allclose(got, windows)
