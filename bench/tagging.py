@@ -9,8 +9,12 @@ Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo
   floor       the same windows through the same compiled model, decoding and features excluded
   predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
   memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
-Printed per row: tracks/s, ratio to the reference, peak RSS of the main process and of the largest
-worker (VmHWM, polled), and the max |p - p_reference| of the track scores.
+Each speed row runs twice, on all the files and on the first one alone: the difference gives its
+marginal time per track (the start-up, imports and model load included in both, cancels out), the
+one-file run its start-up. Printed per row: tracks/s over the whole run, start-up seconds, marginal
+ms per track, both ratios to the reference (marginal first), peak RSS of the main process and of the
+largest worker (VmHWM, polled), and the max |p - p_reference| of the track scores. The fast backend's
+one-off OpenVINO conversion is made (and cached, as in any use) before the rows are timed.
 
     python bench/tagging.py                          # 20 files, all rows but the big memory rows
     python bench/tagging.py --files 190 --memory     # + 10/200/1000 files and a 60-minute file
@@ -218,8 +222,8 @@ def main(argv=None) -> int:
             path.write_text("\n".join(str(f) for f in files))
             return str(path)
 
-        rows = [("reference (musicnn recipe, compiled once, 1 track at a time)", "reference", speed, 1, "exact"),
-                ("forward-only floor (same windows, same compiled model)", "floor", speed, 1, "exact")]
+        rows = [("reference: musicnn recipe, compiled once, 1 by 1", "reference", speed, 1, "exact"),
+                ("forward-only floor (same windows, same model)", "floor", speed, 1, "exact")]
         for precision in ("exact", "fast"):
             for jobs in sorted({1, cores}):
                 rows.append((f"predict --precision {precision} --jobs {jobs}", "predict", speed, jobs, precision))
@@ -227,6 +231,7 @@ def main(argv=None) -> int:
             for n in (10, 200, 1000):
                 files = make_mp3s(work / f"mem{n}", n)
                 rows.append((f"memory: predict, {n} files", "predict", files, cores, "exact"))
+            rows.append(("memory: predict --precision fast, 1000 files", "predict", files, cores, "fast"))
             hour = work / "hour" / "hour.mp3"
             if not hour.exists():
                 import soundfile as sf
@@ -236,19 +241,29 @@ def main(argv=None) -> int:
                     for _ in range(60):
                         f.write(block)
             rows.append(("memory: predict, one 60-minute file", "predict", [hour], cores, "exact"))
+            rows.append(("memory: predict --precision fast, one 60-minute file", "predict", [hour], cores, "fast"))
+        run_row(["predict", listing(speed[:1], "warm"), run_dir, "1", "fast"])  # the one-off OpenVINO conversion
         reference = None
-        print(f"{'row':<64} {'tracks/s':>9} {'x ref':>6} {'main MB':>8} {'worker MB':>9} {'max|dp|':>8}")
+        print(f"{'row':<52} {'tracks/s':>8} {'start s':>7} {'ms/track':>8} {'x ref':>6} {'(all)':>6} "
+              f"{'main MB':>7} {'worker MB':>9} {'max|dp|':>7}")
         for label, kind, files, jobs, precision in rows:
             result = run_row([kind, listing(files, "list"), run_dir, str(jobs), precision])
             rate = result["n"] / result["seconds"]
+            marginal_s = startup_s = float("nan")
+            if not label.startswith("memory") and len(files) > 1:
+                one = run_row([kind, listing(files[:1], "one"), run_dir, str(jobs), precision])
+                marginal_s = (result["seconds"] - one["seconds"]) / (len(files) - 1)
+                startup_s = one["seconds"] - marginal_s
             if reference is None:
-                reference = result
-            ratio = rate / (reference["n"] / reference["seconds"])
+                reference = {**result, "marginal_s": marginal_s}
+            ratio_all = rate / (reference["n"] / reference["seconds"])
+            ratio = reference["marginal_s"] / marginal_s
             common = [f for f in result["scores"] if f in reference["scores"]]
             diff = max((float(np.abs(np.subtract(result["scores"][f], reference["scores"][f])).max()) for f in common),
                        default=float("nan"))
-            print(f"{label:<64} {rate:9.2f} {ratio:6.2f} {result['main_mb']:8.0f} {result['worker_mb']:9.0f} "
-                  f"{diff:8.4f}   (load {os.getloadavg()[0]:.1f})", flush=True)
+            print(f"{label:<52} {rate:8.2f} {startup_s:7.1f} {1000 * marginal_s:8.0f} {ratio:6.2f} {ratio_all:6.2f} "
+                  f"{result['main_mb']:7.0f} {result['worker_mb']:9.0f} {diff:7.4f}   (load {os.getloadavg()[0]:.1f})",
+                  flush=True)
     return 0
 
 

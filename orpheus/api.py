@@ -136,7 +136,7 @@ class Tagger:
         window_s, hop_s: seconds per window and between window starts; default the model's window, no overlap.
         aggregate: "mean" or "max" of the window probabilities per tag.
         embeddings: also return the "embedding" layer's output per window.
-        batch_size: windows per model call (default `orpheus.tagging.DEFAULT_BATCH_SIZE`, sized for memory).
+        batch_size: windows per model call (default `orpheus.tagging.BATCH_SIZES[precision]`, sized for memory).
         precision: "exact" (TensorFlow, float32) or "fast" (see `predict --precision`).
         jobs: worker processes that decode files (1: decode in this process).
 
@@ -151,7 +151,7 @@ class Tagger:
         self.run_dir, self.name = resolve_model(model, run_dir)
         self.jobs = jobs
         self.core = tagging.Tagger(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
-                                   batch_size=batch_size or tagging.DEFAULT_BATCH_SIZE, embeddings=embeddings,
+                                   batch_size=batch_size, embeddings=embeddings,
                                    precision=precision)
         self._identity: ModelIdentity | None = None
 

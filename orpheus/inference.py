@@ -1,32 +1,85 @@
-"""Model backends for tagging: `--precision exact` (TensorFlow) and `--precision fast` (OpenVINO).
+"""Model backends for tagging: `--precision exact` (float32) and `--precision fast` (bf16 where it pays).
 
-exact: the Keras model wrapped once in a `tf.function` whose input signature leaves the batch axis
-       free, so one graph serves every batch size. float32; today's numbers.
-fast:  the same graph converted to OpenVINO (`openvino.convert_model`) and compiled for this CPU,
-       cached under `$ORPHEUS_CACHE/openvino/<sha256 of model.keras>` so the conversion runs once.
-       Its inference precision is bf16 where the CPU has AMX-BF16 and float32 elsewhere: measured on
-       an AVX-512-BF16 CPU without AMX (2 cores), MSD_musicnn took 36 ms of CPU per window in
-       TensorFlow, 28 ms in OpenVINO float32 and 45 ms in OpenVINO bf16 (the bf16 conversions cost
-       more than they save without AMX); ONNX Runtime was slower than TensorFlow. OpenVINO float32
-       differs from TensorFlow by < 1e-6. Where OpenVINO is not installed (`pip install
-       orpheus-tagger[openvino]`), `fast` says so in one log line and runs exact.
+Both run the model as OpenVINO IR where OpenVINO is installed (`pip install orpheus-tagger[openvino]`)
+and the conversion reproduces TensorFlow, and as the Keras model in TensorFlow otherwise:
+
+exact: float32. OpenVINO's float32 equals TensorFlow's to about 1e-6; every conversion is checked
+       against the Keras model on a seeded batch (max |difference| <= `EXACT_TOLERANCE`) before it is
+       used, and a model that fails the check (or does not convert) runs in TensorFlow: the Keras model
+       wrapped once in a `tf.function` whose batch axis is free, so one graph serves every batch size.
+fast:  the same IR compiled at bf16 inference precision where the CPU has bf16 instructions
+       (AVX512-BF16 or AMX-BF16), float32 elsewhere. Without OpenVINO (or a usable conversion) it says
+       so in one log line and runs exact.
+
+The IR is cached under `$ORPHEUS_CACHE/openvino/<sha256 of model.keras>[-emb]` with its check
+(`check.json`); a cache miss converts and checks once in a child process (`python -m orpheus.inference
+convert`), so a tagging process on OpenVINO never imports TensorFlow: TensorFlow alone is 0.70 GB of
+resident memory and seconds of start-up. A failed conversion is cached too (`failed.txt`).
+
+Measured (MSD_musicnn, CPU ms per 3 s window on the 2-core AVX512-BF16 machine without AMX, batches
+of 8-16 windows; track-score difference from TensorFlow over 47 real clips):
+
+    TensorFlow float32                    21.8 ms (oneDNN's allocator, 1.26 GB peak) to 32.6 ms
+                                          (system allocator, freed blocks unmapped: 0.86 GB peak)
+    OpenVINO float32 (exact)              17.5 ms   max |dp| 4e-7, peak 0.45 GB
+    OpenVINO bf16 (fast)                  11.3 ms   max |dp| 0.007, top-3 tags equal on 46 of 47 clips
+    OpenVINO int8 (NNCF, calibrated)      16.4 ms   max |dp| 0.27-0.49 whichever layers are quantised
+    ONNX Runtime float32                  slower than TensorFlow
+
+Int8 misses fast's bound (max |dp| <= 0.03): the per-tensor activation scales cannot hold the 753
+concatenated front-end/mid-end features, whose ranges differ by 30x, and the two timbral convolutions
+(60% of the time, one input channel) stay float32 even when quantised; rewritten as patches + 1x1
+convolutions they run int8, but the patch extraction costs more than the int8 arithmetic saves.
 """
 
 from __future__ import annotations
 
+import os
+
+if __name__ == "__main__":  # the converter command: no TensorFlow log lines unless --verbose
+    from orpheus.cli import quiet_tensorflow
+
+    quiet_tensorflow()
+
 import hashlib
 import logging
-import os
 import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from orpheus.errors import ConfigError, DataFormatError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("exact", "fast")
+ENGINES = ("auto", "tensorflow")   # auto: OpenVINO where installed and checked, else TensorFlow
 Forward = Callable[[np.ndarray], list[np.ndarray]]  # float32 windows -> [probabilities(, embeddings)]
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")           # CPU flags with native bf16 arithmetic
+EXACT_TOLERANCE = 1e-4   # max |OpenVINO float32 - TensorFlow| on the check batch for exact to use OpenVINO
+CHECK_BATCH = 4          # windows in that check batch (seeded normal noise)
+CHECK_FILE, FAILED_FILE = "check.json", "failed.txt"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What runs the model: its forward function and the shapes it declares.
+
+    input_shape: the model input's shape, batch axis first (None where free).
+    n_tags:      the width of the first output (the tag probabilities).
+    engine:      what runs it, "tensorflow" or "openvino" (the default batch size depends on it).
+    """
+
+    forward: Forward
+    description: str
+    input_shape: tuple[int | None, ...]
+    n_tags: int
+    engine: str          # "tensorflow" or "openvino"
 
 
 def cpu_flags() -> set[str]:
@@ -44,12 +97,14 @@ MMAP_THRESHOLD = 256 * 1024  # bytes: larger blocks are mapped per allocation an
 
 
 def return_freed_memory() -> None:
-    """Make glibc hand large freed blocks (a batch's activations) back to the OS at once.
+    """Make glibc hand large freed blocks (a batch's activations) back to the OS at once (TensorFlow).
 
     glibc's dynamic mmap threshold grows to 32 MB, after which activations are served from the heap,
     kept after the batch and fragmented over a long run: MSD_musicnn's peak RSS grew from 0.8 to 1.15 GB
     over an hour of audio. A fixed 256 kB threshold keeps the peak at one batch (about 0.85 GB at 8
-    windows). Only where glibc is the C library; a no-op elsewhere.
+    windows), at the price of page faults on every batch (about a third of TensorFlow's time). Keeping
+    the blocks instead (one arena, no trimming) was faster but fragmented: 0.92-1.04 GB on the same hour.
+    Only where glibc is the C library; a no-op elsewhere.
     """
     import ctypes
     try:
@@ -57,6 +112,18 @@ def return_freed_memory() -> None:
         libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD (also turns the dynamic threshold off)
     except (OSError, AttributeError):
         pass
+
+
+def forward_model(model, embeddings: bool):
+    """`model`, or a Keras model with its "embedding" layer's output as a second output."""
+    if not embeddings:
+        return model
+    import keras
+    try:
+        embedding = model.get_layer("embedding").output
+    except ValueError as err:
+        raise DataFormatError('--embeddings needs a layer named "embedding"; this model has none') from err
+    return keras.Model(model.inputs, [model.output, embedding])
 
 
 def compiled_model(forward_model, rank: int, window_frames: int | None = None):
@@ -79,10 +146,12 @@ def compiled_model(forward_model, rank: int, window_frames: int | None = None):
     return tf.function(infer, input_signature=[tf.TensorSpec(shape, tf.float32)])
 
 
-def tf_forward(forward_model, rank: int) -> Forward:
+def tf_backend(model) -> Backend:
     """The exact backend: one traced graph for every batch size."""
-    compiled = compiled_model(forward_model, rank)
-    return lambda windows: [t.numpy() for t in compiled(windows)]
+    compiled = compiled_model(model, len(model.inputs[0].shape))
+    output_shape = model.outputs[0].shape
+    return Backend(lambda windows: [t.numpy() for t in compiled(windows)], "exact (TensorFlow, float32)",
+                   tuple(model.inputs[0].shape), int(output_shape[-1]), "tensorflow")
 
 
 def model_digest(model_file: Path) -> str:
@@ -94,58 +163,174 @@ def model_digest(model_file: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def openvino_forward(forward_model, rank: int, model_file: Path, embeddings: bool) -> tuple[Forward, str] | None:
-    """The OpenVINO backend, or None (logged once) where OpenVINO is not installed."""
-    try:
-        import openvino as ov
-        import openvino.properties.hint as hints
-    except ImportError:
-        log.warning("--precision fast: OpenVINO is not installed (pip install orpheus-tagger[openvino]); "
-                    "running exact")
-        return None
+def fast_precision() -> str:
+    """OpenVINO's inference precision on this CPU: bf16 with native bf16 instructions, else f32."""
+    return "bf16" if any(flag in cpu_flags() for flag in BF16_FLAGS) else "f32"
+
+
+def openvino_ir(run_dir: Path, embeddings: bool) -> Path | None:
+    """The checked OpenVINO IR of `run_dir`'s model (converted once, cached), or None with the reason logged."""
     from orpheus.pretrained import default_cache_dir
-    cache = default_cache_dir() / "openvino" / f"{model_digest(model_file)}{'-emb' if embeddings else ''}"
-    xml = cache / "model.xml"
-    core = ov.Core()
-    if xml.is_file():
-        model = core.read_model(str(xml))
-    else:
-        model = ov.convert_model(compiled_model(forward_model, rank).get_concrete_function())
+    from orpheus.rundir import MODEL_FILE
+    cache = default_cache_dir() / "openvino" / f"{model_digest(run_dir / MODEL_FILE)}{'-emb' if embeddings else ''}"
+    if (cache / "model.xml").is_file() and (cache / CHECK_FILE).is_file():
+        return cache / "model.xml"
+    if (cache / FAILED_FILE).is_file():
+        log.info("%s: runs in TensorFlow (%s)", run_dir, (cache / FAILED_FILE).read_text().strip())
+        return None
+    with tempfile.TemporaryDirectory(prefix="orpheus-openvino-") as tmp:
+        out = Path(tmp) / "ir"
+        failure = convert_in_child(run_dir, out, embeddings)
+        if failure is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / FAILED_FILE).write_text(failure + "\n")
+            log.warning("%s: OpenVINO cannot run this model exactly (%s); it runs in TensorFlow", run_dir, failure)
         try:
-            write_openvino(model, cache)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(cache, ignore_errors=True)  # an unchecked IR of an earlier version
+            publish(out, cache)
         except OSError as err:  # a read-only cache only costs the conversion next time
             log.info("cannot cache the OpenVINO model in %s (%s)", cache, err)
-    precision = "bf16" if "amx_bf16" in cpu_flags() else "f32"
-    compiled = core.compile_model(model, "CPU", {hints.inference_precision: precision})
+            if failure is None:  # read it before the temporary folder goes
+                return _keep_in_memory(out / "model.xml")
+        return None if failure is not None else cache / "model.xml"
+
+
+def _keep_in_memory(xml: Path):
+    import openvino as ov
+    return ov.Core().read_model(str(xml))
+
+
+def openvino_backend(ir, precision: str) -> Backend:
+    """`ir` (a model.xml path or a read model) compiled for this CPU at `precision`'s arithmetic."""
+    import openvino as ov
+    import openvino.properties.hint as hints
+    core = ov.Core()
+    model = core.read_model(str(ir)) if isinstance(ir, Path) else ir
+    arithmetic = fast_precision() if precision == "fast" else "f32"
+    compiled = core.compile_model(model, "CPU", {hints.inference_precision: arithmetic})
     request = compiled.create_infer_request()
+    n_outputs = len(compiled.outputs)
 
     def forward(windows: np.ndarray) -> list[np.ndarray]:
         outputs = request.infer({0: np.ascontiguousarray(windows, np.float32)})
-        return [np.array(outputs[i]) for i in range(len(compiled.outputs))]
+        return [np.array(outputs[i]) for i in range(n_outputs)]
 
-    return forward, f"fast (OpenVINO {ov.__version__}, {precision})"
+    shape = compiled.inputs[0].get_partial_shape()
+    input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
+    n_tags = compiled.outputs[0].get_partial_shape()[-1].get_length()
+    name = "float32" if arithmetic == "f32" else arithmetic
+    return Backend(forward, f"{precision} (OpenVINO {ov.__version__}, {name})", input_shape, n_tags, "openvino")
 
 
-def write_openvino(model, folder: Path) -> None:
-    """Save an OpenVINO model as folder/model.xml + model.bin (float32 weights), atomically."""
+def convert_in_child(run_dir: Path, out: Path, embeddings: bool) -> str | None:
+    """Convert and check `run_dir`'s model into `out` in a child process (which imports TensorFlow).
+
+    Returns None on success, else the child's one-line reason."""
+    log.info("converting %s to OpenVINO once (checked against TensorFlow, cached for later runs)", run_dir)
+    command = [sys.executable, "-m", "orpheus.inference", "convert", str(run_dir), str(out), "--quiet"]
+    done = subprocess.run(command + (["--embeddings"] if embeddings else []), capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no message"]
+    return lines[-1].split(": error: ", 1)[-1]
+
+
+def convert(run_dir: str | Path, out: str | Path, embeddings: bool = False) -> Path:
+    """Write the OpenVINO IR (out/model.xml + model.bin, float32 weights) of a run directory's model and
+    out/check.json, after checking it reproduces the Keras model on a seeded batch.
+
+    Raises:
+        DataFormatError: OpenVINO cannot convert the model, or its float32 output differs from
+            TensorFlow's by more than `EXACT_TOLERANCE`.
+    """
     import openvino as ov
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+    import openvino.properties.hint as hints
+
+    from orpheus.files import write_json_atomic
+    from orpheus.rundir import read_run_info
+    from orpheus.tagging import load_model
+    run_dir, out = Path(run_dir), Path(out)
+    model = forward_model(load_model(run_dir), embeddings)
+    rank = len(model.inputs[0].shape)
+    graph = compiled_model(model, rank)
     try:
-        os.replace(tmp, folder)
+        converted = ov.convert_model(graph.get_concrete_function())
+    except Exception as err:  # noqa: BLE001  (the converter raises many kinds; each means "no")
+        raise DataFormatError(f"the OpenVINO converter failed: {str(err).splitlines()[0][:200]}") from err
+    shape = list(model.inputs[0].shape[1:])
+    if shape and shape[0] is None:
+        shape[0] = read_run_info(run_dir).window_frames
+    check = np.random.default_rng(0).normal(size=[CHECK_BATCH, *shape]).astype(np.float32)
+    expected = [t.numpy() for t in graph(check)]
+    if len(converted.outputs) > len(expected):  # Keras's seed-generator state comes out as scalar outputs too
+        converted = ov.Model([converted.output(i) for i in range(len(expected))], converted.get_parameters(),
+                             "orpheus")
+    compiled = ov.Core().compile_model(converted, "CPU", {hints.inference_precision: "f32"})
+    outputs = compiled.create_infer_request().infer({0: check})
+    got = [np.array(outputs[i]) for i in range(len(compiled.outputs))]
+    if [e.shape for e in expected] != [g.shape for g in got]:
+        raise DataFormatError(f"OpenVINO's outputs {[g.shape for g in got]} are not TensorFlow's "
+                              f"{[e.shape for e in expected]}")
+    worst = max(float(np.abs(e - g).max()) for e, g in zip(expected, got))
+    if not worst <= EXACT_TOLERANCE:
+        raise DataFormatError(f"OpenVINO float32 differs from TensorFlow by {worst:.2g} (> {EXACT_TOLERANCE:g})")
+    ov.save_model(converted, str(out / "model.xml"), compress_to_fp16=False)
+    write_json_atomic(out / CHECK_FILE, {"max_abs_difference": worst, "batch": CHECK_BATCH, "openvino": ov.__version__})
+    return out / "model.xml"
+
+
+def publish(folder: Path, target: Path) -> None:
+    """Copy a finished IR folder to `target` atomically (a concurrent run may publish it first)."""
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    try:
+        os.replace(tmp, target)
     except OSError:  # another process cached it first
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "model.xml").is_file():
+        if not target.is_dir():
             raise
 
 
-def make_forward(forward_model, rank: int, precision: str, model_file: Path, embeddings: bool
-                 ) -> tuple[Forward, str]:
-    """The backend for `precision` and a one-line description of what actually runs."""
+def make_backend(run_dir: str | Path, precision: str, embeddings: bool, load_model: Callable[[], object],
+                 engine: str = "auto") -> Backend:
+    """The backend for `precision` (see the module docstring); `load_model()` gives the Keras model,
+    called only when TensorFlow runs it. `engine` "tensorflow" skips OpenVINO."""
+    from orpheus.rundir import MODEL_FILE
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    run_dir = Path(run_dir)
+    if engine == "auto" and (run_dir / MODEL_FILE).is_file():  # else load_model() names what is missing
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            if precision == "fast":
+                log.warning("--precision fast: OpenVINO is not installed (pip install orpheus-tagger[openvino]); "
+                            "running exact")
+        else:
+            ir = openvino_ir(run_dir, embeddings)
+            if ir is not None:
+                return openvino_backend(ir, precision)
+            if precision == "fast":
+                log.warning("--precision fast: no OpenVINO model; running exact in TensorFlow")
     return_freed_memory()
-    if precision == "fast":
-        fast = openvino_forward(forward_model, rank, model_file, embeddings)
-        if fast is not None:
-            return fast
-    return tf_forward(forward_model, rank), "exact (TensorFlow, float32)"
+    return tf_backend(forward_model(load_model(), embeddings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orpheus.cli import add_common_args, make_parser, run_main
+    parser = make_parser("python -m orpheus.inference", __doc__,
+                         "  python -m orpheus.inference convert runs/musicnn /tmp/musicnn-ir --embeddings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    to_ir = sub.add_parser("convert", help="write a run directory's model as checked OpenVINO IR (what tagging "
+                                           "caches)")
+    to_ir.add_argument("run_dir", help="run directory (run.json + model.keras)")
+    to_ir.add_argument("out", help="folder for model.xml + model.bin")
+    to_ir.add_argument("--embeddings", action="store_true", help='add the "embedding" layer as a second output')
+    add_common_args(to_ir)
+    return run_main(parser, argv, lambda args: print(convert(args.run_dir, args.out, args.embeddings)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

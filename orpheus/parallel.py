@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import itertools
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -19,7 +20,8 @@ R = TypeVar("R")
 
 
 def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc: str,
-                 quiet: bool = False, chunksize: int | None = None, max_pending: int | None = None) -> Iterator[R]:
+                 quiet: bool = False, chunksize: int | None = None, max_pending: int | None = None,
+                 worker_nice: int = 0) -> Iterator[R]:
     """Yield `func(item)` for each item, in input order, using `jobs` processes.
 
     `func` must be a module-level function (it is pickled). With `jobs <= 1` it runs inline, which
@@ -30,6 +32,10 @@ def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc:
     `max_pending` bounds the results computed ahead of the consumer (for large results such as
     features): items are then submitted one by one, at most `max_pending` at a time, to one pool
     that lives for the whole run.
+
+    `worker_nice` lowers the workers' scheduling priority (`os.nice`), for pools that feed this
+    process: its own work (a model's multi-threaded forward pass) then keeps the cores, and the
+    workers run in its gaps instead of stalling all its threads at once.
     """
     bar = tqdm(total=len(items), desc=desc, unit="track", disable=quiet, dynamic_ncols=True)
     try:
@@ -43,7 +49,8 @@ def parallel_map(func: Callable[[T], R], items: Sequence[T], *, jobs: int, desc:
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if context.get_start_method() == "forkserver" and func.__module__ != "__main__":
             context.set_forkserver_preload([func.__module__])
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=os.nice if worker_nice else None,
+                                 initargs=(worker_nice,) if worker_nice else ()) as pool:
             if max_pending is None:
                 results: Iterable[R] = pool.map(func, items, chunksize=chunksize)
             else:

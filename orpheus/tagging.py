@@ -14,7 +14,7 @@ across tracks and puts the results back together; it re-exports the public names
 Throughput and memory: decoding and feature extraction run in a process pool (`orpheus.parallel`,
 workers import no TensorFlow), overlapped with batched inference across tracks in the main process;
 the model is loaded once. Peak memory is TensorFlow itself plus the activations of one batch, so the
-default batch (`DEFAULT_BATCH_SIZE` windows) is chosen for memory as well as speed. Files longer than
+default batch (`BATCH_SIZES[precision]` windows) is chosen for memory as well as speed. Files longer than
 `STREAM_THRESHOLD_S` are streamed block by block so memory stays bounded whatever their length.
 """
 
@@ -52,10 +52,16 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 AGGREGATES = ("mean", "max")
-# Windows per model call. Measured with MSD_musicnn on 2 cores: 64 windows peak at 2.2 GB RSS for up to
-# 20% more speed than 8, which stay under 1 GB with TensorFlow (0.65 GB) loaded.
-DEFAULT_BATCH_SIZE = 8
+# Windows per model call, by what runs the model, chosen for memory as well as speed (MSD_musicnn, 2 cores).
+# TensorFlow: 64 windows peak at 2.2 GB RSS for up to 20% more speed than 8, which stay under 1 GB with
+# TensorFlow (0.70 GB) loaded. OpenVINO (no TensorFlow, about 0.45 GB in all): bf16 at 16 windows costs
+# 11.3 CPU ms a window against 13.2 at 8; more gain nothing.
+BATCH_SIZES = {"tensorflow": 8, "openvino": 16}
+DEFAULT_BATCH_SIZE = BATCH_SIZES["tensorflow"]
 MAX_IN_FLIGHT_PER_JOB = 2  # decoded files waiting for the model, per worker process
+# Decoding workers run at the lowest priority: the model's threads keep both cores and decoding fills their
+# gaps (MSD_musicnn, --jobs 2 on 2 cores: fast 104 -> 85 ms a track, exact 150 -> 124 ms at nice 19).
+DECODER_NICE = 19
 
 
 # ---------------------------------------------------------------- model side
@@ -123,22 +129,26 @@ class Tagger:
             time axis is not fixed.
         hop_s: seconds between window starts; default `window_s` (consecutive windows).
         aggregate: "mean" or "max" over a track's windows.
-        batch_size: windows per model call; the default keeps peak memory under 1 GB.
+        batch_size: windows per model call; the default (`BATCH_SIZES` of the engine that runs the model)
+            keeps peak memory under 1 GB.
         embeddings: also return the "embedding" layer's output per window.
-        precision: "exact" (the Keras model in TensorFlow) or "fast" (see `orpheus.inference`).
+        precision: "exact" (float32) or "fast" (bf16 where the CPU has it); see `orpheus.inference`.
+        engine: "auto" (OpenVINO where installed and checked against TensorFlow, else TensorFlow) or
+            "tensorflow" (the Keras model itself).
     """
 
     def __init__(self, run_dir: str | Path, *, window_s: float | None = None, hop_s: float | None = None,
-                 aggregate: str = "mean", batch_size: int = DEFAULT_BATCH_SIZE, embeddings: bool = False,
-                 precision: str = "exact") -> None:
-        import keras
-
-        from orpheus.inference import PRECISIONS, make_forward
-        from orpheus.rundir import MODEL_FILE, read_run_info
+                 aggregate: str = "mean", batch_size: int | None = None, embeddings: bool = False,
+                 precision: str = "exact", engine: str = "auto") -> None:
+        from orpheus.inference import PRECISIONS, make_backend
+        from orpheus.rundir import read_run_info
         if aggregate not in AGGREGATES:
             raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
-        if batch_size <= 0:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if batch_size is not None and batch_size <= 0:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
+        self.run_dir = Path(run_dir)
         self.info = read_run_info(run_dir)
         self.settings = self.info.features
         fps = self.settings.frames_per_second
@@ -148,50 +158,48 @@ class Tagger:
             raise ConfigError(f"--window and --hop must be positive, got {window_s} and {hop_s} seconds")
         self.frames_per_second = fps
         self.aggregate = aggregate
-        self.batch_size = batch_size
-        self.model = load_model(run_dir)
-        fixed = self.model.input_shape[1]
+        self.embeddings = embeddings
+        self.precision = precision
+        self._model = None
+        backend = make_backend(self.run_dir, precision, embeddings, lambda: self.model, engine)
+        fixed = backend.input_shape[1]
         if fixed is not None and fixed != self.window_frames:
             raise ConfigError(f"this model takes windows of exactly {fixed} steps ({fixed / fps:.3f} s); "
                               f"--window {window_s} gives {self.window_frames}: drop --window or use a model "
                               "with a free time axis")
-        n_out = self.model.output_shape[-1]
-        if n_out != len(self.info.tags):
-            raise DataFormatError(f"{run_dir}: model has {n_out} outputs but run.json lists {len(self.info.tags)} tags")
-        outputs = [self.model.output]
-        if embeddings:
-            try:
-                outputs.append(self.model.get_layer("embedding").output)
-            except ValueError as err:
-                raise DataFormatError('--embeddings needs a layer named "embedding"; this model has none') from err
-        self._forward = keras.Model(self.model.inputs, outputs) if embeddings else self.model
-        self.embeddings = embeddings
-        if precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self._infer, self.backend = make_forward(self._forward, len(self.model.input_shape), precision,
-                                                 Path(run_dir) / MODEL_FILE, embeddings)
-        self.precision = precision
+        if backend.n_tags != len(self.info.tags):
+            raise DataFormatError(f"{run_dir}: model has {backend.n_tags} outputs but run.json lists "
+                                  f"{len(self.info.tags)} tags")
+        self._infer, self.backend = backend.forward, backend.description
+        self.batch_size = BATCH_SIZES[backend.engine] if batch_size is None else batch_size
         log.info("model backend: %s", self.backend)
 
     @property
     def tags(self) -> tuple[str, ...]:
         return self.info.tags
 
+    @property
+    def model(self):
+        """The Keras model (loaded on first use: the fast backend runs without it, and without TensorFlow)."""
+        if self._model is None:
+            self._model = load_model(self.run_dir)
+        return self._model
+
     def predict_windows(self, windows: np.ndarray, *, normalised: bool = False
                         ) -> tuple[np.ndarray, np.ndarray | None]:
         """Run the model on windows float32 [n, window_frames(, n_bins)], `batch_size` at a time.
 
-        Windows are normalised here (`orpheus.windows.normalise_windows`) unless `normalised`.
+        Windows are normalised here (`orpheus.windows.normalise_windows_np`) unless `normalised`.
         One graph traced for any batch size (`orpheus.inference`).
 
         Returns:
             (probabilities float32 [n, n_tags], embeddings float32 [n, dim] or None).
         """
-        from orpheus.windows import normalise_windows
+        from orpheus.windows import normalise_windows_np
         probs, embeds = [], []
         for start in range(0, windows.shape[0], self.batch_size):
             chunk = windows[start:start + self.batch_size]
-            chunk = chunk if normalised else normalise_windows(chunk, self.info)
+            chunk = chunk if normalised else normalise_windows_np(chunk, self.info)
             out = self._infer(np.asarray(chunk, np.float32))
             probs.append(out[0])
             if self.embeddings:
@@ -234,7 +242,7 @@ class Tagger:
         long_files = {f for f in files if headers[f] > stream_threshold_s}
         pooled = [(f, self.settings, self.window_s) for f in files if f not in long_files]
         decoded = parallel_map(decode_features, pooled, jobs=jobs, desc="decoding", quiet=True,
-                               max_pending=MAX_IN_FLIGHT_PER_JOB * max(1, jobs))
+                               max_pending=MAX_IN_FLIGHT_PER_JOB * max(1, jobs), worker_nice=DECODER_NICE)
 
         def sources() -> Iterator[tuple[str, Iterator[np.ndarray] | None, str | None, list[str]]]:
             for f in files:

@@ -144,7 +144,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
 
     With `output` (a JSON-lines log) or `write_tags`, runs `orpheus.library_run` instead (resumable).
     """
-    from orpheus.tagging import DEFAULT_BATCH_SIZE, STREAM_THRESHOLD_S, Tagger, list_audio_files, plot_taggram
+    from orpheus.tagging import STREAM_THRESHOLD_S, Tagger, list_audio_files, plot_taggram
     stream = stream or sys.stdout
     if (mp3 is None) == (not record):
         raise ConfigError("give exactly one of --mp3 FILE_OR_DIR and --record")
@@ -166,7 +166,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
         from orpheus.recording import input_device
         input_device()
     tagger = Tagger(resolve_run_dir(run_dir, model), window_s=window_s, hop_s=hop_s, aggregate=aggregate,
-                    batch_size=batch_size or DEFAULT_BATCH_SIZE, embeddings=embeddings is not None,
+                    batch_size=batch_size, embeddings=embeddings is not None,
                     precision=precision)
     if record:
         from orpheus.recording import record as record_audio
@@ -235,14 +235,14 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     from orpheus.data_input import make_track_windows
     from orpheus.evaluation import tag_kernel, write_report
     from orpheus.spec import read_dataset_info
-    from orpheus.tagging import DEFAULT_BATCH_SIZE, Tagger
-    batch_size = batch_size or DEFAULT_BATCH_SIZE
+    from orpheus.tagging import Tagger
     run_path = require_dir(run_dir, "--run-dir run")
     shard_dir = require_dir(tfrecords_dir, "--tfrecords-dir shard")
     out_dir = Path(out) if out is not None else run_path / f"report-{split}"
     check_output(out_dir / "metrics.json", overwrite)
     dataset_info = read_dataset_info(shard_dir)
     tagger = Tagger(run_path, batch_size=batch_size, precision=precision)
+    batch_size = tagger.batch_size
     tracks = make_track_windows(shard_dir, split, tagger.info, merge_tags=merge_groups_of(run_path))
     tids, labels, scores = [], [], []
     pending: list[np.ndarray] = []  # windows of tracks not yet run, batched across tracks
@@ -355,13 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """--batch-size and --precision, shared by predict and test."""
-    from orpheus.tagging import DEFAULT_BATCH_SIZE
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                        help="windows per model call; larger is a little faster but peaks higher "
-                             "(MSD_musicnn: 8 -> under 1 GB, 64 -> about 2.2 GB)")
+    from orpheus.tagging import BATCH_SIZES
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"windows per model call (default {BATCH_SIZES['openvino']} in OpenVINO, "
+                             f"{BATCH_SIZES['tensorflow']} in TensorFlow); larger is a little faster but peaks "
+                             "higher (MSD_musicnn in TensorFlow: 8 -> under 1 GB, 64 -> about 2.2 GB)")
     parser.add_argument("--precision", choices=("exact", "fast"), default="exact",
-                        help="exact: TensorFlow float32; fast: OpenVINO compiled for this CPU (bf16 with "
-                             "AMX, else float32, which matches exact to 1e-6); exact when OpenVINO is missing")
+                        help="exact: float32, in OpenVINO where installed and checked to reproduce TensorFlow "
+                             "(to 1e-4; no TensorFlow loaded: less memory and start-up), else TensorFlow; fast: "
+                             "OpenVINO bf16 where the CPU has bf16 instructions (AVX512-BF16/AMX: 1.5x less "
+                             "work per window, scores within 0.01 of exact on real music), else exact")
 
 
 def _predict_command(args: argparse.Namespace) -> int:

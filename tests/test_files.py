@@ -52,6 +52,19 @@ def test_parallel_map_bounded_keeps_order(max_pending):
     assert got == [x * x for x in range(40)]
 
 
+def _niceness(_):
+    import os
+    return os.nice(0)
+
+
+def test_parallel_map_lowers_the_workers_priority_when_asked():
+    import os
+    mine = os.nice(0)
+    got = set(parallel_map(_niceness, list(range(6)), jobs=2, desc="t", quiet=True, worker_nice=5, max_pending=2))
+    assert got == {min(mine + 5, 19)}
+    assert set(parallel_map(_niceness, list(range(6)), jobs=2, desc="t", quiet=True)) == {mine}
+
+
 def test_batched():
     assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
 

@@ -1,0 +1,89 @@
+"""The tagging backends (`orpheus.inference`): fast's bound on music, no TensorFlow on the fast path, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orpheus import tagging
+from orpheus.errors import ConfigError, DataFormatError
+from tests.fixtures_tagging import tiny_run_dir  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fast_meets_its_bound_on_music(music_dir):
+    """The promise of --precision fast: track scores within 0.03 of exact, top-3 tags equal on >= 90% of files."""
+    pytest.importorskip("openvino")
+    from orpheus.pretrained import pretrained_run_dir
+    run_dir = pretrained_run_dir("MSD_musicnn")
+    files = sorted(music_dir.glob("*.ogg"))
+    exact = {r.file: r.scores for r in tagging.Tagger(run_dir).tag_files(files, quiet=True)}
+    fast_tagger = tagging.Tagger(run_dir, precision="fast")
+    assert fast_tagger.backend.startswith("fast (OpenVINO")
+    fast = {r.file: r.scores for r in fast_tagger.tag_files(files, quiet=True)}
+    assert len(fast) == len(exact) == len(files) >= 3
+    worst = max(float(np.abs(exact[f] - fast[f]).max()) for f in exact)
+    same_top3 = [set(np.argsort(-exact[f])[:3]) == set(np.argsort(-fast[f])[:3]) for f in exact]
+    assert worst <= 0.03
+    assert sum(same_top3) >= 0.9 * len(same_top3)
+
+
+@pytest.mark.parametrize("precision", ["exact", "fast"])
+def test_tagging_on_openvino_imports_no_tensorflow(tiny_run_dir, tmp_path, precision):  # noqa: F811
+    """Once converted, both precisions tag without TensorFlow (start-up and ~0.7 GB of memory saved)."""
+    pytest.importorskip("openvino")
+    env = {**os.environ, "ORPHEUS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    script = (
+        "import sys, json, numpy as np\n"
+        "from orpheus.tagging import Tagger\n"
+        f"tagger = Tagger({str(tiny_run_dir)!r}, precision={precision!r})\n"
+        "result = tagger.tag_audio('noise', np.random.default_rng(0).normal(size=48000).astype('float32') * 0.1)\n"
+        "print(json.dumps({'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules, 'backend': tagger.backend,\n"
+        "                  'n': len(result.scores)}))\n")
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    for run in runs:  # the first run converts in a child process, the second reads the cache
+        assert run["tf"] is False and run["backend"].startswith(f"{precision} (OpenVINO") and run["n"] == 6
+    cached = list((tmp_path / "cache" / "openvino").glob("*/check.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text())["max_abs_difference"] <= 1e-4
+
+
+def test_a_model_openvino_cannot_take_runs_in_tensorflow(tiny_run_dir, tmp_path, monkeypatch, caplog):  # noqa: F811
+    """A failed conversion is logged once, remembered, and the model goes to TensorFlow (here: it is unreadable,
+    so TensorFlow's one-line error follows)."""
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "cache"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text((tiny_run_dir / "run.json").read_text())
+    (broken / "model.keras").write_bytes(b"not a keras archive")
+    with caplog.at_level(logging.INFO, logger="orpheus.inference"):
+        with pytest.raises(DataFormatError, match=r"broken/model.keras: cannot load the model"):
+            tagging.Tagger(broken, precision="fast")
+    assert [m for m in caplog.messages if "OpenVINO cannot run this model exactly" in m and "cannot load" in m]
+    assert [p.name for p in (tmp_path / "cache" / "openvino").glob("*/*")] == ["failed.txt"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="orpheus.inference"):
+        with pytest.raises(DataFormatError, match="cannot load the model"):
+            tagging.Tagger(broken)
+    assert not [m for m in caplog.messages if "converting" in m]  # the failure was remembered
+
+
+def test_batch_size_defaults_follow_the_engine(tiny_run_dir):  # noqa: F811
+    tensorflow = tagging.Tagger(tiny_run_dir, engine="tensorflow")
+    assert tensorflow.batch_size == tagging.BATCH_SIZES["tensorflow"] == 8
+    assert tagging.Tagger(tiny_run_dir, engine="tensorflow", batch_size=3).batch_size == 3
+    pytest.importorskip("openvino")
+    for precision in ("exact", "fast"):
+        tagger = tagging.Tagger(tiny_run_dir, precision=precision)
+        assert "OpenVINO" in tagger.backend and tagger.batch_size == tagging.BATCH_SIZES["openvino"] == 16
+    with pytest.raises(ConfigError, match="engine"):
+        tagging.Tagger(tiny_run_dir, engine="onnx")
