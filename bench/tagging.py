@@ -6,17 +6,21 @@ Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo
               hop 256, 96 mels), log10(10000 x + 1), 3 s windows, the same MSD_musicnn weights in ONE
               tf.function (compiled once, batch axis free), one call per track; timed like predict,
               from model load to the last result
-  floor       the same windows through the same compiled model, decoding and features excluded
+  floor       the same windows through the same compiled model, decoding and features excluded; and
+              through the OpenVINO models that predict runs (float32 for exact, bf16 for fast), in its
+              batches of 16 windows: where the time goes
   predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
   memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
 Each speed row runs twice, on all the files and on the first one alone: the difference gives its
 marginal time per track (the start-up, imports and model load included in both, cancels out), the
-one-file run its start-up. Printed per row: tracks/s over the whole run, start-up seconds, marginal
+one-file run its start-up. With `--repeat N` each run is made N times, rows interleaved, and the
+median time is used (peak memory: the largest). Printed per row: tracks/s over the whole run, start-up seconds, marginal
 ms per track, both ratios to the reference (marginal first), peak RSS of the main process and of the
 largest worker (VmHWM, polled), and the max |p - p_reference| of the track scores. The fast backend's
 one-off OpenVINO conversion is made (and cached, as in any use) before the rows are timed.
 
     python bench/tagging.py                          # 20 files, all rows but the big memory rows
+    python bench/tagging.py --files 40 --repeat 3    # the speed rows, medians of 3
     python bench/tagging.py --files 190 --memory     # + 10/200/1000 files and a 60-minute file
 """
 
@@ -158,7 +162,23 @@ def compiled_reference(run_dir):
 def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) -> dict:
     watcher = PeakWatcher()
     scores = {}
-    if kind in ("reference", "floor"):
+    if kind == "openvino-floor":  # predict's own model, its batches, the same windows
+        from orpheus.inference import openvino_backend, openvino_ir
+        from orpheus.rundir import read_run_info
+        from orpheus.tagging import BATCH_SIZES
+        info = read_run_info(run_dir)
+        windows = {f: reference_windows(f, info.window_frames) for f in files}
+        backend = openvino_backend(openvino_ir(Path(run_dir), False), precision)
+        batch = BATCH_SIZES["openvino"]
+        backend.forward(np.zeros((batch, info.window_frames, 96), np.float32))
+        start = time.perf_counter()
+        every = np.concatenate([windows[f] for f in files])
+        probabilities = np.concatenate([backend.forward(every[i:i + batch])[0] for i in range(0, len(every), batch)])
+        offset = 0
+        for f in files:
+            scores[f] = probabilities[offset:offset + len(windows[f])].mean(axis=0).tolist()
+            offset += len(windows[f])
+    elif kind in ("reference", "floor"):
         start = time.perf_counter()  # the reference, like predict, counts its model load and trace
         info, forward = compiled_reference(run_dir)
         forward(np.zeros((1, info.window_frames, 96), np.float32))
@@ -197,6 +217,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=20, help="30 s mp3s for the speed rows")
     parser.add_argument("--memory", action="store_true", help="also the 10/200/1000-file and 60-minute rows")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each speed row (the median is printed)")
     parser.add_argument("--run-dir", help="run directory (default: the converted pretrained MSD_musicnn)")
     parser.add_argument("--work", help="folder for the generated mp3s (default: a temporary folder)")
     parser.add_argument("--row-json", nargs=5, metavar=("KIND", "LIST", "RUN_DIR", "JOBS", "PRECISION"),
@@ -223,7 +244,9 @@ def main(argv=None) -> int:
             return str(path)
 
         rows = [("reference: musicnn recipe, compiled once, 1 by 1", "reference", speed, 1, "exact"),
-                ("forward-only floor (same windows, same model)", "floor", speed, 1, "exact")]
+                ("forward-only floor (same windows, same model)", "floor", speed, 1, "exact"),
+                ("forward-only floor, OpenVINO float32 (exact)", "openvino-floor", speed, 1, "exact"),
+                ("forward-only floor, OpenVINO bf16 (fast)", "openvino-floor", speed, 1, "fast")]
         for precision in ("exact", "fast"):
             for jobs in sorted({1, cores}):
                 rows.append((f"predict --precision {precision} --jobs {jobs}", "predict", speed, jobs, precision))
@@ -246,14 +269,25 @@ def main(argv=None) -> int:
         reference = None
         print(f"{'row':<52} {'tracks/s':>8} {'start s':>7} {'ms/track':>8} {'x ref':>6} {'(all)':>6} "
               f"{'main MB':>7} {'worker MB':>9} {'max|dp|':>7}")
-        for label, kind, files, jobs, precision in rows:
-            result = run_row([kind, listing(files, "list"), run_dir, str(jobs), precision])
+        timed: dict[int, list] = {}
+        for _ in range(args.repeat):  # rows interleaved, so a slow spell of the machine spreads over all of them
+            for i, (label, kind, files, jobs, precision) in enumerate(rows):
+                if label.startswith("memory") and i in timed:
+                    continue
+                both = [run_row([kind, listing(files, "list"), run_dir, str(jobs), precision])]
+                if not label.startswith("memory") and len(files) > 1:
+                    both.append(run_row([kind, listing(files[:1], "one"), run_dir, str(jobs), precision]))
+                timed.setdefault(i, []).append(both)
+        for i, (label, kind, files, jobs, precision) in enumerate(rows):
+            runs = timed[i]
+            result = {**runs[0][0], "seconds": float(np.median([r[0]["seconds"] for r in runs])),
+                      "main_mb": max(r[0]["main_mb"] for r in runs), "worker_mb": max(r[0]["worker_mb"] for r in runs)}
             rate = result["n"] / result["seconds"]
             marginal_s = startup_s = float("nan")
-            if not label.startswith("memory") and len(files) > 1:
-                one = run_row([kind, listing(files[:1], "one"), run_dir, str(jobs), precision])
-                marginal_s = (result["seconds"] - one["seconds"]) / (len(files) - 1)
-                startup_s = one["seconds"] - marginal_s
+            if len(runs[0]) > 1:
+                one_s = float(np.median([r[1]["seconds"] for r in runs]))
+                marginal_s = (result["seconds"] - one_s) / (len(files) - 1)
+                startup_s = one_s - marginal_s
             if reference is None:
                 reference = {**result, "marginal_s": marginal_s}
             ratio_all = rate / (reference["n"] / reference["seconds"])

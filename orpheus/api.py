@@ -8,7 +8,7 @@
     results = tagger.tag(["a.mp3", "b.ogg"])
     result = tagger.tag_array(samples, sample_rate=44100)
 
-Input: audio files (mp3/ogg/flac/wav; a folder is walked recursively, sorted) or float arrays, and a
+Input: audio files (mp3/ogg/opus/flac/wav; a folder is walked recursively, sorted) or float arrays, and a
 model: a pretrained one by name (`orpheus.pretrained`) or a run directory (`orpheus.rundir`).
 Output: one `TagResult` per file, in input order; a file that cannot be tagged gets a result with
 `error` set instead of raising, so one bad track never stops a batch.
@@ -136,8 +136,9 @@ class Tagger:
         window_s, hop_s: seconds per window and between window starts; default the model's window, no overlap.
         aggregate: "mean" or "max" of the window probabilities per tag.
         embeddings: also return the "embedding" layer's output per window.
-        batch_size: windows per model call (default `orpheus.tagging.BATCH_SIZES[precision]`, sized for memory).
-        precision: "exact" (TensorFlow, float32) or "fast" (see `predict --precision`).
+        batch_size: windows per model call (default `orpheus.tagging.BATCH_SIZES` of the engine that runs the
+            model, sized for memory).
+        precision: "exact" (float32) or "fast" (bf16 where the CPU has it); see `orpheus.inference`.
         jobs: worker processes that decode files (1: decode in this process).
 
     Raises:

@@ -21,7 +21,7 @@ from orpheus.features import (  # noqa: F401  (re-exported: the feature half of 
     COMPRESSIONS, PRESETS, FeatureSettings, LogMelPreset, _hz_to_mel, _mel_to_hz, features, log_mel,
     mel_filterbank, mel_power, mfcc, power_spectrogram, power_to_db)
 
-AUDIO_EXTENSIONS = (".mp3", ".ogg", ".flac", ".wav")
+AUDIO_EXTENSIONS = (".mp3", ".ogg", ".opus", ".flac", ".wav")
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # what soundfile raises on a bad file
 
 
@@ -29,7 +29,7 @@ def decode(path: str | Path, *, offset_s: float = 0.0, duration_s: float | None 
     """Decode an audio file as it is stored.
 
     Args:
-        path: an mp3/ogg/flac/wav file.
+        path: an mp3/ogg/opus/flac/wav file.
         offset_s: seconds to skip from the start.
         duration_s: seconds to read from the offset; None reads to the end.
 
@@ -103,7 +103,7 @@ def stream_mono(path: str | Path, sample_rate: int | None = None, block_s: float
     round-off (below 1e-5 on music).
 
     Args:
-        path: an mp3/ogg/flac/wav file.
+        path: an mp3/ogg/opus/flac/wav file.
         sample_rate: output rate in Hz; None keeps the file's own rate.
         block_s: seconds of input decoded per block (> 0).
 

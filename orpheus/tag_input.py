@@ -26,7 +26,7 @@ TRUNCATION_TOLERANCE_S = 1.0  # decoded audio this much shorter than the header'
 
 
 def list_audio_files(path: str | Path) -> list[Path]:
-    """One audio file, or every mp3/ogg/flac/wav under a folder (recursive), sorted by path.
+    """One audio file, or every mp3/ogg/opus/flac/wav under a folder (recursive), sorted by path.
 
     Raises:
         MissingInputError: `path` does not exist, or the folder holds no audio file.

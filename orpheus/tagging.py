@@ -1,7 +1,7 @@
 """Tag audio files with a run directory's model: files -> features -> windows -> batched inference -> scores.
 
 Input: a run directory (`run.json` + `model.keras`, see `orpheus.rundir`) and audio files
-(mp3/ogg/flac/wav) or a recorded signal. Output: one `TrackTags` per file, in the sorted file order:
+(mp3/ogg/opus/flac/wav) or a recorded signal. Output: one `TrackTags` per file, in the sorted file order:
 the track's score per tag (mean, or max, over consecutive windows covering the whole track, the last
 window aligned to the end as `orpheus.windows` does), the per-window probabilities (the taggram),
 when asked the "embedding" layer's output per window, and warnings about odd input.

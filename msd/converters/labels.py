@@ -8,7 +8,7 @@ Inputs, one of:
     --from-folders ROOT   ROOT/<tag>/.../<file>: each top-level folder is a tag. A file is identified by its
                           path below its tag folder, so `rock/a.mp3` and `guitar/a.mp3` are one track with
                           both tags (its audio is read from the first tag folder by name); files directly
-                          in ROOT or with another extension than mp3/ogg/flac/wav are reported, hidden files
+                          in ROOT or with another extension than mp3/ogg/opus/flac/wav are reported, hidden files
                           and folders (a leading dot) are ignored
 
 Outputs in OUT_DIR, the same as `msd.mtt`'s and `msd.fma`'s (see `msd.converters.common`):
