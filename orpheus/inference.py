@@ -187,7 +187,8 @@ def openvino_ir(run_dir: Path, embeddings: bool) -> Path | None:
             log.warning("%s: OpenVINO cannot run this model exactly (%s); it runs in TensorFlow", run_dir, failure)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(cache, ignore_errors=True)  # an unchecked IR of an earlier version
+            if cache.is_dir() and not (cache / FAILED_FILE).is_file() and not (cache / CHECK_FILE).is_file():
+                shutil.rmtree(cache, ignore_errors=True)  # an unchecked IR of an earlier version
             publish(out, cache)
         except OSError as err:  # a read-only cache only costs the conversion next time
             log.info("cannot cache the OpenVINO model in %s (%s)", cache, err)

@@ -77,6 +77,18 @@ def test_a_model_openvino_cannot_take_runs_in_tensorflow(tiny_run_dir, tmp_path,
     assert not [m for m in caplog.messages if "converting" in m]  # the failure was remembered
 
 
+def test_an_unwritable_cache_only_costs_the_conversion_next_time(tiny_run_dir, tmp_path, monkeypatch, caplog):  # noqa: F811
+    pytest.importorskip("openvino")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "a-file" / "cache"))  # mkdir fails, even for root
+    with caplog.at_level(logging.INFO, logger="orpheus.inference"):
+        tagger = tagging.Tagger(tiny_run_dir, precision="fast")
+    assert "OpenVINO" in tagger.backend and [m for m in caplog.messages if "cannot cache" in m]
+    noise = np.random.default_rng(1).normal(size=32000).astype(np.float32) * 0.1
+    reference = tagging.Tagger(tiny_run_dir, engine="tensorflow").tag_audio("noise", noise).scores
+    np.testing.assert_allclose(tagger.tag_audio("noise", noise).scores, reference, atol=0.03)
+
+
 def test_batch_size_defaults_follow_the_engine(tiny_run_dir):  # noqa: F811
     tensorflow = tagging.Tagger(tiny_run_dir, engine="tensorflow")
     assert tensorflow.batch_size == tagging.BATCH_SIZES["tensorflow"] == 8
