@@ -41,7 +41,7 @@ def test_list_audio_files_recursive_sorted(tmp_path, music_dir):
     files = tagging.list_audio_files(tmp_path)
     assert [f.relative_to(tmp_path).as_posix() for f in files] == ["Z.WAV", f"a/deep/{CLIPS[1]}", f"b/{CLIPS[0]}"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MissingInputError, match="no mp3/ogg/flac/wav"):
+    with pytest.raises(MissingInputError, match="no mp3/ogg/opus/flac/wav"):
         tagging.list_audio_files(tmp_path / "empty")
     with pytest.raises(MissingInputError, match="no such file"):
         tagging.list_audio_files(tmp_path / "missing")
