@@ -177,7 +177,8 @@ def write_openvino(model, path: Path, info) -> None:
         import openvino as ov
     except ImportError as err:
         raise MissingDependencyError(f"--format openvino needs {EXTRAS['openvino']}") from err
-    ov.save_model(ov.convert_model(_concrete(model)), str(path), compress_to_fp16=False)
+    from orpheus.inference import openvino_model
+    ov.save_model(openvino_model(_concrete(model), len(model.outputs)), str(path), compress_to_fp16=False)
 
 
 def write_litert(model, path: Path, info) -> None:

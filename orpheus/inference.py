@@ -146,6 +146,16 @@ def compiled_model(forward_model, rank: int, window_frames: int | None = None):
     return tf.function(infer, input_signature=[tf.TensorSpec(shape, tf.float32)])
 
 
+def openvino_model(function, n_outputs: int):
+    """A traced model (`compiled_model(...).get_concrete_function()`) as an OpenVINO model with exactly its
+    `n_outputs` outputs: `openvino.convert_model` also returns Keras's seed-generator state as scalar outputs."""
+    import openvino as ov
+    converted = ov.convert_model(function)
+    if len(converted.outputs) > n_outputs:
+        converted = ov.Model([converted.output(i) for i in range(n_outputs)], converted.get_parameters(), "orpheus")
+    return converted
+
+
 def tf_backend(model) -> Backend:
     """The exact backend: one traced graph for every batch size."""
     compiled = compiled_model(model, len(model.inputs[0].shape))
@@ -253,10 +263,9 @@ def convert(run_dir: str | Path, out: str | Path, embeddings: bool = False) -> P
     from orpheus.tagging import load_model
     run_dir, out = Path(run_dir), Path(out)
     model = forward_model(load_model(run_dir), embeddings)
-    rank = len(model.inputs[0].shape)
-    graph = compiled_model(model, rank)
+    graph = compiled_model(model, len(model.inputs[0].shape))
     try:
-        converted = ov.convert_model(graph.get_concrete_function())
+        converted = openvino_model(graph.get_concrete_function(), len(model.outputs))
     except Exception as err:  # noqa: BLE001  (the converter raises many kinds; each means "no")
         raise DataFormatError(f"the OpenVINO converter failed: {str(err).splitlines()[0][:200]}") from err
     shape = list(model.inputs[0].shape[1:])
@@ -264,9 +273,6 @@ def convert(run_dir: str | Path, out: str | Path, embeddings: bool = False) -> P
         shape[0] = read_run_info(run_dir).window_frames
     check = np.random.default_rng(0).normal(size=[CHECK_BATCH, *shape]).astype(np.float32)
     expected = [t.numpy() for t in graph(check)]
-    if len(converted.outputs) > len(expected):  # Keras's seed-generator state comes out as scalar outputs too
-        converted = ov.Model([converted.output(i) for i in range(len(expected))], converted.get_parameters(),
-                             "orpheus")
     compiled = ov.Core().compile_model(converted, "CPU", {hints.inference_precision: "f32"})
     outputs = compiled.create_infer_request().infer({0: check})
     got = [np.array(outputs[i]) for i in range(len(compiled.outputs))]
