@@ -3,21 +3,31 @@
 Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo mp3s, made from
 ../shared/audio clips or, without them, synthesised):
   reference   musicnn's recipe, one track at a time: librosa.load(sr=16000), librosa mel (n_fft 512,
-              hop 256, 96 mels), log10(10000 x + 1), 3 s windows, the same MSD_musicnn weights in ONE
+              hop 256, 96 mels), log10(10000 x + 1), musicnn's 3 s windows (the frames after the last
+              whole window dropped: 10 windows for 30 s), the same MSD_musicnn weights in ONE
               tf.function (compiled once, batch axis free), one call per track; timed like predict,
               from model load to the last result
-  floor       the same windows through the same compiled model, decoding and features excluded; and
-              through the OpenVINO models that predict runs (float32 for exact, bf16 for fast), in its
-              batches of 16 windows: where the time goes
+  reference, apart
+              the same work with its halves timed apart: every track decoded first (before TensorFlow
+              is imported), then every track's model call. On a small machine TensorFlow's idle threads
+              spin after each call and slow librosa's next track, and librosa's slow the next call
+              (2 cores: 47 -> 130+ ms a track for librosa): this row is what the recipe costs without
+              that, the stricter baseline
+  floor       predict's windows (11 for 30 s: the last one aligned to the end) of the same features
+              through the same compiled model, decoding and features excluded; and through the OpenVINO
+              models that predict runs (float32 for exact, bf16 for fast), in its batches of 16
+              windows: where the time goes
   predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
   memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
-Each speed row runs twice, on all the files and on the first one alone: the difference gives its
-marginal time per track (the start-up, imports and model load included in both, cancels out), the
-one-file run its start-up. With `--repeat N` each run is made N times, rows interleaved, and the
-median time is used (peak memory: the largest). Printed per row: tracks/s over the whole run, start-up seconds, marginal
-ms per track, both ratios to the reference (marginal first), peak RSS of the main process and of the
-largest worker (VmHWM, polled), and the max |p - p_reference| of the track scores. The fast backend's
-one-off OpenVINO conversion is made (and cached, as in any use) before the rows are timed.
+Each speed row runs twice, on all the files and on the first two alone: the difference gives its
+marginal time per track (the start-up, imports, model load and process pool, included in both, cancel
+out), the two-file run its start-up. With `--repeat N` each run is made N times, rows interleaved, and
+the median time is used (peak memory: the largest). Printed per row: tracks/s over the whole run,
+start-up seconds, marginal ms per track, its ratio to the reference and to the reference timed apart,
+the whole run's ratio to the reference's, peak RSS of the main process and of the largest worker
+(VmHWM, polled), and the max |p - p_floor| of the track scores against the first floor row (the same
+windows; the reference rows are compared with the reference). The fast backend's one-off OpenVINO
+conversion is made (and cached, as in any use) before the rows are timed.
 
     python bench/tagging.py                          # 20 files, all rows but the big memory rows
     python bench/tagging.py --files 40 --repeat 3    # the speed rows, medians of 3
@@ -131,9 +141,11 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def reference_windows(path, width):
-    """musicnn's extractor recipe (librosa at 16 kHz, mel 512/256/96, log10(10000 x + 1)), 3 s windows
-    with the last one aligned to the end as Orpheus does, so the scores are comparable."""
+def reference_windows(path, width, tail: bool = False):
+    """musicnn's extractor recipe (librosa at 16 kHz, mel 512/256/96, log10(10000 x + 1)), 3 s windows.
+
+    musicnn drops the frames after the last whole window (10 windows for 30 s); `tail=True` adds a last
+    window aligned to the end as Orpheus does (11), so that the floor rows see predict's windows."""
     import librosa
     audio, _ = librosa.load(str(path), sr=16000)
     mel = librosa.feature.melspectrogram(y=audio, sr=16000, hop_length=256, n_fft=512, n_mels=96).T
@@ -141,7 +153,7 @@ def reference_windows(path, width):
     if logmel.shape[0] < width:
         logmel = np.pad(logmel, ((0, width - logmel.shape[0]), (0, 0)))
     starts = list(range(0, logmel.shape[0] - width + 1, width))
-    if starts[-1] != logmel.shape[0] - width:
+    if tail and starts[-1] != logmel.shape[0] - width:
         starts.append(logmel.shape[0] - width)
     return np.stack([logmel[s:s + width] for s in starts])
 
@@ -167,7 +179,7 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
         from orpheus.rundir import read_run_info
         from orpheus.tagging import BATCH_SIZES
         info = read_run_info(run_dir)
-        windows = {f: reference_windows(f, info.window_frames) for f in files}
+        windows = {f: reference_windows(f, info.window_frames, tail=True) for f in files}
         backend = openvino_backend(openvino_ir(Path(run_dir), False), precision)
         batch = BATCH_SIZES["openvino"]
         backend.forward(np.zeros((batch, info.window_frames, 96), np.float32))
@@ -178,12 +190,21 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
         for f in files:
             scores[f] = probabilities[offset:offset + len(windows[f])].mean(axis=0).tolist()
             offset += len(windows[f])
+    elif kind == "reference-apart":  # the same work, its two halves timed apart: no threads contend
+        from orpheus.rundir import read_run_info
+        width = read_run_info(run_dir).window_frames
+        start = time.perf_counter()
+        windows = {f: reference_windows(f, width) for f in files}  # before TensorFlow is even imported
+        info, forward = compiled_reference(run_dir)
+        forward(np.zeros((1, info.window_frames, 96), np.float32))
+        for f in files:
+            scores[f] = np.asarray(forward(windows[f])).mean(axis=0).tolist()
     elif kind in ("reference", "floor"):
         start = time.perf_counter()  # the reference, like predict, counts its model load and trace
         info, forward = compiled_reference(run_dir)
         forward(np.zeros((1, info.window_frames, 96), np.float32))
-        if kind == "floor":  # the floor counts the forward passes only
-            windows = {f: reference_windows(f, info.window_frames) for f in files}
+        if kind == "floor":  # the floor counts the forward passes only, of predict's windows
+            windows = {f: reference_windows(f, info.window_frames, tail=True) for f in files}
             start = time.perf_counter()
         for f in files:
             w = windows[f] if kind == "floor" else reference_windows(f, info.window_frames)
@@ -235,6 +256,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         speed = make_mp3s(work / f"speed{args.files}", args.files)
+        short = make_mp3s(work / "speed2", 2)  # the same first two tracks, in a folder of their own
         print(f"{len(speed)} x 30 s 44.1 kHz stereo mp3 ({'shared clips' if CLIPS.is_dir() else 'synthesised'}), "
               f"model {Path(run_dir).name}, {cores} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
 
@@ -244,6 +266,7 @@ def main(argv=None) -> int:
             return str(path)
 
         rows = [("reference: musicnn recipe, compiled once, 1 by 1", "reference", speed, 1, "exact"),
+                ("reference, decoding and model timed apart", "reference-apart", speed, 1, "exact"),
                 ("forward-only floor (same windows, same model)", "floor", speed, 1, "exact"),
                 ("forward-only floor, OpenVINO float32 (exact)", "openvino-floor", speed, 1, "exact"),
                 ("forward-only floor, OpenVINO bf16 (fast)", "openvino-floor", speed, 1, "fast")]
@@ -266,8 +289,7 @@ def main(argv=None) -> int:
             rows.append(("memory: predict, one 60-minute file", "predict", [hour], cores, "exact"))
             rows.append(("memory: predict --precision fast, one 60-minute file", "predict", [hour], cores, "fast"))
         run_row(["predict", listing(speed[:1], "warm"), run_dir, "1", "fast"])  # the one-off OpenVINO conversion
-        reference = None
-        print(f"{'row':<52} {'tracks/s':>8} {'start s':>7} {'ms/track':>8} {'x ref':>6} {'(all)':>6} "
+        print(f"{'row':<52} {'tracks/s':>8} {'start s':>7} {'ms/track':>8} {'x ref':>6} {'x apart':>7} {'(all)':>6} "
               f"{'main MB':>7} {'worker MB':>9} {'max|dp|':>7}")
         timed: dict[int, list] = {}
         for _ in range(args.repeat):  # rows interleaved, so a slow spell of the machine spreads over all of them
@@ -275,29 +297,34 @@ def main(argv=None) -> int:
                 if label.startswith("memory") and i in timed:
                     continue
                 both = [run_row([kind, listing(files, "list"), run_dir, str(jobs), precision])]
-                if not label.startswith("memory") and len(files) > 1:
-                    both.append(run_row([kind, listing(files[:1], "one"), run_dir, str(jobs), precision]))
+                if not label.startswith("memory") and len(files) > len(short):
+                    both.append(run_row([kind, listing(short, "short"), run_dir, str(jobs), precision]))
                 timed.setdefault(i, []).append(both)
+        results = {}
         for i, (label, kind, files, jobs, precision) in enumerate(rows):
             runs = timed[i]
             result = {**runs[0][0], "seconds": float(np.median([r[0]["seconds"] for r in runs])),
-                      "main_mb": max(r[0]["main_mb"] for r in runs), "worker_mb": max(r[0]["worker_mb"] for r in runs)}
-            rate = result["n"] / result["seconds"]
-            marginal_s = startup_s = float("nan")
+                      "main_mb": max(r[0]["main_mb"] for r in runs), "worker_mb": max(r[0]["worker_mb"] for r in runs),
+                      "marginal_s": float("nan"), "startup_s": float("nan")}
             if len(runs[0]) > 1:
-                one_s = float(np.median([r[1]["seconds"] for r in runs]))
-                marginal_s = (result["seconds"] - one_s) / (len(files) - 1)
-                startup_s = one_s - marginal_s
-            if reference is None:
-                reference = {**result, "marginal_s": marginal_s}
-            ratio_all = rate / (reference["n"] / reference["seconds"])
-            ratio = reference["marginal_s"] / marginal_s
-            common = [f for f in result["scores"] if f in reference["scores"]]
-            diff = max((float(np.abs(np.subtract(result["scores"][f], reference["scores"][f])).max()) for f in common),
+                short_s = float(np.median([r[1]["seconds"] for r in runs]))
+                result["marginal_s"] = (result["seconds"] - short_s) / (len(files) - len(short))
+                result["startup_s"] = short_s - len(short) * result["marginal_s"]
+            results[i] = result
+        first = {kind: results[i] for i, (_, kind, *_) in reversed(list(enumerate(rows)))}
+        reference, apart = first["reference"], first["reference-apart"]
+        same_windows = first["floor"]  # predict's windows through musicnn's features and the Keras model
+        for i, (label, kind, files, jobs, precision) in enumerate(rows):
+            result = results[i]
+            rate = result["n"] / result["seconds"]
+            against = reference if kind.startswith("reference") else same_windows
+            common = [f for f in result["scores"] if f in against["scores"]]
+            diff = max((float(np.abs(np.subtract(result["scores"][f], against["scores"][f])).max()) for f in common),
                        default=float("nan"))
-            print(f"{label:<52} {rate:8.2f} {startup_s:7.1f} {1000 * marginal_s:8.0f} {ratio:6.2f} {ratio_all:6.2f} "
-                  f"{result['main_mb']:7.0f} {result['worker_mb']:9.0f} {diff:7.4f}   (load {os.getloadavg()[0]:.1f})",
-                  flush=True)
+            print(f"{label:<52} {rate:8.2f} {result['startup_s']:7.1f} {1000 * result['marginal_s']:8.0f} "
+                  f"{reference['marginal_s'] / result['marginal_s']:6.2f} {apart['marginal_s'] / result['marginal_s']:7.2f} "
+                  f"{rate / (reference['n'] / reference['seconds']):6.2f} {result['main_mb']:7.0f} "
+                  f"{result['worker_mb']:9.0f} {diff:7.4f}   (load {os.getloadavg()[0]:.1f})", flush=True)
     return 0
 
 

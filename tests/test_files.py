@@ -65,6 +65,19 @@ def test_parallel_map_lowers_the_workers_priority_when_asked():
     assert set(parallel_map(_niceness, list(range(6)), jobs=2, desc="t", quiet=True)) == {mine}
 
 
+def _blas_threads(_):
+    import numpy as np
+    from threadpoolctl import threadpool_info
+    np.ones((64, 64)) @ np.ones((64, 64))  # OpenBLAS is loaded and has run
+    return tuple(sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}))
+
+
+def test_parallel_map_workers_run_blas_on_one_thread():
+    """One process per core already: each worker's BLAS threads would spin against the others'."""
+    got = set(parallel_map(_blas_threads, list(range(4)), jobs=2, desc="t", quiet=True))
+    assert got == {(1,)}
+
+
 def test_batched():
     assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
 
