@@ -370,8 +370,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("exact", "fast"), default="exact",
                         help="exact: float32, in OpenVINO where installed and checked to reproduce TensorFlow "
                              "(to 1e-4; no TensorFlow loaded: less memory and start-up), else TensorFlow; fast: "
-                             "OpenVINO bf16 where the CPU has bf16 instructions (AVX512-BF16/AMX: 1.5x less "
-                             "work per window, scores within 0.01 of exact on real music), else exact. `test` reads its "
+                             "OpenVINO bf16 where the CPU has bf16 instructions (1.5x less work per window with "
+                             "AVX512-BF16, 3x with AMX; scores within 0.01 of exact on real music), else exact. `test` reads its "
                              "shards with TensorFlow, so there exact is TensorFlow itself")
 
 
