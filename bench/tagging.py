@@ -190,24 +190,18 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
         for f in files:
             scores[f] = probabilities[offset:offset + len(windows[f])].mean(axis=0).tolist()
             offset += len(windows[f])
-    elif kind == "reference-apart":  # the same work, its two halves timed apart: no threads contend
+    elif kind in ("reference", "reference-apart", "floor"):
         from orpheus.rundir import read_run_info
-        width = read_run_info(run_dir).window_frames
-        start = time.perf_counter()
-        windows = {f: reference_windows(f, width) for f in files}  # before TensorFlow is even imported
-        info, forward = compiled_reference(run_dir)
-        forward(np.zeros((1, info.window_frames, 96), np.float32))
-        for f in files:
-            scores[f] = np.asarray(forward(windows[f])).mean(axis=0).tolist()
-    elif kind in ("reference", "floor"):
         start = time.perf_counter()  # the reference, like predict, counts its model load and trace
+        if kind == "reference-apart":  # its two halves apart: every track decoded before TensorFlow is imported
+            windows = {f: reference_windows(f, read_run_info(run_dir).window_frames) for f in files}
         info, forward = compiled_reference(run_dir)
         forward(np.zeros((1, info.window_frames, 96), np.float32))
         if kind == "floor":  # the floor counts the forward passes only, of predict's windows
             windows = {f: reference_windows(f, info.window_frames, tail=True) for f in files}
             start = time.perf_counter()
         for f in files:
-            w = windows[f] if kind == "floor" else reference_windows(f, info.window_frames)
+            w = reference_windows(f, info.window_frames) if kind == "reference" else windows[f]
             scores[f] = np.asarray(forward(w)).mean(axis=0).tolist()
     else:
         from orpheus.rundir import read_run_info
