@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -126,6 +127,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; when the block succeeds, rename it onto `path`.
+
+    An existing `path` is an `OutputExistsError` unless `overwrite` (checked before and after the block:
+    another process may finish first); it is then replaced in one rename. A failed block leaves nothing.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: output already exists; pass --overwrite to replace it")
+    with writing_to(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp_dir, 0o777 & ~_umask())    # mkdtemp makes it private; outputs are ordinary folders
+    try:
+        with writing_to(path.parent):
+            yield tmp_dir
+            _replace_dir(tmp_dir, path, overwrite)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+
+
+def _replace_dir(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished `tmp_dir` onto `out_dir`; an existing `out_dir` is replaced only if `overwrite`."""
+    if out_dir.exists():
+        if not overwrite:
+            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it")
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+        os.replace(tmp_dir, out_dir)
+        shutil.rmtree(old)
+    else:
+        try:
+            os.replace(tmp_dir, out_dir)
+        except OSError as err:      # another process renamed its output into place first
+            if not out_dir.exists():
+                raise
+            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it") from err
 
 
 def _umask() -> int:

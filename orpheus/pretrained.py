@@ -36,8 +36,6 @@ if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbos
 
 import argparse
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ from orpheus.cli import HelpFormatter, add_common_args, make_parser, run_main
 from orpheus.data import data_file
 from orpheus.feature_settings import FeatureSettings
 from orpheus.errors import DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError
+from orpheus.files import atomic_dir
 from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INSTALL_COMMAND,  # noqa: F401
                                         MUSICNN_SCOPES, VGG_SCOPES, checkpoint_digest, checkpoint_folder,
                                         is_optimizer_state, load_checkpoint_values, musicnn_package_dir,
@@ -195,24 +194,6 @@ def run_info(name: str, source: str = "") -> RunInfo:
                    model_name=entry.architecture, source=source)
 
 
-def _replace_dir(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished `tmp_dir` onto `out_dir`; an existing `out_dir` is replaced only if `overwrite`."""
-    if out_dir.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it")
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp_dir, out_dir)
-        shutil.rmtree(old)
-    else:
-        try:
-            os.replace(tmp_dir, out_dir)
-        except OSError as err:      # another process renamed its conversion into place first
-            if not out_dir.exists():
-                raise
-            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it") from err
-
-
 def convert(name: str, out_dir: str | os.PathLike, *, overwrite: bool = False,
             package_dir: str | os.PathLike | None = None) -> ConversionSummary:
     """Convert pretrained model `name` into the run directory `out_dir` (written atomically).
@@ -229,16 +210,9 @@ def convert(name: str, out_dir: str | os.PathLike, *, overwrite: bool = False,
         raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it")
     model, (n_variables, n_values, n_optimizer), checkpoint_dir = build_pretrained_model(name, package_dir)
     source = f"musicnn 0.1.0 checkpoint {name} ({checkpoint_dir}, sha256 {checkpoint_digest(checkpoint_dir)})"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        os.chmod(tmp_dir, 0o755)        # mkdtemp makes it private; a run directory is an ordinary folder
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp_dir:
         model.save(tmp_dir / MODEL_FILE)
         write_run_info(tmp_dir, run_info(name, source))
-        _replace_dir(tmp_dir, out_dir, overwrite)
-    finally:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
     summary = ConversionSummary(name, out_dir, n_variables, n_values, n_optimizer, time.perf_counter() - start)
     logger.info("%s: %d checkpoint variables (%d values) -> %s in %.1f s (%d optimizer-state entries left out)",
                 name, n_variables, n_values, out_dir, summary.seconds, n_optimizer)
