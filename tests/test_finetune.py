@@ -120,6 +120,56 @@ def test_resume_of_a_fine_tuning_run_ends_as_uninterrupted(source_run, target_sh
             np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def outputs(run_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """tag -> the model's probabilities for the windows `x`."""
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    scores = np.asarray(model.predict_on_batch(x))
+    return {tag: scores[:, i] for i, tag in enumerate(read_run_info(run_dir).tags)}
+
+
+def test_wise_ft_mixes_the_weights_with_the_source(source_run, tuned, tmp_path):
+    loop, run_dir = tuned
+    out = finetune.interpolate(run_dir, tmp_path / "wise", alpha=0.25)
+    source, tuned_weights, mixed = layer_weights(source_run), layer_weights(run_dir), layer_weights(out)
+    for name in ("midend1_conv", "dense", "embedding", "pool_bn"):     # batch-norm statistics too
+        for a, b, m in zip(source[name], tuned_weights[name], mixed[name], strict=True):
+            np.testing.assert_allclose(m, 0.75 * a + 0.25 * b, rtol=1e-5, atol=1e-6, err_msg=f"{loop}: {name}")
+    new_tags, old_tags = read_run_info(run_dir).tags, read_run_info(source_run).tags
+    for i, tag in enumerate(new_tags):
+        column = tuned_weights["tags"][0][:, i]
+        expected = 0.75 * source["tags"][0][:, old_tags.index(tag)] + 0.25 * column if tag in old_tags else column
+        np.testing.assert_allclose(mixed["tags"][0][:, i], expected, rtol=1e-5, atol=1e-6, err_msg=tag)
+    info = read_run_info(out)
+    assert info.tags == new_tags and info.normalise == read_run_info(run_dir).normalise
+    assert info.source.startswith("WiSE-FT alpha 0.25") and (out / "config.json").is_file()
+
+    # the ends of the line: alpha 1 is the fine-tuned run, alpha 0 the source on the tags they share
+    shape = [n or 24 for n in keras.saving.load_model(run_dir / "model.keras", compile=False).input.shape[1:]]
+    x = np.random.default_rng(0).normal(size=(3, *shape)).astype(np.float32)
+    ends = {alpha: outputs(finetune.interpolate(run_dir, tmp_path / f"a{alpha}", alpha=alpha), x) for alpha in (0.0, 1.0)}
+    fine, start = outputs(run_dir, x), outputs(source_run, x)
+    for tag in new_tags:
+        np.testing.assert_allclose(ends[1.0][tag], fine[tag], rtol=1e-5, atol=1e-6)
+        if tag in old_tags:
+            np.testing.assert_allclose(ends[0.0][tag], start[tag], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fine["tag1"], start["tag1"], atol=1e-4)     # so the two ends differ
+
+
+def test_wise_ft_command_and_its_one_line_errors(source_run, tuned, tmp_path, capsys):
+    _, run_dir = tuned
+    assert finetune.main([str(run_dir), str(tmp_path / "w"), "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "w")
+    for argv, expected in (([str(run_dir), str(tmp_path / "w")], "output already exists; pass --overwrite"),
+                           ([str(run_dir), str(tmp_path / "x"), "--alpha", "1.5"], "--alpha 1.5: must be between"),
+                           ([str(source_run), str(tmp_path / "x")], "was not fine-tuned"),
+                           ([str(tmp_path / "nowhere"), str(tmp_path / "x")], "run.json: not found")):
+        assert finetune.main([*argv, "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))
+    assert finetune.main([str(source_run), str(tmp_path / "x"), "--source", str(source_run), "--quiet"]) == 0
+
+
 def test_one_line_errors(source_run, target_shards, config_file, tmp_path, capsys):
     common = ["log-mel-spectrogram", "--config", str(config_file), "--epochs", "1", "--quiet"]
     other_mels = tmp_path / "mels24"
