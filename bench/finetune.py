@@ -1,7 +1,8 @@
-"""Fine-tuning on your own labels: zero-shot MTT_musicnn vs MTT_musicnn fine-tuned vs musicnn from scratch.
+"""Fine-tuning on your own labels: zero-shot MTT_musicnn vs MTT_musicnn fine-tuned (and its WiSE-FT mix) vs
+musicnn from scratch.
 
     python bench/finetune.py [--work bench_work/finetune] [--clips 300] [--heldout 110] [--heldout-s 10]
-                             [--cpu-budget-s 600]
+                             [--cpu-budget-s 600] [--wise-alpha 0.5] [--external-dir ../shared/audio]
 
 One run, the real commands end to end:
 1. render the training corpus (`msd.rendered`, seed 0, main pool, TimGM6mb) and a held-out corpus of other
@@ -14,8 +15,13 @@ One run, the real commands end to end:
    `configs/finetune_musicnn.json` (from MTT_musicnn, front end frozen) and the same config from scratch.
    A budget is spent in three `orpheus/training.py` calls (1 epoch, +2 epochs, then as many epochs as the
    measured cost per epoch leaves room for, with `--resume`);
-4. score every held-out clip (mean over its 3 s windows) with the two trained models and with MTT_musicnn
-   as it ships (its outputs for the same-named MagnaTagATune tags), and print per-tag and macro ROC-AUC.
+4. mix the fine-tuned weights with MTT_musicnn's (WiSE-FT, `python -m orpheus.finetune`, alpha 0.5: no
+   training, so no CPU budget);
+5. score every held-out clip (mean over its 3 s windows) with the trained models, the mix and MTT_musicnn
+   as it ships (its outputs for the same-named MagnaTagATune tags), and print per-tag and macro ROC-AUC;
+6. when `../shared/audio` exists (`--external-dir`), score its clips that list their General MIDI instruments
+   (MIDI files of other projects rendered with FluidR3_GM, a SoundFont the corpus never uses, and aligned
+   recordings) through `orpheus.Tagger`, with the same models: music nobody here wrote or rendered.
 
 Prints the load average, CPU seconds and peak RSS of each step; writes WORK/results.json.
 """
@@ -40,6 +46,19 @@ sys.path.insert(0, str(ROOT))
 MTT_INSTRUMENTS = ("piano", "harpsichord", "guitar", "violin", "cello", "strings", "harp", "flute", "sitar",
                    "synth", "choir", "drums")
 REVIEW_TAGS = ("drums", "guitar", "piano", "strings", "synth", "choir", "flute", "harp")
+EXTERNAL_DIR = ROOT.parent / "shared" / "audio"
+# General MIDI program names (as the external labels.csv spells them) -> the tag, as `msd.rendered`'s families
+# use the programs (arrangements.FAMILIES); a "Guitar" anywhere in the name is a guitar, "Lead"/"Pad" a synth.
+GM_TAGS = {
+    "drums": ("Drums",),
+    "piano": ("Acoustic Grand Piano", "Bright Acoustic Piano", "Electric Grand Piano", "Honky-tonk Piano"),
+    "strings": ("Violin", "Viola", "Cello", "Contrabass", "Tremolo Strings", "Pizzicato Strings",
+                "String Ensemble 1", "String Ensemble 2"),
+    "synth": ("Synth Strings 1", "Synth Strings 2"),
+    "choir": ("Choir Aahs", "Voice Oohs"),
+    "flute": ("Piccolo", "Flute", "Recorder", "Pan Flute"),
+    "harp": ("Orchestral Harp",),
+}
 STEPS_PER_EPOCH = 10
 SAFETY = 0.9          # of the remaining budget planned for the last call (epochs vary a little in cost)
 
@@ -128,6 +147,57 @@ def score_heldout(run_dir: Path, shards: Path, tags: tuple[str, ...]) -> tuple:
     return np.array(labels), np.array(scores)
 
 
+def instrument_tags(names: list[str]) -> set[str]:
+    """The tags (`REVIEW_TAGS`) of a clip that plays the General MIDI instruments `names`."""
+    tags = {tag for tag, programs in GM_TAGS.items() for name in names if name in programs}
+    tags |= {"guitar" for name in names if "Guitar" in name}
+    tags |= {"synth" for name in names if name.startswith(("Lead ", "Pad "))}
+    return tags
+
+
+def external_clips(audio_dir: Path) -> list[tuple[Path, set[str]]]:
+    """(audio file, tags) of the clips of `audio_dir/labels.csv` that list their instruments (`families` set:
+    MIDI renders and aligned recordings), sorted by file; clips without a list are not labelled and left out."""
+    import csv
+    with open(audio_dir / "labels.csv", newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("families") and r.get("instruments")]
+    return sorted((audio_dir / "clips" / r["file"], instrument_tags(r["instruments"].split(";")))
+                  for r in rows if (audio_dir / "clips" / r["file"]).is_file())
+
+
+def score_files(run_dir: Path, files: list[Path], tags: tuple[str, ...]):
+    """scores [n_files, n_tags] of `files` by the model in `run_dir` (`orpheus.Tagger`, mean over windows)."""
+    import numpy as np
+
+    from orpheus.api import Tagger
+    results = Tagger(run_dir=run_dir).tag(files)
+    failed = [r.error for r in results if not r.ok]
+    if failed:
+        sys.exit(f"external clips could not be tagged: {failed[0]}")
+    return np.array([[r.tags[t] for t in tags] for r in results])
+
+
+def roc_table(title: str, tags: tuple[str, ...], labels, scores: dict) -> dict:
+    """Print per-tag, macro and review-tag macro ROC-AUC of each model's `scores`; returns them."""
+    from orpheus.evaluation import per_tag_scores
+    results = {}
+    for name, model_scores in scores.items():
+        per_tag = {s.tag: s.roc_auc for s in per_tag_scores(labels, model_scores, tags)}
+        valid = [v for v in per_tag.values() if not math.isnan(v)]
+        review = [per_tag[t] for t in REVIEW_TAGS if t in per_tag and not math.isnan(per_tag[t])]
+        results[name] = {"per_tag": per_tag, "macro": sum(valid) / len(valid),
+                         "macro_review_tags": sum(review) / len(review), "positives": labels.sum(axis=0).tolist()}
+    width = max(map(len, scores))
+    print(f"\n{title}")
+    print(f"{'tag':12s} {'positives':>9s} " + " ".join(f"{n:>{width}s}" for n in scores))
+    for i, tag in enumerate(tags):
+        print(f"{tag:12s} {int(labels[:, i].sum()):9d} " + " ".join(
+            f"{results[n]['per_tag'][tag]:>{width}.3f}" for n in scores))
+    print(f"{'macro':12s} {'':9s} " + " ".join(f"{results[n]['macro']:>{width}.3f}" for n in scores))
+    print(f"{'macro (8)':12s} {'':9s} " + " ".join(f"{results[n]['macro_review_tags']:>{width}.3f}" for n in scores))
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "bench_work" / "finetune")
@@ -137,6 +207,10 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-budget-s", type=float, default=600.0, help="process CPU seconds per trained model")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--train-only", action="store_true", help="stop after training (rerun to evaluate)")
+    parser.add_argument("--wise-alpha", type=float, default=0.5,
+                        help="weight of the fine-tuned model in the WiSE-FT row (python -m orpheus.finetune)")
+    parser.add_argument("--external-dir", type=Path, default=EXTERNAL_DIR,
+                        help="clips of other music with labels.csv (skipped when absent; default ../shared/audio)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = args.work
@@ -162,37 +236,39 @@ def main(argv=None) -> int:
     shards["heldout"] = prepare(work, "heldout", args.heldout, ["--seed", "1", "--pool", "heldout", "--soundfont",
                                                                 "musescore", "--length-s", args.heldout_s],
                                 ["0", "0", "100"], args.jobs)
-    from orpheus.evaluation import per_tag_scores
     from orpheus.pretrained import pretrained_run_dir
     from orpheus.spec import read_dataset_info
     held_tags = read_dataset_info(shards["heldout"]).tags
     train_tags = read_dataset_info(shards["train"]).tags
     tags = tuple(t for t in MTT_INSTRUMENTS if t in held_tags and t in train_tags)
+    # WiSE-FT: the fine-tuned weights averaged with MTT_musicnn's (no training; `orpheus.finetune.interpolate`)
+    step("WiSE-FT", module("orpheus.finetune", work / "runs" / "fine-tuned", work / "runs" / "fine-tuned-wise",
+                           "--alpha", str(args.wise_alpha), "--overwrite", "--quiet"))
     models = {"zero-shot MTT_musicnn": pretrained_run_dir("MTT_musicnn"),
-              "MTT_musicnn fine-tuned": work / "runs" / "fine-tuned", "musicnn from scratch": work / "runs" / "scratch"}
-    results = {}
-    for name, run_dir in models.items():
-        labels, scores = score_heldout(run_dir, shards["heldout"], tags)
-        per_tag = {s.tag: s.roc_auc for s in per_tag_scores(labels, scores, tags)}
-        valid = [v for v in per_tag.values() if not math.isnan(v)]
-        review = [per_tag[t] for t in REVIEW_TAGS if t in per_tag and not math.isnan(per_tag[t])]
-        results[name] = {"per_tag": per_tag, "macro": sum(valid) / len(valid),
-                         "macro_review_tags": sum(review) / len(review), "positives": labels.sum(axis=0).tolist()}
-    width = max(map(len, models))
-    print(f"\nheld-out ROC-AUC ({labels.shape[0]} clips of {args.heldout_s:g} s, other pieces, MuseScore General "
-          f"SoundFont; trained on {args.clips} clips of 30 s)")
-    print(f"{'tag':12s} {'positives':>9s} " + " ".join(f"{n:>{width}s}" for n in models))
-    for i, tag in enumerate(tags):
-        print(f"{tag:12s} {int(labels[:, i].sum()):9d} " + " ".join(
-            f"{results[n]['per_tag'][tag]:>{width}.3f}" for n in models))
-    print(f"{'macro':12s} {'':9s} " + " ".join(f"{results[n]['macro']:>{width}.3f}" for n in models))
-    print(f"{'macro (8)':12s} {'':9s} " + " ".join(f"{results[n]['macro_review_tags']:>{width}.3f}" for n in models))
+              "MTT_musicnn fine-tuned": work / "runs" / "fine-tuned",
+              f"fine-tuned, WiSE-FT {args.wise_alpha:g}": work / "runs" / "fine-tuned-wise",
+              "musicnn from scratch": work / "runs" / "scratch"}
+    import numpy as np
+    held = {name: score_heldout(run_dir, shards["heldout"], tags) for name, run_dir in models.items()}
+    labels = next(iter(held.values()))[0]
+    results = roc_table(f"held-out ROC-AUC ({labels.shape[0]} clips of {args.heldout_s:g} s, other pieces, MuseScore "
+                        f"General SoundFont; trained on {args.clips} clips of 30 s)", tags, labels,
+                        {name: scores for name, (_, scores) in held.items()})
+    external = {}
+    if (args.external_dir / "labels.csv").is_file():
+        clips = external_clips(args.external_dir)
+        ext_tags = tuple(t for t in REVIEW_TAGS if t in tags)
+        ext_labels = np.array([[t in clip_tags for t in ext_tags] for _, clip_tags in clips], dtype=np.float32)
+        external = roc_table(f"external ROC-AUC ({len(clips)} clips of {args.external_dir} that list their General MIDI "
+                             "instruments; a tag without positives or negatives is nan)", ext_tags, ext_labels,
+                             {name: score_files(run_dir, [c for c, _ in clips], ext_tags)
+                              for name, run_dir in models.items()})
     for name, budget in budgets.items():
         print(f"{name}: {budget['steps']} steps ({budget['epochs']} epochs of {STEPS_PER_EPOCH}) in "
               f"{budget['cpu_s']:.0f} CPU s (budget {args.cpu_budget_s:.0f})")
     print(f"peak RSS per command: {', '.join(f'{k} {v:.0f} MB' for k, v in PEAK_RSS_MB.items())}; this process "
           f"(scoring) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; load {os.getloadavg()}")
-    (work / "results.json").write_text(json.dumps({"tags": tags, "models": results, "budgets": budgets}, indent=2))
+    (work / "results.json").write_text(json.dumps({"tags": tags, "models": results, "external": external, "budgets": budgets}, indent=2))
     return 0
 
 
