@@ -20,6 +20,7 @@ epoch and callback states are checkpointed, so `--resume` ends where an uninterr
 
 Fine-tuning (`--init-from MODEL_OR_RUN_DIR`, `--freeze PART`; config `train.init_from`, `train.freeze`):
 the model starts from a pretrained model or a run directory, with a new output layer; see `orpheus.finetune`.
+`python -m orpheus.finetune RUN_DIR OUT_DIR` then mixes a fine-tuned run with its source (WiSE-FT).
 
 Mixed precision is a GPU feature: on a machine without a GPU it is ignored with a warning (the run
 stays float32). XLA (`train.xla`) compiles the step on any device.
@@ -351,8 +352,10 @@ EPILOG = """examples:
       --config configs/urop2019_log_mel.json --epochs 40 --run-dir runs/pons-log-mel --resume
   python -m orpheus.training waveform --tfrecords-dir data/tfrecords-waveform \\
       --config configs/urop2019_waveform.json --epochs 20 --loop custom --cuda 0 1
-  python -m orpheus.training log-mel-spectrogram --tfrecords-dir data/tfrecords-musicnn \
-      --config configs/finetune_musicnn.json --epochs 10 --init-from MTT_musicnn --freeze frontend
+  python -m orpheus.training log-mel-spectrogram --tfrecords-dir data/tfrecords-musicnn \\
+      --config configs/finetune_musicnn.json --epochs 10 --init-from MTT_musicnn --freeze frontend \\
+      --run-dir runs/my_tags
+  python -m orpheus.finetune runs/my_tags runs/my_tags_wise    # WiSE-FT: mix it with MTT_musicnn
 multi-worker: set TF_CONFIG in each worker's environment and run the same command on each."""
 
 
