@@ -147,6 +147,8 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         with writing_to(path.parent):
             yield tmp_dir
             _replace_dir(tmp_dir, path, overwrite)
+    except OutputWriteError as err:     # met in the temporary folder: name the folder the user gave
+        raise OutputWriteError(str(err).replace(str(tmp_dir), str(path.parent))) from err
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir)

@@ -21,6 +21,7 @@ from orpheus.errors import ConfigError
 from orpheus.models import build_model
 from orpheus.rundir import read_run_info
 from orpheus.training import main, train
+from tests.fixtures_disk import make_disk_full
 from tests.fixtures_training import write_learnable_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,6 +169,15 @@ def test_wise_ft_command_and_its_one_line_errors(source_run, tuned, tmp_path, ca
         assert expected in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))
     assert finetune.main([str(source_run), str(tmp_path / "x"), "--source", str(source_run), "--quiet"]) == 0
+
+
+def test_wise_ft_on_a_full_disk_is_one_line_and_leaves_nothing(tuned, tmp_path, capsys, monkeypatch):
+    _, run_dir = tuned
+    make_disk_full(monkeypatch)
+    assert finetune.main([str(run_dir), str(tmp_path / "w"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: no space left on device" in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_one_line_errors(source_run, target_shards, config_file, tmp_path, capsys):
