@@ -137,10 +137,8 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     another process may finish first); it is then replaced in one rename. A failed block leaves nothing.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: output already exists; pass --overwrite to replace it")
     with writing_to(path.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_output(path, overwrite)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         os.chmod(tmp_dir, 0o777 & ~_umask())    # mkdtemp makes it private; outputs are ordinary folders
     try:

@@ -128,8 +128,35 @@ def frozen_layers(model: keras.Model, architecture: str, freeze: Sequence[str]) 
     if unknown:
         raise ConfigError(f"--freeze {unknown[0]}: not a part of {architecture}; its parts are "
                           f"{', '.join(known)}")
-    names = [layer.name for layer in model.layers if layer.weights and layer.name != HEAD]
+    names = [layer.name for layer in body_layers(model)]
     return sorted({n for part in freeze for n in names if any(fnmatch.fnmatchcase(n, p) for p in known[part])})
+
+
+def body_layers(model: keras.Model) -> list:
+    """The weighted layers of `model` but the output layer."""
+    return [layer for layer in model.layers if layer.weights and layer.name != HEAD]
+
+
+def source_values(layer, source: Source, what: str, fix: str) -> list[np.ndarray]:
+    """The source's weights of the layer named as `layer`, shaped as its; else a one-line `ConfigError`
+    starting with `what` and ending with `fix`."""
+    values = source.weights.get(layer.name)
+    shapes = [tuple(w.shape) for w in layer.weights]
+    if values is None or [v.shape for v in values] != shapes:
+        found = "absent" if values is None else f"shaped {[list(v.shape) for v in values]}"
+        raise ConfigError(f"{what}: layer {layer.name!r} is {found} there but shaped {[list(s) for s in shapes]} "
+                          f"here; {fix}")
+    return values
+
+
+def shared_columns(tags: Sequence[str], source: Source, n_inputs: int) -> list[tuple[int, int]]:
+    """(column in `tags`, column in the source's head) of each tag the source's output layer also has;
+    none when the source has no output layer or its input width is not `n_inputs`."""
+    old = source.weights.get(HEAD)
+    if old is None or old[0].shape[0] != n_inputs:
+        return []
+    old_index = {tag: i for i, tag in enumerate(source.run_info.tags)}
+    return [(i, old_index[tag]) for i, tag in enumerate(tags) if tag in old_index]
 
 
 def initialise(model: keras.Model, source: Source, tags: Sequence[str], architecture: str,
@@ -149,28 +176,18 @@ def initialise(model: keras.Model, source: Source, tags: Sequence[str], architec
         Counts: layers loaded, shared tags whose head columns were kept, layers frozen.
     """
     loaded = 0
-    for layer in model.layers:
-        if not layer.weights or layer.name == HEAD:
-            continue
-        values = source.weights.get(layer.name)
-        shapes = [tuple(w.shape) for w in layer.weights]
-        if values is None or [v.shape for v in values] != shapes:
-            found = "absent" if values is None else f"shaped {[list(v.shape) for v in values]}"
-            raise ConfigError(f"--init-from {source.name}: layer {layer.name!r} is {found} there but shaped "
-                              f"{[list(s) for s in shapes]} here; use the source's model settings "
-                              f"(its config.json) and model.name")
-        layer.set_weights(values)
+    for layer in body_layers(model):
+        layer.set_weights(source_values(layer, source, f"--init-from {source.name}",
+                                        "use the source's model settings (its config.json) and model.name"))
         loaded += 1
-    head, old = model.get_layer(HEAD), source.weights.get(HEAD)
-    old_index = {tag: i for i, tag in enumerate(source.run_info.tags)}
-    shared = [(i, old_index[tag]) for i, tag in enumerate(tags) if tag in old_index]
-    if old is not None and shared and old[0].shape[0] == head.weights[0].shape[0]:
+    head = model.get_layer(HEAD)
+    shared = shared_columns(tags, source, head.weights[0].shape[0])
+    if shared:
+        old = source.weights[HEAD]
         kernel, bias = (np.array(w) for w in head.get_weights())
         for new, previous in shared:
             kernel[:, new], bias[new] = old[0][:, previous], old[1][previous]
         head.set_weights([kernel, bias])
-    else:
-        shared = []
     frozen = frozen_layers(model, architecture, freeze)
     for name in frozen:
         model.get_layer(name).trainable = False
@@ -187,21 +204,14 @@ def mixed_weights(model: keras.Model, tags: Sequence[str], source: Source, alpha
     """Set every weighted layer of fine-tuned `model` to (1 - alpha) x `source` + alpha x its own weights;
     the head's columns of `tags` the source also has are mixed with the source's columns, the others kept.
     Returns how many head columns were mixed."""
-    for layer in model.layers:
-        if not layer.weights or layer.name == HEAD:
-            continue
-        theirs = source.weights.get(layer.name)
-        mine = [np.asarray(w) for w in layer.get_weights()]
-        if theirs is None or [t.shape for t in theirs] != [m.shape for m in mine]:
-            raise ConfigError(f"{source.name}: layer {layer.name!r} differs from the fine-tuned model's; "
-                              "interpolate a run with the model it was fine-tuned from")
-        layer.set_weights([(1.0 - alpha) * t + alpha * m for t, m in zip(theirs, mine, strict=True)])
+    for layer in body_layers(model):
+        theirs = source_values(layer, source, f"--source {source.name}",
+                               "mix a run with the model it was fine-tuned from")
+        layer.set_weights([(1.0 - alpha) * t + alpha * np.asarray(m)
+                           for t, m in zip(theirs, layer.get_weights(), strict=True)])
     head, old = model.get_layer(HEAD), source.weights.get(HEAD)
     kernel, bias = (np.array(w) for w in head.get_weights())
-    old_index = {tag: i for i, tag in enumerate(source.run_info.tags)}
-    shared = [(i, old_index[tag]) for i, tag in enumerate(tags) if tag in old_index]
-    if old is None or old[0].shape[0] != kernel.shape[0]:
-        shared = []
+    shared = shared_columns(tags, source, kernel.shape[0])
     for new, previous in shared:
         kernel[:, new] = (1.0 - alpha) * old[0][:, previous] + alpha * kernel[:, new]
         bias[new] = (1.0 - alpha) * old[1][previous] + alpha * bias[new]
@@ -222,10 +232,12 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
 
     Raises:
         ConfigError: alpha outside [0, 1], a run that was not fine-tuned, a source of another shape.
-        MissingInputError: `run_dir` or the source is not a run directory. OutputExistsError: `out_dir` exists.
+        MissingInputError: `run_dir` or the source is not a run directory. DataFormatError: its model cannot
+        be loaded. OutputExistsError: `out_dir` exists.
     """
     from orpheus.config import load_config
     from orpheus.files import atomic_dir, write_json_atomic
+    from orpheus.tagging import load_model
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha {alpha}: must be between 0 (the source) and 1 (the fine-tuned run)")
     run_dir = Path(run_dir)
@@ -236,10 +248,7 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
         raise ConfigError(f"{run_dir}: was not fine-tuned (its config.json has no train.init_from); "
                           "name the model it started from with --source")
     origin = load_source(source)
-    try:
-        model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
-    except (OSError, ValueError) as err:
-        raise MissingInputError(f"{run_dir / MODEL_FILE}: cannot be loaded ({err}); retrain it") from err
+    model = load_model(run_dir)
     mixed = mixed_weights(model, info.tags, origin, alpha)
     mixed_info = dataclasses.replace(info, source=f"WiSE-FT alpha {alpha:g}: {alpha:g} x {run_dir} + "
                                                   f"{1 - alpha:g} x {origin.name}; {info.source}")
