@@ -66,10 +66,28 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A `StreamHandler` on whatever `sys.stderr` is when a record is written, not when the handler was made:
+    a command run in-process (the API, a notebook, pytest's capture, `redirect_stderr`) leaves no handler on
+    a stream that may be closed after it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:   # StreamHandler.__init__ sets it; the property always answers sys.stderr
+        pass
+
+
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Log to stderr: warnings only with `quiet`, debug with `verbose`, else info."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[_StderrHandler()],
+                        force=True)
     # TensorFlow's logger has a handler of its own: without this each of its lines appears twice
     logging.getLogger("tensorflow").propagate = False
     for name in ("tensorflow", "absl"):    # their Python-side notices: only with --verbose

@@ -196,3 +196,19 @@ def test_every_command_line_has_clean_help(argv, tmp_path):
     assert "RuntimeWarning" not in result.stderr and "found in sys.modules" not in result.stderr, result.stderr
     if argv != ["-m", "orpheus.models"]:
         assert not NOISE.search(result.stderr), result.stderr
+
+
+def test_log_lines_go_to_the_stderr_of_the_moment(capsys):
+    """A command run in-process under another stderr (pytest's capture, redirect_stderr, a notebook) leaves no
+    handler on that stream: once it is closed, later log lines still reach the stderr of their moment."""
+    import contextlib
+    import io
+    import logging
+    earlier = io.StringIO()
+    with contextlib.redirect_stderr(earlier):
+        cli.setup_logging()
+        logging.getLogger("orpheus.test").info("first")
+    earlier.close()
+    logging.getLogger("orpheus.test").info("second")
+    err = capsys.readouterr().err
+    assert "INFO orpheus.test: second" in err and "Logging error" not in err, err
