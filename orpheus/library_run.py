@@ -5,9 +5,15 @@ Output:
     OUT.jsonl (`--output`), one JSON object per file and line, appended as each file finishes:
         {"path": absolute path, "size": bytes, "mtime_ns": int, "model": {"name", "run_dir", "sha256"},
          "settings": {"window_s", "hop_s", "aggregate", "threshold", "top"}, "tags": {tag: probability},
-         "warnings": [...], "error": null or why, "tag_write": {"status", "reason"} (with --write-tags)}
+         "warnings": [...], "error": null or why,
+         "tag_write": (with --write-tags) {"status", "reason" when skipped, "fields": the Orpheus fields as
+                      written, "previous": the old values of those that changed, "method": how the file was
+                      written}}
         size and mtime_ns are read after any tag writing, so they describe the file as it now is.
     the files' own metadata (`--write-tags`, see `orpheus.tag_writer`).
+    stdout: with --write-tags (or --dry-run), one line per file written, skipped or that would be; with
+        --format json, the record above as one JSON line per file instead. Input warnings (near-silent,
+        truncated, ...) go to the log (stderr) in every mode, as with plain `predict`.
 
 Resuming: a rerun skips a file whose latest record has the same path, size, mtime_ns, model digest and
 settings and no error (files that failed are retried: they fail fast, and the cause may have been fixed).
@@ -147,6 +153,7 @@ class LibraryOptions:
 
     output: the JSON-lines log, or None.
     write_tags / write_genre / dry_run: see `orpheus.tag_writer`; dry_run writes nothing anywhere.
+    fmt: "table" (a line per file written, skipped or that would be) or "json" (a record per file).
     threshold / top: the tag selection (as predict's --threshold / --top).
     settings: window_s, hop_s, aggregate: part of the resume key, with the selection.
     """
@@ -154,6 +161,7 @@ class LibraryOptions:
     write_tags: bool = False
     write_genre: bool = False
     dry_run: bool = False
+    fmt: str = "table"
     threshold: float | None = None
     top: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
@@ -211,8 +219,14 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
         if summary.skipped_done:
             log.info("%d of %d files already done by this model with these settings; tagging the other %d",
                      summary.skipped_done, len(files), len(todo))
+        if options.write_tags:  # leftovers of a killed run in these folders: removed (or reported) first
+            for line in tag_writer.clean_stale_temporaries(files, dry_run=options.dry_run):
+                log.warning("%s", line)
+        as_json = options.fmt == "json"
         for result in _tag(tagger, todo, quiet=quiet, **tag_kwargs):
             record = _record(result, tagger, identity, settings, options)
+            for warning in record["warnings"]:
+                log.warning("%s: %s", result.file, warning)
             if result.error is None:
                 summary.tagged += 1
                 if options.write_tags:
@@ -220,9 +234,8 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
                     outcome = tag_writer.write_tags(result.file, update, dry_run=options.dry_run)
                     summary.outcomes.append(outcome)
                     record["tag_write"] = outcome.to_json()
-                    if outcome.status != tag_writer.UNCHANGED:
+                    if outcome.status != tag_writer.UNCHANGED and not as_json:
                         report.write(outcome.describe() + "\n")
-                        report.flush()
             else:
                 summary.failed += 1
                 log.warning("%s", result.error)
@@ -231,10 +244,13 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
                 record["size"], record["mtime_ns"] = key[1], key[2]
             if results_log is not None:
                 results_log.append(record)
-            elif options.output is not None:
+            elif options.output is not None and not as_json:
                 shown = record["tags"] if record["error"] is None else {"error": record["error"]}
                 report.write(f"{result.file}: would append to {options.output}: "
                              f"{json.dumps(shown, ensure_ascii=False)}\n")
+            if as_json and (options.write_tags or results_log is None):
+                report.write(json.dumps(record, ensure_ascii=False) + "\n")
+            report.flush()
 
     if results_log is not None:
         with results_log:

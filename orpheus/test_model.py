@@ -160,7 +160,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
         return _predict_library(files, run_dir=run_dir, model=model, window_s=window_s, hop_s=hop_s,
                                 aggregate=aggregate, batch_size=batch_size, jobs=jobs, quiet=quiet,
                                 precision=precision, threshold=threshold, top=top, output=output, write_tags=write_tags,
-                                write_genre=write_genre, dry_run=dry_run, record=record, taggram=taggram,
+                                write_genre=write_genre, dry_run=dry_run, fmt=fmt, record=record, taggram=taggram,
                                 embeddings=embeddings, stream_threshold_s=stream_threshold_s or STREAM_THRESHOLD_S)
     if record:  # fail fast, before loading the model, when there is nothing to record from
         from orpheus.recording import input_device
@@ -198,7 +198,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
 
 
 def _predict_library(files: list, *, output: str | None, write_tags: bool, write_genre: bool, dry_run: bool,
-                     record: bool, taggram: str | None, embeddings: str | None, threshold: float | None,
+                     fmt: str, record: bool, taggram: str | None, embeddings: str | None, threshold: float | None,
                      top: int | None, **kwargs) -> int:
     """Check the library-run flags, then `orpheus.library_run.run_predict_library`."""
     from orpheus.library_run import LibraryOptions, run_predict_library
@@ -208,10 +208,12 @@ def _predict_library(files: list, *, output: str | None, write_tags: bool, write
         raise ConfigError("--write-genre needs --write-tags")
     if dry_run and not write_tags and output is None:
         raise ConfigError("--dry-run needs --write-tags or --output")
+    if fmt == "csv":
+        raise ConfigError("--output and --write-tags report one line per file: use --format table or json")
     if write_tags and threshold is None and top is None:
         top = TABLE_TOP  # the same default selection as the table
     options = LibraryOptions(output=output, write_tags=write_tags, write_genre=write_genre, dry_run=dry_run,
-                             threshold=threshold, top=top)
+                             fmt=fmt, threshold=threshold, top=top)
     return run_predict_library(files, options, **kwargs)
 
 
@@ -335,13 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "unless --top/--threshold) to this log instead of printing; a rerun skips files recorded with the same path, size, mtime, "
                          "model and settings")
     library.add_argument("--write-tags", action="store_true", help="write the selected tags (--top/--threshold; "
-                         f"default top {TABLE_TOP}) into each file: ID3 TXXX:ORPHEUS_TAGS (mp3, wav) or Vorbis "
-                         "comment ORPHEUS_TAGS (ogg, opus, flac), + ORPHEUS_MODEL; files already tagged by this "
-                         "model and selection are left alone; stdout lists each file written or skipped, and why")
+                         f"default top {TABLE_TOP}) into each file as one value joined by '; ': ID3 "
+                         "TXXX:ORPHEUS_TAGS (mp3, wav; the tag keeps its version) or Vorbis comment ORPHEUS_TAGS "
+                         "(ogg, opus, flac), + ORPHEUS_MODEL; nothing else in the file changes (owner, mode, "
+                         "xattrs, hard links kept); files already tagged by this model and selection are left "
+                         "alone; stdout lists each file written or skipped, and why (--format json: a JSON "
+                         "record per file, with the fields written)")
     library.add_argument("--write-genre", action="store_true", help="with --write-tags, also set the genre "
-                         "field to the most probable selected tag")
+                         "field (and a wav's RIFF INFO genre) to the most probable selected tag")
     library.add_argument("--dry-run", action="store_true", help="print what --write-tags (or --output) would "
-                         "change, and change nothing")
+                         "change, skips included, and change nothing")
     add_common_args(predict, jobs=True, overwrite=True)
     predict.set_defaults(func=_predict_command)
 

@@ -108,18 +108,22 @@ def test_write_tags_then_rerun_rewrites_nothing(capsys, tiny_run_dir, library, t
     samples = {p: sf.read(str(p), always_2d=True)[0] for p in library.rglob("*") if p.is_file()
                and p.name != "broken.mp3"}
     snapshot = {p: p.read_bytes() for p in library.rglob("*") if p.is_file()}
-    _, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--dry-run")
-    assert out.count("would write") == 4 and all(p.read_bytes() == data for p, data in snapshot.items())
     os.chmod(library / "e.wav", 0o444)
+    _, dry, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre",
+                        "--dry-run")
+    assert dry.count("would write") == 3 and all(p.read_bytes() == data for p, data in snapshot.items())
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre")
     assert status == 1  # broken.mp3 could not be tagged
     assert out.count(": written: ") == 3 and f"{library / 'e.wav'}: skipped: read-only file" in out
+    skips = [line for line in out.splitlines() if ": skipped: " in line]
+    assert skips == [line for line in dry.splitlines() if ": skipped: " in line]  # the dry run foretold them
     for path, before in samples.items():
         assert np.array_equal(sf.read(str(path), always_2d=True)[0], before)
     from orpheus.api import model_identity
     fields = tag_writer.read_fields(library / "b" / "d.flac")
     assert fields["ORPHEUS_MODEL"] == [f"{model_identity(tiny_run_dir).label}; top 2"]
-    assert len(fields["ORPHEUS_TAGS"]) == 2 and fields["GENRE"] == fields["ORPHEUS_TAGS"][:1]
+    tags = tag_writer.split_tags(fields["ORPHEUS_TAGS"])
+    assert len(tags) == 2 and fields["ORPHEUS_TAGS"] == ["; ".join(tags)] and fields["GENRE"] == tags[:1]
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in library.rglob("*") if p.is_file()}
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre")
     assert out.count(": written: ") == 0 and "read-only file" in out  # only the skipped file is tried again
@@ -133,11 +137,46 @@ def test_output_and_write_tags_together_resume(capsys, tiny_run_dir, library, tm
     predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--output", log_path)
     records = {r["path"]: r for r in read_log(log_path)}
     flac = records[str(library / "b" / "d.flac")]
-    assert flac["tag_write"] == {"status": "written"} and len(flac["tags"]) == len(TINY_TAGS)  # top 10 of 6
+    assert flac["tag_write"]["status"] == "written" and len(flac["tags"]) == len(TINY_TAGS)  # top 10 of 6
+    assert flac["tag_write"]["fields"]["ORPHEUS_TAGS"] == ["; ".join(flac["tags"])]
     assert flac["mtime_ns"] == (library / "b" / "d.flac").stat().st_mtime_ns  # the file as written
     assert "tag_write" not in records[str(library / "broken.mp3")]
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--output", log_path)
     assert status == 1 and out == "" and len(read_log(log_path)) == 5 + 1  # only broken.mp3 again
+
+
+def test_write_tags_reports_like_predict_json_warnings_and_leftovers(capsys, tiny_run_dir, tmp_path):  # noqa: F811
+    """--write-tags prints plain predict's input warnings, JSON records with what was written under --format json,
+    and removes the temporary copy a killed run left (a dry run only says it would)."""
+    music = tmp_path / "music"
+    write_clip(music / "fine.flac", ("jazz",), duration_s=3.0)
+    sf.write(str(music / "silence.wav"), np.zeros(3 * 16000, np.float32), 16000, subtype="PCM_16")
+    whole = write_clip(tmp_path / "whole.mp3", ("rock",), duration_s=12.0)
+    (music / "truncated.mp3").write_bytes(whole.read_bytes()[:whole.stat().st_size // 3])
+    stale = music / ".fine.flac.a1b2c3d4.orpheus-tmp"
+    stale.write_bytes(b"a copy a killed run left")
+    _, out, err = predict(capsys, tiny_run_dir, "--mp3", music, "--write-tags", "--write-genre", "--dry-run")
+    assert out.count("would write") == 3 and stale.exists()
+    assert f"{stale}: would remove the temporary copy an interrupted run left" in err
+    assert f"{music / 'silence.wav'}: near-silent (digital silence" in err
+    assert f"{music / 'truncated.mp3'}: truncated: decoded " in err
+    status, out, err = predict(capsys, tiny_run_dir, "--mp3", music, "--write-tags", "--write-genre", "--top", "2",
+                               "--format", "json")
+    assert status == 0 and not stale.exists() and f"{stale}: remove the temporary copy" in err
+    records = {Path(r["path"]).name: r for r in map(json.loads, out.splitlines())}
+    assert sorted(records) == ["fine.flac", "silence.wav", "truncated.mp3"]
+    assert f"{music / 'silence.wav'}: near-silent (digital silence" in err
+    assert records["truncated.mp3"]["warnings"][0].startswith("truncated: decoded ")
+    for name, record in records.items():
+        written = record["tag_write"]
+        tags = list(record["tags"])
+        assert written["status"] == "written" and written["method"] == "replace"
+        assert written["fields"] == tag_writer.read_fields(music / name) == {
+            "ORPHEUS_TAGS": ["; ".join(tags)], "ORPHEUS_MODEL": written["fields"]["ORPHEUS_MODEL"],
+            "GENRE": tags[:1]}
+        assert written["previous"] == {"GENRE": [], "ORPHEUS_MODEL": [], "ORPHEUS_TAGS": []}
+    status, _, err = predict(capsys, tiny_run_dir, "--mp3", music, "--write-tags", "--format", "csv")
+    assert status == 1 and "use --format table or json" in err
 
 
 def test_flag_errors_are_one_line(capsys, tiny_run_dir, library, tmp_path):  # noqa: F811
@@ -190,5 +229,5 @@ def test_opus_file_in_a_folder_is_tagged(capsys, tiny_run_dir, tmp_path):  # noq
     samples = sf.read(str(path), always_2d=True)[0]
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", path.parent, "--write-tags", "--top", "2")
     assert status == 0 and out.startswith(f"{path}: written: ")
-    assert len(tag_writer.read_fields(path)["ORPHEUS_TAGS"]) == 2
+    assert len(tag_writer.split_tags(tag_writer.read_fields(path)["ORPHEUS_TAGS"])) == 2
     assert np.array_equal(sf.read(str(path), always_2d=True)[0], samples)
