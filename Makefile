@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := libportaudio2 libsndfile1 libasound2 fluidsynth timgm6mb-soundfont musescore-general-soundfont-small
+# exiftool, ffprobe (ffmpeg) and mediainfo: the tests read the tags Orpheus writes with the tools people use
+APT_PACKAGES := libportaudio2 libsndfile1 libasound2 fluidsynth timgm6mb-soundfont musescore-general-soundfont-small \
+	libimage-exiftool-perl ffmpeg mediainfo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages demo test test-all bench clean

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("orpheus", "msd", "tfrecords")
+PACKAGES = ("orpheus", "msd", "tfrecords", "beetsplug")  # beetsplug: beets' namespace, our orpheus.py in it
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,9 @@ def test_wheel_ships_every_module_and_data_file_and_the_command(wheel):
                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
     assert in_checkout - names == set()                      # modules, tag lists, the demo config, msd/txt
     assert {"orpheus/data/demo.json", "orpheus/data/msd_musicnn_tags.txt", "orpheus/data/mtt_musicnn_tags.txt",
-            "msd/txt/genres.txt", "msd/converters/mtt.py", "msd/miniature/demo.py"} <= names
+            "msd/txt/genres.txt", "msd/converters/mtt.py", "msd/miniature/demo.py", "beetsplug/orpheus.py",
+            "orpheus/data/genre_mood_tags.json"} <= names
+    assert not any("__pycache__" in n or n.startswith("beetsplug/__init__") for n in names)
     assert "orpheus = orpheus.cli:main" in entry_points
 
 
