@@ -47,15 +47,15 @@ def make_library(tmp_path: Path, run_dir: Path, **orpheus) -> Path:
     return beetsdir
 
 
-def items(beetsdir: Path) -> dict[str, dict]:
-    """title -> {field: value} of every item, fixed and flexible fields, straight from beets' SQLite file."""
+def items(beetsdir: Path, key: str = "title") -> dict[str, dict]:
+    """title (or `key`) -> {field: value} of every item, fixed and flexible fields, from beets' SQLite file."""
     directory = Path(json.loads((beetsdir / "config.yaml").read_text())["directory"])
     with sqlite3.connect(beetsdir / "library.db") as db:  # beets 2.14 keeps paths relative to the library folder
         rows = {i: {"title": t, "path": str(directory / os.fsdecode(p)), "genres": g}
                 for i, t, p, g in db.execute("SELECT id, title, path, genres FROM items")}
-        for entity, key, value in db.execute("SELECT entity_id, key, value FROM item_attributes"):
-            rows[entity][key] = value
-    return {row["title"]: row for row in rows.values()}
+        for entity, name, value in db.execute("SELECT entity_id, key, value FROM item_attributes"):
+            rows[entity][name] = value
+    return {row[key]: row for row in rows.values()}
 
 
 def titles(done: subprocess.CompletedProcess) -> list[str]:
@@ -167,3 +167,48 @@ def test_beets_starts_without_loading_a_model(tmp_path, tiny_run_dir):  # noqa: 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "BEETSDIR": str(beetsdir), "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
+def _musicnn_installed() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("musicnn") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _musicnn_installed(), reason="musicnn checkpoints absent: pip install --no-deps musicnn==0.1.0")
+def test_beets_with_msd_musicnn_on_music_stays_under_1_gb(tmp_path, music_dir):
+    """The pretrained MSD_musicnn through beets on music (generated clips; then the real clips where present):
+    the same probabilities as orpheus.tag, a genre and a mood from the built-in vocabulary, under 1 GB."""
+    import orpheus
+    beetsdir = tmp_path / "beets"
+    beetsdir.mkdir()
+    config = {"directory": str(tmp_path / "library"), "library": str(beetsdir / "library.db"),
+              "plugins": "orpheus", "import": {"copy": False, "write": False, "quiet": True,  # the clips stay as
+                                                  "duplicate_action": "keep"},
+              "orpheus": {"model": "MSD_musicnn", "top": 10, "genre": True, "mood": True}}  # they are
+    (beetsdir / "config.yaml").write_text(json.dumps(config))
+    beet(beetsdir, "import", "-A", "-s", music_dir)
+    beet(beetsdir, "orpheus", "--no-write", "title:__none__")  # converts the model once (not measured)
+    code = ("import resource, sys\nfrom beets.ui import main\n"
+            "try:\n    main(['orpheus', '--no-write'])\nexcept SystemExit:\n    pass\n"
+            "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "BEETSDIR": str(beetsdir), "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    peak = int(done.stdout.split("peak")[-1])
+    library = items(beetsdir, key="path")
+    files = sorted(music_dir.iterdir())
+    assert len(library) == len(files) and peak < 1e9, (len(library), peak)
+    expected = {r.file: r for r in orpheus.tag([str(f) for f in files], model="MSD_musicnn")}
+    from beetsplug.orpheus import first_of, vocabulary
+    words = vocabulary()
+    for item in library.values():
+        result = expected[item["path"]]
+        assert float(item["orpheus_rock"]) == pytest.approx(result.tags["rock"], abs=1e-3)
+        assert float(item["orpheus_hard_rock"]) == pytest.approx(result.tags["hard rock"], abs=1e-3)
+        selected = list(result.tags)[:10]
+        assert item["orpheus_tags"] == "; ".join(selected)
+        assert (item["genres"] or None) == first_of(selected, words["genre"])  # the clips had no genre
+        assert item.get("mood") == first_of(selected, words["mood"])
+    assert sum(bool(item["genres"]) for item in library.values()) >= len(files) // 2
+    print(f"{len(files)} items, peak RSS {peak / 1e9:.2f} GB")
