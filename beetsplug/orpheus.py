@@ -116,6 +116,9 @@ class OrpheusPlugin(BeetsPlugin):
     def commands(self):
         command = ui.Subcommand("orpheus", help="tag items with an Orpheus model (genre, mood, tag probabilities)")
         parser = command.parser
+        parser.usage = "%prog [options] [QUERY]"
+        parser.epilog = ("Example: beet orpheus -f --top 10 --dry-run artist:Nick (what a new selection would set "
+                         "on those items). Then: beet ls orpheus_jazz:0.5.. ; beet ls orpheus_tags:jazz")
         parser.add_option("-m", "--model", help="pretrained model (MSD_musicnn, MTT_musicnn, MSD_vgg, MTT_vgg)")
         parser.add_option("--run-dir", help="a model trained with Orpheus (a run folder) instead of --model")
         parser.add_option("--top", type="int", help="keep the N most probable tags in orpheus_tags")
