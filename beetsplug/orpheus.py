@@ -90,7 +90,7 @@ class OrpheusPlugin(BeetsPlugin):
             self.import_stages = [self.imported]
             self.register_listener("import_task_files", self.write_imported)
         self._tagger = None
-        self._tagged_on_import: dict[int, list] = {}  # import task id -> items tagged, to write once in place
+        self._tagged_on_import: dict[int, list] = {}  # import task id -> items tagged, written after the copy
 
     @cached_property
     def item_types(self) -> dict[str, types.Type]:
