@@ -24,8 +24,8 @@ from orpheus.feature_settings import FORMATS, FeatureSettings  # noqa: F401  (Fe
 
 
 COMPRESSIONS = ("db", "log10")
-# Frames transformed per block: bounds the working memory to ~25 MB at n_fft=2048.
-_FRAMES_PER_BLOCK = 2048
+# Windowed frames transformed per block, in bytes: about half a Zen 4 / Sapphire Rapids core's L2 cache.
+_BLOCK_BYTES = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -104,26 +104,46 @@ def _hann(n_fft: int) -> np.ndarray:
 
 
 def _power_blocks(audio: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarray]:
-    """Yield float32 [frames_in_block, 1 + n_fft // 2] power spectra of consecutive frame blocks.
+    """Yield float32 [1 + n_fft // 2, frames_in_block] power spectra of consecutive frame blocks (bins first).
 
     Frames are centred: the signal is zero-padded by n_fft // 2 on both sides (librosa's
     `center=True, pad_mode="constant"`), so frame t is centred on sample t * hop. The FFT runs in
     float32 (librosa uses float64): 2.5x faster, and measured on the 50 shared music clips the dB
     log-mel stays within 4e-4 dB of librosa's (the 80 dB floor keeps round-off in quiet bins out).
+
+    A block holds about `_BLOCK_BYTES` of windowed frames, so windowing, FFT, power and the mel
+    product of a block run in the core's cache; a whole track's frames at once made each of these
+    steps stream ~8 MB through memory (measured on Zen 4, one 30 s track at 16 kHz, n_fft 2048:
+    mel power 14.7 -> 5.2 CPU ms). Each frame's arithmetic is the same whatever the block, so the
+    values are bit for bit those of one block. Bins come first because the mel product wants them
+    there: its sparse kernel reads each bin's row of frames contiguously.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ConfigError(f"audio must be mono float32 [n_samples], got shape {audio.shape}")
     if n_fft <= 0 or hop <= 0:
         raise ConfigError(f"n_fft and hop must be positive, got {n_fft} and {hop}")
-    padded = np.pad(audio, n_fft // 2)
-    if padded.shape[0] < n_fft:
-        raise ConfigError(f"audio of {audio.shape[0]} samples is too short for n_fft={n_fft}")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
-    window = _hann(n_fft).astype(np.float32)
-    for start in range(0, frames.shape[0], _FRAMES_PER_BLOCK):
-        windowed = frames[start:start + _FRAMES_PER_BLOCK] * window
-        spectrum = scipy.fft.rfft(windowed, axis=-1, overwrite_x=True)
+    half = n_fft // 2
+    n_samples = audio.shape[0]
+    if n_samples + 2 * half < n_fft:
+        raise ConfigError(f"audio of {n_samples} samples is too short for n_fft={n_fft}")
+    n_frames = 1 + (n_samples + 2 * half - n_fft) // hop
+    per_block = max(8, _BLOCK_BYTES // (4 * n_fft))
+    window = _hann(n_fft).astype(np.float32)[:, None]
+    for first in range(0, n_frames, per_block):
+        count = min(per_block, n_frames - first)
+        start = first * hop - half  # of the block's first frame, in unpadded samples
+        stop = start + (count - 1) * hop + n_fft
+        if 0 <= start and stop <= n_samples:
+            span = audio[start:stop]
+        else:  # a block that reaches into the zero padding
+            span = np.zeros(stop - start, dtype=np.float32)
+            inside = audio[max(start, 0):min(stop, n_samples)]
+            span[max(-start, 0):max(-start, 0) + inside.shape[0]] = inside
+        # frames[k, j] = span[j * hop + k]: a read-only view (sliding_window_view's checks cost 3x the multiply)
+        step = span.strides[0]
+        frames = np.lib.stride_tricks.as_strided(span, shape=(n_fft, count), strides=(step, hop * step), writeable=False)
+        spectrum = scipy.fft.rfft(frames * window, axis=0, overwrite_x=True)
         power = np.square(spectrum.real)
         power += np.square(spectrum.imag)
         yield power
@@ -143,13 +163,13 @@ def power_spectrogram(audio: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     Returns:
         float32 [n_frames, 1 + n_fft // 2] with n_frames = 1 + n_samples // hop; units of squared amplitude.
     """
-    return np.concatenate(list(_power_blocks(audio, n_fft, hop)), axis=0)
+    return np.concatenate(list(_power_blocks(audio, n_fft, hop)), axis=1).T
 
 
 @functools.lru_cache(maxsize=16)
-def _sparse_filterbank_t(sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_matrix:
-    """`mel_filterbank(...).T` as a float32 sparse matrix [1 + n_fft // 2, n_mels] (each bin feeds <= 2 bands)."""
-    return scipy.sparse.csr_matrix(mel_filterbank(sample_rate, n_fft, n_mels).T.astype(np.float32))
+def _sparse_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_matrix:
+    """`mel_filterbank(...)` as a float32 sparse matrix [n_mels, 1 + n_fft // 2] (each bin feeds <= 2 bands)."""
+    return scipy.sparse.csr_matrix(mel_filterbank(sample_rate, n_fft, n_mels).astype(np.float32))
 
 
 def mel_power(audio: np.ndarray, sample_rate: int, n_mels: int, n_fft: int, hop: int) -> np.ndarray:
@@ -163,10 +183,10 @@ def mel_power(audio: np.ndarray, sample_rate: int, n_mels: int, n_fft: int, hop:
     Returns:
         float32 [n_frames, n_mels], squared amplitude summed with `mel_filterbank` weights.
     """
-    filters_t = _sparse_filterbank_t(int(sample_rate), int(n_fft), int(n_mels))
-    # sparse.T @ dense.T keeps the work proportional to the ~2 (n_fft/2 + 1) non-zero weights.
-    blocks = [np.asarray((filters_t.T @ power.T).T) for power in _power_blocks(audio, n_fft, hop)]
-    return np.concatenate(blocks, axis=0).astype(np.float32, copy=False)
+    filters = _sparse_filterbank(int(sample_rate), int(n_fft), int(n_mels))
+    # The sparse product sums each band's ~2 (n_fft/2 + 1) / n_mels non-zero weights in bin order:
+    # the same float32 sums whatever the block.
+    return np.concatenate([(filters @ power).T for power in _power_blocks(audio, n_fft, hop)], axis=0)
 
 
 def power_to_db(power: np.ndarray, amin: float = 1e-10, top_db: float | None = 80.0) -> np.ndarray:
