@@ -8,15 +8,23 @@ import tempfile
 import pytest
 
 
-def make_disk_full(monkeypatch) -> None:
+def make_disk_full(monkeypatch, *, ending: str = "", after: int = 0) -> None:
     """From now on every temporary file `orpheus.files.atomic_path` makes is a link to /dev/full, so the
-    real write path (open, write, flush, close) fails with errno ENOSPC as on a full disk."""
+    real write path (open, write, flush, close) fails with errno ENOSPC as on a full disk.
+
+    With `ending`, only the temporary files of outputs whose name ends with it, after the first `after` of
+    them (a disk that fills up while a run writes its shards)."""
     real_mkstemp = tempfile.mkstemp
+    seen = []
 
     def mkstemp_on_full_disk(*args, **kwargs):
         fd, name = real_mkstemp(*args, **kwargs)
-        os.unlink(name)
-        os.symlink("/dev/full", name)
+        output = os.path.basename(name)[1:].rsplit(".", 2)[0]  # atomic_path's ".{output}.{random}.tmp"
+        if output.endswith(ending):
+            seen.append(name)
+            if len(seen) > after:
+                os.unlink(name)
+                os.symlink("/dev/full", name)
         return fd, name
 
     monkeypatch.setattr("orpheus.files.tempfile.mkstemp", mkstemp_on_full_disk)

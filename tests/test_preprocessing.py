@@ -19,6 +19,7 @@ import tensorflow as tf
 from orpheus import audio, spec
 from tfrecords import preprocessing as pp
 from tfrecords import shards as shards_module
+from tests.fixtures_disk import make_disk_full
 
 RATE = 8000  # low sample rate keeps decoding and features fast
 TAGS = ["rock", "jazz", "ambient", "female vocalists"]  # ROWID order, deliberately not sorted
@@ -274,6 +275,69 @@ def test_parallel_jobs_write_the_same_bytes(corpus, logmel_run, tmp_path):
     assert {n: d for n, (_, d) in _snapshot(out).items()} == {n: d for n, (_, d) in _snapshot(logmel_run).items()}
 
 
+def test_shards_equal_tensorflows_writer_of_the_same_features(corpus, logmel_run, tmp_path):
+    """The TensorFlow-free writer against the reference: each track's `orpheus.audio` features, its
+    `spec.to_example` serialised by protobuf and framed by `tf.io.TFRecordWriter`, byte for byte."""
+    root, inputs = corpus
+    _, shards, _ = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=[float(x) for x in SPLIT],
+                           split_file=None, num_files=4)
+    schema = spec.example_spec("log-mel-spectrogram", 96, len(TAGS))
+    for shard in shards:
+        written = json.loads((logmel_run / pp.PROGRESS_DIR / f"{shard.name}.json").read_text())["tracks"]
+        reference = tmp_path / shard.name
+        with tf.io.TFRecordWriter(str(reference)) as writer:
+            for track in (t for t in shard.tracks if t.track_id in written):
+                duration = None if track.end_s is None else track.end_s - track.start_s
+                y, _ = audio.load_audio(track.path, RATE, offset_s=track.start_s, duration_s=duration)
+                values = {"tid": track.track_id, "artist_id": track.artist_id, "audio": audio.log_mel(y, RATE, 96),
+                          "tags": _expected_multi_hot(track.track_id)}
+                writer.write(spec.serialize(spec.to_example(values, schema)))
+        assert (logmel_run / shard.name).read_bytes() == reference.read_bytes()
+
+
+# sha256 of the shards (in name order) that the code before the TensorFlow-free writer wrote for
+# `_pcm_corpus` (PCM in, no resampling: no arithmetic that depends on the CPU or library versions)
+PCM_SHARDS_SHA256 = {
+    "float32": "f217dfd13a93038d1988d03e228bee4fd7ad55567ab71dd15f167ae3ab9f3af2",
+    "float16": "213f54011c9c51ee1a6c2279d781a15335e8dbca1ab3a8776b8d0f84a36ab3a9",
+}
+
+
+def _pcm_corpus(root):
+    """Four WAV tracks at 8 kHz (two stereo, one trimmed) with integer-generated samples, and their tables."""
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    db = sqlite3.connect(root / "clean_lastfm.db")
+    for table in ("tids (tid TEXT)", "tags (tag TEXT)", "tid_tag (tid INTEGER, tag INTEGER, val FLOAT)"):
+        db.execute(f"CREATE TABLE {table}")
+    db.executemany("INSERT INTO tags (tag) VALUES (?)", [(t,) for t in TAGS])
+    for k in range(4):
+        n = RATE * (3 + k)
+        left = (np.arange(n, dtype=np.int64) * (7919 + 104729 * k) % 65536 - 32768).astype(np.int16)
+        samples = np.stack([left, left[::-1]], axis=1) if k % 2 else left
+        sf.write(root / "audio" / f"t{k}.wav", samples, RATE, subtype="PCM_16")
+        start, end = ("0.25", "4.5") if k == 2 else ("", "")
+        rows.append([f"TRPCM{k}", f"ARPCM{k % 3}", f"t{k}.wav", start, end])
+        rowid = db.execute("INSERT INTO tids (tid) VALUES (?)", (f"TRPCM{k}",)).lastrowid
+        db.executemany("INSERT INTO tid_tag VALUES (?, ?, 100)", [(rowid, 1 + k % 4), (rowid, 1 + (k + 1) % 4)])
+    db.commit()
+    db.close()
+    with open(root / "ultimate.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["track_id", "artist_id", "mp3_path", "audio_start", "audio_end"], *rows])
+    return ["--csv-path", str(root / "ultimate.csv"), "--tag-path", str(root / "clean_lastfm.db"),
+            "--root-dir", str(root / "audio")]
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_waveform_shards_are_the_bytes_earlier_versions_wrote(tmp_path, storage):
+    inputs = _pcm_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    assert pp.main(["waveform", str(out), *inputs, "--sr", str(RATE), "--dtype", storage, "--min-length-s", "0",
+                    "--num-files", "3", "--split", "50", "25", "25", "--jobs", "1", "--quiet"]) == 0
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(out.glob("*.tfrecord"))))
+    assert len(list(out.glob("*.tfrecord"))) == 3 and digest.hexdigest() == PCM_SHARDS_SHA256[storage]
+
+
 def test_float16_storage(corpus, logmel_run, tmp_path):
     _, inputs = corpus
     out = tmp_path / "out"
@@ -450,29 +514,14 @@ def test_full_disk_is_one_line_and_leaves_nothing_a_rerun_would_trust(corpus, lo
                                                                       capsys):
     _, inputs = corpus
     out = tmp_path / "out"
-    real_writer = tf.io.TFRecordWriter
-
-    class FullDiskWriter(real_writer):
-        """TensorFlow's writer, the disk full from the second shard on: TensorFlow's error for ENOSPC."""
-        opened = 0
-
-        def __init__(self, path, *args):
-            FullDiskWriter.opened += 1
-            super().__init__(path, *args)
-
-        def write(self, record):
-            if FullDiskWriter.opened >= 2:
-                raise tf.errors.ResourceExhaustedError(None, None, f"{out}/x.tfrecord; No space left on device")
-            return super().write(record)
-
-    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    make_disk_full(monkeypatch, ending=".tfrecord", after=1)  # full from the second shard on
     assert _cli("log-mel-spectrogram", out, inputs) == 1
     assert "no space left on device" in _one_line_error(capsys, out).lower()
     done = list(out.glob("*.tfrecord"))
     assert len(done) == 1 and not list(out.glob(".*.tmp"))  # the shard being written is gone, no temp file
     assert sorted(p.name for p in (out / pp.PROGRESS_DIR).glob("*.json")) == [f"{done[0].name}.json"]
     # an OSError (ENOSPC) from the sidecar's write: the same one line
-    monkeypatch.setattr(tf.io, "TFRecordWriter", real_writer)
+    monkeypatch.undo()
 
     def no_space(path, obj):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -15,6 +15,7 @@ import pytest
 
 from tests.test_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
                                      logmel_run)
+from tests.fixtures_disk import make_disk_full
 from tfrecords import preprocessing as pp
 from tfrecords import runners
 
@@ -156,17 +157,10 @@ def test_two_real_runs_into_one_folder(corpus, logmel_run, tmp_path):
 
 def test_beam_worker_write_errors_reach_the_driver_as_one_line(corpus, tmp_path, monkeypatch, capsys):
     """A full disk met by a Beam worker: reported through Beam's metrics, printed by the driver in one
-    line; the in-memory DirectRunner runs the workers in this process, where the writer is patched."""
-    import tensorflow as tf
-
+    line; the in-memory DirectRunner runs the workers in this process, where the disk is made full."""
     _, inputs = corpus
     out = tmp_path / "out"
-
-    class FullDiskWriter(tf.io.TFRecordWriter):
-        def write(self, record):
-            raise tf.errors.ResourceExhaustedError(None, None, f"{out}/x.tfrecord; No space left on device")
-
-    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    make_disk_full(monkeypatch, ending=".tfrecord")
     assert _cli("log-mel-spectrogram", out, inputs, "--runner", "beam",
                 "--beam-options=--direct_running_mode=in_memory") == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.parallel import parallel_map
 from tfrecords.plan import Shard
-from tfrecords.shards import ShardSettings, extract, output_errors, shard_state, write_shard
+from tfrecords.shards import ShardSettings, encode_track, output_errors, shard_state, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,11 @@ def tracks_in_flight(settings: ShardSettings, jobs: int) -> int:
 def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
              fingerprints: dict[str, str], *, jobs: int, quiet: bool) -> None:
     """Write `todo` in order from the main process, features computed by a pool of `jobs` workers."""
-    items = [(track, settings) for shard in todo for track in shard.tracks]
-    stream = parallel_map(extract, items, jobs=jobs, desc="tracks", quiet=quiet,
+    items = [(track, settings, len(vocabulary)) for shard in todo for track in shard.tracks]
+    stream = parallel_map(encode_track, items, jobs=jobs, desc="tracks", quiet=quiet,
                           max_pending=tracks_in_flight(settings, jobs))
     for shard in todo:
-        write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), settings, vocabulary,
-                    fingerprints[shard.name])
+        write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), vocabulary, fingerprints[shard.name])
 
 
 def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: ShardSettings,
@@ -114,8 +113,8 @@ def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: Shar
     shard, shard_fingerprint = element
     try:
         with output_errors(out_dir):
-            write_shard(Path(out_dir), shard, (extract((track, settings)) for track in shard.tracks), settings,
-                        vocabulary, shard_fingerprint)
+            records = (encode_track((track, settings, len(vocabulary))) for track in shard.tracks)
+            write_shard(Path(out_dir), shard, records, vocabulary, shard_fingerprint)
     except OutputWriteError as err:
         Metrics.string_set(METRICS_NAMESPACE, "write_errors").add(str(err))
     else:

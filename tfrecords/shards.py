@@ -1,9 +1,10 @@
 """Per-track features and per-shard files: what every runner runs, in whichever process it runs.
 
-`extract` decodes one track and computes its features (numpy only, so pool workers start fast);
-`write_shard` writes one shard with the TFRecord writer of `orpheus.spec`, to a temporary name,
-then its sidecar `progress/{shard}.json` (settings fingerprint, byte size, tracks written, per-tag
-positives, tracks skipped), then renames it into place. `shard_state` is the resume test: a shard is
+`extract` decodes one track and computes its features; `encode_track` also serialises them into
+its TFRecord (`orpheus.spec.encode_example` + `tfrecord_frame`: numpy only, no TensorFlow, so pool
+workers start fast and the writer has only bytes left to write). `write_shard` writes one shard's
+records, in track order, to a temporary name, then its sidecar `progress/{shard}.json` (settings
+fingerprint, byte size, tracks written, per-tag positives, tracks skipped), then renames it into place. `shard_state` is the resume test: a shard is
 done when its file and its sidecar exist, the fingerprint matches and the byte size agrees.
 `aggregate` turns the sidecars into `dataset.json` and `skipped.csv`.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import sys
@@ -22,14 +22,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from orpheus import audio
+from orpheus import audio, spec
 from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OutputWriteError
 from orpheus.feature_settings import FORMATS, FeatureSettings
 from orpheus.files import atomic_path, output_write_error, write_csv_atomic, write_json_atomic
 from tfrecords.plan import SPLIT_NAMES, Shard, Track
-
-# orpheus.spec imports TensorFlow; it is imported only where shards are written, so the pool's
-# worker processes, which import this module, stay numpy-only and start fast.
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +67,13 @@ class ShardSettings:
     min_length_s: float
 
 
-def extract(job: tuple[Track, ShardSettings]) -> tuple[np.ndarray | None, str]:
+def extract(track: Track, settings: ShardSettings) -> tuple[np.ndarray | None, str]:
     """Decode one track's span, resample, and compute its features.
 
     Returns:
         (features, reason): float32 [n_frames, n_bins] or [n_samples] (or float16 when stored so),
         and "" on success; (None, reason) when the track is skipped.
     """
-    track, settings = job
     duration_s = None if track.end_s is None else max(track.end_s - track.start_s, 0.0)
     try:
         samples, rate = audio.load_audio(track.path, settings.features.sample_rate, offset_s=track.start_s,
@@ -88,8 +84,25 @@ def extract(job: tuple[Track, ShardSettings]) -> tuple[np.ndarray | None, str]:
     if length_s < settings.min_length_s:
         return None, f"too short: {length_s:.2f} s < {settings.min_length_s:g} s"
     values = settings.features.compute(samples)
-    # float16 conversion here halves what travels back from the worker; the spec stores the same bytes.
     return (values.astype(np.float16) if settings.storage == "float16" else values), ""
+
+
+def encode_track(job: tuple[Track, ShardSettings, int]) -> tuple[bytes | None, str]:
+    """`extract` one track, then serialise it: what a pool worker does for the writer.
+
+    `job` is (track, settings, tags in the vocabulary). Returns (record, reason): the track's framed
+    TFRecord (`orpheus.spec` example: tid, artist_id, features, multi-hot tags) and ""; or (None,
+    reason) when the track is skipped.
+    """
+    track, settings, n_tags = job
+    values, reason = extract(track, settings)
+    if values is None:
+        return None, reason
+    multi_hot = np.zeros(n_tags, dtype=np.int64)
+    multi_hot[list(track.tags)] = 1
+    schema = spec.example_spec(settings.features.format, settings.features.n_bins, n_tags, settings.storage)
+    example = {"tid": track.track_id, "artist_id": track.artist_id, "audio": values, "tags": multi_hot}
+    return spec.tfrecord_frame(spec.encode_example(example, schema)), ""
 
 
 def fingerprint(settings: ShardSettings, vocabulary: Sequence[str], shard: Shard) -> str:
@@ -129,39 +142,26 @@ def remove_leftovers(out_dir: Path, shard: Shard) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray | None, str]],
-                settings: ShardSettings, vocabulary: Sequence[str], shard_fingerprint: str) -> dict:
-    """Write one shard from its tracks' `extract` results (in track order), then its sidecar; rename.
+def write_shard(out_dir: Path, shard: Shard, records: Iterable[tuple[bytes | None, str]],
+                vocabulary: Sequence[str], shard_fingerprint: str) -> dict:
+    """Write one shard from its tracks' `encode_track` results (in track order), then its sidecar; rename.
 
     Returns the sidecar dict.
     """
-    # TensorFlow is imported after the first result is in: with a process pool, its import (seconds)
-    # overlaps the workers' decoding instead of delaying their start.
-    results = iter(results)
-    first = list(itertools.islice(results, 1))
-    import tensorflow as tf
-
-    from orpheus import spec
-
     if SPLIT_NAMES != tuple(spec.SPLITS) or shard.name != spec.shard_name(shard.split, shard.index, shard.count):
         raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/plan.py")
-    schema = spec.example_spec(settings.features.format, settings.features.n_bins, len(vocabulary), settings.storage)
     remove_leftovers(out_dir, shard)
     positives = np.zeros(len(vocabulary), dtype=np.int64)
     written: list[str] = []
     skipped: list[tuple[str, str]] = []
     with atomic_path(out_dir / shard.name) as tmp:
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            for track, (values, reason) in zip(shard.tracks, itertools.chain(first, results)):
-                if values is None:
+        with open(tmp, "wb") as f:
+            for track, (record, reason) in zip(shard.tracks, records):
+                if record is None:
                     skipped.append((track.track_id, reason))
                     continue
-                multi_hot = np.zeros(len(vocabulary), dtype=np.int64)
-                multi_hot[list(track.tags)] = 1
-                example = {"tid": track.track_id, "artist_id": track.artist_id, "audio": values, "tags": multi_hot}
-                # deterministic=True sorts the feature map: the same bytes from every process (upb seeds its hash)
-                writer.write(spec.serialize(spec.to_example(example, schema)))
-                positives += multi_hot
+                f.write(record)
+                positives[list(track.tags)] += 1
                 written.append(track.track_id)
         sidecar = {"shard": shard.name, "split": shard.split, "fingerprint": shard_fingerprint,
                    "bytes": tmp.stat().st_size, "tracks": written, "positives": positives.tolist(),
@@ -174,8 +174,6 @@ def write_shard(out_dir: Path, shard: Shard, results: Iterable[tuple[np.ndarray 
 def aggregate(out_dir: Path, shards: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
               skipped_before: Sequence[tuple[str, str]], command: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Write dataset.json and skipped.csv from all shards' sidecars; returns (counts, skipped)."""
-    from orpheus import spec
-
     counts = {s: 0 for s in SPLIT_NAMES}
     positives = {s: np.zeros(len(vocabulary), dtype=np.int64) for s in SPLIT_NAMES}
     skipped = list(skipped_before)
