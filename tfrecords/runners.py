@@ -4,8 +4,10 @@ Both runners receive the same list of shards still to write (the plan and the re
 first, in the driver) and write each shard with `tfrecords.shards.write_shard`, so the same tracks
 give the same bytes whichever runner wrote them.
 
-    pool   the main process writes the shards in order; a process pool of `--jobs` workers decodes
-           and computes the features ahead of it (at most `tracks_in_flight` tracks).
+    pool   a process pool of `--jobs` workers decodes each track, computes its features and serialises
+           its TFRecord, ahead of the main process (at most `tracks_in_flight` tracks), which only
+           writes those bytes into the shards, in order; it logs (DEBUG) how long it waited for the
+           workers and how long it wrote.
     beam   one Beam element per shard; a worker decodes its tracks and writes the shard. Locally the
            DirectRunner runs in multi_processing mode with `--jobs` workers; `--beam-options` go to
            Beam's `PipelineOptions` (e.g. `--runner=DataflowRunner --project=... --region=...`).
@@ -23,8 +25,9 @@ import logging
 import os
 import shlex
 import threading
+import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.parallel import parallel_map
@@ -90,14 +93,35 @@ def tracks_in_flight(settings: ShardSettings, jobs: int) -> int:
     return max(max(1, jobs) * 4, min(max(1, jobs) * TRACKS_IN_FLIGHT_PER_JOB, by_memory))
 
 
+T = TypeVar("T")
+_END = object()
+
+
+def _waited(items: Iterable[T], seconds: list[float]) -> Iterator[T]:
+    """Yield `items`, adding to `seconds[0]` the time the consumer spent blocked waiting for them."""
+    iterator = iter(items)
+    while True:
+        start = time.perf_counter()
+        item = next(iterator, _END)
+        seconds[0] += time.perf_counter() - start
+        if item is _END:
+            return
+        yield item
+
+
 def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
              fingerprints: dict[str, str], *, jobs: int, quiet: bool) -> None:
-    """Write `todo` in order from the main process, features computed by a pool of `jobs` workers."""
+    """Write `todo` in order from the main process, each track encoded by a pool of `jobs` workers."""
     items = [(track, settings, len(vocabulary)) for shard in todo for track in shard.tracks]
-    stream = parallel_map(encode_track, items, jobs=jobs, desc="tracks", quiet=quiet,
-                          max_pending=tracks_in_flight(settings, jobs))
+    waited = [0.0]
+    stream = _waited(parallel_map(encode_track, items, jobs=jobs, desc="tracks", quiet=quiet,
+                                  max_pending=tracks_in_flight(settings, jobs)), waited)
+    start = time.perf_counter()
     for shard in todo:
         write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), vocabulary, fingerprints[shard.name])
+    total = time.perf_counter() - start
+    log.debug("pool of %d: %d tracks in %.2f s; the writer waited %.2f s for the workers and worked %.2f s",
+              jobs, len(items), total, waited[0], total - waited[0])
 
 
 def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: ShardSettings,
