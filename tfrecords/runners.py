@@ -24,10 +24,12 @@ import fcntl
 import logging
 import os
 import shlex
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.parallel import parallel_map
@@ -182,17 +184,36 @@ def _workers_import_this_checkout() -> Iterator[None]:
 
 
 def _watch_progress(out_dir: Path, todo: Sequence[Shard], fingerprints: dict[str, str], quiet: bool,
-                    stop: threading.Event) -> None:
-    """A progress bar over shards for the driver, fed by the sidecars the workers write."""
+                    stop: threading.Event, stream: TextIO) -> None:
+    """A progress bar over shards for the driver, fed by the sidecars the workers write, drawn on `stream`."""
     from tqdm import tqdm
 
     remaining = list(todo)
-    with tqdm(total=len(todo), desc="shards", unit="shard", disable=quiet, dynamic_ncols=True) as bar:
+    with tqdm(total=len(todo), desc="shards", unit="shard", disable=quiet, dynamic_ncols=True, file=stream) as bar:
         while remaining and not stop.wait(0.5):
             finished = [s for s in remaining if shard_state(out_dir, s, fingerprints[s.name]) == "done"]
             if finished:
                 remaining = [s for s in remaining if s not in finished]
                 bar.update(len(finished))
+
+
+@contextlib.contextmanager
+def _children_stderr_hidden(hide: bool) -> Iterator[TextIO]:
+    """Yield a stream on this process's stderr; with `hide`, processes started in the block (Beam's local
+    workers, which print their own start-up lines) write their stderr into a discarded file instead."""
+    if not hide:
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink, os.fdopen(os.dup(saved), "w") as stream:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield stream
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
@@ -225,21 +246,23 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
          | "spread" >> beam.Reshuffle()  # one shard per worker at a time, whichever runner
          | "write" >> beam.Map(write_shard_element, str(out_dir), settings, list(vocabulary)))
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch_progress, args=(out_dir, todo, fingerprints, quiet, stop), daemon=True)
-    watcher.start()
     try:
-        with _workers_import_this_checkout():
-            result = pipeline.run()
-            result.wait_until_finish()
+        with _children_stderr_hidden(not verbose) as stream, _workers_import_this_checkout():
+            watcher = threading.Thread(target=_watch_progress, args=(out_dir, todo, fingerprints, quiet, stop, stream),
+                                       daemon=True)
+            watcher.start()
+            try:
+                result = pipeline.run()
+                result.wait_until_finish()
+            finally:
+                stop.set()
+                watcher.join()
     except Exception as err:  # a lost worker, a cluster that refused the job: Beam's own errors
         if verbose:
             raise
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise BeamPipelineError(f"the Beam pipeline writing {out_dir} failed: {first[:300]}; rerun with "
                                 "--verbose for Beam's log (a rerun resumes)") from err
-    finally:
-        stop.set()
-        watcher.join()
     try:
         found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
         errors = sorted(set().union(*(r.committed or set() for r in found.get("string_sets", []))))
