@@ -1,40 +1,46 @@
 """Benchmark of the preprocessing stage against the original urop2019 recipe and the decode floor.
 
 On the same tracks in one run (the real clips of ../shared/audio/clips, 10 s, plus generated 30 s
-44.1 kHz stereo mp3s made from them):
-    (a) the urop2019 recipe with today's librosa, one process: librosa.load(sr=16000),
-        melspectrogram(n_mels=96), power_to_db
-    (b) decode only with soundfile (the floor)
-    (c) tfrecords/preprocessing.py log-mel-spectrogram end to end (a fresh process, so its
-        start-up and TensorFlow import count), with --jobs 1 and with all cores; also timed
-        in-process (start-up excluded) to show the per-track steady state
-    (d) `--runner beam` (Apache Beam's DirectRunner, multi_processing) against the default
-        `--runner pool`, fresh processes, on the tracks and on the same audio listed --repeat times:
-        tracks/s and the overhead ratio beam / pool (target <= 1.5x on 2 cores) with --jobs workers
-        (wall) and with one (CPU, load-independent), and from the two sizes each runner's fixed
-        start-up and per-track cost; shards byte-identical
-Prints tracks/s (wall) and CPU ms per track, and the ratios against the targets: (c, all cores)
->= 3x (a) and (c, one job) <= 1.5x (b) per track. On a shared machine, the wall figures carry the
-other jobs' load (printed); the CPU figures do not.
-Run: python bench/preprocess.py [--n-real 50 --n-generated 20] [--runners-only]
+44.1 kHz stereo mp3s made from them), log-mel dB at 16 kHz:
+    floor  decode only with soundfile, one process
+    seed   the urop2019 recipe with today's librosa, one process: librosa.load(sr=16000),
+           melspectrogram(n_mels=96), power_to_db
+    ours   tfrecords/preprocessing.py log-mel-spectrogram with --jobs 1 and with all cores:
+           in-process (start-up excluded), a fresh process (start-up included), and the marginal
+           time per track of fresh processes (the same audio listed --repeat times: the fixed
+           start-up cost cancels out, as on a long run)
+Then `--runner beam` (Apache Beam's DirectRunner, multi_processing) against the default `--runner
+pool`, fresh processes, on the tracks and on the same audio listed --repeat times: each runner's
+fixed cost and per-track cost, and from how many tracks Beam is within 1.5x of the pool.
+
+Prints ms per track (wall) and the ratios against the targets: one job <= 1.5x the floor, all cores
+>= 3x the seed, all cores >= 0.9 x cores x one job; CPU ms per track where this process tree's CPU
+time is visible; where the writer (the main process) waited; and the start-up costs. Wall figures
+carry the load of other jobs on a shared machine (printed with the CPU); run it on a quiet one, e.g.
+under `flock /tmp/orpheus-bench.lock`.
+Run: python bench/preprocess.py [--n-real 50 --n-generated 50 --repeat 4] [--runners-only | --no-runners]
 """
 
 import os
 import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
+if __name__ == "__main__":  # a command: no TensorFlow log lines (nothing here should import it)
     from orpheus.cli import quiet_tensorflow
 
     quiet_tensorflow()
 
 import argparse
+import contextlib
 import csv
+import io
+import logging
 import resource
 import sqlite3
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -45,6 +51,20 @@ from orpheus.cli import default_jobs
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "audio" / "clips"
 TAGS = ("rock", "pop", "jazz", "electronic", "ambient")
+
+
+def cpu_description() -> str:
+    """The CPU's model name, family/model and the vector extensions that matter here, from /proc/cpuinfo."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    extensions = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"))
+                  if flag in flags] or (["AVX2"] if "avx2" in flags else [])
+    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, model "
+            f"{fields.get('model', '?')}; {' + '.join(extensions) or 'no AVX'}), {os.cpu_count()} cores")
 
 
 def make_corpus(root: Path, n_real: int, n_generated: int, seed: int = 0, clips_dir: Path = CLIPS) -> list[Path]:
@@ -73,9 +93,10 @@ def make_corpus(root: Path, n_real: int, n_generated: int, seed: int = 0, clips_
     return paths
 
 
-def write_tables(root: Path, mp3_paths: list[str], repeat: int) -> None:
+def write_tables(root: Path, mp3_paths: list[str], repeat: int) -> str:
     """ultimate{suffix}.csv and clean_lastfm{suffix}.db (real schema) for `mp3_paths`, each listed `repeat`
-    times under distinct track ids (suffix "" for 1, else "_x{repeat}"): more tracks, the same audio."""
+    times under distinct track ids (suffix "" for 1, else "_x{repeat}"): more tracks, the same audio.
+    Returns the suffix."""
     suffix = "" if repeat == 1 else f"_x{repeat}"
     tids = [f"TRBENCH{i:05d}" + ("" if r == 0 else f"R{r}") for r in range(repeat) for i in range(len(mp3_paths))]
     with open(root / f"ultimate{suffix}.csv", "w", newline="") as f:
@@ -93,46 +114,67 @@ def write_tables(root: Path, mp3_paths: list[str], repeat: int) -> None:
         db.execute("INSERT INTO tid_tag VALUES (?, ?, 100)", (rowid, 1 + (k % len(mp3_paths)) % len(TAGS)))
     db.commit()
     db.close()
+    return suffix
+
+
+@contextlib.contextmanager
+def c_stderr_counted(counts: dict) -> Iterator[None]:
+    """Send what C libraries write to stderr (libmpg123's notes on the generated mp3s) to a file, and count
+    its lines into counts["lines"], so the tables stay readable."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            counts["lines"] = counts.get("lines", 0) + len(sink.read().splitlines())
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of every child it reaped (with the children those reaped)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def pool_cpu_seconds() -> float:
+    """CPU time of this process's fork server (`orpheus.parallel`'s pools start their workers from it) and of
+    the workers it reaped: the pool's share of an in-process run, which `cpu_seconds` does not see."""
+    from multiprocessing import forkserver
+
+    pid = forkserver._forkserver._forkserver_pid  # None until a pool has started it
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() if pid else []
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK") if fields else 0.0  # u, s, cu, cs time
 
 
 def measured(func, *args) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process and of every child it reaped) of `func(*args)`.
-
-    CPU time is what the work costs whatever the load of the shared machine; wall time is what
-    you wait for, and with other jobs on the cores it is inflated."""
-    def cpu() -> float:
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return time.process_time() + children.ru_utime + children.ru_stime
-    wall, cpu0 = time.perf_counter(), cpu()
+    """(wall seconds, CPU seconds of this process tree and of the pool's fork server) of `func(*args)`."""
+    wall, cpu = time.perf_counter(), cpu_seconds() + pool_cpu_seconds()
     func(*args)
-    return time.perf_counter() - wall, cpu() - cpu0
+    return time.perf_counter() - wall, cpu_seconds() + pool_cpu_seconds() - cpu
 
 
-def time_urop2019(paths: list[Path]) -> float:
-    """The recipe on one core: BLAS limited to one thread (librosa's mel product would otherwise spin
-    a second thread, which only inflates its CPU time on this shared 2-core machine)."""
+def time_decode(paths: list[Path]) -> None:
+    for path in paths:
+        sf.read(path, dtype="float32")
+
+
+def time_urop2019(paths: list[Path]) -> None:
+    """The recipe on one core: BLAS limited to one thread (librosa's mel product would otherwise spin a
+    second thread, which only inflates its CPU time on a shared machine); warmed up on the first track."""
     import librosa
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _time_urop2019(librosa, paths)
-
-
-def _time_urop2019(librosa, paths: list[Path]) -> float:
-
-    librosa.power_to_db(librosa.feature.melspectrogram(y=librosa.load(paths[0], sr=16000)[0], n_mels=96))  # warm-up
-    start = time.perf_counter()
-    for path in paths:
-        y, sr = librosa.load(path, sr=16000)
-        librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=96))
-    return time.perf_counter() - start
-
-
-def time_decode(paths: list[Path]) -> float:
-    start = time.perf_counter()
-    for path in paths:
-        sf.read(path, dtype="float32")
-    return time.perf_counter() - start
+        for path in paths:
+            y, sr = librosa.load(path, sr=16000)
+            librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=96))
 
 
 def cli_args(root: Path, out: Path, jobs: int, num_files: int, suffix: str = "") -> list[str]:
@@ -141,57 +183,152 @@ def cli_args(root: Path, out: Path, jobs: int, num_files: int, suffix: str = "")
             "--min-length-s", "0", "--jobs", str(jobs), "--quiet"]
 
 
-def time_cli(root: Path, out: Path, jobs: int, num_files: int, suffix: str = "", *extra: str) -> float:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    start = time.perf_counter()
-    script = REPO / "tfrecords" / "preprocessing.py"
-    subprocess.run([sys.executable, str(script), *cli_args(root, out, jobs, num_files, suffix), *extra],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+def run_fresh(argv: list[str], what: str) -> None:
+    """A fresh `python` process, its output kept (and shown only when it fails)."""
+    done = subprocess.run([sys.executable, *argv], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {done.returncode}):\n{done.stdout[-3000:]}")
 
 
-def time_in_process(root: Path, out: Path, jobs: int, num_files: int) -> float:
+def time_cli(root: Path, out: Path, jobs: int, num_files: int, suffix: str = "", *extra: str) -> None:
+    run_fresh([str(REPO / "tfrecords" / "preprocessing.py"), *cli_args(root, out, jobs, num_files, suffix), *extra],
+              f"preprocessing.py --jobs {jobs} {' '.join(extra)}")
+
+
+class WriterLog(logging.Handler):
+    """Keeps the pool's DEBUG line on where the writer's time went (`tfrecords.runners.run_pool`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "the writer waited" in record.getMessage():
+            self.lines.append(record.getMessage())
+
+
+def time_in_process(root: Path, out: Path, jobs: int, num_files: int, writer_log: WriterLog) -> None:
     from tfrecords import preprocessing
 
-    start = time.perf_counter()
-    if preprocessing.main(cli_args(root, out, jobs, num_files)) != 0:
-        raise SystemExit("preprocessing failed")
-    return time.perf_counter() - start
+    logger = logging.getLogger("tfrecords.runners")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(writer_log)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its summary lines
+            status = preprocessing.main(cli_args(root, out, jobs, num_files))
+        if status != 0:
+            raise SystemExit("preprocessing failed")
+    finally:
+        logger.removeHandler(writer_log)
+        logger.setLevel(level)
+
+
+def same_shards(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.glob("*.tfrecord"))
+    return bool(names) and names == sorted(p.name for p in b.glob("*.tfrecord")) and \
+        all((a / name).read_bytes() == (b / name).read_bytes() for name in names)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--n-real", type=int, default=50, help="real 10 s clips (of 50)")
-    parser.add_argument("--n-generated", type=int, default=20, help="generated 30 s 44.1 kHz stereo mp3s")
-    parser.add_argument("--jobs", type=int, default=default_jobs(), help="'all cores' for (c)")
+    parser.add_argument("--n-generated", type=int, default=50, help="generated 30 s 44.1 kHz stereo mp3s")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="'all cores'")
     parser.add_argument("--num-files", type=int, default=4, help="shards")
-    parser.add_argument("--repeat", type=int, default=10,
-                        help="(d) also runs both runners on the tracks listed this many times, to part the "
-                             "fixed start-up cost from the per-track cost")
+    parser.add_argument("--repeat", type=int, default=4,
+                        help="the fresh-process runs also run on the tracks listed this many times, which parts the "
+                             "fixed start-up cost from the per-track (marginal) cost")
     parser.add_argument("--clips", type=Path, default=CLIPS, help="folder of the real clips")
-    parser.add_argument("--runners-only", action="store_true", help="only (d): --runner beam against the pool")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--runners-only", action="store_true", help="only --runner beam against the pool")
+    group.add_argument("--no-runners", action="store_true", help="skip --runner beam against the pool")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(f"CPU: {cpu_description()}; load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="orpheus-bench-") as tmp:
         root = Path(tmp)
         paths = make_corpus(root, args.n_real, args.n_generated, clips_dir=args.clips)
+        audio_dir = root / "audio"
+        repeated = write_tables(root, [str(p.relative_to(audio_dir)) for p in paths], repeat=max(2, args.repeat))
         if not args.runners_only:
-            compare_with_baselines(root, paths, args)
-        compare_runners(root, paths, args)
+            compare_with_baselines(root, paths, repeated, args)
+        if not args.no_runners:
+            compare_runners(root, paths, repeated, args)
     return 0
 
 
-def compare_runners(root: Path, paths: list[Path], args: argparse.Namespace) -> None:
-    """(d) --runner beam (DirectRunner, multi_processing) against --runner pool, fresh processes, with --jobs
-    workers (wall) and with one (CPU: Beam's worker processes are reaped by the driver, so their CPU counts; a
-    pool's forkserver workers are not, so CPU is compared at --jobs 1 only), on n tracks and on the same
-    audio listed `repeat` times. time = fixed + tracks x per-track: the two sizes give both terms."""
-    n, k = len(paths), max(2, args.repeat)
-    audio_dir = root / "audio"
-    write_tables(root, [str(p.relative_to(audio_dir)) for p in paths], repeat=k)
+def compare_with_baselines(root: Path, paths: list[Path], repeated: str, args: argparse.Namespace) -> None:
+    """The floor and the seed recipe against preprocessing.py, in-process, fresh and marginal."""
+    n, k, jobs = len(paths), max(2, args.repeat), args.jobs
+    import librosa  # noqa: F401  (imports excluded from the seed's time)
+
+    notes: dict = {}
+    writer_logs = {1: WriterLog(), jobs: WriterLog()}
     load = os.getloadavg()[0]
-    sizes = {n: "", n * k: f"_x{k}"}
+    with c_stderr_counted(notes):
+        time_urop2019(paths[:1])  # warm-up: librosa's lazy imports and caches
+        rows = {
+            "floor": measured(time_decode, paths),
+            "seed": measured(time_urop2019, paths),
+            "in1": measured(time_in_process, root, root / "in1", 1, args.num_files, writer_logs[1]),
+            "inN": measured(time_in_process, root, root / "inN", jobs, args.num_files, writer_logs[jobs]),
+        }
+        fresh = {}
+        for j in dict.fromkeys((1, jobs)):
+            for size, suffix in ((n, ""), (n * k, repeated)):
+                fresh[j, size] = measured(time_cli, root, root / f"fresh{j}{suffix}", j, args.num_files, suffix)
+        imports = measured(run_fresh, ["-c", "import tfrecords.preprocessing"], "import")
+        tensorflow = measured(run_fresh, ["-c", "import tensorflow"], "import tensorflow")
+    marginal = {j: (fresh[j, n * k][0] - fresh[j, n][0]) / (n * (k - 1)) for j in dict.fromkeys((1, jobs))}
+    marginal_cpu = (fresh[1, n * k][1] - fresh[1, n][1]) / (n * (k - 1))  # pool workers are not reaped into it
+    ms = {name: 1000 * wall / n for name, (wall, _) in rows.items()}
+    ms.update({f"marginal{j}": 1000 * marginal[j] for j in marginal})
+    ms.update({f"fresh{j}": 1000 * fresh[j, n][0] / n for j in dict.fromkeys((1, jobs))})
+    cpu = {name: 1000 * seconds / n for name, (_, seconds) in rows.items()}
+    print(f"\n{n} tracks ({n - args.n_generated} real 10 s clips + {args.n_generated} generated 30 s 44.1 kHz stereo "
+          f"mp3s), log-mel dB at 16 kHz, {args.num_files} shards; marginal: fresh processes on {n} and {n * k} tracks; "
+          f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+    print(f"| row | ms per track (wall) | CPU ms per track | against |\n|---|---:|---:|---|")
+    floor, seed = ms["floor"], ms["seed"]
+
+    def row(name: str, value: float, cpu_ms: float | None, against: str) -> None:
+        print(f"| {name} | {value:.1f} | {'' if cpu_ms is None else f'{cpu_ms:.1f}'} | {against} |")
+
+    row("decode only (soundfile)", floor, cpu["floor"], "the floor")
+    row("urop2019 recipe (librosa load + mel + dB), one process", seed, cpu["seed"], "the seed")
+    row("`--jobs 1`, in-process (start-up excluded)", ms["in1"], cpu["in1"],
+        f"{ms['in1'] / floor:.2f}x the floor (target <= 1.5x); {seed / ms['in1']:.2f}x the seed")
+    row(f"`--jobs {jobs}`, in-process (pool start included; CPU of all its processes)", ms["inN"], cpu["inN"],
+        f"{seed / ms['inN']:.2f}x the seed (target >= 3x); {ms['in1'] / ms['inN']:.2f}x one job; CPU "
+        f"{cpu['inN'] / cpu['in1']:.2f}x one job's")
+    row("`--jobs 1`, marginal (fresh processes)", ms["marginal1"], 1000 * marginal_cpu,
+        f"{ms['marginal1'] / floor:.2f}x the floor (target <= 1.5x)")
+    if jobs != 1:
+        many = ms[f"marginal{jobs}"]
+        row(f"`--jobs {jobs}`, marginal (fresh processes)", many, None,
+            f"{seed / many:.2f}x the seed (target >= 3x); {ms['marginal1'] / many:.2f}x one job (target >= "
+            f"{0.9 * jobs:.1f}x)")
+    for j in dict.fromkeys((1, jobs)):
+        row(f"`--jobs {j}`, a fresh process, {n} tracks", ms[f"fresh{j}"], None,
+            f"{seed / ms[f'fresh{j}']:.2f}x the seed; start-up {fresh[j, n][0] - n * marginal[j]:.2f} s")
+    print(f"start-up: python + `import tfrecords.preprocessing` {imports[0]:.2f} s; `import tensorflow` (which "
+          f"preprocessing no longer does) {tensorflow[0]:.2f} s")
+    for j, log in writer_logs.items():
+        print(f"writer, in-process --jobs {j}: {'; '.join(log.lines) or 'no log line'}")
+    print(f"shards byte-identical across in-process, fresh, --jobs 1 and --jobs {jobs}: "
+          f"{all(same_shards(root / 'in1', root / other) for other in ('inN', 'fresh1', f'fresh{jobs}'))}")
+    if notes.get("lines"):
+        print(f"(libmpg123 wrote {notes['lines']} lines about the generated mp3s to stderr; not shown)")
+
+
+def compare_runners(root: Path, paths: list[Path], repeated: str, args: argparse.Namespace) -> None:
+    """--runner beam (DirectRunner, multi_processing) against --runner pool, fresh processes, wall and CPU of the
+    process tree, on n tracks and on the same audio listed `repeat` times: time = fixed + tracks x per-track."""
+    n, k = len(paths), max(2, args.repeat)
+    load = os.getloadavg()[0]
+    sizes = {n: "", n * k: repeated}
     wall, cpu = {}, {}
     for jobs in dict.fromkeys((args.jobs, 1)):
         for runner in ("pool", "beam"):
@@ -199,75 +336,30 @@ def compare_runners(root: Path, paths: list[Path], args: argparse.Namespace) -> 
                 out = root / f"d-{runner}-j{jobs}{suffix}"
                 wall[runner, jobs, size], cpu[runner, jobs, size] = measured(
                     time_cli, root, out, jobs, args.num_files, suffix, "--runner", runner)
+    print(f"\n--runner beam (DirectRunner, multi_processing) against --runner pool, fresh processes, {args.num_files} "
+          f"shards, {n} tracks and the same listed {k} times; load average {load:.1f} at start, "
+          f"{os.getloadavg()[0]:.1f} at end")
     for jobs in dict.fromkeys((args.jobs, 1)):
-        for size, suffix in sizes.items():
-            pool, beam = root / f"d-pool-j{jobs}{suffix}", root / f"d-beam-j{jobs}{suffix}"
-            stock = sorted(pool.glob("*.tfrecord"))
-            same = bool(stock) and sorted(q.name for q in beam.glob("*.tfrecord")) == [p.name for p in stock] and \
-                all((beam / p.name).read_bytes() == p.read_bytes() for p in stock)
-            print(f"--jobs {jobs}, {size} tracks: shards of --runner beam byte-identical to --runner pool "
-                  f"({len(stock)} shards): {same}")
-    print(f"(d) runners, fresh processes, {args.num_files} shards, {n} tracks and the same listed {k} times; load "
-          f"average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end, {default_jobs()} cores")
-
-    def line(what: str, table: dict, jobs: int) -> None:
+        same = all(same_shards(root / f"d-pool-j{jobs}{suffix}", root / f"d-beam-j{jobs}{suffix}")
+                   for suffix in sizes.values())
+        print(f"--jobs {jobs}: shards of --runner beam byte-identical to --runner pool: {same}")
+    print("| --jobs | measure | tracks | pool tracks/s | beam tracks/s | beam / pool |\n|---|---|---:|---:|---:|---:|")
+    for jobs, what, table in ((args.jobs, "wall", wall), (1, "CPU", cpu)):
+        for size in sizes:
+            pool, beam = table["pool", jobs, size], table["beam", jobs, size]
+            print(f"| {jobs} | {what} | {size} | {size / pool:.1f} | {size / beam:.1f} | {beam / pool:.2f}x |")
+    for jobs, what, table in ((args.jobs, "wall", wall), (1, "CPU", cpu)):
         per = {r: (table[r, jobs, n * k] - table[r, jobs, n]) / (n * (k - 1)) for r in ("pool", "beam")}
         fixed = {r: table[r, jobs, n] - n * per[r] for r in ("pool", "beam")}
-        for size in sizes:
-            ratio = table["beam", jobs, size] / table["pool", jobs, size]
-            print(f"d  --jobs {jobs} {what} {size:5d} tracks: pool {size / table['pool', jobs, size]:6.1f} tracks/s, "
-                  f"beam {size / table['beam', jobs, size]:6.1f} tracks/s; beam / pool {ratio:.2f}x")
-        print(f"d  --jobs {jobs} {what} per track: pool {1000 * per['pool']:.1f} ms, beam {1000 * per['beam']:.1f} ms "
-              f"({per['beam'] / per['pool']:.2f}x); fixed: pool {fixed['pool']:.1f} s, beam {fixed['beam']:.1f} s")
+        line = (f"--jobs {jobs} {what}: per track pool {1000 * per['pool']:.1f} ms, beam {1000 * per['beam']:.1f} ms "
+                f"({per['beam'] / per['pool']:.2f}x); fixed: pool {fixed['pool']:.1f} s, beam {fixed['beam']:.1f} s")
         if 1.5 * per["pool"] > per["beam"]:
             crossover = max(0.0, (fixed["beam"] - 1.5 * fixed["pool"]) / (1.5 * per["pool"] - per["beam"]))
-            print(f"d  --jobs {jobs} {what}: beam within 1.5x of the pool from about {crossover:.0f} tracks")
-
-    line("wall", wall, args.jobs)
-    line("CPU ", cpu, 1)
-    print("target: beam / pool <= 1.5x wall on 2 cores")
-
-
-def compare_with_baselines(root: Path, paths: list[Path], args: argparse.Namespace) -> None:
-    """(a), (b), (c): the urop2019 recipe and the decode floor against preprocessing.py."""
-    n = len(paths)
-    load = os.getloadavg()[0]
-    import librosa  # noqa: F401  (imports excluded from (a))
-    times = {
-        "b  decode only (soundfile)": measured(time_decode, paths),
-        "a  urop2019 librosa recipe, 1 process": measured(time_urop2019, paths),
-        "c1 preprocessing.py --jobs 1 (fresh process)": measured(time_cli, root, root / "c1", 1, args.num_files),
-        f"cN preprocessing.py --jobs {args.jobs} (fresh process)": measured(time_cli, root, root / "cN", args.jobs,
-                                                                           args.num_files),
-    }
-    import tensorflow  # noqa: F401  (start-up excluded from the in-process figures)
-    times["c1' --jobs 1 in-process (start-up excluded)"] = measured(time_in_process, root, root / "c1p", 1,
-                                                                    args.num_files)
-    times[f"cN' --jobs {args.jobs} in-process (start-up excluded)"] = measured(time_in_process, root, root / "cNp",
-                                                                               args.jobs, args.num_files)
-    stock = sorted((root / "c1").glob("*.tfrecord"))
-    for other in ("cN", "c1p", "cNp"):
-        same = bool(stock) and all((root / other / p.name).read_bytes() == p.read_bytes() for p in stock)
-        print(f"shards of {other} byte-identical to those of c1: {same}")
-    print(f"{n} tracks ({n - args.n_generated} real 10 s clips + {args.n_generated} generated 30 s 44.1 kHz "
-          "stereo mp3s); "
-          f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end, {default_jobs()} cores")
-    print(f"{'':55s} {'wall':>33s} {'CPU':>16s}")
-    for name, (wall, cpu) in times.items():
-        # forkserver workers are not our children: their CPU time is not visible here
-        cpu_text = f"{1000 * cpu / n:7.1f} ms/track" if "jobs 1" in name or name[0] in "ab" else "    n/a (pool)"
-        print(f"{name:55s} {n / wall:7.1f} tracks/s {1000 * wall / n:7.1f} ms/track {cpu_text}")
-    walls = [w for w, _ in times.values()]
-    cpus = [c for _, c in times.values()]
-    b, a, c1, cn, c1p, cnp = walls
-    print(f"target (c all cores) >= 3x (a), wall: {a / cn:.2f}x fresh process, {a / cnp:.2f}x in-process")
-    print(f"target (c one job) <= 1.5x (b), wall: {c1 / b:.2f}x fresh process, {c1p / b:.2f}x in-process")
-    b, a, c1, _, c1p, _ = cpus
-    cores = min(args.jobs, default_jobs())
-    print(f"from CPU time (load-independent; 'all cores' is the ideal c1 CPU / {cores}, not a measurement):")
-    print(f"  (c one job) / (b):      {c1 / b:.2f}x fresh process, {c1p / b:.2f}x in-process")
-    print(f"  (a) / (c one job):      {a / c1:.2f}x fresh process, {a / c1p:.2f}x in-process")
-    print(f"  (a) / (c1 / {cores} cores):   {a / (c1 / cores):.2f}x fresh process, {a / (c1p / cores):.2f}x in-process")
+            line += f"; beam within 1.5x of the pool from about {crossover:.0f} tracks"
+        else:
+            line += "; beam's per-track cost alone is over 1.5x the pool's"
+        print(line)
+    print("target: beam / pool <= 1.5x wall from a few hundred tracks")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,8 @@ def _power_blocks(audio: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarra
             span[max(-start, 0):max(-start, 0) + inside.shape[0]] = inside
         # frames[k, j] = span[j * hop + k]: a read-only view (sliding_window_view's checks cost 3x the multiply)
         step = span.strides[0]
-        frames = np.lib.stride_tricks.as_strided(span, shape=(n_fft, count), strides=(step, hop * step), writeable=False)
+        frames = np.lib.stride_tricks.as_strided(span, shape=(n_fft, count), strides=(step, hop * step),
+                                                 writeable=False)
         spectrum = scipy.fft.rfft(frames * window, axis=0, overwrite_x=True)
         power = np.square(spectrum.real)
         power += np.square(spectrum.imag)

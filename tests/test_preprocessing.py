@@ -279,8 +279,8 @@ def test_shards_equal_tensorflows_writer_of_the_same_features(corpus, logmel_run
     """The TensorFlow-free writer against the reference: each track's `orpheus.audio` features, its
     `spec.to_example` serialised by protobuf and framed by `tf.io.TFRecordWriter`, byte for byte."""
     root, inputs = corpus
-    _, shards, _ = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=[float(x) for x in SPLIT],
-                           split_file=None, num_files=4)
+    _, shards, _ = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio",
+                           split=[float(x) for x in SPLIT], split_file=None, num_files=4)
     schema = spec.example_spec("log-mel-spectrogram", 96, len(TAGS))
     for shard in shards:
         written = json.loads((logmel_run / pp.PROGRESS_DIR / f"{shard.name}.json").read_text())["tracks"]
