@@ -8,10 +8,22 @@
     results = tagger.tag(["a.mp3", "b.ogg"])
     result = tagger.tag_array(samples, sample_rate=44100)
 
-Input: audio files (mp3/ogg/opus/flac/wav; a folder is walked recursively, sorted) or float arrays, and a
+Input: audio files (mp3/ogg/opus/flac/wav; a folder is walked recursively, sorted) or arrays of samples, and a
 model: a pretrained one by name (`orpheus.pretrained`) or a run directory (`orpheus.rundir`).
-Output: one `TagResult` per file, in input order; a file that cannot be tagged gets a result with
-`error` set instead of raising, so one bad track never stops a batch.
+Output: one `TagResult` per file, in input order; an input that cannot be tagged (a missing or broken file,
+a folder without audio, an item that is not a path) gets a result with `error` set instead of raising, so
+one bad item never stops a batch. `warnings` carries what `predict` prints about odd input (near-silent,
+shorter than a window, truncated).
+
+Arrays (`Tagger.tag_array`), as the field's libraries return them:
+    dtype   float in [-1, 1] (librosa, soundfile's default, torchaudio); integer PCM scaled by its type:
+            int8/16/32/64 divided by 2**(bits - 1) (scipy.io.wavfile, soundfile.read(dtype="int16")),
+            unsigned (8-bit wav) centred first, (x - 2**(bits - 1)) / 2**(bits - 1)
+    shape   [n_samples] mono, or 2-D with the channels on the shorter axis: [n_samples, n_channels]
+            (soundfile, scipy) or [n_channels, n_samples] (librosa.load(mono=False), torchaudio), at most
+            MAX_CHANNELS channels; a square array is ambiguous and refused
+Anything else (empty, NaN or infinite samples, 0-D or 3-D, bytes, a sample rate that is not a positive whole
+number of Hz) is an `OrpheusError` naming the input and what was expected.
 
 This is a thin layer over `orpheus.tagging.Tagger` (the same code that `test_model.py predict`
 runs), so the API and `predict --format json` give the same numbers. TensorFlow is imported only
@@ -46,6 +58,8 @@ class TagResult:
     embeddings:     float32 [n_windows, dim] of the model's "embedding" layer, or None when not asked.
     error:          why the file could not be tagged, naming the file; None on success.
     tag_names:      the model's tags in output order (the columns of `taggram`).
+    warnings:       what is odd about the input, as `predict` prints it (near-silent, shorter than one
+                    window, truncated, float samples beyond [-1, 1]); empty when nothing is.
     """
     file: str
     tags: dict[str, float]
@@ -54,6 +68,7 @@ class TagResult:
     embeddings: np.ndarray | None
     error: str | None
     tag_names: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -111,18 +126,32 @@ def resolve_model(model: str | None, run_dir: PathLike | None) -> tuple[Path, st
     return Path(pretrained_run_dir(name)), name
 
 
-def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[str]:
-    """A path or paths, in order; a folder becomes its audio files (recursive, sorted). Missing paths stay
-    as they are, so they come back as results with an error rather than stopping the batch."""
+def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[tuple[str, str | None]]:
+    """(file, error) for a path or paths, in order: a folder becomes its audio files (recursive, sorted).
+
+    Nothing here raises for one bad item: a folder without audio, or an item that is not a path (bytes, a
+    number), comes back with its error; a missing path comes back as it is, for tagging to report.
+    """
+    from orpheus.errors import OrpheusError
     from orpheus.tagging import list_audio_files
-    if isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable):
         paths = [paths]
-    out: list[str] = []
-    for path in paths:
-        if Path(path).is_dir():
-            out.extend(str(p) for p in list_audio_files(path))
+    out: list[tuple[str, str | None]] = []
+    for item in paths:
+        path = os.fspath(item) if isinstance(item, os.PathLike) else item
+        if isinstance(path, bytes):
+            out.append((repr(item), f"{item!r}: a bytes path; expected a str or os.PathLike path (decode it with "
+                                    "os.fsdecode), or an array of samples for Tagger.tag_array"))
+        elif not isinstance(path, str):
+            out.append((repr(item), f"{item!r}: not a path; expected a str or os.PathLike path to an audio file "
+                                    "or a folder"))
+        elif Path(path).is_dir():
+            try:
+                out.extend((str(p), None) for p in list_audio_files(path))
+            except OrpheusError as err:
+                out.append((path, str(err)))
         else:
-            out.append(str(path))
+            out.append((path, None))
     return out
 
 
@@ -181,19 +210,34 @@ class Tagger:
     def iter_tag(self, paths: PathLike | Iterable[PathLike], *, threshold: float | None = None,
                  top: int | None = None, quiet: bool = True) -> Iterator[TagResult]:
         """As `tag`, yielding each result as soon as it is ready (for long lists of files)."""
-        files = expand_paths(paths)
-        for result in self.core.tag_files(files, jobs=self.jobs, quiet=quiet):
-            yield self.to_result(result, threshold=threshold, top=top)
+        entries = expand_paths(paths)
+        tagged = self.core.tag_files([f for f, error in entries if error is None], jobs=self.jobs, quiet=quiet)
+        for file, error in entries:
+            if error is not None:
+                yield TagResult(file=file, tags={}, taggram=None, window_start_s=None, embeddings=None, error=error,
+                                tag_names=self.tag_names)
+            else:
+                yield self.to_result(next(tagged), threshold=threshold, top=top)
 
-    def tag_array(self, samples: np.ndarray, sample_rate: int, *, name: str = "<array>",
+    def tag_array(self, samples: np.ndarray, sample_rate: float, *, name: str = "<array>",
                   threshold: float | None = None, top: int | None = None) -> TagResult:
-        """Tag audio given as an array: float [n_samples] mono or [n_samples, n_channels], in [-1, 1], at
-        `sample_rate` Hz (mixed to mono and resampled to the model's rate as a file would be)."""
-        from orpheus.audio import resample, to_mono
-        samples = np.asarray(samples, np.float32)
-        mono = samples if samples.ndim == 1 else to_mono(samples)
-        mono = resample(mono, int(sample_rate), self.sample_rate)
-        return self.to_result(self.core.tag_audio(name, mono), threshold=threshold, top=top)
+        """Tag audio given as an array of samples at `sample_rate` Hz (mixed to mono and resampled to the
+        model's rate as a file would be).
+
+        Args:
+            samples: [n_samples] mono, or [n_samples, n_channels] / [n_channels, n_samples] (the channels on
+                the shorter axis); float in [-1, 1] or integer PCM (scaled by its type), see the module docstring.
+            sample_rate: Hz, a positive whole number.
+            name: the result's `file`, and how errors name the array.
+
+        Raises:
+            OrpheusError: the array or rate is not one of those (the message says what was expected).
+        """
+        from orpheus.audio import resample
+        mono, rate, warnings = samples_to_mono(samples, sample_rate, name)
+        result = self.core.tag_audio(name, resample(mono, rate, self.sample_rate))
+        result.warnings[:0] = warnings
+        return self.to_result(result, threshold=threshold, top=top)
 
     def to_result(self, result, *, threshold: float | None = None, top: int | None = None) -> TagResult:
         """A `TagResult` from an `orpheus.tagging.TrackTags`."""
@@ -202,7 +246,63 @@ class Tagger:
             ranked_tags(self.tag_names, result.scores, threshold=threshold, top=top))
         return TagResult(file=result.file, tags=tags, taggram=result.window_scores,
                          window_start_s=result.window_start_s, embeddings=result.embeddings, error=result.error,
-                         tag_names=self.tag_names)
+                         tag_names=self.tag_names, warnings=tuple(result.warnings))
+
+
+MAX_CHANNELS = 8      # 7.1 surround; more is taken for a stack of clips, which tag_array does not take
+EXPECTED_ARRAY = ("expected samples as [n_samples] mono or 2-D with the channels on the shorter axis "
+                  f"([n_samples, n_channels] or [n_channels, n_samples], at most {MAX_CHANNELS} channels), "
+                  "float in [-1, 1] or integer PCM")
+
+
+def samples_to_mono(samples, sample_rate: float, name: str = "<array>") -> tuple[np.ndarray, int, list[str]]:
+    """An array of samples as the field's libraries return it -> (float32 [n_samples] mono in [-1, 1], the
+    sample rate as an int, warnings); the rules are the module docstring's.
+
+    Raises:
+        OrpheusError: naming `name` and what was expected.
+    """
+    from orpheus.audio import to_mono
+    from orpheus.errors import ConfigError
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(sample_rate) or sample_rate <= 0 or sample_rate != int(sample_rate):
+        raise ConfigError(f"{name}: sample_rate {sample_rate!r}; expected a positive whole number of Hz, e.g. 44100")
+    if isinstance(samples, (bytes, bytearray, memoryview, str)):
+        raise ConfigError(f"{name}: got {type(samples).__name__}; {EXPECTED_ARRAY} (decode a file by passing its "
+                          "path to Tagger.tag)")
+    try:
+        array = np.asarray(samples)
+    except ValueError as err:     # ragged nested lists
+        raise ConfigError(f"{name}: not an array of samples ({err}); {EXPECTED_ARRAY}") from err
+    if array.dtype.kind not in "fiu":
+        raise ConfigError(f"{name}: dtype {array.dtype} is not real numbers; {EXPECTED_ARRAY}")
+    if array.ndim not in (1, 2):
+        raise ConfigError(f"{name}: a {array.ndim}-D array of shape {array.shape}; {EXPECTED_ARRAY}")
+    if array.size == 0:
+        raise ConfigError(f"{name}: empty array of shape {array.shape}; {EXPECTED_ARRAY}")
+    if array.ndim == 2:
+        if array.shape[0] == array.shape[1]:
+            raise ConfigError(f"{name}: shape {array.shape} does not say which axis holds the channels; "
+                              f"{EXPECTED_ARRAY}")
+        if array.shape[0] < array.shape[1]:
+            array = array.T
+        if array.shape[1] > MAX_CHANNELS:
+            raise ConfigError(f"{name}: shape {array.shape} would be {array.shape[1]} channels; {EXPECTED_ARRAY} "
+                              "(tag several clips with one call each)")
+    warnings = []
+    if array.dtype.kind == "f":
+        audio = array.astype(np.float32)
+        if not np.isfinite(audio).all():
+            raise ConfigError(f"{name}: holds NaN or infinite samples; {EXPECTED_ARRAY}")
+        peak = float(np.abs(audio).max())
+        if peak > 1.0 + 1e-6:
+            warnings.append(f"float samples reach {peak:.4g}, beyond [-1, 1]: integer PCM cast to float? pass the "
+                            "integer array itself (it is scaled by its type) or divide it by its full scale")
+    else:
+        full_scale = float(2 ** (array.dtype.itemsize * 8 - 1))
+        centre = full_scale if array.dtype.kind == "u" else 0.0
+        audio = ((array.astype(np.float64) - centre) / full_scale).astype(np.float32)
+    return to_mono(audio), int(sample_rate), warnings
 
 
 def tag(paths: PathLike | Sequence[PathLike], model: str | None = None, *, run_dir: PathLike | None = None,

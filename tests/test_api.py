@@ -141,3 +141,69 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     # 6 s = 376 frames: 187-frame windows every 94 frames (1.504 s) at 0, 94, 188, and one end-aligned at 189
     assert lines[2] == "(4, 50) [0.    1.504 3.008] (4, 200)"
     assert len(ast.literal_eval(lines[3])) == 3
+
+
+# ---------------------------------------------------------------- what notebooks hand over
+
+def test_arrays_as_the_field_s_libraries_return_them(tiny):
+    """Integer PCM is scaled by its type; channels-first (librosa) and channels-last (soundfile) agree."""
+    stereo = render_clip(("rock", "male"), seed=9, duration_s=4.0, sample_rate=22050)   # float [n, 2] in [-1, 1]
+    reference = tiny.tag_array(stereo, 22050)
+    int16 = np.round(stereo * 32767).astype(np.int16)            # soundfile.read(dtype="int16"), scipy wavfile
+    uint8 = np.round(stereo * 127 + 128).astype(np.uint8)        # 8-bit wav
+    int32 = np.round(stereo.astype(np.float64) * (2 ** 31 - 1)).astype(np.int32)
+    for samples, atol in ((int16, 1e-3), (int32, 1e-5), (uint8, 3e-2), (stereo.T, 1e-6),   # (2, n): librosa
+                          (int16.T, 1e-3), (stereo.astype(np.float64), 1e-6)):
+        result = tiny.tag_array(samples, 22050)
+        assert result.ok and not result.warnings, samples.dtype
+        np.testing.assert_allclose(result.taggram, reference.taggram, atol=atol, err_msg=str(samples.dtype))
+    mono = tiny.tag_array(stereo.mean(axis=1), 22050)
+    np.testing.assert_allclose(mono.taggram, reference.taggram, atol=1e-5)
+    np.testing.assert_allclose(tiny.tag_array([list(stereo[:, 0])], 22050).taggram,    # a (1, n) list: mono
+                               tiny.tag_array(stereo[:, 0], 22050).taggram, atol=1e-6)
+
+
+@pytest.mark.parametrize("samples, sample_rate, expected", [
+    (np.zeros(0, np.float32), 16000, "empty"),
+    (np.full(16000, np.nan, np.float32), 16000, "NaN or infinite"),
+    (np.r_[np.zeros(8000), np.inf].astype(np.float32), 16000, "NaN or infinite"),
+    (np.zeros(16000, np.float32), 0, "sample_rate"),
+    (np.zeros(16000, np.float32), float("nan"), "sample_rate"),
+    (np.zeros(16000, np.float32), 22050.5, "sample_rate"),
+    (np.zeros((2, 3, 16000), np.float32), 16000, "3-D"),
+    (np.float32(0.5), 16000, "0-D"),
+    (np.zeros((4, 4), np.float32), 16000, "channels"),
+    (np.array(["a", "b"]), 16000, "numbers"),
+    (np.zeros(16000, np.complex64), 16000, "numbers"),
+    (b"RIFF....WAVEfmt ", 16000, "bytes"),
+])
+def test_bad_arrays_are_one_clear_error(tiny, samples, sample_rate, expected):
+    from orpheus.errors import OrpheusError
+    with pytest.raises(OrpheusError, match=expected) as info:
+        tiny.tag_array(samples, sample_rate, name="take 3")
+    assert "take 3" in str(info.value) and "expected" in str(info.value)
+
+
+def test_warnings_carry_what_predict_prints(tiny, tmp_path):
+    quiet = 1e-4 * render_clip(("ambient",), seed=4, duration_s=4.0, sample_rate=16000)
+    silent = tiny.tag_array(quiet, 16000, name="quiet")
+    assert silent.ok and any("near-silent" in w for w in silent.warnings)
+    short = tiny.tag_array(render_clip(("rock",), seed=4, duration_s=1.0, sample_rate=16000), 16000)
+    assert short.ok and [w for w in short.warnings if "very short" in w]
+    loud = tiny.tag_array(render_clip(("rock",), seed=4, duration_s=4.0, sample_rate=16000) * 32767, 16000)
+    assert any("[-1, 1]" in w for w in loud.warnings)   # integer PCM cast to float, never scaled
+    short_file = write_clip(tmp_path / "short.flac", ("jazz",), seed=2, duration_s=1.0)
+    (from_file,) = tiny.tag([short_file])
+    assert from_file.ok and any("very short" in w for w in from_file.warnings)
+
+
+def test_a_bad_item_never_stops_the_batch(tiny, songs, tmp_path):
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    results = tiny.tag([songs[0], empty, b"/no/such.mp3", 42, songs[1]])
+    assert [r.ok for r in results] == [True, False, False, False, True]
+    assert "no mp3/" in results[1].error and str(empty) in results[1].error
+    assert "bytes" in results[2].error and "os.fsdecode" in results[2].error
+    assert "42" in results[3].error and "expected" in results[3].error
+    assert results[1].tags == {} and results[1].warnings == ()
+    assert [r.file for r in results][::4] == [str(songs[0]), str(songs[1])]
