@@ -23,8 +23,8 @@ import importlib.machinery
 import logging
 import os
 import re
+import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -110,7 +110,8 @@ def quiet_tensorflow(argv: Sequence[str] | None = None) -> None:
     Call it before anything imports TensorFlow. It sets TF_CPP_MIN_LOG_LEVEL and GLOG_minloglevel
     (unless already set; child processes inherit them) and makes the first `import tensorflow`
     drop the start-up lines TensorFlow prints before it reads them; anything else TensorFlow writes
-    to stderr while it loads is passed through. TensorFlow is not imported here.
+    to stderr while it loads is passed through as it comes (a fatal message too, even when the import then
+    aborts the process). TensorFlow is not imported here.
     """
     argv = sys.argv[1:] if argv is None else argv
     if "--verbose" in argv:
@@ -140,34 +141,53 @@ class _QuietTensorFlowImport:
         return spec
 
 
+# The filter of `_start_up_lines_dropped`: a separate process, so that what TensorFlow prints just before it
+# aborts the import (on a CPU without AVX, a broken CUDA install) still reaches the terminal.
+_NOISE_FILTER = """
+import re, sys
+noise = re.compile(sys.argv[1].encode())
+for line in sys.stdin.buffer:
+    if not noise.match(line):
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+"""
+
+
 @contextlib.contextmanager
 def _start_up_lines_dropped() -> Iterator[None]:
-    """Send file descriptor 2 to a temporary file, then replay it without `_START_UP_NOISE` lines."""
+    """Send file descriptor 2 through a filter process that drops `_START_UP_NOISE` lines and passes every
+    other line on at once. The filter outlives this process: if the import aborts it, the line that says
+    why is still printed. Where no filter can start, stderr is left as it is."""
     try:
         sys.stderr.flush()
-        capture = tempfile.TemporaryFile()
-    except OSError:      # no temporary folder: leave stderr as it is
+        saved = os.dup(2)
+    except OSError:      # no stderr to redirect
         yield
         return
     try:
-        saved = os.dup(2)
-    except OSError:      # no stderr to redirect
-        capture.close()
+        read_end, write_end = os.pipe()
+    except OSError:
+        os.close(saved)
         yield
         return
-    with capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not _START_UP_NOISE.match(line)]
-            sys.stderr.write("".join(kept))
-            sys.stderr.flush()
+    try:
+        noise_filter = subprocess.Popen([sys.executable, "-I", "-S", "-c", _NOISE_FILTER, _START_UP_NOISE.pattern],
+                                        stdin=read_end, stdout=saved, stderr=saved)
+    except (OSError, ValueError):      # no interpreter to start (an embedded Python): no filter
+        for fd in (read_end, write_end, saved):
+            os.close(fd)
+        yield
+        return
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)      # the pipe's last write end closes: the filter passes on the rest and ends
+        os.close(saved)
+        noise_filter.wait()
 
 
 def _environment_errors() -> tuple[type[BaseException], ...]:

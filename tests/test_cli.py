@@ -212,3 +212,28 @@ def test_log_lines_go_to_the_stderr_of_the_moment(capsys):
     logging.getLogger("orpheus.test").info("second")
     err = capsys.readouterr().err
     assert "INFO orpheus.test: second" in err and "Logging error" not in err, err
+
+
+# A stand-in for the TensorFlow of a machine it cannot run on: on import it prints its start-up notices, then
+# the fatal line TensorFlow prints on a CPU without AVX, then aborts the process as TensorFlow does there.
+ABORTING_TENSORFLOW = '''
+import os
+os.write(2, b"I0000 00:00:1796170073.786879  8868 port.cc:153] oneDNN custom operations are on.\\n")
+os.write(2, b"The TensorFlow library was compiled to use AVX instructions, but these aren't available on your "
+            b"machine.\\n")
+os.abort()
+'''
+
+
+def test_a_fatal_message_while_tensorflow_imports_reaches_the_terminal(tmp_path):
+    """start-up lines are dropped, but the line that explains a crash during the import is never swallowed"""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(ABORTING_TENSORFLOW)
+    code = "from orpheus.cli import quiet_tensorflow; quiet_tensorflow([]); import tensorflow"
+    env = {**clean_env(), "PYTHONPATH": f"{fake.parent}{os.pathsep}{ROOT}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == -6                                   # SIGABRT, as TensorFlow's LOG(FATAL)
+    assert "compiled to use AVX instructions, but these aren't available" in result.stderr
+    assert "port.cc" not in result.stderr
