@@ -41,7 +41,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -56,7 +56,8 @@ from orpheus.files import atomic_path, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
 from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule
-from orpheus.strategy import choose_strategy, is_chief  # noqa: F401  (choose_strategy: part of this module's API)
+from orpheus.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
+                              worker_count)
 from orpheus.feature_settings import FORMATS
 from orpheus.spec import read_dataset_info
 
@@ -161,10 +162,42 @@ def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int
 # ---------------------------------------------------------------------------------------- loops
 def fit_loop(model, train_data, valid_data, callbacks, *, start_epoch: int, epochs: int, steps: int,
              quiet: bool) -> None:
-    with warnings.catch_warnings():  # validation is one pass of unknown length, by design
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
+    with warnings.catch_warnings(), _fit_across_workers(model, model.distribute_strategy):
+        warnings.filterwarnings("ignore", message="Your input ran out of data")  # validation: one pass, by design
         model.fit(train_data, validation_data=valid_data, epochs=epochs, initial_epoch=start_epoch,
                   steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=0 if quiet else 2)
+
+
+@contextlib.contextmanager
+def _fit_across_workers(model: keras.Model, strategy: tf.distribute.Strategy) -> Iterator[None]:
+    """Let `model.fit` run under a MultiWorkerMirroredStrategy of several workers.
+
+    Keras 3's TensorFlow trainer fails there twice (keras-team/keras#20585, still so in Keras 3.15):
+    before the first step it all-reduces a whole (windows, labels) batch to build the model, which the
+    collective ops cannot take; and it averages each step's scalar logs "along axis 0". So, with several
+    workers only: no such build (model, optimizer and metrics are built already, in the scope; Keras then
+    takes the strategy from the scope), and the steps return their logs with shape [1]. An epoch's logs
+    are still the metrics read across every replica, as with one worker.
+    """
+    if worker_count(strategy) == 1:
+        yield
+        return
+    own = model._distribute_strategy
+    steps = {name: getattr(model, name) for name in ("train_step", "test_step")}
+
+    def rank_one(step):
+        return lambda data: {key: tf.reshape(value, [1]) for key, value in step(data).items()}
+
+    model._distribute_strategy = None
+    for name, step in steps.items():
+        setattr(model, name, rank_one(step))
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        model._distribute_strategy = own
+        for name in steps:
+            delattr(model, name)
 
 
 def custom_loop(model, optimizer, strategy, train_data, valid_data, callbacks, *, start_epoch: int, epochs: int,
@@ -234,7 +267,8 @@ def _update(metrics, labels, per_example, probabilities) -> None:
 # ----------------------------------------------------------------------------------------- train
 def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: str | Path,
           steps_per_epoch: int | None = None, resume: bool = False, overwrite: bool = False,
-          feature_format: str | None = None, strategy: tf.distribute.Strategy | None = None,
+          feature_format: str | None = None,
+          strategy: tf.distribute.Strategy | Callable[[], tf.distribute.Strategy] | None = None,
           cuda: Sequence[int] | None = None, quiet: bool = False) -> Path:
     """Train `config.model` on `tfrecords_dir` for epochs up to `epochs`; returns the run directory.
 
@@ -247,7 +281,8 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
         resume: continue the run in `run_dir` from its last checkpoint.
         overwrite: replace an existing `run_dir` (without `resume`).
         feature_format: when given, the shards' format must match it.
-        strategy: a tf.distribute strategy; None: `choose_strategy(cuda)`.
+        strategy: a tf.distribute strategy, or a function that makes one (called where `choose_strategy` would
+            be, before anything starts TensorFlow's runtime); None: `choose_strategy(cuda)`.
         quiet: no progress output.
     """
     shard_dir, run_dir = Path(tfrecords_dir), Path(run_dir)
@@ -259,10 +294,16 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
     if epochs < 1:
         raise ConfigError("--epochs must be at least 1")
     train_config = config.train
+    # The strategy first, as magenta/ddsp does: --cuda's device settings and MultiWorkerMirroredStrategy's
+    # collective ops take effect only before TensorFlow's runtime starts, which loading a model does.
+    if strategy is None:
+        strategy = choose_strategy(cuda)
+    elif not isinstance(strategy, tf.distribute.Strategy):
+        strategy = strategy()
     keras.utils.set_random_seed(train_config.seed)
     tf.config.experimental.enable_op_determinism()
+    # the source's weights as NumPy arrays; `finetune.initialise` sets them in the scope, with the model
     source = finetune.load_source(train_config.init_from) if train_config.init_from else None
-    strategy = strategy or choose_strategy(cuda)
     chief = is_chief(strategy)
     with contextlib.ExitStack() as stack:
         if not chief:  # other workers write into a scratch folder (they must still save, in step)

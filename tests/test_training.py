@@ -220,25 +220,50 @@ def test_tf_config_selects_multi_worker():
     assert result.stdout.split()[-2:] == ["True", "True"]
 
 
-@pytest.mark.slow
-def test_two_local_workers_train_together(shards, tmp_path):
-    """MultiWorkerMirroredStrategy with two processes on localhost ports; the chief writes the run."""
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY))
+def _run_two_workers(args: list[str], tmp_path: Path) -> None:
+    """`orpheus/training.py ARGS` in two processes joined by TF_CONFIG on localhost ports; both must succeed."""
     workers = [f"localhost:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        processes.append(subprocess.Popen(
-            [sys.executable, "orpheus/training.py", "log-mel-spectrogram", "--tfrecords-dir", str(shards),
-             "--config", str(config), "--epochs", "2", "--steps-per-epoch", "2", "--loop", "custom",
-             "--run-dir", str(tmp_path / "run"), "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=300) for p in processes]
+        processes.append(subprocess.Popen([sys.executable, "orpheus/training.py", *args, "--quiet"], cwd=ROOT, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["fit", "custom"])
+def test_two_local_workers_train_together(shards, tmp_path, loop):
+    """MultiWorkerMirroredStrategy with two processes on localhost ports; the chief writes the run."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    _run_two_workers(["log-mel-spectrogram", "--tfrecords-dir", str(shards), "--config", str(config), "--epochs", "2",
+                      "--steps-per-epoch", "2", "--loop", loop, "--run-dir", str(tmp_path / "run")], tmp_path)
     assert len(history(tmp_path / "run")) == 2
     assert (tmp_path / "run" / "model.keras").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["fit", "custom"])
+def test_two_local_workers_fine_tune_resume_and_tag(shards, fit_run, tmp_path, loop):
+    """--init-from under MultiWorkerMirroredStrategy: the source loads after the strategy exists (collective ops
+    are configured at start-up), both workers train, resume, and the run tags audio."""
+    import orpheus
+    from tests.fixtures_audio import write_clip
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    run_dir = tmp_path / "run"
+    common = ["log-mel-spectrogram", "--tfrecords-dir", str(shards), "--config", str(config), "--steps-per-epoch",
+              "2", "--loop", loop, "--run-dir", str(run_dir), "--init-from", str(fit_run)]
+    _run_two_workers([*common, "--epochs", "1"], tmp_path)
+    assert len(history(run_dir)) == 1
+    _run_two_workers([*common, "--epochs", "2", "--resume"], tmp_path)
+    assert [row["epoch"] for row in history(run_dir)] == [0, 1]
+    assert read_run_info(run_dir).source.startswith(f"fine-tuned from {fit_run}")
+    (result,) = orpheus.tag([write_clip(tmp_path / "song.wav", ("rock",), seed=3)], run_dir=run_dir)
+    assert result.ok and len(result.tags) == 3
 
 
 TWO_REPLICAS = textwrap.dedent("""
@@ -256,6 +281,38 @@ TWO_REPLICAS = textwrap.dedent("""
               run_dir=sys.argv[3] + loop, strategy=strategy, quiet=True)
     print("OK")
 """)
+
+
+FINE_TUNE_ON_TWO_LOGICAL_CPUS = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    from orpheus.config import config_from_dict
+    from orpheus.training import train
+
+    def two_logical_cpus():
+        # as --cuda's set_visible_devices: device settings that TensorFlow takes only before its runtime starts
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    config = config_from_dict(json.loads(sys.argv[2])).replace(train={"init_from": sys.argv[4]})
+    for loop in ("fit", "custom"):
+        train(sys.argv[1], config.replace(train={"loop": loop}), epochs=1, steps_per_epoch=2,
+              run_dir=sys.argv[3] + loop, strategy=two_logical_cpus, quiet=True)
+    print("OK")
+""")
+
+
+@pytest.mark.slow
+def test_init_from_with_devices_set_when_the_strategy_is_made(shards, fit_run, tmp_path):
+    """The --cuda path on logical CPU devices: the strategy (and its device settings) comes before the source
+    model is loaded, so --init-from combines with --cuda."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", FINE_TUNE_ON_TWO_LOGICAL_CPUS, str(shards), json.dumps(TINY),
+                             str(tmp_path / "r"), str(fit_run)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(history(tmp_path / "rfit")) == 1 and len(history(tmp_path / "rcustom")) == 1
 
 
 @pytest.mark.slow
