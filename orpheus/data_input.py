@@ -7,17 +7,21 @@ in the canonical order:
     shuffle examples (within blocks of data.shuffle_buffer) -> parse -> drop excluded track ids ->
     crop one window -> normalise -> select / merge tags -> batch (per-replica size) -> prefetch
 
-Excluded track ids are dropped right after parsing (before the crop) so no work is spent on them;
-the result is the same as filtering at the end. Training crops a random window, evaluation the
-centred one; `make_track_windows` yields every consecutive window of each track (the windows of
-`orpheus.windows`, as tagging sees them) for per-track evaluation.
+Excluded track ids (`data.exclude_tids`) are left out of everything made from the shards: the batches
+(dropped right after parsing, before the crop, so no work is spent on them), `make_track_windows` (what
+`test` scores), the dataset statistics, and the counts behind `top_n_tags` and the steps of an epoch
+(`kept_dataset_info`). Training crops a random window, evaluation the centred one; `make_track_windows`
+yields every consecutive window of each track (the windows of `orpheus.windows`, as tagging sees them) for
+per-track evaluation.
 
-Every random choice derives from `seed` and the epoch number, so the batches of epoch e are the
-same whether a run went straight to e or was interrupted and resumed.
+Every random choice derives from `seed`, the epoch number and, when an epoch needs more than one pass over
+the split, the pass number, so each pass has its own order and crops, and the batches of epoch e are the same
+whether a run went straight to e or was interrupted and resumed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -102,8 +106,9 @@ def tag_matrix(info: DatasetInfo, tags: Sequence[str], merge_tags: Sequence[Sequ
 
 
 # ---------------------------------------------------------------------------------- statistics
-def feature_statistics(shard_dir: str | Path, info: DatasetInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin mean and standard deviation over every frame of the training split.
+def feature_statistics(shard_dir: str | Path, info: DatasetInfo | None = None,
+                       exclude_tids: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin mean and standard deviation over every frame of the training split but `exclude_tids`.
 
     Returns:
         (mean, std): float32 [n_bins] each, in the feature's units (e.g. log-mel dB).
@@ -112,7 +117,8 @@ def feature_statistics(shard_dir: str | Path, info: DatasetInfo | None = None) -
     if info.features.format == "waveform":
         raise ConfigError('data.normalise "dataset" needs a spectral format; waveform uses "per_example"')
     parse = parse_fn(info.spec())
-    dataset = tf.data.TFRecordDataset(_files(shard_dir, "train")).map(parse, num_parallel_calls=AUTOTUNE)
+    dataset = _without(tf.data.TFRecordDataset(_files(shard_dir, "train")).map(parse, num_parallel_calls=AUTOTUNE),
+                       exclude_tids)
 
     def moments(example):
         audio = tf.cast(example["audio"], tf.float64)
@@ -127,15 +133,57 @@ def feature_statistics(shard_dir: str | Path, info: DatasetInfo | None = None) -
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def make_run_info(shard_dir: str | Path, config: Config, **extra) -> RunInfo:
-    """The RunInfo of a model trained on `shard_dir` with `config`: tags, window, normalisation (+ statistics)."""
-    info = read_dataset_info(shard_dir)
+def _without(dataset: tf.data.Dataset, exclude_tids: Sequence[str]) -> tf.data.Dataset:
+    """`dataset` of parsed examples without those whose `tid` is in `exclude_tids`."""
+    if not exclude_tids:
+        return dataset
+    excluded = tf.constant(sorted(exclude_tids), tf.string)
+    return dataset.filter(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["tid"], excluded))))
+
+
+def kept_dataset_info(shard_dir: str | Path, data: DataConfig, info: DatasetInfo | None = None) -> DatasetInfo:
+    """`dataset.json`'s description with each split's track count and tag positives recounted without
+    `data.exclude_tids` (the folder's own when there are none): what `top_n_tags` and the steps of an
+    epoch are computed from. Reads the tids and tags of every split once."""
+    info = info or read_dataset_info(shard_dir)
+    if not data.exclude_tids:
+        return info
+    n_tags = len(info.tags)
+    description = {"tid": tf.io.FixedLenFeature([], tf.string), "tags": tf.io.FixedLenFeature([n_tags], tf.int64)}
+    excluded = tf.constant(sorted(data.exclude_tids), tf.string)
+    counts, positives, found = dict(info.counts), {k: list(v) for k, v in info.positives.items()}, 0
+    for split in sorted(set(info.counts) | set(info.positives)):
+        files = shard_paths(shard_dir, split)
+        if not files:
+            continue
+        records = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, description),
+                                                     num_parallel_calls=AUTOTUNE)
+        dropped = records.filter(lambda ex: tf.reduce_any(tf.equal(ex["tid"], excluded)))
+        n, tag_sums = dropped.reduce((tf.constant(0, tf.int64), tf.zeros([n_tags], tf.int64)),
+                                     lambda total, ex: (total[0] + 1, total[1] + ex["tags"]))
+        n, tag_sums = int(n), tag_sums.numpy()
+        found += n
+        if split in counts:
+            counts[split] -= n
+        if split in positives and len(positives[split]) == n_tags:
+            positives[split] = [int(p - q) for p, q in zip(positives[split], tag_sums)]
+    if found < len(set(data.exclude_tids)):
+        log.warning("data.exclude_tids: %d of the %d track ids are in none of %s's splits", 
+                    len(set(data.exclude_tids)) - found, len(set(data.exclude_tids)), shard_dir)
+    return dataclasses.replace(info, counts=counts, positives=positives)
+
+
+def make_run_info(shard_dir: str | Path, config: Config, *, kept_info: DatasetInfo | None = None,
+                  **extra) -> RunInfo:
+    """The RunInfo of a model trained on `shard_dir` with `config`: tags, window, normalisation (+ statistics),
+    all without `data.exclude_tids`; `kept_info`: `kept_dataset_info`'s answer, when already computed."""
     data = config.data
+    info = kept_info or kept_dataset_info(shard_dir, data)
     if info.features.format == "waveform" and data.normalise != "per_example":
         raise ConfigError('data.normalise must be "per_example" for waveform input')
     stats: dict = {}
     if data.normalise == "dataset":
-        mean, std = feature_statistics(shard_dir, info)
+        mean, std = feature_statistics(shard_dir, info, data.exclude_tids)
         stats = {"feature_mean": tuple(float(v) for v in mean), "feature_std": tuple(float(v) for v in std)}
     return RunInfo.from_dataset(info, selected_tags(info, data), data.window_s, normalise=data.normalise,
                                 model_name=config.model.name, source=str(shard_dir), **stats, **extra)
@@ -172,9 +220,11 @@ def _stateless_shuffle(dataset: tf.data.Dataset, block: int, seed: tf.Tensor, sa
 def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
     """Training steps in one pass over the training split (at least 1)."""
     count = info.counts.get("train")
-    if not count:
+    if count is None:
         raise DataFormatError("dataset.json has no training-split count; rerun preprocessing or pass "
                               "--steps-per-epoch")
+    if count <= 0:
+        raise ConfigError("no training track left: data.exclude_tids holds every track of the training split")
     return max(count // global_batch_size, 1)
 
 
@@ -198,7 +248,9 @@ def make_dataset(shard_dir: str | Path, split: str, config: Config,
         epochs: (first, stop) with `steps_per_epoch`, training only: a finite dataset holding epochs
             first..stop-1 back to back, each exactly `steps_per_epoch` global steps, its order and
             crops derived from (seed, epoch) alone, so resuming at epoch e sees what an
-            uninterrupted run sees. None: one shuffled pass (training) or one pass (evaluation).
+            uninterrupted run sees. An epoch longer than one pass over the split takes further passes,
+            each with its own order and crops (from (seed, epoch, pass)). None: one shuffled pass
+            (training) or one pass (evaluation).
         steps_per_epoch: global steps per epoch when `epochs` is given.
 
     Returns:
@@ -220,7 +272,6 @@ def make_dataset(shard_dir: str | Path, split: str, config: Config,
         batches_per_step = input_context.num_replicas_in_sync // pipelines
     window_frames = run_info.window_frames
     matrix = tf.constant(tag_matrix(info, run_info.tags, config.data.merge_tags))
-    excluded = tf.constant(sorted(config.data.exclude_tids) or [""], tf.string)
     parse = parse_fn(info.spec())
 
     def pipeline(epoch_seed) -> tf.data.Dataset:
@@ -237,9 +288,7 @@ def make_dataset(shard_dir: str | Path, split: str, config: Config,
             dataset = dataset.shard(pipelines, pipeline_id)
         if training:
             dataset = _stateless_shuffle(dataset, config.data.shuffle_buffer, epoch_seed)
-        dataset = dataset.map(parse, num_parallel_calls=AUTOTUNE)
-        if config.data.exclude_tids:
-            dataset = dataset.filter(lambda ex: tf.logical_not(tf.reduce_any(tf.equal(ex["tid"], excluded))))
+        dataset = _without(dataset.map(parse, num_parallel_calls=AUTOTUNE), config.data.exclude_tids)
         dataset = dataset.enumerate()
         return dataset.map(lambda i, ex: _window_and_labels(i, ex, epoch_seed), num_parallel_calls=AUTOTUNE,
                            deterministic=True)
@@ -270,14 +319,25 @@ def make_dataset(shard_dir: str | Path, split: str, config: Config,
 
     def epoch_dataset(epoch):
         epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
-        return pipeline(epoch_seed).repeat().batch(batch, drop_remainder=True).take(batches)
+        # as many passes as the epoch needs: each non-empty pass gives at least one example
+        passes = tf.data.Dataset.range(batches * batch).flat_map(lambda i: pipeline(_pass_seed(epoch_seed, i)))
+        return passes.batch(batch, drop_remainder=True).take(batches)
 
     dataset = tf.data.Dataset.range(*epochs).flat_map(epoch_dataset)
     return dataset.prefetch(AUTOTUNE)
 
 
+def _pass_seed(epoch_seed: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """The seed of pass `index` of an epoch: the epoch's own for the first pass, then a stateless draw from
+    (epoch seed, pass), so a second pass never replays the first's order and crops."""
+    drawn = tf.random.stateless_uniform([], seed=tf.stack([epoch_seed, index]), minval=None, maxval=None,
+                                        dtype=tf.int64)
+    return tf.where(tf.equal(index, 0), epoch_seed, drawn)
+
+
 def make_track_windows(shard_dir: str | Path, split: str, run_info: RunInfo, *,
-                       merge_tags: Sequence[Sequence[str]] = ()) -> tf.data.Dataset:
+                       merge_tags: Sequence[Sequence[str]] = (), exclude_tids: Sequence[str] = ()
+                       ) -> tf.data.Dataset:
     """Every consecutive window of every track, for per-track evaluation (`test_model.py test`).
 
     Windows are `orpheus.windows.cut_windows` of `run_info.window_frames` (no overlap, the last one
@@ -291,6 +351,7 @@ def make_track_windows(shard_dir: str | Path, split: str, run_info: RunInfo, *,
         run_info: the model's run description (tags, window, normalisation).
         merge_tags: the run's `config.data.merge_tags` when its tags were merged (a merged tag is
             positive when any member is).
+        exclude_tids: the run's `config.data.exclude_tids`: tracks left out.
 
     Returns:
         A dataset of (tid, windows, labels): tid tf.string scalar; windows float32
@@ -314,6 +375,6 @@ def make_track_windows(shard_dir: str | Path, split: str, run_info: RunInfo, *,
                          tf.float32)
         return example["tid"], windows, labels
 
-    dataset = tf.data.TFRecordDataset(_files(shard_dir, split))
-    return dataset.map(parse, num_parallel_calls=AUTOTUNE).map(windows_of, num_parallel_calls=AUTOTUNE) \
-                  .prefetch(AUTOTUNE)
+    dataset = _without(tf.data.TFRecordDataset(_files(shard_dir, split)).map(parse, num_parallel_calls=AUTOTUNE),
+                       exclude_tids)
+    return dataset.map(windows_of, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

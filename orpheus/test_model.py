@@ -219,13 +219,12 @@ def _predict_library(files: list, *, output: str | None, write_tags: bool, write
 
 # ---------------------------------------------------------------- test
 
-def merge_groups_of(run_dir: Path) -> tuple[tuple[str, ...], ...]:
-    """The run's `data.merge_tags` from its config.json (none for converted pretrained models)."""
+def run_data_config(run_dir: Path):
+    """The run's `data` settings from its config.json (the defaults for converted pretrained models): its
+    `merge_tags` and `exclude_tids` apply to what `test` scores."""
+    from orpheus.config import DataConfig, load_config
     path = run_dir / "config.json"
-    if not path.is_file():
-        return ()
-    from orpheus.config import load_config
-    return load_config(path).data.merge_tags
+    return load_config(path).data if path.is_file() else DataConfig()
 
 
 TEST_FAST_BATCH_SIZE = 4  # windows per call of fast's OpenVINO model in `test`, beside TensorFlow (see run_test)
@@ -252,7 +251,9 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     tagger = Tagger(run_path, batch_size=batch_size or (TEST_FAST_BATCH_SIZE if precision == "fast" else None),
                     precision=precision, engine="tensorflow" if precision == "exact" else "auto")
     batch_size = tagger.batch_size
-    tracks = make_track_windows(shard_dir, split, tagger.info, merge_tags=merge_groups_of(run_path))
+    data = run_data_config(run_path)
+    tracks = make_track_windows(shard_dir, split, tagger.info, merge_tags=data.merge_tags,
+                                exclude_tids=data.exclude_tids)
     tids, labels, scores = [], [], []
     pending: list[np.ndarray] = []  # windows of tracks not yet run, batched across tracks
 
@@ -263,7 +264,7 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
             scores.extend(part.mean(axis=0) for part in np.split(probs, bounds))
             pending.clear()
 
-    total = dataset_info.counts.get(split)
+    total = None if data.exclude_tids else dataset_info.counts.get(split)   # excluded tracks: counted as they come
     for tid, windows, track_labels in tqdm(tracks.as_numpy_iterator(), total=total, desc=f"evaluating {split}",
                                            unit="track", disable=quiet, dynamic_ncols=True):
         tids.append(tid.decode("utf-8"))

@@ -59,7 +59,7 @@ from orpheus.schedules import make_schedule
 from orpheus.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
                               worker_count)
 from orpheus.feature_settings import FORMATS
-from orpheus.spec import read_dataset_info
+from orpheus.spec import DatasetInfo, read_dataset_info
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ def check_config(config: Config, fmt: str) -> None:
         raise ConfigError('train.reduce_lr_patience needs train.schedule "constant" (a schedule owns the rate)')
 
 
-def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: bool,
-                    overwrite: bool, source: finetune.Source | None = None) -> RunInfo:
+def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: bool, overwrite: bool,
+                    source: finetune.Source | None = None, kept_info: DatasetInfo | None = None) -> RunInfo:
     """Create (or, with `resume`, check) the run directory; returns its RunInfo (checked against and
-    adapted to the fine-tuning `source`, if any).
+    adapted to the fine-tuning `source`, if any). `kept_info`: `data_input.kept_dataset_info`, when known.
 
     Everything that can refuse the run (an existing folder, a config the shards cannot take, a source
     model whose features differ) is checked before the folder is created, so a refused run leaves no
@@ -96,7 +96,7 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{run_dir}: run directory exists; pass --resume to continue it or "
                                 "--overwrite to start again")
-    run_info = data_input.make_run_info(shard_dir, config)
+    run_info = data_input.make_run_info(shard_dir, config, kept_info=kept_info)
     check_config(config, run_info.features.format)
     if source is not None:
         run_info = finetune.adapt_run_info(run_info, source, config.model.name)
@@ -305,14 +305,15 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
     # the source's weights as NumPy arrays; `finetune.initialise` sets them in the scope, with the model
     source = finetune.load_source(train_config.init_from) if train_config.init_from else None
     chief = is_chief(strategy)
+    kept = data_input.kept_dataset_info(shard_dir, config.data, info)   # without data.exclude_tids
     with contextlib.ExitStack() as stack:
         if not chief:  # other workers write into a scratch folder (they must still save, in step)
             run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orpheus-worker-")))
         run_info = prepare_run_dir(run_dir, shard_dir, config, resume=resume and chief, overwrite=overwrite,
-                                   source=source)
+                                   source=source, kept_info=kept)
         if resume and not chief:  # resume from the chief's run directory (a shared filesystem)
             run_info = read_run_info(requested)
-        steps = steps_per_epoch or data_input.steps_per_epoch(info, train_config.batch_size)
+        steps = steps_per_epoch or data_input.steps_per_epoch(kept, train_config.batch_size)
         mixed = train_config.mixed_precision
         if mixed and not tf.config.list_logical_devices("GPU"):
             log.warning("train.mixed_precision ignored: no GPU, training in float32")

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from orpheus.config import Config, config_from_dict
-from orpheus.data_input import (feature_statistics, make_dataset, make_run_info, make_track_windows,
-                                selected_tags)
+from orpheus.data_input import (feature_statistics, kept_dataset_info, make_dataset, make_run_info,
+                                make_track_windows, selected_tags, steps_per_epoch)
 from orpheus.errors import ConfigError
 from orpheus.feature_settings import FeatureSettings
 from orpheus.spec import DatasetInfo, read_dataset_info, shard_name, to_example, write_dataset_info
@@ -144,6 +144,60 @@ def test_dataset_statistics(shards):
     with pytest.raises(ConfigError, match="waveform"):
         info = read_dataset_info(shards)
         feature_statistics(shards, dataclasses.replace(info, features=FeatureSettings("waveform", 16000)))
+
+
+def read_split(shard_dir: Path, split: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(tid, tags int64 [n_tags], audio float32 [n_frames, 32]) of every example of `split`, in file order."""
+    out = []
+    for record in tf.data.TFRecordDataset(sorted(str(p) for p in shard_dir.glob(f"{split}-*"))):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        out.append((feature["tid"].bytes_list.value[0].decode(), np.array(feature["tags"].int64_list.value),
+                    np.array(feature["audio"].float_list.value, np.float32).reshape(-1, 32)))
+    return out
+
+
+def test_excluded_tracks_leave_tag_counts_statistics_test_windows_and_epochs(shards):
+    """data.exclude_tids reaches every use of the shards, not only the training and validation batches."""
+    train = read_split(shards, "train")
+    info = read_dataset_info(shards)
+    popular = int(np.argmax(info.positives["train"]))
+    excluded = [tid for tid, tags, _ in train if tags[popular]]   # every track of the most popular tag
+    config = small_config(top_n_tags=3, normalise="dataset", exclude_tids=[*excluded, "valid001", "no-such-id"])
+    kept = kept_dataset_info(shards, config.data)
+    assert kept.counts["train"] == 24 - len(excluded) and kept.counts["valid"] == 9 and kept.counts["test"] == 6
+    assert kept.positives["train"][popular] == 0
+    assert steps_per_epoch(kept, 4) == (24 - len(excluded)) // 4
+    run_info = make_run_info(shards, config)
+    assert info.tags[popular] not in run_info.tags    # top_n_tags counts only the kept tracks
+    frames = np.concatenate([audio for tid, _, audio in train if tid not in excluded])
+    np.testing.assert_allclose(run_info.feature_mean, frames.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_info.feature_std, frames.std(0), rtol=1e-4)
+    tids = [tid.numpy().decode() for tid, _, _ in make_track_windows(shards, "valid", run_info,
+                                                                    exclude_tids=config.data.exclude_tids)]
+    assert tids == [tid for tid, _, _ in read_split(shards, "valid") if tid != "valid001"]
+
+
+def test_each_pass_of_a_long_epoch_draws_its_own_order_and_crops(shards):
+    """An epoch of two passes over the 24 training tracks: the second pass is not a replay of the first,
+    each pass still holds every track once, and the batches stay a function of (seed, epoch)."""
+    config = small_config()
+
+    def batches(epochs) -> list[tuple[np.ndarray, np.ndarray]]:
+        dataset = make_dataset(shards, "train", config, training=True, seed=5, epochs=epochs, steps_per_epoch=12)
+        return [(w.numpy(), l.numpy()) for w, l in dataset]
+
+    epoch = batches((0, 1))
+    first, second = epoch[:6], epoch[6:]
+    assert len(second) == 6
+    assert not np.allclose(np.concatenate([w for w, _ in first]), np.concatenate([w for w, _ in second]))
+    labels = [sorted(map(tuple, np.concatenate([l for _, l in part]).tolist())) for part in (first, second)]
+    assert labels[0] == labels[1]                  # the same 24 tracks in each pass
+    two = batches((0, 2))
+    for (a, b), (c, d) in zip(two[:12], epoch, strict=True):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
+    for (a, _), (c, _) in zip(batches((1, 2)), two[12:], strict=True):   # a resumed run sees the same
+        np.testing.assert_array_equal(a, c)
 
 
 def test_track_windows(shards):

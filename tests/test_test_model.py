@@ -199,6 +199,28 @@ def test_merged_tags_of_the_run_map_to_groups(capsys, tiny_run_dir, tmp_path):  
         np.testing.assert_array_equal(npz["labels"][:, 1:], labels[:, 1:len(TINY_TAGS)])
 
 
+def test_excluded_tracks_of_the_run_are_not_scored(capsys, tiny_run_dir, tmp_path):  # noqa: F811
+    import shutil
+
+    from orpheus.config import config_from_dict
+    from orpheus.files import write_json_atomic
+    run_dir = tmp_path / "excluding_run"
+    shutil.copytree(tiny_run_dir, run_dir)
+    write_json_atomic(run_dir / "config.json",
+                      config_from_dict({"data": {"exclude_tids": ["TR0001", "TR0004"]}}).to_json())
+    rng = np.random.default_rng(6)
+    labels = (rng.random((6, len(TINY_TAGS))) < 0.5).astype(np.int64)
+    labels[0], labels[2] = 1, 0
+    write_shards(tmp_path / "shards", TINY_TAGS, labels, [rng.normal(size=(200, 96)).astype(np.float32)
+                                                          for _ in range(6)])
+    status = test_model.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
+                              "--out", str(tmp_path / "r"), "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    with np.load(tmp_path / "r" / "predictions.npz") as npz:
+        assert list(npz["tids"]) == ["TR0000", "TR0002", "TR0003", "TR0005"]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["n_tracks"] == 4
+
+
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit) as exit_info:
         test_model.main(["predict", "--help"])
