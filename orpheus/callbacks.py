@@ -1,7 +1,7 @@
 """The training callbacks shared by both loops of `orpheus.training` (`model.fit` and the custom loop).
 
 `make_callbacks` returns, in order: the learning-rate logger, the best-model checkpoint (by
-validation PR-AUC, `checkpoints/best.weights.h5`), TensorBoard scalars (`logs/`), early stopping and
+validation crop PR-AUC, `checkpoints/best.weights.h5`), TensorBoard scalars (`logs/`), early stopping and
 ReduceLROnPlateau when configured, the CSV log (`history.csv`) and, last, `RunState`, which
 checkpoints model, optimizer, epoch and the other callbacks' states each epoch (`checkpoints/`)
 and restores them on `--resume`.
@@ -19,7 +19,7 @@ from tensorflow.core.framework import summary_pb2
 from orpheus.config import Config
 from orpheus.files import write_json_atomic
 
-MONITOR = "val_pr_auc"
+MONITOR = "val_crop_pr_auc"   # Keras's PR-AUC of the centred crop per track (training.make_metrics)
 BEST_WEIGHTS = "best.weights.h5"        # in RUN_DIR/checkpoints/: the weights of the best epoch by MONITOR
 
 

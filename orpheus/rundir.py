@@ -4,7 +4,7 @@ Layout, written by training and by the pretrained-model conversion alike:
 
     RUN_DIR/run.json       RunInfo: output tag order, feature settings (the shards' record), window, normalisation
     RUN_DIR/config.json    the resolved Config of the run (training only)
-    RUN_DIR/model.keras    the Keras model: training's best epoch by validation PR-AUC
+    RUN_DIR/model.keras    the Keras model: training's best epoch by val_crop_pr_auc
     RUN_DIR/last.keras     training only: the model of the last epoch
     RUN_DIR/checkpoints/   training checkpoints (resume)
     RUN_DIR/logs/          TensorBoard event files

@@ -277,7 +277,8 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
         raise OrpheusError(f"{shard_dir}: no {split} tracks; check --split or rerun preprocessing")
     metrics = write_report(out_dir, tids, tagger.tags, np.stack(labels), np.stack(scores), threshold=threshold,
                            kernel=tag_kernel(tagger.model), map_method=map_method)
-    log.info("%s: ROC-AUC macro %.4f micro %.4f, PR-AUC macro %.4f micro %.4f over %d tracks -> %s", split,
+    log.info("%s: per-track ROC-AUC macro %.4f micro %.4f, PR-AUC (average precision) macro %.4f micro %.4f "
+             "over %d tracks -> %s", split,
              metrics["roc_auc_macro"] or float("nan"), metrics["roc_auc_micro"] or float("nan"),
              metrics["pr_auc_macro"] or float("nan"), metrics["pr_auc_micro"] or float("nan"), len(tids), out_dir)
     return metrics
@@ -289,7 +290,8 @@ def format_summary(metrics: dict) -> str:
         return "n/a" if value is None else f"{value:.4f}"
     lines = [f"tracks {metrics['n_tracks']}, tags evaluated {metrics['n_tags_evaluated']}/{metrics['n_tags']}",
              f"ROC-AUC macro {num(metrics['roc_auc_macro'])}  micro {num(metrics['roc_auc_micro'])}",
-             f"PR-AUC  macro {num(metrics['pr_auc_macro'])}  micro {num(metrics['pr_auc_micro'])}"]
+             f"PR-AUC  macro {num(metrics['pr_auc_macro'])}  micro {num(metrics['pr_auc_micro'])}  "
+             "(per track over every window; PR-AUC is average precision)"]
     if metrics["absent_tags"]:
         lines.append(f"tags with no positive in the split (left out of the macro average): "
                      f"{', '.join(metrics['absent_tags'])}")

@@ -6,11 +6,11 @@ config (`configs/`). Output, in `--run-dir`:
     config.json   the resolved Config        run.json      tags in output order, window, normalisation
     checkpoints/  epoch-N (tf.train.Checkpoint: model, optimizer, epoch), callbacks.json, best.weights.h5
     logs/         TensorBoard                history.csv   per-epoch metrics
-    model.keras   the best epoch's model (validation PR-AUC), which `test` and `predict` use
+    model.keras   the best epoch's model (by val_crop_pr_auc), which `test` and `predict` use
     last.keras    the last epoch's model
 
 Both loops share the strategy, the datasets (`orpheus.data_input`), the model registry, the
-checkpoint layout and the Keras callbacks (checkpoints, best by validation PR-AUC, TensorBoard,
+checkpoint layout and the Keras callbacks (checkpoints, best by val_crop_pr_auc, TensorBoard,
 early stopping, ReduceLROnPlateau, CSV log); only the step differs. The custom loop drives the same
 callbacks through a `CallbackList`.
 
@@ -122,10 +122,13 @@ def _model_layers(layer) -> Iterator[keras.layers.Layer]:
 
 # ---------------------------------------------------------------------------------------- model
 def make_metrics(n_tags: int) -> list:
-    """Macro ROC-AUC and PR-AUC over the tags; `num_labels` creates their variables now, in the scope
-    (created lazily inside the replicated step, they break multi-replica tracing)."""
-    return [keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=n_tags, name="roc_auc"),
-            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="pr_auc")]
+    """Macro ROC-AUC and PR-AUC over the tags, of one crop per track (random in training, centred in
+    validation), Keras's estimates over 200 thresholds (PR interpolated): named `crop_*` apart from `test`'s
+    per-track scores over every window (scikit-learn; PR-AUC there is average precision). `num_labels`
+    creates their variables now, in the scope (created lazily inside the replicated step, they break
+    multi-replica tracing)."""
+    return [keras.metrics.AUC(curve="ROC", multi_label=True, num_labels=n_tags, name="crop_roc_auc"),
+            keras.metrics.AUC(curve="PR", multi_label=True, num_labels=n_tags, name="crop_pr_auc")]
 
 
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,

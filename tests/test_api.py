@@ -207,3 +207,19 @@ def test_a_bad_item_never_stops_the_batch(tiny, songs, tmp_path):
     assert "42" in results[3].error and "expected" in results[3].error
     assert results[1].tags == {} and results[1].warnings == ()
     assert [r.file for r in results][::4] == [str(songs[0]), str(songs[1])]
+
+
+def test_readme_arrays_example_runs(capsys):
+    """The README's block on what tag_array takes, as written (needs the musicnn checkpoints)."""
+    import re
+    pretrained = pytest.importorskip("orpheus.pretrained")
+    try:
+        pretrained.locate_checkpoint("MSD_musicnn")
+    except MissingDependencyError:
+        pytest.skip(f"musicnn checkpoints absent: {pretrained.INSTALL_COMMAND}")
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"<!-- api-arrays-example -->\s*```python\n(.*?)```", text, re.S)
+    exec(compile(block, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["True ()", "near-silent"]
+    assert lines[2].startswith("take 3: holds NaN or infinite samples; expected samples as [n_samples] mono")

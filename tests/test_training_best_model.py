@@ -45,7 +45,7 @@ def weights(model: keras.Model) -> list[np.ndarray]:
 def test_model_keras_holds_the_best_epoch_and_last_keras_the_last(wrecked_run):
     _, run_dir = wrecked_run
     with open(run_dir / "history.csv", newline="") as f:
-        scores = [float(row["val_pr_auc"]) for row in csv.DictReader(f)]
+        scores = [float(row["val_crop_pr_auc"]) for row in csv.DictReader(f)]
     assert len(scores) == 3 and scores[-1] < max(scores)          # the premise: the last epoch is worse
 
     used = weights(load_model(run_dir))                          # what test and predict load
