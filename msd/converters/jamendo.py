@@ -8,14 +8,17 @@ Inputs (the `data/` folder of the mtg-jamendo-dataset repository, and its audio)
     Every TSV is tab-separated with the header TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS, where TAGS
     is a variable number of further fields `<category>---<tag>` (category genre, instrument or mood/theme):
         track_0000214  artist_000014  album_000031  14/214.mp3  124.6  genre---rock  instrument---guitar
-    AUDIO_ROOT/<NN>/<id>.mp3         the audio, PATH relative to the root
+    AUDIO_ROOT/<NN>/<id>.mp3         the audio, PATH relative to the root; or AUDIO_ROOT/<NN>/<id>.low.mp3,
+                                     the names of the official low-quality download (audio-low): each
+                                     track is found under either name, no flag needed, and the summary
+                                     says how many were found under each
 
 Tags and tracks come from the split files: they are the benchmark's, and drop the few tags the subset file
 has that are not in all three splits.
 
 Outputs in OUT_DIR, the same as `msd.mtt`'s and `msd.fma`'s (see `msd.converters.common`):
     ultimate.csv      one row per kept track: track_id (`track_0000214`), artist_id (`artist_000014`), mp3_path
-                      (PATH), file_size, channels, sample_rate, clip_length (s), album_id, duration (s, from
+                      (PATH, or its `.low.mp3` name where that is the file found), file_size, channels, sample_rate, clip_length (s), album_id, duration (s, from
                       the metadata); with --excerpt-s also audio_start, audio_end (s): the middle excerpt that
                       preprocessing then decodes instead of the whole track
     clean_tags.db     tids/tags/tid_tag, val 100. Tag names (--tag-names): "short" (default) drops the
@@ -40,7 +43,7 @@ import logging  # noqa: E402
 import re  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
+from typing import Mapping, Sequence  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
@@ -48,7 +51,7 @@ from msd.converters.common import add_verify_arg  # noqa: E402
 from msd.converters.common import (AUDIO_COLUMNS, check_audio_files, check_outputs,  # noqa: E402
                                    conversion_result, rank_tags, read_text_input)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import DataFormatError  # noqa: E402
+from orpheus.errors import DataFormatError, MissingInputError  # noqa: E402
 from orpheus.files import require_dir  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,45 @@ def split_file(metadata_dir: Path, subset: str, split_index: int, name: str) -> 
 def audio_path(track_number: int) -> str:
     """The real layout of the audio below its root: 214 -> `14/214.mp3` (folder = last two digits)."""
     return f"{track_number % 100:02d}/{track_number}.mp3"
+
+
+LOW_QUALITY_SUFFIX = ".low.mp3"   # the official audio-low download: 14/214.low.mp3 for the metadata's 14/214.mp3
+LAYOUTS = ("NN/ID.mp3", "NN/ID.low.mp3")
+
+
+def low_quality_path(path: str) -> str:
+    """The low-quality download's name of a metadata PATH: `14/214.mp3` -> `14/214.low.mp3`."""
+    return path[:-len(".mp3")] + LOW_QUALITY_SUFFIX if path.endswith(".mp3") else path
+
+
+def locate_audio(root_dir: Path, paths: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+    """Each metadata PATH as the file found below `root_dir`: itself, else its `.low.mp3` name (the
+    low-quality download), else itself (reported missing later).
+
+    Returns:
+        (paths relative to the root, {"NN/ID.mp3": n, "NN/ID.low.mp3": n, "missing": n})
+    """
+    found, counts = [], dict.fromkeys((*LAYOUTS, "missing"), 0)
+    for path in paths:
+        low = low_quality_path(path)
+        if (root_dir / path).exists():
+            found.append(path)
+            counts[LAYOUTS[0]] += 1
+        elif low != path and (root_dir / low).exists():
+            found.append(low)
+            counts[LAYOUTS[1]] += 1
+        else:
+            found.append(path)
+            counts["missing"] += 1
+    return found, counts
+
+
+def layout_summary(counts: Mapping[str, int]) -> str:
+    """`audio found as NN/ID.low.mp3 (the low-quality download): 34, as NN/ID.mp3: 0, missing: 0`."""
+    names = {LAYOUTS[0]: LAYOUTS[0], LAYOUTS[1]: f"{LAYOUTS[1]} (the low-quality download)"}
+    order = sorted(LAYOUTS, key=lambda layout: -counts[layout])
+    return ("audio found as " + ", as ".join(f"{names[layout]}: {counts[layout]}" for layout in order)
+            + f", missing: {counts['missing']}")
 
 
 def read_tsv(path: Path) -> list[JamendoTrack]:
@@ -172,7 +214,7 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
     Args:
         out_dir: output folder.
         metadata_dir: the repository's `data/` folder (the repository root also works).
-        root_dir: the audio root (`NN/ID.mp3` below it).
+        root_dir: the audio root (`NN/ID.mp3` or `NN/ID.low.mp3` below it).
         subset: top50tags, genre, instrument, moodtheme or all.
         split: the official split, 0..4.
         tag_names_mode: "short" (`rock`) or "full" (`genre---rock`).
@@ -181,7 +223,8 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
         jobs: worker processes for the audio checks.
 
     Returns:
-        {"kept", "skipped", "tags", "splits", "reasons", "summary", "outputs"}
+        {"kept", "skipped", "tags", "splits", "reasons", "summary", "outputs", "layout"} (layout: tracks found
+        under each name, see `locate_audio`)
     """
     if subset not in SUBSETS:
         raise DataFormatError(f"unknown --subset {subset!r}; expected one of {', '.join(SUBSETS)}")
@@ -223,14 +266,19 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
         raise DataFormatError(f"{split_file(metadata_dir, subset, split, 'train').parent}: the {subset} split files "
                               "list no tracks")
 
-    checks = check_audio_files(root_dir, [t.path for t in candidates], mode=verify, jobs=jobs, quiet=quiet)
+    found, layout_counts = locate_audio(root_dir, [t.path for t in candidates])
+    if layout_counts["missing"] == len(candidates):
+        raise MissingInputError(f"{root_dir}: holds the audio of none of the {len(candidates)} tracks, neither as "
+                                f"{' nor as '.join(LAYOUTS)} (e.g. {candidates[0].path}); check --root-dir")
+    log.info("%s: %s", root_dir, layout_summary(layout_counts))
+    checks = check_audio_files(root_dir, found, mode=verify, jobs=jobs, quiet=quiet)
     names = tag_names(sorted({tag for t in candidates for tag in t.tags}), tag_names_mode)
     records, tags_per_track, splits = [], {}, {}
-    for track, check in zip(candidates, checks):
+    for track, path, check in zip(candidates, found, checks):
         if check.reason:
-            skipped.append((track.track_id, track.path, check.reason))
+            skipped.append((track.track_id, path, check.reason))
             continue
-        record = {"track_id": track.track_id, "artist_id": track.artist_id, "mp3_path": track.path,
+        record = {"track_id": track.track_id, "artist_id": track.artist_id, "mp3_path": path,
                   "file_size": check.file_size, "channels": check.channels, "sample_rate": check.sample_rate,
                   "clip_length": check.clip_length, "album_id": track.album_id, "duration": track.duration_s}
         if excerpt_s is not None:
@@ -246,6 +294,8 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
     skipped.sort(key=lambda item: (item[0], item[2]))
     result = conversion_result(f"MTG-Jamendo {subset} split-{split}", out_dir, outputs, master, tags_per_track,
                                vocabulary, splits, skipped)
+    result["layout"] = layout_counts
+    result["summary"] += f"\n  {layout_summary(layout_counts)}"
     log.info("wrote %s", ", ".join(str(p) for p in outputs.values()))
     return result
 
@@ -263,13 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
         "  # mood/theme with the full tag names (mood/theme---happy)\n"
         "  python -m msd.jamendo moods_clean --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/jamendo \\\n"
         "      --subset moodtheme --split 2 --tag-names full\n"
+        "  # the low-quality download (NN/ID.low.mp3) is found as well, no flag needed\n"
+        "  python -m msd.jamendo jamendo_low --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/audio_low\n"
         "  # a miniature copy to try it on\n"
         "  python -m msd.miniature.synthetic_jamendo mini_jamendo --tracks 64 && \\\n"
         "      python -m msd.jamendo mini_clean --metadata-dir mini_jamendo/data --root-dir mini_jamendo/audio")
     parser.add_argument("out_dir", help="output folder for ultimate.csv, clean_tags.db, split.csv, skipped.csv")
     parser.add_argument("--metadata-dir", required=True,
                         help="the repository's data/ folder (autotagging*.tsv and splits/split-N/)")
-    parser.add_argument("--root-dir", required=True, help="audio root: NN/ID.mp3 below it")
+    parser.add_argument("--root-dir", required=True,
+                        help="audio root: NN/ID.mp3 below it, or NN/ID.low.mp3 (the low-quality download)")
     parser.add_argument("--subset", choices=SUBSETS, default="top50tags",
                         help="tag subset; all = every tag (data/autotagging.tsv)")
     parser.add_argument("--split", type=int, choices=range(N_SPLITS), default=0, metavar="0..4",
