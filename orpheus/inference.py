@@ -66,7 +66,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("exact", "fast")
 ENGINES = ("auto", "tensorflow")   # auto: OpenVINO where installed and checked, else TensorFlow
 Forward = Callable[[np.ndarray], list[np.ndarray]]  # float32 windows -> [probabilities(, embeddings)]
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")           # CPU flags with native bf16 arithmetic
 EXACT_TOLERANCE = 1e-4   # max |OpenVINO float32 - TensorFlow| on the check batch for exact to use OpenVINO
 CHECK_BATCH = 4          # windows in that check batch (seeded normal noise)
 CHECK_FILE, FAILED_FILE = "check.json", "failed.txt"
@@ -86,17 +85,6 @@ class Backend:
     input_shape: tuple[int | None, ...]
     n_tags: int
     engine: str          # "tensorflow" or "openvino"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 MMAP_THRESHOLD = 256 * 1024  # bytes: larger blocks are mapped per allocation and unmapped when freed
@@ -179,11 +167,6 @@ def model_digest(model_file: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def fast_precision() -> str:
-    """OpenVINO's inference precision on this CPU: bf16 with native bf16 instructions, else f32."""
-    return "bf16" if any(flag in cpu_flags() for flag in BF16_FLAGS) else "f32"
-
-
 def openvino_ir(run_dir: Path, embeddings: bool) -> Path | None:
     """The checked OpenVINO IR of `run_dir`'s model (converted once, cached), or None with the reason logged."""
     from orpheus.pretrained import default_cache_dir
@@ -218,14 +201,23 @@ def _keep_in_memory(xml: Path):
     return ov.Core().read_model(str(xml))
 
 
-def openvino_backend(ir, precision: str) -> Backend:
-    """`ir` (a model.xml path or a read model) compiled for this CPU at `precision`'s arithmetic."""
+def openvino_backend(ir, precision: str, run_dir: Path, window_frames: int, embeddings: bool) -> Backend:
+    """`ir` (a model.xml path or a read model) of `run_dir`'s model compiled for this CPU: float32 for exact,
+    for fast the arithmetic `orpheus.fast_arithmetic` chose on this CPU for windows of `window_frames`."""
     import openvino as ov
     import openvino.properties.hint as hints
     core = ov.Core()
-    model = core.read_model(str(ir)) if isinstance(ir, Path) else ir
-    arithmetic = fast_precision() if precision == "fast" else "f32"
-    compiled = core.compile_model(model, "CPU", {hints.inference_precision: arithmetic})
+    if precision == "fast":
+        from orpheus.fast_arithmetic import fast_model
+        from orpheus.pretrained import default_cache_dir
+        from orpheus.rundir import MODEL_FILE, read_run_info
+        key = f"{model_digest(run_dir / MODEL_FILE)}{'-emb' if embeddings else ''}"
+        chosen = fast_model(ir, read_run_info(run_dir), window_frames, default_cache_dir(), key)
+        model, config, name = chosen.model, chosen.config, chosen.arithmetic
+    else:
+        model = core.read_model(str(ir)) if isinstance(ir, Path) else ir
+        config, name = {hints.inference_precision: "f32"}, "float32"
+    compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     n_outputs = len(compiled.outputs)
 
@@ -236,7 +228,6 @@ def openvino_backend(ir, precision: str) -> Backend:
     shape = compiled.inputs[0].get_partial_shape()
     input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
     n_tags = compiled.outputs[0].get_partial_shape()[-1].get_length()
-    name = "float32" if arithmetic == "f32" else arithmetic
     return Backend(forward, f"{precision} (OpenVINO {ov.__version__}, {name})", input_shape, n_tags, "openvino")
 
 
@@ -307,9 +298,10 @@ def publish(folder: Path, target: Path) -> None:
 
 
 def make_backend(run_dir: str | Path, precision: str, embeddings: bool, load_model: Callable[[], object],
-                 engine: str = "auto") -> Backend:
+                 engine: str = "auto", window_frames: int | None = None) -> Backend:
     """The backend for `precision` (see the module docstring); `load_model()` gives the Keras model,
-    called only when TensorFlow runs it. `engine` "tensorflow" skips OpenVINO."""
+    called only when TensorFlow runs it. `engine` "tensorflow" skips OpenVINO. `window_frames`: the
+    time axis the caller feeds (default the run's window), which fast's model is compiled for."""
     from orpheus.rundir import MODEL_FILE
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -324,7 +316,10 @@ def make_backend(run_dir: str | Path, precision: str, embeddings: bool, load_mod
         else:
             ir = openvino_ir(run_dir, embeddings)
             if ir is not None:
-                return openvino_backend(ir, precision)
+                if window_frames is None:
+                    from orpheus.rundir import read_run_info
+                    window_frames = read_run_info(run_dir).window_frames
+                return openvino_backend(ir, precision, run_dir, window_frames, embeddings)
             if precision == "fast":
                 log.warning("--precision fast: no OpenVINO model; running exact in TensorFlow")
     return_freed_memory()

@@ -161,7 +161,7 @@ class Tagger:
         self.embeddings = embeddings
         self.precision = precision
         self._model = None
-        backend = make_backend(self.run_dir, precision, embeddings, lambda: self.model, engine)
+        backend = make_backend(self.run_dir, precision, embeddings, lambda: self.model, engine, self.window_frames)
         fixed = backend.input_shape[1]
         if fixed is not None and fixed != self.window_frames:
             raise ConfigError(f"this model takes windows of exactly {fixed} steps ({fixed / fps:.3f} s); "

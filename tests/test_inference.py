@@ -19,17 +19,35 @@ from tests.fixtures_tagging import tiny_run_dir  # noqa: F401  (fixture)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_fast_meets_its_bound_on_music(music_dir):
-    """The promise of --precision fast: track scores within 0.03 of exact, top-3 tags equal on >= 90% of files."""
-    pytest.importorskip("openvino")
+@pytest.fixture(scope="module")
+def msd_exact_scores():
+    """MSD_musicnn's exact track scores per music folder (computed once per folder)."""
     from orpheus.pretrained import pretrained_run_dir
-    run_dir = pretrained_run_dir("MSD_musicnn")
-    files = sorted(music_dir.glob("*.ogg"))
-    exact = {r.file: r.scores for r in tagging.Tagger(run_dir).tag_files(files, quiet=True)}
+    run_dir, scores = pretrained_run_dir("MSD_musicnn"), {}
+
+    def exact(folder: Path) -> dict[str, np.ndarray]:
+        if folder not in scores:
+            files = sorted(folder.glob("*.ogg"))
+            scores[folder] = {r.file: r.scores for r in tagging.Tagger(run_dir).tag_files(files, quiet=True)}
+        return scores[folder]
+    return run_dir, exact
+
+
+@pytest.mark.parametrize("arithmetic", ["int8+bf16", "bf16", "int8"])
+def test_fast_meets_its_bound_on_music(music_dir, msd_exact_scores, arithmetic, monkeypatch):
+    """The promise of --precision fast, for each arithmetic it may choose on this CPU: track scores within 0.03
+    of exact, top-3 tags equal on >= 90% of files."""
+    pytest.importorskip("openvino")
+    from orpheus import fast_arithmetic
+    if arithmetic not in fast_arithmetic.available_candidates():
+        pytest.skip(f"this CPU does not offer {arithmetic}")
+    monkeypatch.setattr(fast_arithmetic, "available_candidates", lambda flags=None: (arithmetic,))
+    run_dir, exact_scores = msd_exact_scores
+    exact = exact_scores(music_dir)
     fast_tagger = tagging.Tagger(run_dir, precision="fast")
-    assert fast_tagger.backend.startswith("fast (OpenVINO")
-    fast = {r.file: r.scores for r in fast_tagger.tag_files(files, quiet=True)}
-    assert len(fast) == len(exact) == len(files) >= 3
+    assert fast_tagger.backend.startswith("fast (OpenVINO") and fast_tagger.backend.endswith(f", {arithmetic})")
+    fast = {r.file: r.scores for r in fast_tagger.tag_files(sorted(music_dir.glob("*.ogg")), quiet=True)}
+    assert len(fast) == len(exact) >= 3
     worst = max(float(np.abs(exact[f] - fast[f]).max()) for f in exact)
     same_top3 = [set(np.argsort(-exact[f])[:3]) == set(np.argsort(-fast[f])[:3]) for f in exact]
     assert worst <= 0.03
