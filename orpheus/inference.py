@@ -47,6 +47,7 @@ if __name__ == "__main__":  # the converter command: no TensorFlow log lines unl
 
     quiet_tensorflow()
 
+import collections
 import hashlib
 import logging
 import shutil
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("exact", "fast")
 ENGINES = ("auto", "tensorflow")   # auto: OpenVINO where installed and checked, else TensorFlow
 Forward = Callable[[np.ndarray], list[np.ndarray]]  # float32 windows -> [probabilities(, embeddings)]
+Start = Callable[[np.ndarray], Callable[[], list[np.ndarray]]]  # windows -> a wait for forward's outputs
 EXACT_TOLERANCE = 1e-4   # max |OpenVINO float32 - TensorFlow| on the check batch for exact to use OpenVINO
 CHECK_BATCH = 4          # windows in that check batch (seeded normal noise)
 CHECK_FILE, FAILED_FILE = "check.json", "failed.txt"
@@ -78,6 +80,9 @@ class Backend:
     input_shape: the model input's shape, batch axis first (None where free).
     n_tags:      the width of the first output (the tag probabilities).
     engine:      what runs it, "tensorflow" or "openvino" (the default batch size depends on it).
+    start:       `start(windows)` begins `forward(windows)` in the background and returns a function that
+                 waits for its outputs; at most `in_flight` may run at once, and their waits are called in
+                 the order they were started. None: only `forward`.
     """
 
     forward: Forward
@@ -85,6 +90,8 @@ class Backend:
     input_shape: tuple[int | None, ...]
     n_tags: int
     engine: str          # "tensorflow" or "openvino"
+    start: Start | None = None
+    in_flight: int = 1
 
 
 MMAP_THRESHOLD = 256 * 1024  # bytes: larger blocks are mapped per allocation and unmapped when freed
@@ -225,10 +232,25 @@ def openvino_backend(ir, precision: str, run_dir: Path, window_frames: int, embe
         outputs = request.infer({0: np.ascontiguousarray(windows, np.float32)})
         return [np.array(outputs[i]) for i in range(n_outputs)]
 
+    in_flight = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    idle = collections.deque(compiled.create_infer_request() for _ in range(in_flight))
+
+    def start(windows: np.ndarray) -> Callable[[], list[np.ndarray]]:
+        running = idle.popleft()
+        running.start_async({0: np.ascontiguousarray(windows, np.float32)})
+
+        def wait() -> list[np.ndarray]:
+            running.wait()
+            outputs = [np.array(running.get_output_tensor(i).data) for i in range(n_outputs)]
+            idle.append(running)
+            return outputs
+        return wait
+
     shape = compiled.inputs[0].get_partial_shape()
     input_shape = tuple(d.get_length() if d.is_static else None for d in shape)
     n_tags = compiled.outputs[0].get_partial_shape()[-1].get_length()
-    return Backend(forward, f"{precision} (OpenVINO {ov.__version__}, {name})", input_shape, n_tags, "openvino")
+    return Backend(forward, f"{precision} (OpenVINO {ov.__version__}, {name})", input_shape, n_tags, "openvino",
+                   start, in_flight)
 
 
 def convert_in_child(run_dir: Path, out: Path, embeddings: bool) -> str | None:

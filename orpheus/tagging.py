@@ -25,7 +25,7 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -171,6 +171,7 @@ class Tagger:
             raise DataFormatError(f"{run_dir}: model has {backend.n_tags} outputs but run.json lists "
                                   f"{len(self.info.tags)} tags")
         self._infer, self.backend = backend.forward, backend.description
+        self._start, self._in_flight = backend.start, backend.in_flight if backend.start else 1
         self.batch_size = BATCH_SIZES[backend.engine] if batch_size is None else batch_size
         log.info("model backend: %s", self.backend)
 
@@ -206,6 +207,21 @@ class Tagger:
                 embeds.append(out[1].reshape(chunk.shape[0], -1))
         return (np.concatenate(probs).astype(np.float32),
                 np.concatenate(embeds).astype(np.float32) if self.embeddings else None)
+
+    def _start_windows(self, windows: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
+        """Start the model on one batch of windows (normalised here) and return a wait for what
+        `predict_windows` returns; the backend runs it while this thread prepares the next batch."""
+        if self._start is None or windows.shape[0] > self.batch_size:
+            result = self.predict_windows(windows)
+            return lambda: result
+        from orpheus.windows import normalise_windows_np
+        wait = self._start(np.asarray(normalise_windows_np(windows, self.info), np.float32))
+
+        def outputs() -> tuple[np.ndarray, np.ndarray | None]:
+            out = wait()
+            embeds = out[1].reshape(windows.shape[0], -1).astype(np.float32) if self.embeddings else None
+            return out[0].astype(np.float32), embeds
+        return outputs
 
     # ---- tagging
 
@@ -272,6 +288,9 @@ class Tagger:
                     ) -> Iterator[TrackTags]:
         """Batch windows across tracks; yield each track's result, in order, once all its windows ran.
 
+        Batches are exactly `batch_size` windows (the last may be smaller). Where the backend can start a
+        batch in the background (OpenVINO), up to `in_flight` batches run while this thread reads and cuts
+        the next tracks, so a result comes out a batch later than it would synchronously.
         Each source is (name, iterator of consecutive feature blocks, error, warnings: a list that
         may be filled while the blocks are read). Windows of a streamed
         track are cut from a rolling frame buffer, at the same starts as `orpheus.windows.window_starts`
@@ -280,30 +299,42 @@ class Tagger:
         queue: deque[_Pending] = deque()
         batch: list[tuple[_Pending, np.ndarray, np.ndarray]] = []
         n_batched = 0
+        running: deque[tuple[Callable[[], tuple[np.ndarray, np.ndarray | None]], list]] = deque()
+
+        def collect(at_most: int) -> None:
+            """Wait for the oldest batches until at most `at_most` run; hand their outputs to their tracks."""
+            while len(running) > at_most:
+                wait, entries = running.popleft()
+                probs, embeds = wait()
+                offset = 0
+                for pending, w, starts in entries:
+                    n = w.shape[0]
+                    if pending.result.error is None:  # a track that failed after this batch left is not tagged
+                        pending.probabilities.append(probs[offset:offset + n])
+                        pending.starts.append(starts)
+                        if embeds is not None:
+                            pending.embeddings.append(embeds[offset:offset + n])
+                    offset += n
 
         def flush() -> None:
             nonlocal batch, n_batched
             if not batch:
                 return
-            windows = np.concatenate([w for _, w, _ in batch])
-            probs, embeds = self.predict_windows(windows)
-            offset = 0
-            for pending, w, starts in batch:
-                n = w.shape[0]
-                pending.probabilities.append(probs[offset:offset + n])
-                pending.starts.append(starts)
-                if embeds is not None:
-                    pending.embeddings.append(embeds[offset:offset + n])
-                offset += n
+            collect(self._in_flight - 1)
+            running.append((self._start_windows(np.concatenate([w for _, w, _ in batch])), batch))
             batch, n_batched = [], 0
 
         def add(pending: _Pending, windows: np.ndarray, starts: np.ndarray) -> None:
+            """Batch `windows`, `batch_size` to a model call (a track's windows may span two calls)."""
             nonlocal n_batched
             pending.n_windows += windows.shape[0]
-            batch.append((pending, windows, starts))
-            n_batched += windows.shape[0]
-            if n_batched >= self.batch_size:
-                flush()
+            while windows.shape[0]:
+                room = self.batch_size - n_batched
+                batch.append((pending, windows[:room], starts[:room]))
+                n_batched += min(room, windows.shape[0])
+                windows, starts = windows[room:], starts[room:]
+                if n_batched >= self.batch_size:
+                    flush()
 
         def ready() -> Iterator[TrackTags]:
             while queue and queue[0].done:
@@ -328,6 +359,7 @@ class Tagger:
                 pending.result.error = pending.result.error or f"{name}: no audio to tag"
             yield from ready()
         flush()
+        collect(0)
         yield from ready()
 
     def _finish(self, pending: _Pending) -> TrackTags:
