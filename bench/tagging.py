@@ -15,8 +15,9 @@ Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo
               that, the stricter baseline
   floor       predict's windows (11 for 30 s: the last one aligned to the end) of the same features
               through the same compiled model, decoding and features excluded; and through the OpenVINO
-              models that predict runs (float32 for exact, bf16 for fast), in its batches of 16
-              windows: where the time goes
+              models that predict may run (float32 for exact; for fast, each arithmetic this CPU offers:
+              bf16, int8+bf16 or int8, see `orpheus.fast_arithmetic`), in its batches of 16 windows,
+              one call at a time: where the time goes
   predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
   memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
 Each speed row runs twice, on all the files and on the first two alone: the difference gives its
@@ -26,8 +27,9 @@ the median time is used (peak memory: the largest). Printed per row: tracks/s ov
 start-up seconds, marginal ms per track, its ratio to the reference and to the reference timed apart,
 the whole run's ratio to the reference's, peak RSS of the main process and of the largest worker
 (VmHWM, polled), and the max |p - p_floor| of the track scores against the first floor row (the same
-windows; the reference rows are compared with the reference). The fast backend's one-off OpenVINO
-conversion is made (and cached, as in any use) before the rows are timed.
+windows; the reference rows are compared with the reference). The one-off OpenVINO conversion and
+fast's choice of arithmetic are made (and cached, as in any use) before the rows are timed; the
+choice, with each candidate's CPU ms per window, is printed first.
 
     python bench/tagging.py                          # 20 files, all rows but the big memory rows
     python bench/tagging.py --files 40 --repeat 3    # the speed rows, medians of 3
@@ -175,12 +177,16 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
     watcher = PeakWatcher()
     scores = {}
     if kind == "openvino-floor":  # predict's own model, its batches, the same windows
+        from orpheus import fast_arithmetic
         from orpheus.inference import openvino_backend, openvino_ir
         from orpheus.rundir import read_run_info
         from orpheus.tagging import BATCH_SIZES
         info = read_run_info(run_dir)
         windows = {f: reference_windows(f, info.window_frames, tail=True) for f in files}
-        backend = openvino_backend(openvino_ir(Path(run_dir), False), precision)
+        if precision != "exact":  # one of fast's candidates: chosen (and cached) as the only one offered
+            fast_arithmetic.available_candidates = lambda flags=None: (precision,)
+        backend = openvino_backend(openvino_ir(Path(run_dir), False), "exact" if precision == "exact" else "fast",
+                                   Path(run_dir), info.window_frames, False)
         batch = BATCH_SIZES["openvino"]
         backend.forward(np.zeros((batch, info.window_frames, 96), np.float32))
         start = time.perf_counter()
@@ -251,19 +257,24 @@ def main(argv=None) -> int:
         work = Path(args.work or tmp)
         speed = make_mp3s(work / f"speed{args.files}", args.files)
         short = make_mp3s(work / "speed2", 2)  # the same first two tracks, in a folder of their own
+        from orpheus.fast_arithmetic import cpu_info
         print(f"{len(speed)} x 30 s 44.1 kHz stereo mp3 ({'shared clips' if CLIPS.is_dir() else 'synthesised'}), "
-              f"model {Path(run_dir).name}, {cores} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+              f"model {Path(run_dir).name}, {cpu_info()[0]} ({', '.join(cpu_info()[1])}), {cores} cores, "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
         def listing(files, name):
             path = work / f"{name}.txt"
             path.write_text("\n".join(str(f) for f in files))
             return str(path)
 
+        from orpheus.fast_arithmetic import available_candidates
         rows = [("reference: musicnn recipe, compiled once, 1 by 1", "reference", speed, 1, "exact"),
                 ("reference, decoding and model timed apart", "reference-apart", speed, 1, "exact"),
                 ("forward-only floor (same windows, same model)", "floor", speed, 1, "exact"),
-                ("forward-only floor, OpenVINO float32 (exact)", "openvino-floor", speed, 1, "exact"),
-                ("forward-only floor, OpenVINO bf16 (fast)", "openvino-floor", speed, 1, "fast")]
+                ("forward-only floor, OpenVINO float32 (exact)", "openvino-floor", speed, 1, "exact")]
+        for arithmetic in available_candidates():  # what fast may choose on this CPU
+            if arithmetic != "float32":
+                rows.append((f"forward-only floor, OpenVINO {arithmetic}", "openvino-floor", speed, 1, arithmetic))
         for precision in ("exact", "fast"):
             for jobs in sorted({1, cores}):
                 rows.append((f"predict --precision {precision} --jobs {jobs}", "predict", speed, jobs, precision))
@@ -282,7 +293,20 @@ def main(argv=None) -> int:
                         f.write(block)
             rows.append(("memory: predict, one 60-minute file", "predict", [hour], cores, "exact"))
             rows.append(("memory: predict --precision fast, one 60-minute file", "predict", [hour], cores, "fast"))
-        run_row(["predict", listing(speed[:1], "warm"), run_dir, "1", "fast"])  # the one-off OpenVINO conversion
+        run_row(["predict", listing(speed[:1], "warm"), run_dir, "1", "fast"])  # the one-off conversion and choice
+        for _, kind, _, _, arithmetic in rows:  # and each floor candidate's, so no timed row makes one
+            if kind == "openvino-floor" and arithmetic != "exact":
+                run_row([kind, listing(speed[:1], "warm"), run_dir, "1", arithmetic])
+        from orpheus.fast_arithmetic import CHOICE_FILE, choice_dir
+        from orpheus.inference import model_digest
+        from orpheus.pretrained import default_cache_dir
+        from orpheus.rundir import read_run_info
+        folder = choice_dir(default_cache_dir(), model_digest(Path(run_dir) / "model.keras"),
+                            read_run_info(run_dir).window_frames)
+        fast = json.loads((folder / CHOICE_FILE).read_text())
+        print(f"--precision fast on this CPU ({fast['cpu']}): {fast['chosen']}, chosen at first use from "
+              + ", ".join(f"{n} {c.get('cpu_ms_per_window', '-')} CPU ms/window (max |dp| {c['max_abs_difference']})"
+                          for n, c in fast["candidates"].items()), flush=True)
         print(f"{'row':<52} {'tracks/s':>8} {'start s':>7} {'ms/track':>8} {'x ref':>6} {'x apart':>7} {'(all)':>6} "
               f"{'main MB':>7} {'worker MB':>9} {'max|dp|':>7}")
         timed: dict[int, list] = {}
