@@ -17,7 +17,7 @@ Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo
               through the same compiled model, decoding and features excluded; and through the OpenVINO
               models that predict may run (float32 for exact; for fast, each arithmetic this CPU offers:
               bf16, int8+bf16 or int8, see `orpheus.fast_arithmetic`), in its batches of 16 windows,
-              one call at a time: where the time goes
+              as many at once as it runs: where the time goes
   predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
   memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
 Each speed row runs twice, on all the files and on the first two alone: the difference gives its
@@ -191,7 +191,12 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
         backend.forward(np.zeros((batch, info.window_frames, 96), np.float32))
         start = time.perf_counter()
         every = np.concatenate([windows[f] for f in files])
-        probabilities = np.concatenate([backend.forward(every[i:i + batch])[0] for i in range(0, len(every), batch)])
+        running, parts = [], []  # as predict runs it: up to backend.in_flight batches at once
+        for i in range(0, len(every), batch):
+            if len(running) == backend.in_flight:
+                parts.append(running.pop(0)()[0])
+            running.append(backend.start(every[i:i + batch]))
+        probabilities = np.concatenate(parts + [wait()[0] for wait in running])
         offset = 0
         for f in files:
             scores[f] = probabilities[offset:offset + len(windows[f])].mean(axis=0).tolist()

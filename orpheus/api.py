@@ -167,7 +167,7 @@ class Tagger:
         embeddings: also return the "embedding" layer's output per window.
         batch_size: windows per model call (default `orpheus.tagging.BATCH_SIZES` of the engine that runs the
             model, sized for memory).
-        precision: "exact" (float32) or "fast" (bf16 where the CPU has it); see `orpheus.inference`.
+        precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.inference`.
         jobs: worker processes that decode files (1: decode in this process).
 
     Raises:

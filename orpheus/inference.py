@@ -1,4 +1,4 @@
-"""Model backends for tagging: `--precision exact` (float32) and `--precision fast` (bf16 where it pays).
+"""Model backends for tagging: `--precision exact` (float32) and `--precision fast` (int8 or bf16 where it pays).
 
 Both run the model as OpenVINO IR where OpenVINO is installed (`pip install orpheus-tagger[openvino]`)
 and the conversion reproduces TensorFlow, and as the Keras model in TensorFlow otherwise:
@@ -7,9 +7,14 @@ exact: float32. OpenVINO's float32 equals TensorFlow's to about 1e-6; every conv
        against the Keras model on a seeded batch (max |difference| <= `EXACT_TOLERANCE`) before it is
        used, and a model that fails the check (or does not convert) runs in TensorFlow: the Keras model
        wrapped once in a `tf.function` whose batch axis is free, so one graph serves every batch size.
-fast:  the same IR compiled at bf16 inference precision where the CPU has bf16 instructions
-       (AVX512-BF16 or AMX-BF16), float32 elsewhere. Without OpenVINO (or a usable conversion) it says
-       so in one log line and runs exact.
+fast:  the same IR in the arithmetic `orpheus.fast_arithmetic` chose for this CPU at first use, by
+       timing each candidate and checking it against float32 on generated music: int8+bf16 (the
+       spectrogram-reading convolutions in int8, `orpheus.quantize`, the rest bf16) or bf16 where the
+       CPU has bf16 instructions (AVX512-BF16, AMX-BF16), int8 or float32 elsewhere. Without OpenVINO
+       (or a usable conversion) it says so in one log line and runs exact.
+
+OpenVINO runs a batch in the background (`Backend.start`) while the tagging thread reads and cuts the
+next tracks.
 
 The IR is cached under `$ORPHEUS_CACHE/openvino/<sha256 of model.keras>[-emb]` with its check
 (`check.json`); a cache miss converts and checks once in a child process (`python -m orpheus.inference
@@ -22,8 +27,10 @@ of 8-16 windows; track-score difference from TensorFlow over 47 real clips):
     TensorFlow float32                    21.8 ms (oneDNN's allocator, 1.26 GB peak) to 32.6 ms
                                           (system allocator, freed blocks unmapped: 0.86 GB peak)
     OpenVINO float32 (exact)              17.5 ms   max |dp| 4e-7, peak 0.45 GB
-    OpenVINO bf16 (fast)                  11.3 ms   max |dp| 0.007, top-3 tags equal on 46 of 47 clips
-    OpenVINO int8 (NNCF, calibrated)      16.4 ms   max |dp| 0.27-0.49 whichever layers are quantised
+    OpenVINO bf16                         11.3 ms   max |dp| 0.007, top-3 tags equal on 46 of 47 clips
+    OpenVINO int8, NNCF's defaults        16.4 ms   max |dp| 0.27-0.49 whichever layers are quantised
+    OpenVINO int8+bf16 (`orpheus.quantize`)         about two thirds of bf16's CPU time (one thread, under
+                                          load: 11.7 against 17.9 ms); max |dp| 0.008 over 50 real clips
     ONNX Runtime float32                  slower than TensorFlow
 
 On a 2-core machine with AMX-BF16 (stop 17's), oneDNN runs fast's convolutions on AMX tiles
@@ -32,10 +39,11 @@ per-node profile at 16 windows a call). The timbral convolutions are 65% of floa
 temporal ones 18%; float32 runs them near the cores' AVX-512 peak, so exact cannot go much faster
 without changing the arithmetic.
 
-Int8 misses fast's bound (max |dp| <= 0.03): the per-tensor activation scales cannot hold the 753
-concatenated front-end/mid-end features, whose ranges differ by 30x, and the two timbral convolutions
-(60% of the time, one input channel) stay float32 even when quantised; rewritten as patches + 1x1
-convolutions they run int8, but the patch extraction costs more than the int8 arithmetic saves.
+Int8 everywhere misses fast's bound (max |dp| <= 0.03): per-tensor activation scales cannot hold the
+753 concatenated front-end/mid-end features, whose ranges differ by 30x; and convolutions with one
+input channel (the timbral and temporal ones, 89% of the arithmetic) stay bf16 or float32 when
+quantised as they are. `orpheus.quantize` folds their time taps into channels so that they run in
+int8, and quantizes only them.
 """
 
 from __future__ import annotations
@@ -225,26 +233,32 @@ def openvino_backend(ir, precision: str, run_dir: Path, window_frames: int, embe
         model = core.read_model(str(ir)) if isinstance(ir, Path) else ir
         config, name = {hints.inference_precision: "f32"}, "float32"
     compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
     n_outputs = len(compiled.outputs)
+    # fast compiles for throughput: one stream per core (2 cores: 2 streams of 1 thread), one request each
+    in_flight = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+
+    def starter() -> Start:
+        idle = collections.deque(compiled.create_infer_request() for _ in range(in_flight))
+
+        def start(windows: np.ndarray) -> Callable[[], list[np.ndarray]]:
+            running = idle.popleft()
+            running.start_async({0: np.ascontiguousarray(windows, np.float32)})
+
+            def wait() -> list[np.ndarray]:
+                running.wait()
+                outputs = [np.array(running.get_output_tensor(i).data) for i in range(n_outputs)]
+                idle.append(running)
+                return outputs
+            return wait
+        return start
+
+    start, start_parts = starter(), starter()  # forward has requests of its own
 
     def forward(windows: np.ndarray) -> list[np.ndarray]:
-        outputs = request.infer({0: np.ascontiguousarray(windows, np.float32)})
-        return [np.array(outputs[i]) for i in range(n_outputs)]
-
-    in_flight = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-    idle = collections.deque(compiled.create_infer_request() for _ in range(in_flight))
-
-    def start(windows: np.ndarray) -> Callable[[], list[np.ndarray]]:
-        running = idle.popleft()
-        running.start_async({0: np.ascontiguousarray(windows, np.float32)})
-
-        def wait() -> list[np.ndarray]:
-            running.wait()
-            outputs = [np.array(running.get_output_tensor(i).data) for i in range(n_outputs)]
-            idle.append(running)
-            return outputs
-        return wait
+        """The outputs for `windows`, split over the streams (each runs its part on its own cores)."""
+        waits = [start_parts(part) for part in np.array_split(windows, min(in_flight, max(1, windows.shape[0])))]
+        parts = [wait() for wait in waits]
+        return [np.concatenate([part[i] for part in parts]) for i in range(n_outputs)]
 
     shape = compiled.inputs[0].get_partial_shape()
     input_shape = tuple(d.get_length() if d.is_static else None for d in shape)

@@ -132,7 +132,7 @@ class Tagger:
         batch_size: windows per model call; the default (`BATCH_SIZES` of the engine that runs the model)
             keeps peak memory under 1 GB.
         embeddings: also return the "embedding" layer's output per window.
-        precision: "exact" (float32) or "fast" (bf16 where the CPU has it); see `orpheus.inference`.
+        precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.inference`.
         engine: "auto" (OpenVINO where installed and checked against TensorFlow, else TensorFlow) or
             "tensorflow" (the Keras model itself).
     """
