@@ -16,13 +16,13 @@ fast's promise, is refused; the fastest one left wins. The choice, with every ca
 `choice.json` in
 
     $ORPHEUS_CACHE/openvino-fast/<model digest>[-emb]-<window frames>/<sha256 of CPU model, flags, OpenVINO
-                                                                         version and candidates>/
+                                                                         version, candidates and recipe>/
 
 with the quantized model beside it when an int8 candidate won. Measured on the 2-core AMD EPYC (Zen 4:
 AVX512-BF16 and VNNI, no AMX), MSD_musicnn, one thread, under load: bf16 17.3-19.2 CPU ms a window,
 int8+bf16 11.5-12.5, float32 32-33; over 50 real 10 s clips, max |p - p_exact| 0.009 (bf16) and
-0.008 (int8+bf16), top-3 tags equal on 47 and 47-48 clips (the others have their 3rd and 4th tags
-within 0.003). The choice costs about 10 CPU s once.
+0.008 (int8+bf16), top-3 tags equal on 47 clips with both (the other 3 have their 3rd and 4th tags
+within 0.002). The choice costs about 10 CPU s once.
 """
 
 from __future__ import annotations
@@ -178,11 +178,16 @@ def choose(model, info, window_frames: int, candidates: tuple[str, ...] | None =
 
 
 def choice_dir(cache_root: Path, model_key: str, window_frames: int) -> Path:
-    """The folder of this CPU's choice for a model (see the module docstring); the candidates are part of
-    the key, so that a version with other candidates chooses again."""
+    """The folder of this CPU's choice for a model (see the module docstring); the candidates and the
+    recipe (quantization and check settings) are part of the key, so that a version that changes them
+    chooses again."""
     import openvino as ov
+
+    from orpheus import quantize
     name, flags = cpu_info()
-    key = json.dumps([name, flags, ov.__version__, available_candidates(flags)])
+    recipe = [list(CALIBRATION_SEEDS), list(CHECK_SEEDS), CHECK_BOUND, quantize.GROUP, quantize.GPTQ_DAMPING,
+              quantize.HESSIAN_STRIDE]
+    key = json.dumps([name, flags, ov.__version__, available_candidates(flags), recipe])
     machine = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root / "openvino-fast" / f"{model_key}-{window_frames}" / machine
 
