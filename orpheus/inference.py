@@ -29,8 +29,8 @@ of 8-16 windows; track-score difference from TensorFlow over 47 real clips):
     OpenVINO float32 (exact)              17.5 ms   max |dp| 4e-7, peak 0.45 GB
     OpenVINO bf16                         11.3 ms   max |dp| 0.007, top-3 tags equal on 46 of 47 clips
     OpenVINO int8, NNCF's defaults        16.4 ms   max |dp| 0.27-0.49 whichever layers are quantised
-    OpenVINO int8+bf16 (`orpheus.quantize`)         about two thirds of bf16's CPU time (one thread, under
-                                          load: 11.7 against 17.9 ms); max |dp| 0.008 over 50 real clips
+    OpenVINO int8+bf16                    about two thirds of bf16's time (`orpheus.quantize`; one thread,
+                                          under load: 11.7 against 17.9 ms); max |dp| 0.008 over 50 real clips
     ONNX Runtime float32                  slower than TensorFlow
 
 On a 2-core machine with AMX-BF16 (stop 17's), oneDNN runs fast's convolutions on AMX tiles

@@ -211,7 +211,7 @@ class Tagger:
     def _start_windows(self, windows: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
         """Start the model on one batch of windows (normalised here) and return a wait for what
         `predict_windows` returns; the backend runs it while this thread prepares the next batch."""
-        if self._start is None or windows.shape[0] > self.batch_size:
+        if self._start is None:  # TensorFlow: run it now
             result = self.predict_windows(windows)
             return lambda: result
         from orpheus.windows import normalise_windows_np
