@@ -15,6 +15,7 @@ input have the same spread as 50 real clips' (median 1.7 against 1.9, 99.9th per
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 import numpy as np
@@ -108,19 +109,22 @@ def calibration_audio(seed: int, sample_rate: int, duration_s: float = CLIP_S) -
     return (out * peak / np.abs(out).max()).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=4)  # a process that chooses for two models of one kind generates the music once
 def calibration_windows(info: RunInfo, seeds: Iterable[int], window_frames: int | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The model inputs of the clips of `seeds`, cut (`window_frames`, default the run's) and normalised as
-    tagging does.
+    """The model inputs of the clips of `seeds` (a hashable range or tuple), cut (`window_frames`, default
+    the run's) and normalised as tagging does; read-only arrays.
 
     Returns:
         (windows float32 [n_windows, window_frames(, n_bins)], clip int64 [n_windows]: which seed's clip).
     """
     from orpheus.windows import cut_windows, normalise_windows_np
-    windows, clips = [], []
+    cuts, owners = [], []
     for i, seed in enumerate(seeds):
         features = info.features.compute(calibration_audio(seed, info.features.sample_rate))
         cut = normalise_windows_np(cut_windows(features, window_frames or info.window_frames), info)
-        windows.append(cut)
-        clips.append(np.full(cut.shape[0], i))
-    return np.concatenate(windows).astype(np.float32), np.concatenate(clips)
+        cuts.append(cut)
+        owners.append(np.full(cut.shape[0], i))
+    windows, clips = np.concatenate(cuts).astype(np.float32), np.concatenate(owners)
+    windows.flags.writeable = clips.flags.writeable = False
+    return windows, clips
