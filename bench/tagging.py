@@ -25,8 +25,8 @@ marginal time per track (the start-up, imports, model load and process pool, inc
 out), the two-file run its start-up. With `--repeat N` each run is made N times, rows interleaved, and
 the median time is used (peak memory: the largest). Printed per row: tracks/s over the whole run,
 start-up seconds, marginal ms per track, its ratio to the reference and to the reference timed apart,
-the whole run's ratio to the reference's, peak RSS of the main process and of the largest worker
-(VmHWM, polled), and the max |p - p_floor| of the track scores against the first floor row (the same
+the whole run's ratio to the reference's, peak RSS (VmHWM) of the main process and of the largest worker
+(polled), and the max |p - p_floor| of the track scores against the first floor row (the same
 windows; the reference rows are compared with the reference). The one-off OpenVINO conversion and
 fast's choice of arithmetic are made (and cached, as in any use) before the rows are timed; the
 choice, with each candidate's CPU ms per window, is printed first.
@@ -48,7 +48,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -113,17 +112,25 @@ class PeakWatcher:
         me = os.getpid()
         while not self._stop.wait(0.2):
             for pid in descendants(me):
-                try:
-                    for line in open(f"/proc/{pid}/status"):
-                        if line.startswith("VmHWM:"):
-                            self.worker_peak_kb = max(self.worker_peak_kb, int(line.split()[1]))
-                except OSError:
-                    continue
+                self.worker_peak_kb = max(self.worker_peak_kb, peak_rss_kb(pid))
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.worker_peak_kb
+
+
+def peak_rss_kb(pid: int | str) -> int:
+    """A process's peak RSS (VmHWM) in kB, 0 if it is gone. Not ru_maxrss: Linux carries that over from the
+    parent across fork + exec, so a row started by a benchmark that had grown to 0.8 GB (the mp3s it made)
+    reported 0.8 GB for every row."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def descendants(root: int) -> list[int]:
@@ -227,7 +234,7 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
             record = json.loads(line)
             scores[record["file"]] = [record["tags"][t] for t in tags]
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "n": len(files), "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"seconds": seconds, "n": len(files), "main_mb": peak_rss_kb("self") / 1024,
             "worker_mb": watcher.stop() / 1024, "scores": scores}
 
 
