@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import shutil
 import tempfile
@@ -46,9 +47,10 @@ INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags with int8 dot 
 CHECK_BOUND = 0.015   # max |clip score - float32's| a candidate may show on the check clips (promise: 0.03)
 CALIBRATION_SEEDS = range(16)      # generated clips the int8 ranges and weights are fitted to (64 windows)
 CHECK_SEEDS = range(1000, 1008)    # other clips every candidate is checked on
-TIMING_BATCH = 16     # windows per call when timing (the tagging batch on OpenVINO)
+TIMING_BATCH = 8      # windows per call when timing and checking (fast's batch per stream on 2 cores)
 TIMING_ROUNDS = 3
 CHOICE_FILE = "choice.json"
+MAX_STREAMS = 2
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,22 @@ def with_static_window(model, window_frames: int):
 
 
 def compile_config(arithmetic: str) -> dict:
-    """OpenVINO's settings for `arithmetic`: its precision, and throughput streams (2 cores: 2 streams of one
-    thread, each its own batch), which keep each core busy without waiting for the other's half of a batch
-    while decoding takes CPU time here and there."""
+    """OpenVINO's settings for `arithmetic`: its precision, and `MAX_STREAMS` throughput streams (2 cores: 2
+    streams of one thread, each its own batch), which keep each core busy without waiting for the other's
+    half of a batch while decoding takes CPU time here and there. More streams would each hold a batch's
+    activations (MSD_musicnn: about 0.1 GB for 8 windows)."""
+    import openvino.properties as props
     import openvino.properties.hint as hints
-    return {hints.inference_precision: _precision(arithmetic), hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
+    return {hints.inference_precision: _precision(arithmetic), hints.performance_mode: hints.PerformanceMode.THROUGHPUT,
+            props.num_streams: min(MAX_STREAMS, os.cpu_count() or 1)}
+
+
+def _one_stream(arithmetic: str) -> dict:
+    """The settings to check and time `arithmetic` with: one stream of one thread, what each of tagging's
+    streams runs (CPU time per window is the same), holding one stream's memory (all candidates stay
+    compiled while they are timed in turns)."""
+    import openvino.properties as props
+    return {**compile_config(arithmetic), props.num_streams: 1, props.inference_num_threads: 1}
 
 
 def measure(compiled: dict, windows: np.ndarray) -> dict[str, float]:
@@ -158,19 +171,22 @@ def choose(model, info, window_frames: int, candidates: tuple[str, ...] | None =
     calibration = (calibration_windows(info, CALIBRATION_SEEDS, window_frames)[0]
                    if any(c.startswith("int8") for c in candidates) else None)
     core = ov.Core()
-    reference = clip_means(core.compile_model(static, "CPU", compile_config("float32")).create_infer_request(),
-                           check, clips)
+    float32 = core.compile_model(static, "CPU", _one_stream("float32"))
+    reference = clip_means(float32.create_infer_request(), check, clips)
     models, compiled, record = {}, {}, {}
     for name in candidates:
         models[name] = candidate = candidate_model(static, name, calibration)
-        compiled[name] = core.compile_model(candidate, "CPU", compile_config(name))
+        compiled[name] = float32 if name == "float32" else core.compile_model(candidate, "CPU", _one_stream(name))
         got = clip_means(compiled[name].create_infer_request(), check, clips)
         worst = max(float(np.abs(g - r).max() / max(1.0, float(np.abs(r).max()))) for g, r in zip(got, reference))
         record[name] = {"max_abs_difference": round(worst, 5), "passes": worst <= CHECK_BOUND}
+        if not record[name]["passes"]:
+            del compiled[name]  # its memory back before the next candidate
+    del float32
     timing = np.resize(check, (TIMING_BATCH, *check.shape[1:]))  # the first windows, repeated if too few
-    for name, ms in measure({n: compiled[n] for n in compiled if record[n]["passes"]}, timing).items():
+    for name, ms in measure(compiled, timing).items():
         record[name]["cpu_ms_per_window"] = round(ms, 3)
-    passing = [n for n in compiled if record[n]["passes"]] or ["float32"]
+    passing = list(compiled) or ["float32"]
     chosen = min(passing, key=lambda n: record.get(n, {}).get("cpu_ms_per_window", float("inf")))
     if chosen not in models:  # nothing passed and float32 was not among the candidates
         models[chosen] = static

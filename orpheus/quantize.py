@@ -192,8 +192,8 @@ def quantize_front_end(model, windows: np.ndarray):
 
     folded = fold_time_taps(model, convolutions, quantize_input)
     import openvino.opset13 as ops
-    inputs = _probe(model, [c.input_value(0) for c in folded], windows)  # as the int8 convolutions see them
-    for conv, x in zip(folded, inputs):
+    for conv in folded:  # one at a time: a folded input is 8 copies of the spectrogram (64 windows: 40-60 MB)
+        (x,) = _probe(model, [conv.input_value(0)], windows)  # as the int8 convolution sees it
         weights = conv.input_value(1).get_node().get_data()
         n_out = weights.shape[0]
         scale = np.maximum(np.abs(weights).reshape(n_out, -1).max(axis=1), 1e-12) / 127

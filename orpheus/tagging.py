@@ -172,7 +172,8 @@ class Tagger:
                                   f"{len(self.info.tags)} tags")
         self._infer, self.backend = backend.forward, backend.description
         self._start, self._in_flight = backend.start, backend.in_flight if backend.start else 1
-        self.batch_size = BATCH_SIZES[backend.engine] if batch_size is None else batch_size
+        # the default batch is split over the batches in flight, so their activations stay one batch's memory
+        self.batch_size = max(1, BATCH_SIZES[backend.engine] // self._in_flight) if batch_size is None else batch_size
         log.info("model backend: %s", self.backend)
 
     @property

@@ -372,7 +372,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """--batch-size and --precision, shared by predict and test."""
     from orpheus.tagging import BATCH_SIZES
     parser.add_argument("--batch-size", type=int, default=None,
-                        help=f"windows per model call (default {BATCH_SIZES['openvino']} in OpenVINO, "
+                        help=f"windows per model call (default {BATCH_SIZES['openvino']} in OpenVINO, split over "
+                             "fast's streams, "
                              f"{BATCH_SIZES['tensorflow']} in TensorFlow); larger is a little faster but peaks "
                              "higher (MSD_musicnn in TensorFlow: 8 -> under 1 GB, 64 -> about 2.2 GB)")
     parser.add_argument("--precision", choices=("exact", "fast"), default="exact",
