@@ -380,7 +380,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="exact: float32, in OpenVINO where installed and checked to reproduce TensorFlow "
                              "(to 1e-4; no TensorFlow loaded: less memory and start-up), else TensorFlow; fast: "
                              "OpenVINO in the fastest arithmetic this CPU has that stays within 0.015 of float32 "
-                             "on generated music, timed and checked once per CPU and model (about 10 s) and cached: "
+                             "on generated music, timed and checked once per CPU and model (about 15 CPU s) and cached: "
                              "int8 spectrogram convolutions + bf16 or bf16 where the CPU has bf16 instructions "
                              "(AVX512-BF16, AMX), int8 + float32 or float32 elsewhere (promise: scores within 0.03 "
                              "of exact, top-3 tags equal on 90%% of files); exact without OpenVINO. `test` reads "
