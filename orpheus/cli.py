@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from orpheus.errors import OrpheusError
+from orpheus.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PARTIAL, OrpheusError, Tally
 from orpheus.files import output_write_error
 
 
@@ -53,7 +53,8 @@ def add_common_args(parser: argparse.ArgumentParser, *, jobs: bool = False, over
         parser.add_argument("--jobs", type=int, default=default_jobs(),
                             help="worker processes for per-track work; the default is all cores")
     if overwrite:
-        parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace an existing output of the same kind that Orpheus wrote (never anything else)")
     parser.add_argument("--quiet", action="store_true", help="hide progress bars and info messages")
     parser.add_argument("--verbose", action="store_true", help="show debug messages")
 
@@ -200,25 +201,47 @@ def _environment_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
-             func: Callable[[argparse.Namespace], int | None]) -> int:
-    """Parse `argv`, set up logging and call `func(args)`; expected errors become one line and status 1."""
+             func: Callable[[argparse.Namespace], int | Tally | None]) -> int:
+    """Parse `argv`, set up logging and call `func(args)`; return the exit status (`orpheus.errors`).
+
+    Expected errors become one line `PROG: error: ...` and status 1, PROG being the command's own name
+    (a subcommand's: `orpheus predict`). A `Tally` returned by `func` gives status 0, 3 (some inputs
+    skipped or failed) or 1 (none done), with its counts as the last line on stderr unless 0.
+    """
     args = parser.parse_args(argv)
+    prog = command_prog(parser, args)
     setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
     try:
         status = func(args)
     except OrpheusError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 1
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
     except _environment_errors() as err:  # a full disk or a read-only folder met by any writer
         converted = output_write_error(err)
         if converted is None:
             raise
-        print(f"{parser.prog}: error: {converted}", file=sys.stderr)
-        return 1
+        print(f"{prog}: error: {converted}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(status, Tally):
+        if status.status == EXIT_ERROR:
+            print(f"{prog}: error: {status.line()}", file=sys.stderr)
+        elif status.status == EXIT_PARTIAL:
+            print(f"{prog}: {status.line()}", file=sys.stderr)
+        return status.status
     return int(status or 0)
+
+
+def command_prog(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The name of the (sub)command `args` were parsed for: `orpheus predict`, not `orpheus`."""
+    for action in parser._actions:   # argparse keeps its subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return command_prog(chosen, args)
+    return parser.prog
 
 
 # -------------------------------------------------------------------------------- the front door

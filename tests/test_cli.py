@@ -86,7 +86,7 @@ def test_bad_subcommand_and_missing_module_are_one_line_errors(monkeypatch, caps
 def test_errors_of_a_subcommand_keep_its_one_line_form(tmp_path, capsys):
     assert cli.main(["predict", "--mp3", str(tmp_path / "absent.mp3")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("orpheus: error: ") and "absent.mp3" in err[-1]
+    assert err[-1].startswith("orpheus predict: error: ") and "absent.mp3" in err[-1]   # the subcommand's own name
 
 
 def test_the_front_door_imports_no_stage():
