@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from orpheus.ownership import csv_kind
+
+DROP_REPORT = csv_kind("drop report", (), last="reason")   # wrangle's and silence's .dropped.csv
+
 
 def dropped_path(output: str | Path) -> Path:
     """`wrangle.csv` -> `wrangle.dropped.csv`: the dropped rows and their reasons, beside the output."""

@@ -33,7 +33,8 @@ import pandas as pd
 
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import DataFormatError
-from orpheus.files import atomic_path, check_output, partial_path, read_partial, require_dir
+from orpheus.files import atomic_path, check_output, first_paths, partial_path, read_partial, require_dir, walk_files
+from orpheus.ownership import csv_kind
 from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
@@ -42,17 +43,19 @@ CLIP_SUFFIX = ".clip.mp3"
 FILES_PER_WORKER = 2000
 COLUMNS = ["track_7digitalid", "file_path", "file_size", "channels", "sample_rate", "clip_length", "header_error"]
 HEADER_FIELDS = 5  # entries of a read_header result, as logged in the progress log
+FETCHER_CSV = csv_kind("fetcher table", COLUMNS)
 
 
 def find_clips(root_dir: str | Path) -> list[str]:
-    """Paths of every `*.clip.mp3` under `root_dir`, relative to it, sorted (POSIX separators)."""
+    """Paths of every `*.clip.mp3` under `root_dir`, relative to it, sorted (POSIX separators).
+
+    The walk is `orpheus.files.walk_files`: links to folders are followed, never into a folder already
+    walked, and a clip reached by two paths is listed once (under its first path).
+    """
     root = Path(root_dir)
-    found = []
-    for folder, dirs, files in os.walk(root, onerror=_warn_unlistable):
-        dirs.sort()
-        rel = Path(folder).relative_to(root)
-        found.extend((rel / name).as_posix() for name in files if name.endswith(CLIP_SUFFIX))
-    return sorted(found)
+    clips = [(path, real) for path, real in walk_files(root, on_error=_warn_unlistable)
+             if path.name.endswith(CLIP_SUFFIX)]
+    return sorted(path.relative_to(root).as_posix() for path in first_paths(clips))
 
 
 def _warn_unlistable(err: OSError) -> None:
@@ -177,10 +180,13 @@ def run(output: str | Path, root_dir: str | Path, *, jobs: int = 1, overwrite: b
 
     An interrupted run leaves `.fetcher.csv.partial.jsonl` beside the output; the next run reuses it.
     """
-    output = check_output(output, overwrite)
+    output = check_output(output, FETCHER_CSV, overwrite=overwrite, inputs=[(root_dir, "audio root")])
     start = time.perf_counter()
     checkpoint = partial_path(output)
     table = scan(root_dir, jobs=jobs, quiet=quiet, checkpoint=checkpoint)
+    if table.empty:
+        raise DataFormatError(f"{root_dir}: no <7digitalid>{CLIP_SUFFIX} file in this folder or below; nothing "
+                              "written: check --root-dir")
     with atomic_path(output) as tmp:
         table.to_csv(tmp, index=False)
     checkpoint.unlink(missing_ok=True)

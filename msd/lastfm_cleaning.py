@@ -52,6 +52,7 @@ from msd.lastfm import LastFm
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import DataFormatError
 from orpheus.files import atomic_path, check_output, require_dir, require_file
+from orpheus.ownership import SQLITE_APPLICATION_ID, TAG_DATABASE, csv_kind
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,7 @@ def write_clean_db(path: Path, raw_path: Path, pairs: pd.DataFrame, tags: pd.Dat
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
+        conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")   # the mark: a tag database Orpheus wrote
         conn.execute("CREATE TABLE tids (tid TEXT)")
         conn.execute("CREATE TABLE tags (tag TEXT)")
         conn.execute("CREATE TABLE tid_tag (tid INTEGER, tag INTEGER, val FLOAT)")
@@ -275,6 +277,9 @@ def write_clean_db(path: Path, raw_path: Path, pairs: pd.DataFrame, tags: pd.Dat
     return int(n_tids)
 
 
+TAG_SOURCES = csv_kind("tag sources table", ("clean_tag", "raw_tag", "count"))   # OUTPUT.tags.csv
+
+
 def sources_path(output: str | Path) -> Path:
     """`clean_lastfm.db` -> `clean_lastfm.tags.csv` (beside the output)."""
     output = Path(output)
@@ -293,8 +298,9 @@ def check_has_pairs(raw_db: str | Path) -> None:
 def run(raw_db: str | Path, output: str | Path, *, val: float = 0.0, txt_dir: str | Path = TXT_DIR,
         overwrite: bool = False, quiet: bool = False) -> CleaningResult:
     """Build `output` (clean_lastfm.db) and its `.tags.csv` from `raw_db`, atomically."""
-    output = check_output(output, overwrite)
-    csv_out = check_output(sources_path(output), overwrite)
+    inputs = [(raw_db, "raw tags database")]
+    output = check_output(output, TAG_DATABASE, overwrite=overwrite, inputs=inputs)
+    csv_out = check_output(sources_path(output), TAG_SOURCES, overwrite=overwrite, inputs=inputs)
     start = time.perf_counter()
     vocabulary = load_vocabulary(txt_dir)
     check_has_pairs(raw_db)  # bad input fails here, before any progress output

@@ -46,7 +46,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from msd.drop_report import dropped_path, format_drop_summary
+from msd.converters.common import MASTER_CSV_KIND
+from msd.drop_report import DROP_REPORT, dropped_path, format_drop_summary
 from orpheus.audio import load_audio
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import DataFormatError, MissingInputError
@@ -185,8 +186,9 @@ def run(input_csv: str | Path, output: str | Path, *, root_dir: str | Path, filt
     Returns:
         (kept, dropped) tables as written.
     """
-    output = check_output(output, overwrite)
-    dropped_out = check_output(dropped_path(output), overwrite)
+    inputs = [(input_csv, "input table")]
+    output = check_output(output, MASTER_CSV_KIND, overwrite=overwrite, inputs=inputs)
+    dropped_out = check_output(dropped_path(output), DROP_REPORT, overwrite=overwrite, inputs=inputs)
     root = require_dir(root_dir, "audio root")
     start = time.perf_counter()
     table = read_input(input_csv).drop(columns=["mp3_path", "reason"], errors="ignore")

@@ -50,11 +50,12 @@ from tqdm import tqdm
 from msd.lastfm import LastFm
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, DataFormatError, MissingDependencyError
-from orpheus.files import atomic_path, check_output, write_csv_atomic
+from orpheus.files import atomic_dir, atomic_path, check_output, write_csv_atomic
+from orpheus.ownership import FolderKind, file_with
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("tags.csv", "cooccurrence.npz", "pairs.csv", "merges.csv", "heatmap.png")
+TAG_STATS = FolderKind("tag statistics folder", legacy=file_with("tags.csv", "cooccurrence.npz", "pairs.csv"))
 PAIR_COLUMNS = ["tag_a", "tag_b", "count", "count_a", "count_b", "jaccard", "pmi", "min_conditional"]
 BLOCK_ENTRIES = 20_000_000  # products per block of tag columns: bounds the memory of X^T X
 
@@ -253,19 +254,24 @@ def run(tag_db: str | Path, out_dir: str | Path, *, top: int = 40, n_pairs: int 
         if not ok:
             raise ConfigError(f"{flag} must be {rule}")
     out_dir = Path(out_dir)
-    paths = {name: check_output(out_dir / name, overwrite) for name in OUTPUTS}
+    rule = dict(overwrite=overwrite, inputs=[(tag_db, "tags database")], flag="OUT_DIR")
+    check_output(out_dir, TAG_STATS, **rule)
     import_sparse()  # a missing package fails before the work
     stats = tag_stats(tag_db, min_count=min_count, min_val=min_val, quiet=quiet)
-    write_csv_atomic(paths["tags.csv"], ["index", "tag", "count"], stats.tags.itertuples(index=False))
-    with atomic_path(paths["cooccurrence.npz"]) as tmp, open(tmp, "wb") as f:
-        import_sparse().save_npz(f, stats.cooccurrence)
-    pairs = pair_table(stats)
-    merges = suggested_merges(pairs, stats.tags, merge_threshold, merge_min_count)
-    for name, table in (("pairs.csv", top_pairs(pairs, stats.tags, n_pairs)), ("merges.csv", merges)):
-        with atomic_path(paths[name]) as tmp:
-            table.to_csv(tmp, index=False, float_format="%.6g")
-    write_heatmap(paths["heatmap.png"], stats, top,
-                  f"{Path(tag_db).name}: Jaccard of the {min(top, len(stats.tags))} most frequent tags (clustered)")
+    if stats.tags.empty:
+        where = "" if min_val is None else f" with val >= {min_val:g} (--min-val)"
+        raise DataFormatError(f"{tag_db}: no (track, tag) pair{where}; nothing written")
+    with atomic_dir(out_dir, TAG_STATS, **rule) as tmp:   # all five files, or none
+        write_csv_atomic(tmp / "tags.csv", ["index", "tag", "count"], stats.tags.itertuples(index=False))
+        with atomic_path(tmp / "cooccurrence.npz") as part, open(part, "wb") as f:
+            import_sparse().save_npz(f, stats.cooccurrence)
+        pairs = pair_table(stats)
+        merges = suggested_merges(pairs, stats.tags, merge_threshold, merge_min_count)
+        for name, table in (("pairs.csv", top_pairs(pairs, stats.tags, n_pairs)), ("merges.csv", merges)):
+            with atomic_path(tmp / name) as part:
+                table.to_csv(part, index=False, float_format="%.6g")
+        write_heatmap(tmp / "heatmap.png", stats, top,
+                      f"{Path(tag_db).name}: Jaccard of the {min(top, len(stats.tags))} most frequent tags (clustered)")
     return stats, merges
 
 

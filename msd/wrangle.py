@@ -46,12 +46,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from msd.drop_report import dropped_path, format_drop_summary
+from msd.drop_report import DROP_REPORT, dropped_path, format_drop_summary
 from msd import fetcher
 from msd.lastfm import LastFm
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, DataFormatError
 from orpheus.files import atomic_path, check_output, require_file
+from orpheus.ownership import csv_kind
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ ADDED_COLUMNS = ["track_id", "song_id", "artist_id", "year"]
 # fetcher.csv's header_error (absent from older files) is kept for dropped rows only; wrangle.csv has the rest
 HEADER_ERROR = "header_error"
 FETCHER_COLUMNS = [c for c in fetcher.COLUMNS if c != HEADER_ERROR]
+WRANGLE_CSV = csv_kind("wrangle table", FETCHER_COLUMNS + ADDED_COLUMNS)
 REASONS = ("zero_size", "unreadable", "repeated_7digitalid", "no_summary", "ambiguous_7digitalid",
            "mismatched", "untagged", "duplicate")
 MISMATCH_LINE = re.compile(r"^ERROR: <(SO[A-Z0-9]{16}) (TR[A-Z0-9]{16})>")
@@ -249,8 +251,11 @@ def run(fetcher_csv: str | Path, output: str | Path, *, path_h5: str | Path, pat
         raise ConfigError("--discard-no-tag needs --path-db lastfm_tags.db")
     if discard_dupl and path_txt_dupl is None:
         raise ConfigError("--discard-dupl needs --path-txt-dupl msd_duplicates.txt")
-    output = check_output(output, overwrite)
-    dropped_out = check_output(dropped_path(output), overwrite)
+    inputs = [(path, what) for path, what in ((fetcher_csv, "fetcher table"), (path_h5, "MSD summary"),
+                                              (path_db, "Last.fm database"), (path_txt_mism, "mismatch list"),
+                                              (path_txt_dupl, "duplicate list")) if path is not None]
+    output = check_output(output, WRANGLE_CSV, overwrite=overwrite, inputs=inputs)
+    dropped_out = check_output(dropped_path(output), DROP_REPORT, overwrite=overwrite, inputs=inputs)
     start = time.perf_counter()
     # the small inputs are read (and bad ones reported) before any progress output
     mismatched = read_mismatches(path_txt_mism) if path_txt_mism is not None else None

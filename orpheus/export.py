@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,11 +34,13 @@ if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbos
 
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError, MissingDependencyError  # noqa: E402
-from orpheus.files import check_output, write_json_atomic, write_text_atomic  # noqa: E402
+from orpheus.files import atomic_dir, check_output, write_json_atomic, write_text_atomic  # noqa: E402
+from orpheus.ownership import FolderKind, file_with  # noqa: E402
 
 log = logging.getLogger("orpheus.export")
 
 FORMATS = ("savedmodel", "onnx", "openvino", "litert")
+EXPORT = FolderKind("export", legacy=file_with("features.json", "tags.txt"))   # OUT: what --overwrite replaces
 MODEL_FILES = {"savedmodel": "saved_model", "onnx": "model.onnx", "openvino": "model.xml", "litert": "model.tflite"}
 EXTRAS = {"onnx": "tf2onnx (pip install orpheus-tagger[export])", "openvino": "openvino (pip install "
           "orpheus-tagger[openvino])", "litert": "ai-edge-litert (pip install orpheus-tagger[export])"}
@@ -108,21 +108,14 @@ def export_model(run_dir: str | Path, out: str | Path, fmt: str, *, overwrite: b
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run_dir, out = resolve_run_dir(run_dir), Path(out)
-    check_output(out, overwrite)
+    rule = dict(overwrite=overwrite, inputs=[(run_dir, "run directory being exported")], flag="OUT")
+    check_output(out, EXPORT, **rule)
     info = read_run_info(run_dir)
     model = load_model(run_dir)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out, EXPORT, **rule) as tmp:
         WRITERS[fmt](model, tmp / MODEL_FILES[fmt], info)
         write_json_atomic(tmp / "features.json", feature_description(info))
         write_text_atomic(tmp / "tags.txt", "".join(f"{t}\n" for t in info.tags))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s -> %s (%s)", run_dir, out / MODEL_FILES[fmt], fmt)
     return out
 
@@ -236,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("orpheus.export", "Export a run directory's model with its feature settings.", EPILOG)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (run.json + model.keras) or a "
                         "pretrained model name (MSD_musicnn, MTT_musicnn, MSD_vgg, MTT_vgg)")
-    parser.add_argument("out", metavar="OUT", help="new folder for the model, features.json and tags.txt")
+    parser.add_argument("out", metavar="OUT", help="new folder for the model, features.json and tags.txt "
+                        "(--overwrite replaces only an export Orpheus wrote)")
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="savedmodel",
                         help="savedmodel (TensorFlow), onnx (tf2onnx), openvino (IR) or litert (.tflite)")
     add_common_args(parser, overwrite=True)

@@ -17,9 +17,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError, OutputWriteError
+from orpheus.ownership import FolderKind, Kind, claim, mark
 
 T = TypeVar("T")
 
@@ -97,12 +98,18 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless `overwrite`; create the parent folder."""
+def check_output(path: str | os.PathLike, kind: Kind, *, overwrite: bool = False, resume: bool = False,
+                 inputs: Iterable[tuple[str | os.PathLike, str]] = (), read_whole: Iterable[str | os.PathLike] = (),
+                 flag: str = "") -> Path:
+    """Apply the ownership rule (`orpheus.ownership.claim`) to the output `path`; create its parent folder.
+
+    Raises `OutputExistsError` for an output of `kind` without `overwrite` (or `resume`), and
+    `ForeignOutputError` for anything Orpheus did not write there or an output that overlaps an input.
+    """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: output already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    claim(path, kind, overwrite=overwrite, resume=resume, inputs=inputs, read_whole=read_whole, flag=flag)
+    with writing_to(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -130,21 +137,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; when the block succeeds, rename it onto `path`.
+def atomic_dir(path: str | os.PathLike, kind: FolderKind, *, overwrite: bool = False,
+               inputs: Iterable[tuple[str | os.PathLike, str]] = (), read_whole: Iterable[str | os.PathLike] = (),
+               flag: str = "") -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; when the block succeeds, mark it as `kind` and rename it onto `path`.
 
-    An existing `path` is an `OutputExistsError` unless `overwrite` (checked before and after the block:
-    another process may finish first); it is then replaced in one rename. A failed block leaves nothing.
+    The ownership rule (`check_output`) is applied before and after the block (another process may
+    finish first): an existing output of `kind` is replaced, in one rename, only with `overwrite`, and
+    nothing Orpheus did not write is ever replaced. A failed block leaves nothing.
     """
     path = Path(path)
+    rule = dict(overwrite=overwrite, inputs=inputs, read_whole=read_whole, flag=flag)
+    check_output(path, kind, **rule)
     with writing_to(path.parent):
-        check_output(path, overwrite)
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         os.chmod(tmp_dir, 0o777 & ~_umask())    # mkdtemp makes it private; outputs are ordinary folders
     try:
         with writing_to(path.parent):
             yield tmp_dir
-            _replace_dir(tmp_dir, path, overwrite)
+            mark(tmp_dir, kind)
+            _replace_dir(tmp_dir, path, claim(path, kind, **rule))
     except OutputWriteError as err:     # met in the temporary folder: name the folder the user gave
         raise OutputWriteError(str(err).replace(str(tmp_dir), str(path.parent))) from err
     finally:
@@ -152,22 +164,21 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
             shutil.rmtree(tmp_dir)
 
 
-def _replace_dir(tmp_dir: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished `tmp_dir` onto `out_dir`; an existing `out_dir` is replaced only if `overwrite`."""
-    if out_dir.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it")
+def _replace_dir(tmp_dir: Path, out_dir: Path, claimed: str) -> None:
+    """Rename the finished `tmp_dir` onto `out_dir`: a new (or empty) one, or with `claimed` "replace" an
+    output of the same kind, moved aside first and removed once the new one is in place."""
+    if claimed == "replace":
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
         os.replace(out_dir, old / out_dir.name)
         os.replace(tmp_dir, out_dir)
         shutil.rmtree(old)
-    else:
-        try:
-            os.replace(tmp_dir, out_dir)
-        except OSError as err:      # another process renamed its output into place first
-            if not out_dir.exists():
-                raise
-            raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it") from err
+        return
+    try:
+        os.replace(tmp_dir, out_dir)
+    except OSError as err:      # another process renamed its output into place first
+        if not out_dir.exists():
+            raise
+        raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it") from err
 
 
 def _umask() -> int:
@@ -249,3 +260,62 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Seque
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
+
+
+def walk_files(root: str | os.PathLike, *, hidden: bool = True,
+               on_error: Callable[[OSError], None] | None = None) -> list[tuple[Path, str]]:
+    """Every file under the folder `root`, as (path, real path), sorted by path: the one folder walk of
+    `predict`, `labels --from-folders` and `fetcher`.
+
+    Links to folders are followed, but a folder whose real path was already visited is not entered
+    again: the tree's own folders are walked first, then the linked ones, so a link loop
+    (`album/loop -> ..`) or a link to a folder of the tree adds nothing, and a link to a folder
+    elsewhere (another disk) is walked once. A file reached by two paths (a link to it) is listed under
+    each; callers that count files keep one path per real path (`first_paths`). A broken link is
+    listed (reading it fails and is reported like any unreadable file). The result is the same on
+    every run.
+
+    Args:
+        hidden: also walk names that start with a dot.
+        on_error: called with the `OSError` of a folder that cannot be listed (which is then skipped).
+    """
+    seen: set[str] = set()
+    found: list[tuple[Path, str]] = []
+    folders, linked = [Path(root)], []
+    while folders or linked:
+        folder = folders.pop() if folders else linked.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name, reverse=True)
+        except OSError as err:
+            if on_error is not None:
+                on_error(err)
+            continue
+        for entry in entries:
+            if not hidden and entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+                is_link = entry.is_symlink()
+            except OSError:
+                is_dir = is_link = False
+            if is_dir:
+                (linked if is_link else folders).append(Path(entry.path))
+            elif is_link or entry.is_file():   # a broken link too: reading it reports it
+                found.append((Path(entry.path), os.path.realpath(entry.path)))
+    return sorted(found)
+
+
+def first_paths(files: Sequence[tuple[Path, str]]) -> list[Path]:
+    """The first path of each real path in `files` (pairs of `walk_files`), in order: a file counts once."""
+    seen: set[str] = set()
+    kept = []
+    for path, real in files:
+        if real not in seen:
+            seen.add(real)
+            kept.append(path)
+    return kept

@@ -44,7 +44,7 @@ import keras
 import numpy as np
 
 from orpheus.errors import ConfigError, MissingInputError
-from orpheus.rundir import MODEL_FILE, RUN_INFO, RunInfo, read_run_info, write_run_info
+from orpheus.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, read_run_info, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -228,19 +228,21 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
         out_dir: the new run directory (run.json, config.json, model.keras), written atomically.
         alpha: weight of the fine-tuned model, in [0, 1].
         source: the model `run_dir` started from, when its config.json does not say.
-        overwrite: replace an existing `out_dir`.
+        overwrite: replace an existing `out_dir` (only a run directory Orpheus wrote).
 
     Raises:
         ConfigError: alpha outside [0, 1], a run that was not fine-tuned, a source of another shape.
         MissingInputError: `run_dir` or the source is not a run directory. DataFormatError: its model cannot
-        be loaded. OutputExistsError: `out_dir` exists.
+        be loaded. OutputExistsError: `out_dir` exists (ForeignOutputError: it is not a run directory).
     """
     from orpheus.config import load_config
-    from orpheus.files import atomic_dir, write_json_atomic
+    from orpheus.files import atomic_dir, check_output, write_json_atomic
     from orpheus.tagging import load_model
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha {alpha}: must be between 0 (the source) and 1 (the fine-tuned run)")
-    run_dir = Path(run_dir)
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    rule = dict(overwrite=overwrite, inputs=[(run_dir, "fine-tuned run directory")], flag="OUT_DIR")
+    check_output(out_dir, RUN_DIRECTORY, **rule)   # before the work
     info = read_run_info(run_dir)
     config = load_config(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
     source = source or (config.train.init_from if config else None)
@@ -252,8 +254,7 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
     mixed = mixed_weights(model, info.tags, origin, alpha)
     mixed_info = dataclasses.replace(info, source=f"WiSE-FT alpha {alpha:g}: {alpha:g} x {run_dir} + "
                                                   f"{1 - alpha:g} x {origin.name}; {info.source}")
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, RUN_DIRECTORY, **rule) as tmp:
         model.save(tmp / MODEL_FILE)
         write_run_info(tmp, mixed_info)
         if config is not None:

@@ -26,6 +26,7 @@ run appends to it, so two runs cannot interleave their lines.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -35,7 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
-from orpheus.errors import OrpheusError
+from orpheus.errors import OrpheusError, Tally
+from orpheus.files import check_output
+from orpheus.ownership import FileKind
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +59,30 @@ def file_key(path: str | os.PathLike) -> tuple[str, int, int] | None:
     return absolute, stat.st_size, stat.st_mtime_ns
 
 
+RESULTS_LOG_HEADER = "orpheus_results_log"   # the key of a log's first line, its mark: {"orpheus_results_log": 1, ...}
+RESULTS_LOG_FORMAT = 1
+
+
+def is_results_log(path: Path) -> bool:
+    """Whether `path` is a results log Orpheus wrote: its first line is the header record, or (a log
+    written before the header existed) a record with the keys "path", "model" and "settings"."""
+    try:
+        with open(path, "rb") as f:
+            first = json.loads(f.readline(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and (RESULTS_LOG_HEADER in first or {"path", "model", "settings"} <= first.keys())
+
+
+RESULTS_LOG = FileKind("results log", is_results_log)
+
+
 class ResultsLog:
     """An append-only JSON-lines file of per-file records, locked while open.
 
-    Use as a context manager: opening repairs a torn last line and indexes the complete records by path
-    (the latest record of a path wins).
+    Use as a context manager: opening checks that the file is a results log (or new), repairs a torn
+    last line and indexes the complete records by path (the latest record of a path wins). A new log
+    starts with the header record {"orpheus_results_log": 1, "written_by": ...}, its mark.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -72,19 +94,22 @@ class ResultsLog:
         self._file = None
 
     def __enter__(self) -> "ResultsLog":
+        check_output(self.path, RESULTS_LOG, resume=True, flag="--output")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a+b")
         except OSError as err:
-            raise OrpheusError(f"{self.path}: cannot open the results log ({err.strerror or err}); "
-                               "check the folder's permissions or give another --output") from err
+            raise self._error("cannot open the results log", err) from err
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
             self._file.close()
             raise LogBusyError(f"{self.path}: another predict run is writing to this log; wait for it to "
                                "finish or give another --output") from err
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._file.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -99,18 +124,21 @@ class ResultsLog:
                 break  # a torn last line: cut off below
             good_end += len(line)
             try:
-                self._index(json.loads(line))
+                record = json.loads(line)
+                if RESULTS_LOG_HEADER not in record:
+                    self._index(record)
             except (ValueError, KeyError, TypeError, AttributeError):
                 self.dropped_lines += 1
         size = f.seek(0, os.SEEK_END)
-        if size > good_end:
+        if size > good_end:  # only in a file recognised as a results log (see __enter__)
             log.warning("%s: cut off an incomplete last line (%d bytes) left by an interrupted run",
                         self.path, size - good_end)
-            f.truncate(good_end)
-            f.flush()
-            os.fsync(f.fileno())
+            self._cut(good_end)
         if self.dropped_lines:
             log.warning("%s: ignored %d malformed lines", self.path, self.dropped_lines)
+        if good_end == 0:
+            from orpheus import __version__
+            self._write({RESULTS_LOG_HEADER: RESULTS_LOG_FORMAT, "written_by": f"orpheus {__version__}"})
 
     def _index(self, record: dict[str, Any]) -> None:
         settings = sys.intern(_canonical(record.get("settings")))
@@ -128,16 +156,61 @@ class ResultsLog:
         """Write one record as one line, then flush and fsync, so a kill loses at most this record.
 
         Raises:
-            OrpheusError: the disk is full or the log cannot be written; the records so far stay valid.
+            OrpheusError: the disk is full or the log cannot be written; the line is taken back, so the
+                records so far stay valid and a rerun resumes after them.
         """
-        try:
-            self._file.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as err:
-            raise OrpheusError(f"{self.path}: cannot append to the results log ({err.strerror or err}); free "
-                               "some space and rerun the same command to resume") from err
+        self._write(record)
         self._index(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        # straight to the file descriptor (opened for appending), so no buffer holds a torn line after a failure
+        fd = self._file.fileno()
+        end = os.fstat(fd).st_size
+        data = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError as err:
+            try:
+                self._cut(end)      # no torn line left behind
+            except OSError:
+                pass
+            raise self._error("cannot append to the results log", err) from err
+
+    def _cut(self, end: int) -> None:
+        os.ftruncate(self._file.fileno(), end)
+        os.fsync(self._file.fileno())
+
+    def _error(self, what: str, err: OSError) -> OrpheusError:
+        """The one-line error for `err` met on the log, with the fix that works for its cause."""
+        advice = {errno.ENOSPC: "no space left on device; free some space, then rerun the same command to resume",
+                  errno.EDQUOT: "disk quota exceeded; free some space, then rerun the same command to resume",
+                  errno.EROFS: "the file system is read-only; give --output a file on a writable one",
+                  errno.EACCES: "permission denied; give --output a file you may write",
+                  errno.EPERM: "permission denied; give --output a file you may write"}
+        reason = advice.get(err.errno, f"{err.strerror or err}; give --output another file")
+        return OrpheusError(f"{self.path}: {what}: {reason}")
+
+
+class StreamLog:
+    """`--output -`: the records as JSON lines on standard output (nothing to resume, nothing to lock)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> "StreamLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stream.flush()
+
+    def is_done(self, *args) -> bool:
+        return False
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
 
 
 def _canonical(settings: Any) -> str:
@@ -186,6 +259,11 @@ class LibrarySummary:
     skipped_done: int = 0
     outcomes: list = field(default_factory=list)
 
+    def tally(self, total: int) -> Tally:
+        """The exit status's counts: files that failed, and files whose tags could not be written."""
+        from orpheus.tag_writer import SKIPPED
+        return Tally(total, failed=self.failed, skipped=sum(o.status == SKIPPED for o in self.outcomes))
+
 
 def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOptions, *, quiet: bool = False,
                 report: TextIO | None = None, **tag_kwargs) -> LibrarySummary:
@@ -201,7 +279,12 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
     settings = options.resume_settings()
     summary = LibrarySummary()
     # a dry run writes nothing, the log included: every file counts as not yet logged
-    results_log = ResultsLog(options.output) if options.output is not None and not options.dry_run else None
+    results_log = None
+    if options.output == "-" and not options.dry_run:
+        results_log = StreamLog(sys.stdout)
+        report = sys.stderr if report is sys.stdout else report   # stdout carries the records
+    elif options.output is not None and not options.dry_run:
+        results_log = ResultsLog(options.output)
 
     def needs_work(path: str) -> bool:
         logged = options.output is None or (
@@ -282,7 +365,8 @@ def _record(result, tagger, identity, settings: dict[str, Any], options: Library
 def run_predict_library(files: Sequence[str | os.PathLike], options: LibraryOptions, *, run_dir: str | None,
                         model: str, window_s: float | None, hop_s: float | None, aggregate: str, batch_size: int | None,
                         jobs: int, quiet: bool, precision: str = "exact", **tag_kwargs) -> int:
-    """`predict --output` / `--write-tags`: load the model, run the library; 1 when some file failed, else 0."""
+    """`predict --output` / `--write-tags`: load the model, run the library; returns what was done
+    (a failed file, or a file whose tags could not be written, counts as not done)."""
     from orpheus.api import Tagger
     tagger = Tagger(None if run_dir is not None else model, run_dir=run_dir, window_s=window_s, hop_s=hop_s,
                     aggregate=aggregate, batch_size=batch_size, jobs=jobs, precision=precision)
@@ -290,4 +374,4 @@ def run_predict_library(files: Sequence[str | os.PathLike], options: LibraryOpti
     if precision != "exact":  # exact is the model's own numbers: records of either kind stay comparable
         options.settings["precision"] = precision
     summary = run_library(tagger, files, options, quiet=quiet, **tag_kwargs)
-    return 1 if summary.failed else 0
+    return summary.tally(len(files))

@@ -44,13 +44,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from orpheus.cli import HelpFormatter, add_common_args, make_parser, run_main
 from orpheus.data import data_file
 from orpheus.feature_settings import FeatureSettings
-from orpheus.errors import DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError
-from orpheus.files import atomic_dir
+from orpheus.errors import (DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError,
+                            OutputWriteError)
+from orpheus.files import atomic_dir, check_output
 from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INSTALL_COMMAND,  # noqa: F401
                                         MUSICNN_SCOPES, VGG_SCOPES, checkpoint_digest, checkpoint_folder,
                                         is_optimizer_state, load_checkpoint_values, musicnn_package_dir,
                                         open_checkpoint)
-from orpheus.rundir import MODEL_FILE, RUN_INFO, RunInfo, write_run_info
+from orpheus.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, write_run_info
 
 if TYPE_CHECKING:  # finding a cached conversion needs no TensorFlow (tagging with --precision fast)
     import keras
@@ -201,16 +202,17 @@ def convert(name: str, out_dir: str | os.PathLike, *, overwrite: bool = False,
     Args:
         name: a key of `PRETRAINED`.
         out_dir: the run directory to write (`run.json` + `model.keras`).
-        overwrite: replace an existing `out_dir`; otherwise an existing one is an `OutputExistsError`.
+        overwrite: replace an existing `out_dir` (only a run directory Orpheus wrote); otherwise an existing
+            one is an `OutputExistsError`.
         package_dir: the musicnn package folder; default: the installed one.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir}: output already exists; pass --overwrite to replace it")
+    check_output(out_dir, RUN_DIRECTORY, overwrite=overwrite, flag="--out")
     model, (n_variables, n_values, n_optimizer), checkpoint_dir = build_pretrained_model(name, package_dir)
     source = f"musicnn 0.1.0 checkpoint {name} ({checkpoint_dir}, sha256 {checkpoint_digest(checkpoint_dir)})"
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp_dir:
+    with atomic_dir(out_dir, RUN_DIRECTORY, overwrite=overwrite, inputs=[(checkpoint_dir, "musicnn checkpoint")],
+                    flag="--out") as tmp_dir:
         model.save(tmp_dir / MODEL_FILE)
         write_run_info(tmp_dir, run_info(name, source))
     summary = ConversionSummary(name, out_dir, n_variables, n_values, n_optimizer, time.perf_counter() - start)
@@ -249,6 +251,10 @@ def pretrained_run_dir(name: str, *, package_dir: str | os.PathLike | None = Non
     logger.info("converting pretrained model %s into %s (once)", name, run_dir)
     try:
         convert(name, run_dir, package_dir=package_dir)
+    except OutputWriteError as err:   # "choose another output folder" would not help: the cache is ours to pick
+        reason = str(err).split(": ", 1)[-1].split(";")[0]   # "read-only file system", "no space left on device"
+        raise OutputWriteError(f"{run_dir.parent}: the model cache cannot be written ({reason}); set ORPHEUS_CACHE "
+                               "to a folder you can write to") from err
     except OutputExistsError:
         if not is_complete_run_dir(run_dir):   # not a concurrent conversion that finished first
             raise OutputExistsError(f"{run_dir}: incomplete cached conversion; delete that folder and retry")
@@ -286,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser.add_argument("--out", type=Path, default=None,
                                 help="run directory to write (with no NAME: a folder receiving one run "
                                      "directory per model); None: the cache folder")
-    convert_parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    convert_parser.add_argument("--overwrite", action="store_true",
+                                help="replace a run directory that Orpheus wrote (never anything else)")
     return parser
 
 

@@ -17,6 +17,9 @@ from tqdm import tqdm
 
 from orpheus.errors import AudioDeviceError, ConfigError
 from orpheus.files import atomic_path
+from orpheus.ownership import FileKind, has_software_field, software_name
+
+RECORDING = FileKind("recording", has_software_field)   # a WAV whose "Software" field names Orpheus
 
 log = logging.getLogger(__name__)
 
@@ -105,5 +108,6 @@ def record(duration_s: float, sample_rate: int, *, countdown_s: int = 3, quiet: 
 def save_recording(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
     """Write float32 [n_samples] mono audio as a 16-bit PCM wav, atomically."""
     import soundfile as sf
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), samples, sample_rate, subtype="PCM_16", format="WAV")
+    with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", sample_rate, 1, "PCM_16", format="WAV") as f:
+        f.software = software_name()   # the mark: a recording Orpheus wrote (RECORDING)
+        f.write(samples)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from orpheus.errors import DataFormatError
 from orpheus.files import read_json_record, write_json_atomic
 from orpheus.feature_settings import FORMATS, NORMALISATIONS, FeatureSettings, nest_features
+from orpheus.ownership import FolderKind
 
 if TYPE_CHECKING:  # the TFRecord spec imports TensorFlow, which tagging with --precision fast never loads
     from orpheus.spec import DatasetInfo
@@ -31,6 +32,14 @@ if TYPE_CHECKING:  # the TFRecord spec imports TensorFlow, which tagging with --
 RUN_INFO = "run.json"
 MODEL_FILE = "model.keras"
 LAST_MODEL_FILE = "last.keras"
+
+
+def _is_run_dir(folder: Path) -> bool:
+    """A run directory written before the ownership marker: run.json beside model.keras or config.json."""
+    return (folder / RUN_INFO).is_file() and ((folder / MODEL_FILE).is_file() or (folder / "config.json").is_file())
+
+
+RUN_DIRECTORY = FolderKind("run directory", legacy=_is_run_dir)   # training, WiSE-FT, pretrained conversion
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import soundfile as sf
 from orpheus import audio as audio_io
 from orpheus.feature_settings import FeatureSettings
 from orpheus.errors import MissingInputError, OrpheusError
+from orpheus.files import first_paths, walk_files
 
 STREAM_THRESHOLD_S = 600.0  # files longer than this are streamed in blocks, in the main process
 STREAM_BLOCK_S = 60.0       # seconds of audio decoded per block when streaming
@@ -28,6 +29,9 @@ TRUNCATION_TOLERANCE_S = 1.0  # decoded audio this much shorter than the header'
 def list_audio_files(path: str | Path) -> list[Path]:
     """One audio file, or every mp3/ogg/opus/flac/wav under a folder (recursive), sorted by path.
 
+    The folder walk is `orpheus.files.walk_files`: links to folders are followed, never into a folder
+    already walked, and a file reached by two paths is tagged once (under its first path).
+
     Raises:
         MissingInputError: `path` does not exist, or the folder holds no audio file.
     """
@@ -36,7 +40,7 @@ def list_audio_files(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise MissingInputError(f"{path}: no such file or folder; --mp3 takes an audio file or a folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in audio_io.AUDIO_EXTENSIONS)
+    files = first_paths([(p, real) for p, real in walk_files(path) if p.suffix.lower() in audio_io.AUDIO_EXTENSIONS])
     if not files:
         raise MissingInputError(f"{path}: no {'/'.join(e[1:] for e in audio_io.AUDIO_EXTENSIONS)} files in "
                                 "this folder or below; check the path")

@@ -7,6 +7,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from orpheus.ownership import FileKind, has_software_field
+
+TAGGRAM = FileKind("taggram", has_software_field)   # a PNG whose "Software" field names Orpheus
+
 
 def ranked_tags(tags: Sequence[str], scores: np.ndarray, *, threshold: float | None = None,
                 top: int | None = None) -> list[tuple[str, float]]:
@@ -43,6 +47,7 @@ def plot_taggram(path: str | Path, result, tags: Sequence[str], window_s: float)
     import matplotlib.pyplot as plt
 
     from orpheus.files import atomic_path
+    from orpheus.ownership import software_name
     probs = result.window_scores
     fig = plt.figure(figsize=(max(6.0, 0.25 * probs.shape[0] + 3), max(4.0, 0.18 * len(tags) + 1.5)))
     ax = fig.subplots()
@@ -57,5 +62,5 @@ def plot_taggram(path: str | Path, result, tags: Sequence[str], window_s: float)
     fig.colorbar(image, ax=ax, label="probability")
     fig.tight_layout()
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
+        fig.savefig(f, format="png", dpi=100, metadata={"Software": software_name()})   # the mark: ours
     plt.close(fig)

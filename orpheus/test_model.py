@@ -25,8 +25,9 @@ from typing import Sequence, TextIO  # noqa: E402
 import numpy as np  # noqa: E402
 
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError, MissingDependencyError, OrpheusError  # noqa: E402
-from orpheus.files import atomic_path, check_output, require_dir, write_csv_atomic  # noqa: E402
+from orpheus.errors import ConfigError, MissingDependencyError, OrpheusError, Tally  # noqa: E402
+from orpheus.files import atomic_dir, atomic_path, check_output, require_dir, write_csv_atomic  # noqa: E402
+from orpheus.ownership import FileKind, FolderKind, csv_kind, file_with, read_head  # noqa: E402
 
 log = logging.getLogger("orpheus.test_model")
 
@@ -104,13 +105,25 @@ def write_outputs(results: list, tagger, *, fmt: str, threshold: float | None, t
             stream.write("\n")
 
 
-def taggram_paths(png: str, results: list) -> list[Path | None]:
-    """PNG path per result: `png` itself for one file, else `STEM-NNN-AUDIOSTEM.png` beside it."""
+def taggram_paths(png: str, files: Sequence[str | Path]) -> list[Path]:
+    """PNG path per tagged file: `png` itself for one file, else `STEM-NNN-AUDIOSTEM.png` beside it."""
     png_path = Path(png)
-    if len(results) == 1:
+    if len(files) == 1:
         return [png_path]
-    return [png_path.with_name(f"{png_path.stem}-{i:03d}-{Path(r.file).stem}{png_path.suffix or '.png'}")
-            for i, r in enumerate(results)]
+    return [png_path.with_name(f"{png_path.stem}-{i:03d}-{Path(f).stem}{png_path.suffix or '.png'}")
+            for i, f in enumerate(files)]
+
+
+EMBEDDINGS_COLUMNS = ("file", "first_window", "n_windows")
+EMBEDDINGS_INDEX = csv_kind("embeddings index", EMBEDDINGS_COLUMNS)
+
+
+def _is_embeddings(path: Path) -> bool:
+    """An .npy file with an embeddings index written by Orpheus beside it."""
+    return read_head(path, 6) == b"\x93NUMPY" and EMBEDDINGS_INDEX.recognise(embeddings_index_path(path))
+
+
+EMBEDDINGS = FileKind("embeddings file", _is_embeddings)
 
 
 def write_embeddings(path: Path, results: list) -> None:
@@ -124,11 +137,29 @@ def write_embeddings(path: Path, results: list) -> None:
     for r in good:
         rows.append([r.file, first, r.embeddings.shape[0]])
         first += r.embeddings.shape[0]
-    write_csv_atomic(embeddings_index_path(path), ["file", "first_window", "n_windows"], rows)
+    write_csv_atomic(embeddings_index_path(path), EMBEDDINGS_COLUMNS, rows)
 
 
 def embeddings_index_path(path: Path) -> Path:
     return path.with_name(path.name + ".index.csv")
+
+
+def check_predict_outputs(files: Sequence[Path], *, taggram: str | None, embeddings: str | None,
+                          save_recording: str | None, overwrite: bool) -> None:
+    """The ownership rule on predict's file outputs, before any work: each taggram PNG, the embeddings
+    and their index, the saved recording."""
+    from orpheus.recording import RECORDING
+    from orpheus.tag_output import TAGGRAM
+    outputs = []
+    if taggram is not None:
+        outputs += [(png, TAGGRAM, "--taggram") for png in taggram_paths(taggram, files or ["<microphone>"])]
+    if embeddings is not None:
+        outputs += [(Path(embeddings), EMBEDDINGS, "--embeddings"),
+                    (embeddings_index_path(Path(embeddings)), EMBEDDINGS_INDEX, "--embeddings")]
+    if save_recording is not None:
+        outputs.append((Path(save_recording), RECORDING, "--save-recording"))
+    for path, kind, flag in outputs:
+        check_output(path, kind, overwrite=overwrite, flag=flag)
 
 
 def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: str | None = None,
@@ -139,8 +170,8 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
                 embeddings: str | None = None, jobs: int = 1, batch_size: int | None = None, overwrite: bool = False,
                 quiet: bool = False, stream: TextIO | None = None, stream_threshold_s: float | None = None,
                 precision: str = "exact", output: str | None = None, write_tags: bool = False,
-                write_genre: bool = False, dry_run: bool = False) -> int:
-    """Tag files or a recording and print the results; returns 1 when some file failed, else 0.
+                write_genre: bool = False, dry_run: bool = False) -> Tally:
+    """Tag files or a recording and print the results; returns how many files were tagged and failed.
 
     With `output` (a JSON-lines log) or `write_tags`, runs `orpheus.library_run` instead (resumable).
     """
@@ -152,10 +183,9 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
         raise ConfigError("--save-recording needs --record")
     if top is not None and top <= 0:
         raise ConfigError(f"--top must be positive, got {top}")
-    for out in (taggram, embeddings, save_recording):
-        if out is not None:
-            check_output(out, overwrite)
     files = list_audio_files(mp3) if mp3 is not None else []
+    check_predict_outputs(files, taggram=taggram, embeddings=embeddings, save_recording=save_recording,
+                          overwrite=overwrite)
     if output is not None or write_tags or write_genre or dry_run:  # library-scale run (orpheus.library_run)
         return _predict_library(files, run_dir=run_dir, model=model, window_s=window_s, hop_s=hop_s,
                                 aggregate=aggregate, batch_size=batch_size, jobs=jobs, quiet=quiet,
@@ -180,26 +210,24 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
                                         stream_threshold_s=stream_threshold_s or STREAM_THRESHOLD_S))
     failed = [r for r in results if r.error is not None]
     for r in failed:
-        print(f"test_model.py: error: {r.error}", file=sys.stderr)
+        log.error("%s", r.error)
     for r in results:
         for warning in r.warnings:
             log.warning("%s: %s", r.file, warning)
     write_outputs(results, tagger, fmt=fmt, threshold=threshold, top=top, taggram=taggram, stream=stream)
     if taggram is not None:
         window_s_used = tagger.window_frames / tagger.frames_per_second
-        for result, png in zip(results, taggram_paths(taggram, results)):
+        for result, png in zip(results, taggram_paths(taggram, [r.file for r in results])):
             if result.error is None:
                 plot_taggram(png, result, tagger.tags, window_s_used)
     if embeddings is not None:
         write_embeddings(Path(embeddings), results)
-    if failed:
-        log.warning("%d of %d files could not be tagged", len(failed), len(results))
-    return 1 if failed else 0
+    return Tally(len(results), failed=len(failed))
 
 
 def _predict_library(files: list, *, output: str | None, write_tags: bool, write_genre: bool, dry_run: bool,
                      fmt: str, record: bool, taggram: str | None, embeddings: str | None, threshold: float | None,
-                     top: int | None, **kwargs) -> int:
+                     top: int | None, **kwargs) -> Tally:
     """Check the library-run flags, then `orpheus.library_run.run_predict_library`."""
     from orpheus.library_run import LibraryOptions, run_predict_library
     if record or taggram is not None or embeddings is not None:
@@ -212,6 +240,9 @@ def _predict_library(files: list, *, output: str | None, write_tags: bool, write
         raise ConfigError("--output and --write-tags report one line per file: use --format table or json")
     if write_tags and threshold is None and top is None:
         top = TABLE_TOP  # the same default selection as the table
+    if output not in (None, "-") and not dry_run:   # before the model loads: the log must be new or one of ours
+        from orpheus.library_run import RESULTS_LOG
+        check_output(output, RESULTS_LOG, resume=True, flag="--output")
     options = LibraryOptions(output=output, write_tags=write_tags, write_genre=write_genre, dry_run=dry_run,
                              fmt=fmt, threshold=threshold, top=top)
     return run_predict_library(files, options, **kwargs)
@@ -227,6 +258,7 @@ def run_data_config(run_dir: Path):
     return load_config(path).data if path.is_file() else DataConfig()
 
 
+REPORT = FolderKind("evaluation report", legacy=file_with("metrics.json", "per_tag.csv"))
 TEST_FAST_BATCH_SIZE = 4  # windows per call of fast's OpenVINO model in `test`, beside TensorFlow (see run_test)
 
 
@@ -243,7 +275,8 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     run_path = require_dir(run_dir, "--run-dir run")
     shard_dir = require_dir(tfrecords_dir, "--tfrecords-dir shard")
     out_dir = Path(out) if out is not None else run_path / f"report-{split}"
-    check_output(out_dir / "metrics.json", overwrite)
+    rule = dict(overwrite=overwrite, inputs=[(run_path, "run directory"), (shard_dir, "shard folder")], flag="--out")
+    check_output(out_dir, REPORT, **rule)
     dataset_info = read_dataset_info(shard_dir)
     # The shards are read with TensorFlow (tf.data), so it is loaded here anyway (0.70 GB): exact runs the Keras
     # model itself, and fast's OpenVINO model gets smaller batches, which keeps the peak under 1 GB
@@ -275,8 +308,9 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     flush()
     if not tids:
         raise OrpheusError(f"{shard_dir}: no {split} tracks; check --split or rerun preprocessing")
-    metrics = write_report(out_dir, tids, tagger.tags, np.stack(labels), np.stack(scores), threshold=threshold,
-                           kernel=tag_kernel(tagger.model), map_method=map_method)
+    with atomic_dir(out_dir, REPORT, **rule) as tmp:
+        metrics = write_report(tmp, tids, tagger.tags, np.stack(labels), np.stack(scores), threshold=threshold,
+                               kernel=tag_kernel(tagger.model), map_method=map_method)
     log.info("%s: per-track ROC-AUC macro %.4f micro %.4f, PR-AUC (average precision) macro %.4f micro %.4f "
              "over %d tracks -> %s", split,
              metrics["roc_auc_macro"] or float("nan"), metrics["roc_auc_micro"] or float("nan"),
@@ -337,8 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(predict)
     library = predict.add_argument_group("library runs (resumable; see orpheus/library_run.py)")
     library.add_argument("--output", metavar="OUT.jsonl", help="append one JSON record per file (all tags "
-                         "unless --top/--threshold) to this log instead of printing; a rerun skips files recorded with the same path, size, mtime, "
-                         "model and settings")
+                         "unless --top/--threshold) to this log instead of printing: a new file or a log written by "
+                         "predict (nothing else is touched); a rerun skips files recorded with the same path, size, "
+                         "mtime, model and settings; - : the records on standard output")
     library.add_argument("--write-tags", action="store_true", help="write the selected tags (--top/--threshold; "
                          f"default top {TABLE_TOP}) into each file as one value joined by '; ': ID3 "
                          "TXXX:ORPHEUS_TAGS (mp3, wav; the tag keeps its version) or Vorbis comment ORPHEUS_TAGS "

@@ -54,7 +54,8 @@ from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
 from orpheus.files import atomic_path, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
-from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RunInfo, read_run_info, write_run_info
+from orpheus.ownership import ForeignOutputError, claim, mark
+from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule
 from orpheus.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
                               worker_count)
@@ -85,7 +86,12 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
     model whose features differ) is checked before the folder is created, so a refused run leaves no
     stub behind.
     """
+    inputs = [(shard_dir, "shard folder")]
+    init_from = config.train.init_from
+    if init_from and Path(init_from).exists():
+        inputs.append((init_from, "run directory it starts from (--init-from)"))
     if resume:
+        claim(run_dir, RUN_DIRECTORY, resume=True, inputs=inputs, flag="--run-dir")
         saved = run_dir / "config.json"
         if not saved.is_file():
             raise ConfigError(f"{saved}: not found; --resume needs a run directory of an earlier run")
@@ -93,18 +99,23 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
             raise ConfigError(f"{saved}: differs from --config; resume with the run's own config "
                               f"(--config {saved}) or start a new --run-dir")
         return read_run_info(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+    try:
+        claimed = claim(run_dir, RUN_DIRECTORY, overwrite=overwrite, inputs=inputs, flag="--run-dir")
+    except ForeignOutputError:
+        raise
+    except OutputExistsError as err:
         raise OutputExistsError(f"{run_dir}: run directory exists; pass --resume to continue it or "
-                                "--overwrite to start again")
+                                "--overwrite to start again") from err
     run_info = data_input.make_run_info(shard_dir, config, kept_info=kept_info)
     check_config(config, run_info.features.format)
     if source is not None:
         run_info = finetune.adapt_run_info(run_info, source, config.model.name)
     with writing_to(run_dir):
-        if run_dir.exists():
+        if claimed == "replace":   # a run directory Orpheus wrote (never anything else)
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
     try:
+        mark(run_dir, RUN_DIRECTORY)
         write_json_atomic(run_dir / "config.json", config.to_json())
         write_run_info(run_dir, run_info)
     except BaseException:

@@ -44,7 +44,9 @@ def test_exported_model_matches_keras(fmt, tiny_run_dir, tmp_path):  # noqa: F81
 def test_export_refuses_to_overwrite_and_unknown_input(tiny_run_dir, tmp_path):  # noqa: F811
     out = tmp_path / "saved"
     out.mkdir()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    for name in ("features.json", "tags.txt"):   # an export of an earlier version (no ownership marker)
+        (out / name).write_text("{}")
+    with pytest.raises(OutputExistsError, match="an export written by Orpheus is already there; pass --overwrite"):
         export.export_model(tiny_run_dir, out, "savedmodel")
     with pytest.raises(ConfigError, match="not a run directory"):
         export.export_model(tmp_path / "nowhere", tmp_path / "x", "savedmodel")

@@ -2,7 +2,8 @@ import pytest
 
 from orpheus import cli
 from orpheus.errors import DataFormatError, OutputExistsError
-from orpheus.files import atomic_path, check_output, partial_path, read_partial, write_csv_atomic
+from orpheus.files import atomic_dir, atomic_path, check_output, partial_path, read_partial, write_csv_atomic
+from orpheus.ownership import MARKER, FolderKind, ForeignOutputError, claim, csv_kind, marker_kind
 from orpheus.parallel import batched, parallel_map
 from tests.fixtures_disk import full_disk  # noqa: F401  (fixture)
 
@@ -29,12 +30,56 @@ def test_atomic_outputs_get_umask_permissions(tmp_path):
     assert (tmp_path / "x.csv").stat().st_mode & 0o777 == 0o644
 
 
-def test_check_output_refuses_overwrite(tmp_path):
+def test_check_output_replaces_only_its_own_kind_and_only_with_overwrite(tmp_path):
+    kind = csv_kind("fruit table", ("fruit", "count"))
     target = tmp_path / "x.csv"
     target.write_text("")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        check_output(target, overwrite=False)
-    assert check_output(target, overwrite=True) == target
+    assert check_output(target, kind) == target     # an empty file is free
+    write_csv_atomic(target, ["fruit", "count", "colour"], [["fig", 3, "purple"]])
+    with pytest.raises(OutputExistsError, match="a fruit table written by Orpheus is already there; pass --overwrite"):
+        check_output(target, kind, overwrite=False)
+    assert check_output(target, kind, overwrite=True) == target
+    assert claim(target, kind, resume=True) == "resume"
+    target.write_text("fruit;count\nfig;3\n")      # someone else's
+    with pytest.raises(ForeignOutputError, match=r"holds a text file \(18 bytes\), not a fruit table written by"):
+        check_output(target, kind, overwrite=True)
+
+
+def test_folder_kinds_are_marked_and_earlier_ones_recognised(tmp_path):
+    kind = FolderKind("fruit basket", legacy=lambda folder: (folder / "basket.json").is_file())
+    out = tmp_path / "basket"
+    with atomic_dir(out, kind) as tmp:
+        (tmp / "fig").write_text("1")
+    assert marker_kind(out) == "fruit basket" and claim(out, kind, overwrite=True) == "replace"
+    assert "a fruit basket written by Orpheus" in str(pytest.raises(OutputExistsError, claim, out, kind).value)
+    other = FolderKind("crate")
+    with pytest.raises(ForeignOutputError, match="holds a fruit basket written by Orpheus, not a crate"):
+        claim(out, other, overwrite=True)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "basket.json").write_text("{}")      # written before the marker existed
+    assert claim(old, kind, resume=True) == "resume" and claim(old, kind, overwrite=True) == "replace"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert claim(empty, other) == "new"
+    with atomic_dir(empty, other) as tmp:
+        (tmp / "x").write_text("")
+    assert sorted(p.name for p in empty.iterdir()) == [MARKER, "x"]
+
+
+def test_an_output_may_not_be_nor_hold_its_input(tmp_path):
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    kind = FolderKind("export")
+    for out, problem in ((run, "is the run itself"), (tmp_path / "runs", "holds the run"),
+                         (tmp_path / "link", "is the run itself")):
+        if out.name == "link":
+            out.symlink_to(run)
+        with pytest.raises(ForeignOutputError, match=problem):
+            claim(out, kind, overwrite=True, inputs=[(run, "run")])
+    assert claim(run / "inside", kind, inputs=[(run, "run")]) == "new"
+    with pytest.raises(ForeignOutputError, match="lies inside the run"):
+        claim(run / "inside", kind, inputs=[(run, "run")], read_whole=[run])
 
 
 def _square(x):

@@ -160,7 +160,7 @@ def test_wise_ft_command_and_its_one_line_errors(source_run, tuned, tmp_path, ca
     _, run_dir = tuned
     assert finetune.main([str(run_dir), str(tmp_path / "w"), "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "w")
-    for argv, expected in (([str(run_dir), str(tmp_path / "w")], "output already exists; pass --overwrite"),
+    for argv, expected in (([str(run_dir), str(tmp_path / "w")], "already there; pass --overwrite"),
                            ([str(run_dir), str(tmp_path / "x"), "--alpha", "1.5"], "--alpha 1.5: must be between"),
                            ([str(source_run), str(tmp_path / "x")], "was not fine-tuned"),
                            ([str(tmp_path / "nowhere"), str(tmp_path / "x")], "run.json: not found")):

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from orpheus import tag_writer, tagging, test_model
+from orpheus.errors import EXIT_PARTIAL
 from orpheus.library_run import LogBusyError, ResultsLog
 from tests.fixtures_audio import write_clip
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
@@ -39,16 +40,19 @@ def predict(capsys, run_dir, *args) -> tuple[int, str, str]:
 
 
 def read_log(path: Path) -> list[dict]:
+    """The records of a results log, after its header record (checked)."""
     text = path.read_text(encoding="utf-8")
     assert text == "" or text.endswith("\n")
-    return [json.loads(line) for line in text.splitlines()]
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert not lines or lines[0]["orpheus_results_log"] == 1
+    return lines[1:]
 
 
 def test_log_records_every_file_and_rerun_skips_them(capsys, tiny_run_dir, library, tmp_path):  # noqa: F811
     log_path = tmp_path / "tags.jsonl"
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--output", log_path, "--top", "3")
     records = read_log(log_path)
-    assert status == 1 and out == ""  # broken.mp3 failed: exit 1, recorded, the run went on
+    assert status == EXIT_PARTIAL and out == ""  # broken.mp3 failed: recorded, the run went on
     assert [r["path"] for r in records] == [str(library / n) for n in ["a.mp3", "b/c.ogg", "b/d.flac", "broken.mp3",
                                                                        "e.wav"]]
     good = [r for r in records if r["error"] is None]
@@ -80,9 +84,9 @@ def test_log_records_every_file_and_rerun_skips_them(capsys, tiny_run_dir, libra
 def test_torn_last_line_is_cut_off_and_its_file_redone(capsys, tiny_run_dir, library, tmp_path):  # noqa: F811
     log_path = tmp_path / "tags.jsonl"
     predict(capsys, tiny_run_dir, "--mp3", library, "--output", log_path)
-    lines = log_path.read_bytes().splitlines(keepends=True)
+    header, *lines = log_path.read_bytes().splitlines(keepends=True)
     assert len(lines) == 5
-    torn = b"".join(lines[:2]) + lines[2][:37]  # as a kill in the middle of writing the third record leaves it
+    torn = header + b"".join(lines[:2]) + lines[2][:37]  # as a kill in the middle of the third record leaves it
     log_path.write_bytes(torn)
     _, _, err = predict(capsys, tiny_run_dir, "--mp3", library, "--output", log_path)
     records = read_log(log_path)  # valid JSON lines again
@@ -112,8 +116,9 @@ def test_write_tags_then_rerun_rewrites_nothing(capsys, tiny_run_dir, library, t
     _, dry, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre",
                         "--dry-run")
     assert dry.count("would write") == 3 and all(p.read_bytes() == data for p, data in snapshot.items())
-    status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre")
-    assert status == 1  # broken.mp3 could not be tagged
+    status, out, err = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre")
+    assert status == EXIT_PARTIAL  # broken.mp3 could not be tagged, e.wav not written
+    assert err.splitlines()[-1] == "test_model.py predict: 1 of 5 files failed and 1 skipped; 3 done"
     assert out.count(": written: ") == 3 and f"{library / 'e.wav'}: skipped: read-only file" in out
     skips = [line for line in out.splitlines() if ": skipped: " in line]
     assert skips == [line for line in dry.splitlines() if ": skipped: " in line]  # the dry run foretold them
@@ -142,7 +147,7 @@ def test_output_and_write_tags_together_resume(capsys, tiny_run_dir, library, tm
     assert flac["mtime_ns"] == (library / "b" / "d.flac").stat().st_mtime_ns  # the file as written
     assert "tag_write" not in records[str(library / "broken.mp3")]
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--output", log_path)
-    assert status == 1 and out == "" and len(read_log(log_path)) == 5 + 1  # only broken.mp3 again
+    assert status == EXIT_PARTIAL and out == "" and len(read_log(log_path)) == 5 + 1  # only broken.mp3 again
 
 
 def test_write_tags_reports_like_predict_json_warnings_and_leftovers(capsys, tiny_run_dir, tmp_path):  # noqa: F811
@@ -187,9 +192,9 @@ def test_flag_errors_are_one_line(capsys, tiny_run_dir, library, tmp_path):  # n
     assert status == 1 and "drop --record, --taggram and --embeddings" in err
     (tmp_path / "a_file").write_text("")
     status, _, err = predict(capsys, tiny_run_dir, "--mp3", library, "--output", tmp_path / "a_file" / "x.jsonl")
-    assert status == 1 and "cannot open the results log" in err and len(err.strip().splitlines()) == 1
+    assert status == 1 and "a_file is a file, not a folder" in err and len(err.strip().splitlines()) == 1
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", library, "--output", tmp_path / "dry.jsonl", "--dry-run")
-    assert status == 1 and out.count("would append") == 5 and not (tmp_path / "dry.jsonl").exists()
+    assert status == EXIT_PARTIAL and out.count("would append") == 5 and not (tmp_path / "dry.jsonl").exists()
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from orpheus import pretrained
 from orpheus.errors import DataFormatError, MissingDependencyError, OutputExistsError
 from orpheus.pretrained import (INSTALL_COMMAND, PRETRAINED, checkpoint_digest, convert, load_checkpoint_values,
                                 locate_checkpoint, musicnn_package_dir, open_checkpoint, pretrained_run_dir)
+from orpheus.ownership import MARKER
 from orpheus.rundir import MODEL_FILE, RUN_INFO, read_run_info
 
 REAL_CLIP = "render_mma_basicrock.ogg"
@@ -343,7 +344,7 @@ def test_convert_refuses_to_overwrite_and_cli_writes_run_dir(tmp_path, capsys):
     assert (out / MODEL_FILE).stat().st_mtime_ns != before
     assert (summary.n_variables, summary.n_values, summary.n_optimizer_state) == (36, 607_030, 50)
     assert sorted(p.name for p in out.parent.iterdir()) == ["mtt_vgg"]   # temporaries renamed or removed
-    assert sorted(p.name for p in out.iterdir()) == [MODEL_FILE, RUN_INFO]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, MODEL_FILE, RUN_INFO]   # marked as Orpheus's
 
 
 @needs_musicnn

@@ -222,12 +222,16 @@ def test_audio_is_deterministic(tmp_path):
 
 def test_cli_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
     out = tmp_path / "world"
-    out.mkdir()
-    (out / "stale.txt").write_text("x")
+    assert synthetic.main([str(out), "--tracks", "10", "--no-audio", "--quiet"]) == 0
     assert synthetic.main([str(out), "--tracks", "10", "--no-audio", "--quiet"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert synthetic.main([str(out), "--tracks", "10", "--no-audio", "--quiet", "--overwrite"]) == 0
     assert (out / "msd_summary_file.h5").is_file()
+    mine = tmp_path / "mine"      # a folder Orpheus did not write: refused, even with --overwrite, and left alone
+    (mine / "audio").mkdir(parents=True)
+    (mine / "audio" / "take1.wav").write_bytes(b"RIFF")
+    assert synthetic.main([str(mine), "--tracks", "10", "--no-audio", "--quiet", "--overwrite"]) == 1
+    assert "holds a folder of other things" in capsys.readouterr().err and (mine / "audio" / "take1.wav").is_file()
     assert synthetic.main([str(tmp_path / "other"), "--tracks", "0", "--no-audio", "--quiet"]) == 1
     assert synthetic.main([str(tmp_path / "other"), "--tracks", "5", "--duration-s", "9", "--no-audio"]) == 1
     assert "--duration-s" in capsys.readouterr().err

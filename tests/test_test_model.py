@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from orpheus import test_model
+from orpheus.errors import EXIT_PARTIAL
 from orpheus.feature_settings import FeatureSettings
 from orpheus.tagging import Tagger
 from tests.fixtures_tagging import TINY_TAGS, link_clips, tiny_run_dir  # noqa: F401  (fixture)
@@ -39,7 +40,8 @@ def predict(capsys, run_dir, *args):
 def test_json_all_tags_sorted_bad_file_reported(capsys, tiny_run_dir, folder):  # noqa: F811
     status, out, err = predict(capsys, tiny_run_dir, "--mp3", folder, "--format", "json", "--jobs", "2")
     records = [json.loads(line) for line in out.splitlines()]
-    assert status == 1 and "broken.mp3" in err
+    assert status == EXIT_PARTIAL and "broken.mp3" in err   # one file of three failed: reported, the others done
+    assert err.splitlines()[-1] == "test_model.py predict: 1 of 3 files failed; 2 done"
     assert [r["file"] for r in records] == [str(folder / "a" / "broken.mp3"), str(folder / "a" / CLIPS[1]),
                                             str(folder / "b" / CLIPS[0])]
     assert "error" in records[0] and "tags" not in records[0]
@@ -89,7 +91,7 @@ def test_taggram_embeddings_window_and_aggregate(capsys, tiny_run_dir, music_dir
 
 def test_missing_input_is_one_line_error(capsys, tiny_run_dir, tmp_path):  # noqa: F811
     status, _, err = predict(capsys, tiny_run_dir, "--mp3", tmp_path / "nothing.mp3")
-    assert status == 1 and err.strip().startswith("test_model.py: error:") and "nothing.mp3" in err
+    assert status == 1 and err.strip().startswith("test_model.py predict: error:") and "nothing.mp3" in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -65,6 +65,6 @@ def test_test_scores_the_best_weights(wrecked_run, tmp_path):
     macro = {}
     for name, folder in (("best", run_dir), ("last", last_dir)):
         assert test_model.main(["test", "--run-dir", str(folder), "--tfrecords-dir", str(shards), "--split", "valid",
-                                "--out", str(tmp_path / name), "--quiet"]) == 0
-        macro[name] = json.loads((tmp_path / name / "metrics.json").read_text())["roc_auc_macro"]
+                                "--out", str(tmp_path / f"report-{name}"), "--quiet"]) == 0
+        macro[name] = json.loads((tmp_path / f"report-{name}" / "metrics.json").read_text())["roc_auc_macro"]
     assert macro["best"] > macro["last"] + 0.1, macro

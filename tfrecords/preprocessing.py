@@ -57,11 +57,12 @@ from orpheus import audio
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
 from orpheus.feature_settings import FORMATS
+from orpheus.ownership import claim, mark
 from tfrecords.plan import SPLIT_NAMES, Shard, Track, hash_split, plan, shards_per_split  # noqa: F401
 from tfrecords.runners import (IN_FLIGHT_MEMORY_BYTES, RUNNERS, TRACKS_IN_FLIGHT_PER_JOB,  # noqa: F401
                                folder_lock, run_beam, run_pool, tracks_in_flight)
-from tfrecords.shards import (PROGRESS_DIR, SKIPPED_CSV, ShardSettings, aggregate, fingerprint,  # noqa: F401
-                              output_errors, remove_leftovers, resolve_settings, shard_state)
+from tfrecords.shards import (PROGRESS_DIR, SHARD_FOLDER, SKIPPED_CSV, ShardSettings, aggregate,  # noqa: F401
+                              fingerprint, output_errors, remove_leftovers, resolve_settings, shard_state)
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,19 @@ def run(fmt: str, out_dir: str | Path, *, csv_path: str | Path, tag_path: str | 
         raise ConfigError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     settings = resolve_settings(fmt, sample_rate=sample_rate, n_mels=n_mels, preset=preset, n_fft=n_fft,
                                 hop_length=hop_length, n_mfcc=n_mfcc, dtype=dtype, min_length_s=min_length_s)
+    out = Path(out_dir)   # a new folder or a shard folder (resumed), never anything else: checked first
+    claimed = claim(out, SHARD_FOLDER, resume=True, inputs=[(csv_path, "master CSV"), (tag_path, "tag database"),
+                                                            (root_dir, "audio root")],
+                    read_whole=[root_dir], flag="OUT_DIR")
     vocabulary, shards, skipped_before = plan(csv_path, tag_path, root_dir, split=split, split_file=split_file,
                                               num_files=num_files)
     if shard_index is not None and not 0 <= shard_index < len(shards):
         raise ConfigError(f"--shard-index {shard_index} out of range: this input has {len(shards)} shards "
                           f"(0..{len(shards) - 1})")
-    out = Path(out_dir)
     with output_errors(out):
         out.mkdir(parents=True, exist_ok=True)
+        if claimed == "new":
+            mark(out, SHARD_FOLDER)
         with folder_lock(out, shard_index):
             return _write(out, shards, settings, vocabulary, skipped_before, shard_index=shard_index, jobs=jobs,
                           overwrite=overwrite, quiet=quiet, command=command, runner=runner,

@@ -26,11 +26,15 @@ from orpheus import audio, spec
 from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OutputWriteError
 from orpheus.feature_settings import FORMATS, FeatureSettings
 from orpheus.files import atomic_path, output_write_error, write_csv_atomic, write_json_atomic
+from orpheus.ownership import FolderKind
 from tfrecords.plan import SPLIT_NAMES, Shard, Track
 
 log = logging.getLogger(__name__)
 
 PROGRESS_DIR = "progress"
+# OUT_DIR, resumed by every run; written before the ownership marker, it holds dataset.json, progress/ or the lock
+SHARD_FOLDER = FolderKind("shard folder", legacy=lambda folder: any(
+    (folder / name).exists() for name in ("dataset.json", PROGRESS_DIR, ".preprocessing.lock")))
 SKIPPED_CSV = "skipped.csv"
 
 

@@ -30,7 +30,8 @@ import pandas as pd
 import soundfile as sf
 
 from orpheus.errors import DataFormatError, MissingInputError
-from orpheus.files import atomic_path, check_output, require_file, write_csv_atomic
+from orpheus.files import atomic_path, require_file, write_csv_atomic
+from orpheus.ownership import SQLITE_APPLICATION_ID, TAG_DATABASE, FileKind, FolderKind, check_inputs, claim, csv_kind
 from orpheus.parallel import parallel_map
 
 TXT_DIR = Path(str(resources.files("msd").joinpath("txt")))   # package data (setup.cfg)
@@ -168,6 +169,7 @@ def write_tag_db(path: Path, track_ids: Sequence[str], tags_per_track: Mapping[s
         tmp.unlink()  # sqlite3 wants to create the file itself
         con = sqlite3.connect(tmp)
         try:
+            con.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")   # the mark: a tag database Orpheus wrote
             con.execute("CREATE TABLE tids (tid TEXT)")
             con.execute("CREATE TABLE tags (tag TEXT)")
             con.execute("CREATE TABLE tid_tag (tid INTEGER, tag INTEGER, val FLOAT)")
@@ -184,10 +186,34 @@ def write_tag_db(path: Path, track_ids: Sequence[str], tags_per_track: Mapping[s
             con.close()
 
 
-def check_outputs(out_dir: Path, overwrite: bool, extra: Sequence[str] = ()) -> dict[str, Path]:
-    """The output paths in `out_dir` (the four shared ones, then `extra`), refusing existing ones unless
-    `overwrite` (checked before any work)."""
-    return {name: check_output(out_dir / name, overwrite) for name in (*OUTPUT_NAMES, *extra)}
+MASTER_CSV_KIND = csv_kind("master CSV", ("track_id", "artist_id", "mp3_path"))   # also msd.silence's output
+SKIPPED_COLUMNS = ("track_id", "mp3_path", "reason")
+OUTPUT_KINDS = {MASTER_CSV: MASTER_CSV_KIND, TAG_DB: TAG_DATABASE,
+                SPLIT_CSV: csv_kind("split file", ("track_id", "split")),
+                SKIPPED_CSV: csv_kind("skipped-track report", SKIPPED_COLUMNS)}
+OUTPUTS = FolderKind("dataset conversion")   # OUT_DIR: a folder receiving the files above (not replaced as a whole)
+
+
+def check_outputs(out_dir: Path, overwrite: bool, extra: Mapping[str, FileKind] | None = None,
+                  inputs: Sequence[tuple[str | Path, str]] = (),
+                  read_whole: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """The output paths in `out_dir` (the four shared ones, then `extra`: name -> kind), each checked with
+    the ownership rule before any work: new, or (with `overwrite`) a file of the same kind Orpheus wrote.
+    `out_dir` may not be an input nor lie inside a folder of `read_whole` (a tree of tag folders)."""
+    check_inputs(out_dir, OUTPUTS, inputs, read_whole, "OUT_DIR")
+    kinds = {**OUTPUT_KINDS, **(extra or {})}
+    for name, kind in kinds.items():   # nothing is created yet: a conversion that fails leaves nothing
+        claim(out_dir / name, kind, overwrite=overwrite, inputs=inputs, flag="OUT_DIR")
+    return {name: out_dir / name for name in kinds}
+
+
+def require_kept(name: str, master: pd.DataFrame, skipped: Sequence[tuple[str, str, str]]) -> None:
+    """Raise when a conversion kept no track: nothing is written, and the message says why they went."""
+    if len(master):
+        return
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skip_reasons(skipped).items())) or "none found"
+    raise DataFormatError(f"{name}: kept 0 tracks (skipped {len(skipped)}: {reasons}); nothing written: check "
+                          "the audio root and the metadata, or the options that select tracks")
 
 
 def write_dataset_outputs(out_dir: Path, master: pd.DataFrame, tags_per_track: Mapping[str, Sequence[str]],
@@ -207,7 +233,7 @@ def write_dataset_outputs(out_dir: Path, master: pd.DataFrame, tags_per_track: M
         master.to_csv(tmp, index=False)
     write_tag_db(out_dir / TAG_DB, track_ids, tags_per_track, vocabulary)
     write_csv_atomic(out_dir / SPLIT_CSV, ("track_id", "split"), [(tid, splits[tid]) for tid in track_ids])
-    write_csv_atomic(out_dir / SKIPPED_CSV, ("track_id", "mp3_path", "reason"), list(skipped))
+    write_csv_atomic(out_dir / SKIPPED_CSV, SKIPPED_COLUMNS, list(skipped))
 
 
 def summarise(name: str, master: pd.DataFrame, vocabulary: Sequence[str], splits: Mapping[str, str],
@@ -252,6 +278,7 @@ def conversion_result(name: str, out_dir: Path, outputs: Mapping[str, Path], mas
         {"kept": n, "skipped": n, "tags": [...], "splits": {split: n}, "reasons": {reason: n},
          "summary": str, "outputs": {file name: path}}
     """
+    require_kept(name, master, skipped)
     write_dataset_outputs(out_dir, master, tags_per_track, vocabulary, splits, skipped)
     return {"kept": len(master), "skipped": len(skipped), "tags": list(vocabulary),
             "splits": dict(Counter(splits.values())), "reasons": skip_reasons(skipped),

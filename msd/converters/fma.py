@@ -149,7 +149,8 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
     out_dir = Path(out_dir)
     metadata_dir = require_dir(metadata_dir, "FMA fma_metadata")
     root_dir = require_dir(root_dir, "FMA audio root")
-    outputs = check_outputs(out_dir, overwrite)
+    outputs = check_outputs(out_dir, overwrite, inputs=[(metadata_dir, "FMA metadata folder"),
+                                                        (root_dir, "FMA audio root")])
     tracks_path = metadata_dir / TRACKS_CSV
     tracks = read_tracks(tracks_path)
     genres_path = metadata_dir / GENRES_CSV

@@ -239,7 +239,8 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
     if not (metadata_dir / "splits").is_dir() and (metadata_dir / "data" / "splits").is_dir():
         metadata_dir = metadata_dir / "data"  # the repository root was given
     root_dir = require_dir(root_dir, "MTG-Jamendo audio root")
-    outputs = check_outputs(out_dir, overwrite)
+    outputs = check_outputs(out_dir, overwrite, inputs=[(metadata_dir, "MTG-Jamendo data folder"),
+                                                        (root_dir, "MTG-Jamendo audio root")])
 
     skipped: list[tuple[str, str, str]] = []
     split_of: dict[str, str] = {}

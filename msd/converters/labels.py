@@ -54,7 +54,8 @@ from msd.drop_report import dropped_path  # noqa: E402
 from orpheus.audio import AUDIO_EXTENSIONS  # noqa: E402
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import require_dir, write_csv_atomic  # noqa: E402
+from orpheus.files import require_dir, walk_files, write_csv_atomic  # noqa: E402
+from orpheus.ownership import csv_kind  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "validat
                "test": "test"}
 TAG_SEPARATOR = ";"
 DROPPED_TAGS_CSV = dropped_path(TAG_DB).name  # clean_tags.dropped.csv
+DROPPED_TAGS_COLUMNS = ("tag", "tracks", "reason")
+DROPPED_TAGS = csv_kind("dropped-tag report", DROPPED_TAGS_COLUMNS)
 DEFAULT_SPLIT = (80.0, 10.0, 10.0)
 
 
@@ -148,27 +151,28 @@ def scan_tag_folders(root: Path) -> tuple[list[Track], list[tuple[str, str, str]
     by_id: dict[str, Track] = {}
     skipped = []
 
-    def unreadable(err: OSError) -> None:  # os.walk would skip such a folder silently
+    def unreadable(err: OSError) -> None:  # a folder that cannot be listed is reported, not skipped silently
         rel = Path(err.filename).relative_to(root).as_posix() if err.filename else "."
         skipped.append((rel, rel, f"folder unreadable ({err.strerror or err})"))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = Path(dirpath).relative_to(root)
-        for name in sorted(f for f in filenames if not f.startswith(".")):
-            rel = (rel_dir / name).as_posix()
-            if not rel_dir.parts:
-                skipped.append((rel, rel, "not in a tag folder (expected ROOT/<tag>/<file>)"))
-                continue
-            if Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
-                skipped.append((rel, rel, f"not an audio file (extension not one of {', '.join(AUDIO_EXTENSIONS)})"))
-                continue
-            tag, track_id = rel_dir.parts[0], PurePosixPath(*rel_dir.parts[1:], name).as_posix()
-            track = by_id.setdefault(track_id, Track(track_id, rel, [], where=f"{root}/{rel}"))
+    by_real: dict[str, Track] = {}   # a file reached by two paths (a link) is one track, with the tags of both
+    for path, real in walk_files(root, hidden=False, on_error=unreadable):
+        rel_path = path.relative_to(root)
+        rel, rel_dir = rel_path.as_posix(), rel_path.parent
+        if not rel_dir.parts:
+            skipped.append((rel, rel, "not in a tag folder (expected ROOT/<tag>/<file>)"))
+            continue
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            skipped.append((rel, rel, f"not an audio file (extension not one of {', '.join(AUDIO_EXTENSIONS)})"))
+            continue
+        tag, track_id = rel_dir.parts[0], PurePosixPath(*rel_dir.parts[1:], path.name).as_posix()
+        track = by_real.get(real) or by_id.setdefault(track_id, Track(track_id, rel, [], where=f"{root}/{rel}"))
+        by_real.setdefault(real, track)
+        if track.track_id == track_id:
             track.folders.append(rel)
-            if tag not in track.tags:
-                track.tags.append(tag)
-    for track in by_id.values():  # os.walk visits tag folders in name order: the first copy is the first tag's
+        if tag not in track.tags:
+            track.tags.append(tag)
+    for track in by_id.values():  # tag folders are walked in name order: the first copy is the first tag's
         track.mp3_path = min(track.folders)
     return sorted(by_id.values(), key=lambda t: t.track_id), skipped
 
@@ -232,14 +236,16 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
     if min_count < 1:
         raise DataFormatError(f"--min-count must be at least 1, got {min_count}")
     out_dir = Path(out_dir)
-    outputs = check_outputs(out_dir, overwrite, (DROPPED_TAGS_CSV,))
+    extra = {DROPPED_TAGS_CSV: DROPPED_TAGS}
     if labels is not None:
         labels = Path(labels)
         root = require_dir(root_dir if root_dir is not None else labels.parent, "audio root (--root-dir)")
+        outputs = check_outputs(out_dir, overwrite, extra, inputs=[(labels, "labels CSV"), (root, "audio root")])
         tracks, skipped = read_labels_csv(labels), []
         name = labels.name
     else:
         root = require_dir(from_folders, "tag folders root (--from-folders)")
+        outputs = check_outputs(out_dir, overwrite, extra, inputs=[(root, "tag folders root")], read_whole=[root])
         tracks, skipped = scan_tag_folders(root)
         name = f"tag folders in {root}"
     if not tracks and not skipped:
@@ -288,10 +294,10 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
                                                          "artist"])
     tags_per_track = {t.track_id: [tag for tag in t.tags if tag in in_vocabulary] for t, _ in kept}
     skipped.sort(key=lambda item: (item[0], item[1]))
-    write_csv_atomic(outputs[DROPPED_TAGS_CSV], ("tag", "tracks", "reason"),
+    result = conversion_result(name, out_dir, outputs, master, tags_per_track, vocabulary, splits, skipped)
+    write_csv_atomic(outputs[DROPPED_TAGS_CSV], DROPPED_TAGS_COLUMNS,
                      [(tag, n, f"on {n} track(s), fewer than --min-count {min_count}")
                       for tag, n in dropped_tags.items()])
-    result = conversion_result(name, out_dir, outputs, master, tags_per_track, vocabulary, splits, skipped)
     empty = [s for s, share in zip(SPLITS, percentages) if share > 0 and s not in result["splits"]]
     if kept and empty:
         log.warning("no track landed in the %s split; with few tracks (or artists) give labels.csv a split "

@@ -172,7 +172,7 @@ def run(out_dir: str | Path, root_dir: str | Path, *, annotations: str | Path | 
     out_dir, root_dir = Path(out_dir), require_dir(root_dir, "MagnaTagATune audio root")
     if top is not None and top < 1:
         raise DataFormatError(f"--top must be at least 1, got {top}")
-    outputs = check_outputs(out_dir, overwrite)
+    outputs = check_outputs(out_dir, overwrite, inputs=[(root_dir, "MagnaTagATune root")])
     frame = read_annotations(Path(annotations) if annotations else root_dir / ANNOTATIONS)
     if clip_info is None and (root_dir / CLIP_INFO).is_file():
         clip_info = root_dir / CLIP_INFO

@@ -41,7 +41,8 @@ from typing import Callable, Sequence  # noqa: E402
 
 from orpheus import cli  # noqa: E402
 from orpheus.data import data_file  # noqa: E402
-from orpheus.errors import OrpheusError  # noqa: E402
+from orpheus.errors import EXIT_PARTIAL, OrpheusError  # noqa: E402
+from orpheus.ownership import FolderKind, claim, mark  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ DEMO_CONFIG = data_file("demo.json")     # package data: the demo needs no check
 FINETUNE_CONFIG = data_file("finetune_musicnn.json")   # musicnn preset, from MTT_musicnn (= configs/finetune_musicnn.json)
 PRETRAINED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 N_PREDICT_TRACKS = 4
+# WORKDIR; written before the ownership marker, it holds the corpus and the cleaned data
+DEMO_FOLDER = FolderKind("demo folder",
+                         legacy=lambda folder: all((folder / name).is_dir() for name in ("corpus", "clean")))
 DEMO_EPOCHS = 12
 
 
@@ -242,7 +246,9 @@ def run_stage(stage: Stage, quiet: bool, verbose: bool = False) -> None:
     start = time.perf_counter()
     result = subprocess.run(argv)
     stage.seconds = time.perf_counter() - start
-    if result.returncode != 0:
+    if result.returncode == EXIT_PARTIAL:
+        print("    some inputs were skipped (see above); going on with the others", flush=True)
+    elif result.returncode != 0:
         raise OrpheusError(f"stage '{stage.name}' failed with exit status {result.returncode}; "
                            "fix the error above and rerun the demo to resume from this stage")
     print(f"    done in {stage.seconds:.1f} s", flush=True)
@@ -311,7 +317,9 @@ def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, p
         quiet: bool, dataset: str = "msd", verbose: bool = False) -> dict:
     """Run the whole demo on a generated `dataset` in `work`; returns the summary (also `work/summary.json`)."""
     p = DemoPaths(work)
-    work.mkdir(parents=True, exist_ok=True)
+    if claim(work, DEMO_FOLDER, resume=True, flag="--workdir") == "new":   # a rerun resumes; nothing else is used
+        work.mkdir(parents=True, exist_ok=True)
+        mark(work, DEMO_FOLDER)
     corpus = CORPORA[dataset](p, tracks, seed, jobs)
     stages = corpus.stages + learning_stages(p, corpus, loop, epochs, seed, jobs)
     started = time.perf_counter()

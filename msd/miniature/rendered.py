@@ -48,6 +48,7 @@ import soundfile as sf  # noqa: E402
 
 from msd.miniature.arrangements import (TAGS, Arrangement, corpus_arrangement, family_fractions,  # noqa: E402
                                         generated_song, stable_seed, write_midi)
+from msd.miniature import start_corpus  # noqa: E402
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError, MissingDependencyError, OutputExistsError  # noqa: E402
 from orpheus.files import atomic_path, write_csv_atomic, write_json_atomic  # noqa: E402
@@ -274,11 +275,13 @@ def run(out_dir: str | Path, *, clips: int, seed: int = 0, pool: str = "main", s
     # Clip i depends on the settings and i only, so a corpus of N clips is the first N of a larger one.
     settings = {"seed": seed, "pool": pool, "soundfont": soundfont, "length_s": length_s}
     record = out_dir / "render.json"
+    start_corpus(out_dir)   # never a folder Orpheus did not write
     if record.is_file() and _read_settings(record) != settings:
         if not overwrite:
             raise OutputExistsError(f"{record}: {out_dir} holds a corpus rendered with other settings; pass "
                                     "--overwrite to replace it or choose another OUT_DIR")
         shutil.rmtree(out_dir)
+        start_corpus(out_dir)
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     write_json_atomic(record, settings)
     jobs_list = [ClipJob(i, seed, pool, piece, is_corpus, soundfont, str(out_dir / "audio" / f"{i:05d}.mp3"),

@@ -44,7 +44,8 @@ from msd.converters.fma import GENRES_CSV, TRACKS_CSV, audio_path  # noqa: E402
 from msd.miniature.synthetic_mtt import clip_seed, render_to_mp3, write_fault  # noqa: E402
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError  # noqa: E402
-from orpheus.files import atomic_path, check_output, write_json_atomic  # noqa: E402
+from msd.miniature import start_corpus  # noqa: E402
+from orpheus.files import atomic_path, write_json_atomic  # noqa: E402
 from orpheus.parallel import parallel_map  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ def generate(out_dir: str | Path, *, n_tracks: int = 64, seed: int = 0, duration
 
     out_dir = Path(out_dir)
     metadata_dir, audio_dir = out_dir / METADATA_DIR, out_dir / AUDIO_DIR
-    check_output(metadata_dir / TRACKS_CSV, overwrite)  # written last: present only when a run finished
+    start_corpus(out_dir, metadata_dir / TRACKS_CSV, overwrite)  # written last: present only when a run finished
     if duration_s <= 0:
         raise ConfigError(f"--duration-s must be positive, got {duration_s}")
     tracks = plan_tracks(n_tracks, seed)

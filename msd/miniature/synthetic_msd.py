@@ -68,7 +68,9 @@ from msd.miniature.msd_writers import (  # noqa: E402,F401
     duplicates_text, mismatch_text, mp3_quality, write_audio_job, write_mp3, write_summary, write_tags_db)
 from orpheus.cli import add_common_args, default_jobs, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError, OutputExistsError  # noqa: E402
+from msd.miniature import CORPUS, start_corpus  # noqa: E402
 from orpheus.files import write_csv_atomic, write_text_atomic  # noqa: E402
+from orpheus.ownership import MARKER, claim  # noqa: E402
 from orpheus.parallel import parallel_map  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -78,16 +80,15 @@ log = logging.getLogger(__name__)
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"{out_dir}: exists and is not a folder; choose another OUT_DIR")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    claim(out_dir, CORPUS, resume=True, flag="OUT_DIR")   # never a folder Orpheus did not write
+    if out_dir.is_dir() and any(p.name != MARKER for p in out_dir.iterdir()):
         if not overwrite:
             raise OutputExistsError(f"{out_dir}: folder is not empty; pass --overwrite to replace the miniature MSD")
         shutil.rmtree(out_dir / "audio", ignore_errors=True)  # stale previews would join the new world
         for name in ("msd_summary_file.h5", "lastfm_tags.db", "sid_mismatches.txt", "msd_duplicates.txt",
                      "truth.csv"):
             (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start_corpus(out_dir)
 
 
 def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: float = 30.0,

@@ -46,7 +46,8 @@ from msd.converters.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDE
                      MTT_TAGS_TXT, read_list_txt)
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError  # noqa: E402
-from orpheus.files import atomic_path, check_output, write_json_atomic  # noqa: E402
+from msd.miniature import start_corpus  # noqa: E402
+from orpheus.files import atomic_path, write_json_atomic  # noqa: E402
 from orpheus.parallel import parallel_map  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def generate(out_dir: str | Path, *, n_clips: int = 64, seed: int = 0, duration_
     from msd.miniature.music_synth import TAG_RECIPES
 
     out_dir = Path(out_dir)
-    check_output(out_dir / ANNOTATIONS, overwrite)  # written last: present only when a run finished
+    start_corpus(out_dir, out_dir / ANNOTATIONS, overwrite)  # written last: present only when a run finished
     if duration_s <= 0:
         raise ConfigError(f"--duration-s must be positive, got {duration_s}")
     clips = plan_clips(n_clips, seed)
