@@ -19,7 +19,10 @@ next tracks.
 The IR is cached under `$ORPHEUS_CACHE/openvino/<sha256 of model.keras>[-emb]` with its check
 (`check.json`); a cache miss converts and checks once in a child process (`python -m orpheus.inference
 convert`), so a tagging process on OpenVINO never imports TensorFlow: TensorFlow alone is 0.70 GB of
-resident memory and seconds of start-up. A failed conversion is cached too (`failed.txt`).
+resident memory and seconds of start-up. A deterministic failure (the converter refuses the model, or
+its float32 differs from TensorFlow's) is remembered too, per OpenVINO version (`failed-<version>.txt`);
+a cached IR that no longer loads is discarded and converted again. Every fall back to TensorFlow is a
+WARNING that says why and how to try again.
 
 Measured (MSD_musicnn, CPU ms per 3 s window on the 2-core AVX512-BF16 machine without AMX, batches
 of 8-16 windows; track-score difference from TensorFlow over 47 real clips):
@@ -59,6 +62,7 @@ import collections
 import hashlib
 import logging
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -183,32 +187,75 @@ def model_digest(model_file: Path) -> str:
 
 
 def openvino_ir(run_dir: Path, embeddings: bool) -> Path | None:
-    """The checked OpenVINO IR of `run_dir`'s model (converted once, cached), or None with the reason logged."""
+    """The checked OpenVINO IR of `run_dir`'s model (converted once, cached), or None with the reason logged.
+
+    Only a deterministic failure ("cannot convert", "differs from TensorFlow by X") is remembered, in
+    `failed-<OpenVINO version>.txt`, so a newer OpenVINO tries again; a conversion that failed for a
+    passing reason (the child killed for memory, a full /tmp) is tried again by the next run."""
+    import openvino as ov
+
     from orpheus.pretrained import default_cache_dir
     from orpheus.rundir import MODEL_FILE
     cache = default_cache_dir() / "openvino" / f"{model_digest(run_dir / MODEL_FILE)}{'-emb' if embeddings else ''}"
+    failed = cache / failed_file(ov.__version__)
     if (cache / "model.xml").is_file() and (cache / CHECK_FILE).is_file():
         return cache / "model.xml"
-    if (cache / FAILED_FILE).is_file():
-        log.info("%s: runs in TensorFlow (%s)", run_dir, (cache / FAILED_FILE).read_text().strip())
+    if failed.is_file():
+        log.warning("%s: runs in TensorFlow, slower: OpenVINO %s cannot run this model exactly (%s); delete %s to "
+                    "try again", run_dir, ov.__version__, failed.read_text().strip(), failed)
         return None
     with tempfile.TemporaryDirectory(prefix="orpheus-openvino-") as tmp:
         out = Path(tmp) / "ir"
         failure = convert_in_child(run_dir, out, embeddings)
+        if failure is not None and not (out / FAILED_FILE).is_file():   # a passing cause: nothing remembered
+            log.warning("%s: runs in TensorFlow this time, slower: the conversion to OpenVINO failed (%s); the next "
+                        "run tries again", run_dir, failure)
+            return None
         if failure is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / FAILED_FILE).write_text(failure + "\n")
-            log.warning("%s: OpenVINO cannot run this model exactly (%s); it runs in TensorFlow", run_dir, failure)
+            log.warning("%s: runs in TensorFlow, slower: OpenVINO %s cannot run this model exactly (%s); remembered "
+                        "in %s (delete it to try again)", run_dir, ov.__version__, failure, failed)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            if cache.is_dir() and not (cache / FAILED_FILE).is_file() and not (cache / CHECK_FILE).is_file():
-                shutil.rmtree(cache, ignore_errors=True)  # an unchecked IR of an earlier version
+            if failure is not None:
+                cache.mkdir(exist_ok=True)
+                failed.write_text(failure + "\n")
+                return None
+            if cache.is_dir() and not (cache / CHECK_FILE).is_file():
+                shutil.rmtree(cache, ignore_errors=True)  # an unchecked IR, or failures of other OpenVINO versions
             publish(out, cache)
         except OSError as err:  # a read-only cache only costs the conversion next time
-            log.info("cannot cache the OpenVINO model in %s (%s)", cache, err)
+            log.warning("cannot cache the OpenVINO model in %s (%s): every run converts it again; set ORPHEUS_CACHE "
+                        "to a folder you can write to", cache, err.strerror or err)
             if failure is None:  # read it before the temporary folder goes
                 return _keep_in_memory(out / "model.xml")
-        return None if failure is not None else cache / "model.xml"
+            return None
+        return cache / "model.xml"
+
+
+def failed_file(version: str) -> str:
+    """The name of the record of a deterministic conversion failure under OpenVINO `version`."""
+    return f"failed-{version.replace('/', '_')}.txt"
+
+
+def checked_backend(run_dir: Path, precision: str, embeddings: bool, window_frames: int) -> Backend | None:
+    """The OpenVINO backend of `run_dir`'s model, or None when it must run in TensorFlow (the reason logged).
+
+    A cached IR that OpenVINO cannot load (a truncated or corrupted model.bin) is discarded and converted
+    again, with a WARNING."""
+    ir = openvino_ir(run_dir, embeddings)
+    if ir is None:
+        return None
+    try:
+        return openvino_backend(ir, precision, run_dir, window_frames, embeddings)
+    except RuntimeError as err:   # OpenVINO's error for an IR it cannot read or compile
+        if not isinstance(ir, Path):
+            raise
+        reason = (str(err).strip().splitlines() or ["no message"])[-1][:200]
+        log.warning("%s: the cached OpenVINO model cannot be loaded (%s); discarding it and converting again",
+                    ir.parent, reason)
+        shutil.rmtree(ir.parent, ignore_errors=True)
+    ir = openvino_ir(run_dir, embeddings)
+    return None if ir is None else openvino_backend(ir, precision, run_dir, window_frames, embeddings)
 
 
 def _keep_in_memory(xml: Path):
@@ -276,6 +323,9 @@ def convert_in_child(run_dir: Path, out: Path, embeddings: bool) -> str | None:
     done = subprocess.run(command + (["--embeddings"] if embeddings else []), capture_output=True, text=True)
     if done.returncode == 0:
         return None
+    if done.returncode < 0:   # a signal: the kernel's out-of-memory killer sends SIGKILL
+        name = signal.Signals(-done.returncode).name
+        return f"the converting process was killed by {name}{' (out of memory?)' * (name == 'SIGKILL')}"
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no message"]
     return lines[-1].split(": error: ", 1)[-1]
 
@@ -350,12 +400,12 @@ def make_backend(run_dir: str | Path, precision: str, embeddings: bool, load_mod
                 log.warning("--precision fast: OpenVINO is not installed (pip install orpheus-tagger[openvino]); "
                             "running exact")
         else:
-            ir = openvino_ir(run_dir, embeddings)
-            if ir is not None:
-                if window_frames is None:
-                    from orpheus.rundir import read_run_info
-                    window_frames = read_run_info(run_dir).window_frames
-                return openvino_backend(ir, precision, run_dir, window_frames, embeddings)
+            if window_frames is None:
+                from orpheus.rundir import read_run_info
+                window_frames = read_run_info(run_dir).window_frames
+            backend = checked_backend(run_dir, precision, embeddings, window_frames)
+            if backend is not None:
+                return backend
             if precision == "fast":
                 log.warning("--precision fast: no OpenVINO model; running exact in TensorFlow")
     return_freed_memory()
@@ -373,7 +423,14 @@ def main(argv: list[str] | None = None) -> int:
     to_ir.add_argument("out", help="folder for model.xml + model.bin")
     to_ir.add_argument("--embeddings", action="store_true", help='add the "embedding" layer as a second output')
     add_common_args(to_ir)
-    return run_main(parser, argv, lambda args: print(convert(args.run_dir, args.out, args.embeddings)))
+    def run(args) -> None:
+        try:
+            print(convert(args.run_dir, args.out, args.embeddings))
+        except DataFormatError as err:   # deterministic: the parent remembers it (see openvino_ir)
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / FAILED_FILE).write_text(f"{err}\n")
+            raise
+    return run_main(parser, argv, run)
 
 
 if __name__ == "__main__":
