@@ -51,11 +51,20 @@ def writable(path: str) -> bool:
 def refusal(target: str) -> str | None:
     """Why `target` (a real path, not a link) cannot be rewritten at all, or None."""
     if not writable(target):
+        if _on_read_only_file_system(target):   # chmod cannot help there
+            return "read-only file system; remount it read-write, or copy the files to a writable disk, to tag them"
         return "read-only file; make it writable (chmod u+w) to tag it"
     folder = os.path.dirname(target)
     if not writable(folder):
         return f"read-only folder {folder}: there is no room beside the file for its new copy"
     return None
+
+
+def _on_read_only_file_system(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def choose_method(target: str) -> tuple[str, str]:
