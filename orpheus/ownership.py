@@ -173,6 +173,12 @@ def _inside(child: str, parent: str) -> bool:
     return child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is `folder` or lies inside it, comparing real paths (links resolved)."""
+    real, parent = os.path.realpath(path), os.path.realpath(folder)
+    return real == parent or _inside(real, parent)
+
+
 def _a(noun: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 

@@ -18,6 +18,7 @@ import pytest
 
 from orpheus import cli
 from orpheus.errors import EXIT_ERROR, EXIT_PARTIAL
+from orpheus.ownership import ForeignOutputError
 from tests.fixtures_audio import write_clip
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -188,6 +189,9 @@ def test_labels_walk_never_follows_a_link_into_a_folder_already_seen(capsys, tmp
     rows = (tmp_path / "out" / "ultimate.csv").read_text().splitlines()[1:]
     assert sorted(row.split(",")[2] for row in rows) == ["pop/c.wav", "rock/album/a.wav"]
     assert snapshot(tmp_path / "elsewhere") == before
+    with pytest.raises(ForeignOutputError, match="lies inside .*lib, which this command reads as a whole"):
+        labels.run(lib / "clean", from_folders=lib, quiet=True)   # its outputs would become a tag folder
+    assert not (lib / "clean").exists()
 
 
 def test_predict_and_fetcher_walks_do_the_same(tmp_path):

@@ -31,7 +31,7 @@ import soundfile as sf
 
 from orpheus.errors import DataFormatError, MissingInputError
 from orpheus.files import atomic_path, require_file, write_csv_atomic
-from orpheus.ownership import SQLITE_APPLICATION_ID, TAG_DATABASE, FileKind, FolderKind, check_inputs, claim, csv_kind
+from orpheus.ownership import SQLITE_APPLICATION_ID, TAG_DATABASE, FileKind, ForeignOutputError, claim, csv_kind, within
 from orpheus.parallel import parallel_map
 
 TXT_DIR = Path(str(resources.files("msd").joinpath("txt")))   # package data (setup.cfg)
@@ -191,16 +191,19 @@ SKIPPED_COLUMNS = ("track_id", "mp3_path", "reason")
 OUTPUT_KINDS = {MASTER_CSV: MASTER_CSV_KIND, TAG_DB: TAG_DATABASE,
                 SPLIT_CSV: csv_kind("split file", ("track_id", "split")),
                 SKIPPED_CSV: csv_kind("skipped-track report", SKIPPED_COLUMNS)}
-OUTPUTS = FolderKind("dataset conversion")   # OUT_DIR: a folder receiving the files above (not replaced as a whole)
 
 
 def check_outputs(out_dir: Path, overwrite: bool, extra: Mapping[str, FileKind] | None = None,
                   inputs: Sequence[tuple[str | Path, str]] = (),
                   read_whole: Sequence[str | Path] = ()) -> dict[str, Path]:
     """The output paths in `out_dir` (the four shared ones, then `extra`: name -> kind), each checked with
-    the ownership rule before any work: new, or (with `overwrite`) a file of the same kind Orpheus wrote.
-    `out_dir` may not be an input nor lie inside a folder of `read_whole` (a tree of tag folders)."""
-    check_inputs(out_dir, OUTPUTS, inputs, read_whole, "OUT_DIR")
+    the ownership rule before any work: new, or (with `overwrite`) a file of the same kind Orpheus wrote,
+    and none of `inputs`. `out_dir` only receives these files, so it may hold the inputs, but it may not
+    lie in a folder of `read_whole` (the tag folders a walk would read its files from)."""
+    for root in read_whole:
+        if within(out_dir, root):
+            raise ForeignOutputError(f"{out_dir}: lies inside {root}, which this command reads as a whole (its "
+                                     "files would be read as tracks next time); give OUT_DIR another path")
     kinds = {**OUTPUT_KINDS, **(extra or {})}
     for name, kind in kinds.items():   # nothing is created yet: a conversion that fails leaves nothing
         claim(out_dir / name, kind, overwrite=overwrite, inputs=inputs, flag="OUT_DIR")
