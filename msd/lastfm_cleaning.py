@@ -254,7 +254,6 @@ def write_clean_db(path: Path, raw_path: Path, pairs: pd.DataFrame, tags: pd.Dat
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")   # the mark: a tag database Orpheus wrote
         conn.execute("CREATE TABLE tids (tid TEXT)")
         conn.execute("CREATE TABLE tags (tag TEXT)")
         conn.execute("CREATE TABLE tid_tag (tid INTEGER, tag INTEGER, val FLOAT)")
@@ -263,6 +262,7 @@ def write_clean_db(path: Path, raw_path: Path, pairs: pd.DataFrame, tags: pd.Dat
         n_tids = conn.execute("SELECT COUNT(*) FROM tids").fetchone()[0]
         conn.commit()
         conn.execute("DETACH DATABASE raw")
+        conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")   # the mark: a tag database Orpheus wrote
         conn.executemany("INSERT INTO tags (ROWID, tag) VALUES (?, ?)",
                          zip(range(1, len(tags) + 1), tags["clean_tag"].tolist()))
         conn.executemany("INSERT INTO tid_tag VALUES (?, ?, ?)",

@@ -219,8 +219,8 @@ def test_killed_run_leaves_valid_lines_and_resumes(tiny_run_dir, tmp_path):  # n
     run.wait()
     data = log_path.read_bytes()
     complete = data[:data.rfind(b"\n") + 1]
-    first = [json.loads(line) for line in complete.splitlines()]
-    assert 3 <= len(first) < len(names)
+    header, *first = [json.loads(line) for line in complete.splitlines()]
+    assert header["orpheus_results_log"] == 1 and 2 <= len(first) < len(names)
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     records = read_log(log_path)
