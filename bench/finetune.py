@@ -130,13 +130,13 @@ def train_with_budget(name: str, shards: Path, config: Path, run_dir: Path, budg
 
 def score_heldout(run_dir: Path, shards: Path, tags: tuple[str, ...]) -> tuple:
     """(labels [n_tracks, n_tags], scores [n_tracks, n_tags]) of the held-out test split, by tag name."""
-    import keras
     import numpy as np
 
     from orpheus.data_input import make_track_windows
     from orpheus.rundir import read_run_info
+    from orpheus.tagging import load_model
     info = read_run_info(run_dir)
-    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    model = load_model(run_dir)
     columns = [info.tags.index(t) for t in tags]
     view = dataclasses.replace(info, tags=tags)      # windows and labels of the held-out tags
     labels, scores = [], []

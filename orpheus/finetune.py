@@ -94,6 +94,8 @@ def resolve_source(init_from: str) -> tuple[str, Path]:
 
 def load_source(init_from: str) -> Source:
     """Read the source model's RunInfo and weights (numpy, by layer name)."""
+    import orpheus.models  # noqa: F401  (registers the custom layers before deserialising)
+
     name, run_dir = resolve_source(init_from)
     info = read_run_info(run_dir)
     try:
