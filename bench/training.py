@@ -103,7 +103,7 @@ def training_examples_per_s(shard_dir: Path, config, loop: str, steps: int, epoc
     strategy = training.choose_strategy()
     run_info = data_input.make_run_info(shard_dir, config)
     with tempfile.TemporaryDirectory() as run_dir, strategy.scope():
-        model, optimizer = training.build_training_model(config, run_info, steps, epochs, mixed_precision=False)
+        model, optimizer = training.build_training_model(config, run_info, steps, epochs)
         callbacks, _ = training.make_callbacks(Path(run_dir), config, model, optimizer, resume=False)
         timer = StepTimer()
         train_data = strategy.distribute_datasets_from_function(lambda ctx: data_input.make_dataset(

@@ -6,12 +6,17 @@ A config file has up to three sections, each optional, each a dataclass below:
 
 Unknown keys and wrong types are `ConfigError`s naming the key path (e.g. `train.batch_size`).
 The resolved config (defaults filled in) is written into the run directory when training starts.
+
+Renamed keys: `train.mixed_precision` (the earlier name; true meant float16 compute on a GPU) is read as
+`train.precision` "float16" (true) or "float32" (false), with a warning naming the new key. Given beside
+`train.precision`, it must agree with it (true: "float16"; false: anything else).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import types
 import typing
@@ -22,7 +27,12 @@ from typing import Any
 from orpheus.errors import ConfigError
 from orpheus.feature_settings import NORMALISATIONS
 
+log = logging.getLogger(__name__)
+
 SCHEDULES = ("constant", "step", "cyclic", "one_cycle")
+# the float type training computes in; "auto": float16 on a GPU, bfloat16 on a CPU with bf16 instructions
+# (AVX512-BF16 or AMX), else float32 (`orpheus.precision`)
+PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 # Trained models normalise per example or with the training split's statistics; "none" is for pretrained
 # models, which normalise inside.
 TRAINING_NORMALISATIONS = tuple(n for n in NORMALISATIONS if n != "none")
@@ -76,7 +86,7 @@ class TrainConfig:
     early_stopping_patience: int = 10   # epochs without validation PR-AUC gain before stopping; 0 = off
     reduce_lr_patience: int = 0         # epochs before ReduceLROnPlateau halves the rate; 0 = off
     seed: int = 0
-    mixed_precision: bool = False       # float16 compute (GPU)
+    precision: str = "float32"          # "float32" | "bfloat16" | "float16" | "auto" (see PRECISIONS)
     xla: bool = False                   # jit_compile the training step (GPU)
     batch_norm_momentum: float | None = None  # override the model's batch-norm momentum (short runs); None keeps it
     init_from: str | None = None        # fine-tune: a pretrained model name or a run directory (orpheus.finetune)
@@ -86,6 +96,7 @@ class TrainConfig:
         _check_finite(self, "train")
         _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
         _check(self.loop in ("fit", "custom"), "train.loop", 'must be "fit" or "custom"')
+        _check(self.precision in PRECISIONS, "train.precision", f"must be one of {PRECISIONS}")
         _check(self.learning_rate > 0, "train.learning_rate", "must be positive")
         _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
         _check(0 < self.min_learning_rate <= self.learning_rate, "train.min_learning_rate",
@@ -182,7 +193,22 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     unknown = sorted(set(raw) - set(hints))
     if unknown:
         raise ConfigError(f"unknown section {unknown[0]!r}; expected data, model, train")
+    if isinstance(raw.get("train"), dict) and "mixed_precision" in raw["train"]:
+        raw = {**raw, "train": _renamed_mixed_precision(raw["train"])}
     return Config(**{name: _build(hints[name], value, name) for name, value in raw.items()})
+
+
+def _renamed_mixed_precision(train: dict[str, Any]) -> dict[str, Any]:
+    """The train section with `mixed_precision` read as `precision` (module docstring)."""
+    train = dict(train)
+    mixed = _convert(train.pop("mixed_precision"), bool, "train.mixed_precision")
+    precision = train.setdefault("precision", "float16" if mixed else "float32")
+    if mixed != (precision == "float16"):
+        raise ConfigError(f"train.mixed_precision {str(mixed).lower()} contradicts train.precision "
+                          f"{precision!r}; drop train.mixed_precision (it was renamed train.precision)")
+    log.warning('train.mixed_precision is deprecated: write "precision": "%s" in the train section instead '
+                '(or "auto": bf16 on CPUs with bf16 instructions, float16 on a GPU)', precision)
+    return train
 
 
 def load_config(path: str | Path) -> Config:

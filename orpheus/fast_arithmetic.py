@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -40,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
+from orpheus import cpu
+
 log = logging.getLogger(__name__)
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")           # CPU flags with native bf16 arithmetic
-INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # CPU flags with int8 dot products
 CHECK_BOUND = 0.015   # max |clip score - float32's| a candidate may show on the check clips (promise: 0.03)
 CALIBRATION_SEEDS = range(16)      # generated clips the int8 ranges and weights are fitted to (64 windows)
 CHECK_SEEDS = range(1000, 1008)    # other clips every candidate is checked on
@@ -63,23 +62,14 @@ class FastModel:
 
 
 def cpu_info() -> tuple[str, list[str]]:
-    """(CPU model name, its flags that matter here, sorted) from /proc/cpuinfo; platform.processor() elsewhere."""
-    name, flags = "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not name:
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return name or platform.processor() or "unknown CPU", sorted(flags & {*BF16_FLAGS, *INT8_FLAGS, "avx512f", "avx2"})
+    """(CPU model name, its flags that matter here, sorted): the key the cached choice is stored under."""
+    return cpu.cpu_name(), [flag for flag in cpu.cpu_flags() if flag != "amx_tile"]
 
 
 def available_candidates(flags: list[str] | None = None) -> tuple[str, ...]:
     """The candidates this CPU (its `flags`, default this machine's) has the instructions for, best guess first."""
     flags = cpu_info()[1] if flags is None else flags
-    if any(flag in flags for flag in BF16_FLAGS):
+    if any(flag in flags for flag in cpu.BF16_FLAGS):
         return "int8+bf16", "bf16", "float32"
     return "int8", "float32"
 

@@ -22,8 +22,10 @@ Fine-tuning (`--init-from MODEL_OR_RUN_DIR`, `--freeze PART`; config `train.init
 the model starts from a pretrained model or a run directory, with a new output layer; see `orpheus.finetune`.
 `python -m orpheus.finetune RUN_DIR OUT_DIR` then mixes a fine-tuned run with its source (WiSE-FT).
 
-Mixed precision is a GPU feature: on a machine without a GPU it is ignored with a warning (the run
-stays float32). XLA (`train.xla`) compiles the step on any device.
+Precision (`train.precision`, `orpheus.precision`): float32, bfloat16 (fast on CPUs with bf16
+instructions), float16 (GPU) or auto. Variables, the loss and the outputs stay float32, and `model.keras`
+and `last.keras` are saved in float32 whatever the run computed in. XLA (`train.xla`) compiles the step on
+any device.
 """
 
 import os
@@ -35,7 +37,6 @@ if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbos
     quiet_tensorflow()
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -55,6 +56,7 @@ from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
 from orpheus.files import atomic_path, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
 from orpheus.ownership import ForeignOutputError, claim, mark
+from orpheus.precision import POLICIES, resolve_precision
 from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule
 from orpheus.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
@@ -95,7 +97,7 @@ def prepare_run_dir(run_dir: Path, shard_dir: Path, config: Config, *, resume: b
         saved = run_dir / "config.json"
         if not saved.is_file():
             raise ConfigError(f"{saved}: not found; --resume needs a run directory of an earlier run")
-        if json.loads(saved.read_text(encoding="utf-8")) != json.loads(json.dumps(config.to_json())):
+        if load_config(saved).to_json() != config.to_json():   # as configs: a renamed key reads the same
             raise ConfigError(f"{saved}: differs from --config; resume with the run's own config "
                               f"(--config {saved}) or start a new --run-dir")
         return read_run_info(run_dir)
@@ -143,14 +145,15 @@ def make_metrics(n_tags: int) -> list:
 
 
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
-                         mixed_precision: bool, source: finetune.Source | None = None):
+                         precision: str = "float32", source: finetune.Source | None = None):
     """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`.
-    With a fine-tuning `source`, the model starts from its weights (`orpheus.finetune.initialise`)."""
+    `precision` is a resolved one ("float32", "bfloat16" or "float16": `orpheus.precision`). With a
+    fine-tuning `source`, the model starts from its weights (`orpheus.finetune.initialise`)."""
     check_config(config, run_info.features.format)
     bins = run_info.features.n_bins
     input_shape = (run_info.window_frames,) + ((bins,) if bins else ())
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    keras.config.set_dtype_policy(POLICIES[precision])
     try:
         model = build_model(config.model, input_shape, len(run_info.tags))
     finally:
@@ -165,7 +168,7 @@ def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int
     # A plain rate (constant schedule) stays settable by ReduceLROnPlateau.
     rate = train.learning_rate if train.schedule == "constant" else make_schedule(train, steps_per_epoch, epochs)
     optimizer = keras.optimizers.Adam(learning_rate=rate)
-    if mixed_precision:
+    if precision == "float16":  # bf16 has float32's range: no loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(), metrics=make_metrics(len(run_info.tags)),
@@ -328,13 +331,10 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
         if resume and not chief:  # resume from the chief's run directory (a shared filesystem)
             run_info = read_run_info(requested)
         steps = steps_per_epoch or data_input.steps_per_epoch(kept, train_config.batch_size)
-        mixed = train_config.mixed_precision
-        if mixed and not tf.config.list_logical_devices("GPU"):
-            log.warning("train.mixed_precision ignored: no GPU, training in float32")
-            mixed = False
+        precision = resolve_precision(train_config.precision)
         try:
             with strategy.scope():
-                model, optimizer = build_training_model(config, run_info, steps, epochs, mixed_precision=mixed,
+                model, optimizer = build_training_model(config, run_info, steps, epochs, precision=precision,
                                                         source=source)
                 callbacks, state = make_callbacks(run_dir, config, model, optimizer, resume=resume)
                 start_epoch = state.restore(requested / "checkpoints") if resume else 0
@@ -355,8 +355,9 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
             valid_data = strategy.distribute_datasets_from_function(
                 lambda ctx: data_input.make_dataset(shard_dir, "valid", config, ctx, training=False,
                                                     run_info=run_info))
-            log.info("training %s on %s: %d steps x epochs %d..%d, %s loop, %d replica(s)", config.model.name,
-                     shard_dir, steps, start_epoch + 1, epochs, train_config.loop, strategy.num_replicas_in_sync)
+            log.info("training %s on %s: %d steps x epochs %d..%d, %s loop, %d replica(s), %s", config.model.name,
+                     shard_dir, steps, start_epoch + 1, epochs, train_config.loop, strategy.num_replicas_in_sync,
+                     precision)
             if train_config.loop == "fit":
                 fit_loop(model, train_data, valid_data, callbacks, start_epoch=start_epoch, epochs=epochs,
                          steps=steps, quiet=quiet)
@@ -369,14 +370,27 @@ def train(tfrecords_dir: str | Path, config: Config, *, epochs: int, run_dir: st
 
 
 def _save_final_models(model: keras.Model, run_dir: Path) -> None:
-    """`last.keras`: the model as training left it; `model.keras`: the same with the best epoch's weights."""
-    _save_model(model, run_dir / LAST_MODEL_FILE)
+    """`last.keras`: the model as training left it; `model.keras`: the same with the best epoch's weights.
+    Both compute in float32 (a bf16 or float16 run's model is saved as its float32 copy)."""
+    _save_model(float32_model(model), run_dir / LAST_MODEL_FILE)
     best = run_dir / "checkpoints" / BEST_WEIGHTS
     if best.is_file():
         model.load_weights(best)
     else:
         log.warning("%s: no epoch set a validation %s; %s is the last epoch's model", run_dir, MONITOR, MODEL_FILE)
-    _save_model(model, run_dir / MODEL_FILE)
+    _save_model(float32_model(model), run_dir / MODEL_FILE)
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """`model` itself when every layer computes in float32, else an uncompiled copy that does, same weights."""
+    if all(layer.dtype_policy.name == "float32" for layer in _model_layers(model)):
+        return model
+
+    def float32_layer(layer):
+        return type(layer).from_config({**layer.get_config(), "dtype": "float32"})
+    copy = keras.models.clone_model(model, clone_function=float32_layer)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _trim_history(path: Path, start_epoch: int) -> None:

@@ -24,6 +24,10 @@ def test_defaults_and_overrides():
     ({"train": {"batch_norm_momentum": 1.0}}, "train.batch_norm_momentum"),
     ({"train": {"decay_epochs": 0}}, "train.decay_epochs"),
     ({"train": {"early_stopping_patience": -1}}, "train.early_stopping_patience"),
+    ({"train": {"precision": "fp8"}}, "train.precision must be one of"),
+    ({"train": {"mixed_precision": "yes"}}, "train.mixed_precision must be bool"),
+    ({"train": {"mixed_precision": True, "precision": "bfloat16"}}, "contradicts train.precision 'bfloat16'"),
+    ({"train": {"mixed_precision": False, "precision": "float16"}}, "contradicts train.precision 'float16'"),
 ])
 def test_errors_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -43,6 +47,19 @@ def test_load_config_names_file(tmp_path):
 def test_round_trip_through_json():
     config = config_from_dict({"data": {"merge_tags": [["hip hop", "rap"]]}, "train": {"schedule": "cyclic"}})
     assert config_from_dict(json.loads(json.dumps(config.to_json()))) == config
+
+
+@pytest.mark.parametrize("mixed, precision", [(True, "float16"), (False, "float32")])
+def test_mixed_precision_is_read_as_precision_with_a_warning(tmp_path, caplog, mixed, precision):
+    """Configs written before train.precision keep working: the old key maps to the new one."""
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"train": {"mixed_precision": mixed, "batch_size": 8}}))
+    with caplog.at_level("WARNING", logger="orpheus.config"):
+        config = load_config(path)
+    assert config.train.precision == precision and config.train.batch_size == 8
+    assert f'train.mixed_precision is deprecated: write "precision": "{precision}"' in caplog.text
+    assert "mixed_precision" not in config.to_json()["train"]
+    assert config_from_dict({"train": {"mixed_precision": False, "precision": "auto"}}).train.precision == "auto"
 
 
 def test_batch_norm_momentum_is_optional():

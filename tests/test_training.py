@@ -78,19 +78,19 @@ def test_fit_run_directory_and_learning(shards, fit_run):
     assert model.output_shape == (None, 3)
 
 
-CUSTOM = config_from_dict(TINY).replace(train={"loop": "custom", "mixed_precision": True})
+CUSTOM = config_from_dict(TINY).replace(train={"loop": "custom", "precision": "float16"})
 
 
 @pytest.fixture(scope="module")
 def custom_run(shards, tmp_path_factory) -> tuple[Path, str]:
-    """The same run with the custom loop, asking for mixed precision (ignored without a GPU)."""
+    """The same run with the custom loop, asking for float16 (a GPU feature: float32 without a GPU)."""
     handler = logging.handlers.MemoryHandler(1000)
-    logging.getLogger("orpheus.training").addHandler(handler)
+    logging.getLogger("orpheus").addHandler(handler)
     try:
         run_dir = train(shards, CUSTOM, epochs=EPOCHS, steps_per_epoch=STEPS,
                         run_dir=tmp_path_factory.mktemp("runs") / "custom", quiet=True)
     finally:
-        logging.getLogger("orpheus.training").removeHandler(handler)
+        logging.getLogger("orpheus").removeHandler(handler)
     return run_dir, " ".join(record.getMessage() for record in handler.buffer)
 
 
@@ -98,7 +98,7 @@ def test_custom_loop_matches_fit(fit_run, custom_run):
     """Same seed, same data, same loss scaling: the GradientTape loop reproduces model.fit."""
     run_dir, messages = custom_run
     if not tf.config.list_logical_devices("GPU"):
-        assert "mixed_precision ignored" in messages
+        assert "float16 needs a GPU: training in float32" in messages
     fit_rows, custom_rows = history(fit_run), history(run_dir)
     for key in ("loss", "val_loss", "val_crop_roc_auc", "val_crop_pr_auc"):
         np.testing.assert_allclose([r[key] for r in custom_rows], [r[key] for r in fit_rows], rtol=1e-3, err_msg=key)
@@ -168,7 +168,7 @@ def test_batch_norm_momentum_reaches_every_batch_norm_layer(shards):
     from orpheus.data_input import make_run_info
     from orpheus.training import build_training_model
     config = config_from_dict(TINY)
-    model, _ = build_training_model(config, make_run_info(shards, config), 4, 1, mixed_precision=False)
+    model, _ = build_training_model(config, make_run_info(shards, config), 4, 1)
     momenta = [layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(momenta) == sum(w.path.endswith("moving_mean") for w in model.weights) > 0
     assert set(momenta) == {0.8}
