@@ -45,26 +45,12 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from orpheus import audio
+from orpheus import audio, cpu
 from orpheus.cli import default_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "audio" / "clips"
 TAGS = ("rock", "pop", "jazz", "electronic", "ambient")
-
-
-def cpu_description() -> str:
-    """The CPU's model name, family/model and the vector extensions that matter here, from /proc/cpuinfo."""
-    fields: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    extensions = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"))
-                  if flag in flags] or (["AVX2"] if "avx2" in flags else [])
-    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, model "
-            f"{fields.get('model', '?')}; {' + '.join(extensions) or 'no AVX'}), {os.cpu_count()} cores")
 
 
 def make_corpus(root: Path, n_real: int, n_generated: int, seed: int = 0, clips_dir: Path = CLIPS) -> list[Path]:
@@ -246,7 +232,7 @@ def main(argv=None) -> int:
     group.add_argument("--runners-only", action="store_true", help="only --runner beam against the pool")
     group.add_argument("--no-runners", action="store_true", help="skip --runner beam against the pool")
     args = parser.parse_args(argv)
-    print(f"CPU: {cpu_description()}; load average {os.getloadavg()[0]:.1f} at start")
+    print(f"CPU: {cpu.describe()}; load average {os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="orpheus-bench-") as tmp:
         root = Path(tmp)
         paths = make_corpus(root, args.n_real, args.n_generated, clips_dir=args.clips)

@@ -269,9 +269,9 @@ def main(argv=None) -> int:
         work = Path(args.work or tmp)
         speed = make_mp3s(work / f"speed{args.files}", args.files)
         short = make_mp3s(work / "speed2", 2)  # the same first two tracks, in a folder of their own
-        from orpheus.fast_arithmetic import cpu_info
+        from orpheus import cpu
         print(f"{len(speed)} x 30 s 44.1 kHz stereo mp3 ({'shared clips' if CLIPS.is_dir() else 'synthesised'}), "
-              f"model {Path(run_dir).name}, {cpu_info()[0]} ({', '.join(cpu_info()[1])}), {cores} cores, "
+              f"model {Path(run_dir).name}, {cpu.describe()}, "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
         def listing(files, name):

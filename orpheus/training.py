@@ -55,6 +55,7 @@ from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
 from orpheus.files import atomic_path, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
+from orpheus.models.layers import copy_model
 from orpheus.ownership import ForeignOutputError, claim, mark
 from orpheus.precision import POLICIES, resolve_precision
 from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, read_run_info, write_run_info
@@ -382,15 +383,10 @@ def _save_final_models(model: keras.Model, run_dir: Path) -> None:
 
 
 def float32_model(model: keras.Model) -> keras.Model:
-    """`model` itself when every layer computes in float32, else an uncompiled copy that does, same weights."""
+    """`model` itself when every layer computes in float32, else an uncompiled float32 copy, same weights."""
     if all(layer.dtype_policy.name == "float32" for layer in _model_layers(model)):
         return model
-
-    def float32_layer(layer):
-        return type(layer).from_config({**layer.get_config(), "dtype": "float32"})
-    copy = keras.models.clone_model(model, clone_function=float32_layer)
-    copy.set_weights(model.get_weights())
-    return copy
+    return copy_model(model, dtype="float32")
 
 
 def _trim_history(path: Path, start_epoch: int) -> None:

@@ -15,24 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orpheus.models.layers import FusedBatchNormalization, OneChannelConv2D
+from orpheus.models.layers import FusedBatchNormalization, OneChannelConv2D, copy_model
 from orpheus.models.musicnn import MUSICNN_CONFIG, build_musicnn
-
-PLAIN = {OneChannelConv2D: keras.layers.Conv2D, FusedBatchNormalization: keras.layers.BatchNormalization}
-
-
-def plain_copy(model: keras.Model, dtype: str | None = None) -> keras.Model:
-    """`model` rebuilt from Keras's own Conv2D and BatchNormalization (today's layers), same weights;
-    computing in `dtype` (e.g. "float64") when given."""
-    def clone(layer):
-        config = layer.get_config()
-        if dtype:
-            config["dtype"] = dtype
-        return PLAIN.get(type(layer), type(layer)).from_config(config)
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
-
 
 def gradients(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
     """[outputs, d loss / d input, d loss / d each trainable weight] of a training-mode call, for a loss
@@ -66,8 +50,8 @@ def test_one_channel_conv_equals_conv2d(kernel, padding, n_frames):
     model = keras.Model(audio, OneChannelConv2D(6, kernel, padding=padding, activation="relu")(audio))
     model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
     x = rng.normal(size=(3, n_frames or 17, 96, 1)).astype("float32")
-    assert_close(gradients(model, x), gradients(plain_copy(model), x), rtol=1e-5)
-    np.testing.assert_array_equal(model(x), plain_copy(model)(x))   # inference: the same convolution
+    assert_close(gradients(model, x), gradients(copy_model(model, keras_layers=True), x), rtol=1e-5)
+    np.testing.assert_array_equal(model(x), copy_model(model, keras_layers=True)(x))   # inference: the same convolution
 
 
 def test_one_channel_conv_refuses_what_it_does_not_cover():
@@ -149,11 +133,11 @@ def test_musicnn_trains_like_todays_layers(small_musicnn):
     norms after them take away again; midend3_bn's offset is removed by pool_bn entirely, so its gradient
     is exactly zero), and there any float32 kernel leaves round-off of the size of the terms.
     """
-    today = plain_copy(small_musicnn)
+    today = copy_model(small_musicnn, keras_layers=True)
     assert [type(layer) for layer in today.layers].count(keras.layers.Conv2D) == 5
     x = np.random.default_rng(3).normal(size=(4, 40, 24)).astype("float32")
     new, old = gradients(small_musicnn, x), gradients(today, x)
-    exact = gradients(plain_copy(small_musicnn, "float64"), x.astype("float64"))
+    exact = gradients(copy_model(small_musicnn, dtype="float64", keras_layers=True), x.astype("float64"))
     largest = max(np.abs(truth).max() for truth in exact)
     names = ["outputs", "input"] + [v.path for v in small_musicnn.trainable_variables]
     for name, a, b, truth in zip(names, new, old, exact, strict=True):
@@ -164,7 +148,7 @@ def test_musicnn_trains_like_todays_layers(small_musicnn):
 
 def test_files_of_todays_layers_load_into_musicnn_and_back(small_musicnn, tmp_path):
     """.keras, .weights.h5 and tf.train.Checkpoint written with the plain layers load into the new model."""
-    today = plain_copy(small_musicnn)
+    today = copy_model(small_musicnn, keras_layers=True)
     assert [(w.path, w.shape) for w in today.weights] == [(w.path, w.shape) for w in small_musicnn.weights]
     x = np.random.default_rng(4).normal(size=(2, 30, 24)).astype("float32")
     expected = np.asarray(today(x))

@@ -155,6 +155,23 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
+def copy_model(model: keras.Model, *, dtype: str | None = None, keras_layers: bool = False) -> keras.Model:
+    """A copy of `model` with the same weights: every layer computing in `dtype` when given (a bf16-trained
+    model saved in float32; float64 for a reference), and with Keras's own Conv2D and BatchNormalization in
+    place of the layers here when `keras_layers` (the model as it was before them: bench/training.py and
+    the tests compare the two)."""
+    replaced = {OneChannelConv2D: layers.Conv2D, FusedBatchNormalization: layers.BatchNormalization}
+
+    def clone(layer):
+        config = layer.get_config()
+        if dtype:
+            config["dtype"] = dtype
+        return (replaced.get(type(layer), type(layer)) if keras_layers else type(layer)).from_config(config)
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 # the weights files' names (module docstring)
 OneChannelConv2D.__name__ = layers.Conv2D.__name__
 FusedBatchNormalization.__name__ = layers.BatchNormalization.__name__
