@@ -1,8 +1,9 @@
-"""Fine-tuning on your own labels: zero-shot MTT_musicnn vs MTT_musicnn fine-tuned (and its WiSE-FT mix) vs
-musicnn from scratch.
+"""Fine-tuning on your own labels: zero-shot MTT_musicnn vs MTT_musicnn fine-tuned with its front end frozen
+(and its WiSE-FT mix) or trained (float32, and bf16 where the CPU has bf16 instructions) vs musicnn from scratch.
 
     python bench/finetune.py [--work bench_work/finetune] [--clips 300] [--heldout 110] [--heldout-s 10]
                              [--cpu-budget-s 600] [--wise-alpha 0.5] [--external-dir ../shared/audio]
+                             [--bf16 auto|yes|no] [--parallel 2]
 
 One run, the real commands end to end:
 1. render the training corpus (`msd.rendered`, seed 0, main pool, TimGM6mb) and a held-out corpus of other
@@ -10,9 +11,11 @@ One run, the real commands end to end:
    MuseScore SoundFont renders slowly), both resumable;
 2. `msd.labels` -> ultimate.csv, clean_tags.db, split.csv (training corpus: 90/10 train/valid by piece;
    held-out: all test), then `tfrecords.preprocessing` with the musicnn preset (16 kHz, 96 mels);
-3. train two models on the same shards with the same budget of process CPU time (the training
-   processes' user + system seconds, startup included; the machine is shared, so wall time is longer):
-   `configs/finetune_musicnn.json` (from MTT_musicnn, front end frozen) and the same config from scratch.
+3. train the models on the same shards with the same budget of process CPU time each (the training
+   processes' user + system seconds, startup included; the machine is shared, so wall time is longer),
+   `--parallel` at a time: `configs/finetune_musicnn.json` (from MTT_musicnn, front end frozen), the same
+   with the front end trained (`train.freeze` []), the same in bf16 (`train.precision` "bfloat16"; by default
+   only where the CPU has bf16 instructions), and the same config from scratch.
    A budget is spent in three `orpheus/training.py` calls (1 epoch, +2 epochs, then as many epochs as the
    measured cost per epoch leaves room for, with `--resume`);
 4. mix the fine-tuned weights with MTT_musicnn's (WiSE-FT, `python -m orpheus.finetune`, alpha 0.5: no
@@ -209,24 +212,32 @@ def main(argv=None) -> int:
     parser.add_argument("--train-only", action="store_true", help="stop after training (rerun to evaluate)")
     parser.add_argument("--wise-alpha", type=float, default=0.5,
                         help="weight of the fine-tuned model in the WiSE-FT row (python -m orpheus.finetune)")
+    parser.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
+                        help="train the bf16 row: auto where the CPU has bf16 instructions (AVX512-BF16, AMX)")
+    parser.add_argument("--parallel", type=int, default=2, help="trainings run side by side")
     parser.add_argument("--external-dir", type=Path, default=EXTERNAL_DIR,
                         help="clips of other music with labels.csv (skipped when absent; default ../shared/audio)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    print(f"load average at start: {os.getloadavg()}, {os.cpu_count()} cores", flush=True)
+    from orpheus.precision import cpu_description, cpu_has_bf16
+    print(f"{cpu_description()}; load average at start: {os.getloadavg()}", flush=True)
     shards = {"train": prepare(work, "train", args.clips, ["--seed", "0", "--pool", "main", "--soundfont", "timgm6mb"],
                                ["90", "10", "0"], args.jobs)}
     # converted once and cached (as every use of a pretrained model does), outside the training budget
     step("convert MTT_musicnn", module("orpheus.pretrained", "convert", "MTT_musicnn", "--quiet"))
 
     shipped = json.loads((ROOT / "configs" / "finetune_musicnn.json").read_text())
-    scratch = {**shipped, "train": {**shipped["train"], "init_from": None, "freeze": []}}
-    configs = {"fine-tuned": ROOT / "configs" / "finetune_musicnn.json", "scratch": work / "scratch_musicnn.json"}
-    configs["scratch"].write_text(json.dumps(scratch, indent=2))
-    # The two trainings run side by side: each one's CPU time is its own process's (os.wait4).
-    with ThreadPoolExecutor(len(configs)) as pool:
+    variants = {"fine-tuned-frontend": {"freeze": []}, "scratch": {"init_from": None, "freeze": []}}
+    if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_bf16()):
+        variants["fine-tuned-frontend-bf16"] = {"freeze": [], "precision": "bfloat16"}
+    configs = {"fine-tuned": ROOT / "configs" / "finetune_musicnn.json"}
+    for name, train_keys in variants.items():
+        configs[name] = work / f"{name}.json"
+        configs[name].write_text(json.dumps({**shipped, "train": {**shipped["train"], **train_keys}}, indent=2))
+    # The trainings run side by side: each one's CPU time is its own process's (os.wait4).
+    with ThreadPoolExecutor(args.parallel) as pool:
         futures = {name: pool.submit(train_with_budget, name, shards["train"], path, work / "runs" / name,
                                      args.cpu_budget_s) for name, path in configs.items()}
         budgets = {name: future.result() for name, future in futures.items()}
@@ -247,7 +258,11 @@ def main(argv=None) -> int:
     models = {"zero-shot MTT_musicnn": pretrained_run_dir("MTT_musicnn"),
               "MTT_musicnn fine-tuned": work / "runs" / "fine-tuned",
               f"fine-tuned, WiSE-FT {args.wise_alpha:g}": work / "runs" / "fine-tuned-wise",
+              "fine-tuned, front end trained": work / "runs" / "fine-tuned-frontend",
+              "fine-tuned, front end trained, bf16": work / "runs" / "fine-tuned-frontend-bf16",
               "musicnn from scratch": work / "runs" / "scratch"}
+    models = {name: run_dir for name, run_dir in models.items() if (run_dir / "model.keras").is_file()
+              or name.startswith("zero-shot")}
     import numpy as np
     held = {name: score_heldout(run_dir, shards["heldout"], tags) for name, run_dir in models.items()}
     labels = next(iter(held.values()))[0]
