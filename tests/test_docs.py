@@ -39,7 +39,7 @@ def run_blocks(blocks: list[str], workdir: Path, page: str) -> subprocess.Comple
            "PYTHONPATH": str(REPO)}
     result = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900)
-    assert result.returncode == 0, f"{page}: {result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{page}: exit status {result.returncode}\n{result.stdout[-1500:]}\n{result.stderr[-3000:]}"
     return result
 
 
