@@ -221,8 +221,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    from orpheus.precision import cpu_description, cpu_has_bf16
-    print(f"{cpu_description()}; load average at start: {os.getloadavg()}", flush=True)
+    from orpheus import cpu
+    print(f"{cpu.describe()}; load average at start: {os.getloadavg()}", flush=True)
     shards = {"train": prepare(work, "train", args.clips, ["--seed", "0", "--pool", "main", "--soundfont", "timgm6mb"],
                                ["90", "10", "0"], args.jobs)}
     # converted once and cached (as every use of a pretrained model does), outside the training budget
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
 
     shipped = json.loads((ROOT / "configs" / "finetune_musicnn.json").read_text())
     variants = {"fine-tuned-frontend": {"freeze": []}, "scratch": {"init_from": None, "freeze": []}}
-    if args.bf16 == "yes" or (args.bf16 == "auto" and cpu_has_bf16()):
+    if args.bf16 == "yes" or (args.bf16 == "auto" and cpu.has_bf16()):
         variants["fine-tuned-frontend-bf16"] = {"freeze": [], "precision": "bfloat16"}
     configs = {"fine-tuned": ROOT / "configs" / "finetune_musicnn.json"}
     for name, train_keys in variants.items():
