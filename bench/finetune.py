@@ -137,7 +137,7 @@ def score_heldout(run_dir: Path, shards: Path, tags: tuple[str, ...]) -> tuple:
 
     from orpheus.data_input import make_track_windows
     from orpheus.rundir import read_run_info
-    from orpheus.tagging import load_model
+    from orpheus.rundir import load_model
     info = read_run_info(run_dir)
     model = load_model(run_dir)
     columns = [info.tags.index(t) for t in tags]

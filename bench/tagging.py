@@ -311,7 +311,7 @@ def main(argv=None) -> int:
                 run_row([kind, listing(speed[:1], "warm"), run_dir, "1", arithmetic])
         from orpheus.fast_arithmetic import CHOICE_FILE, choice_dir
         from orpheus.inference import model_digest
-        from orpheus.pretrained import default_cache_dir
+        from orpheus.files import default_cache_dir
         from orpheus.rundir import read_run_info
         folder = choice_dir(default_cache_dir(), model_digest(Path(run_dir) / "model.keras"),
                             read_run_info(run_dir).window_frames)

@@ -20,6 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
+from orpheus.features import compute_features
 from orpheus.rundir import RunInfo
 
 CLIP_S = 10.0  # seconds per generated clip: three 3 s windows and one aligned to the end
@@ -121,7 +122,7 @@ def calibration_windows(info: RunInfo, seeds: Iterable[int], window_frames: int 
     from orpheus.windows import cut_windows, normalise_windows_np
     cuts, owners = [], []
     for i, seed in enumerate(seeds):
-        features = info.features.compute(calibration_audio(seed, info.features.sample_rate))
+        features = compute_features(calibration_audio(seed, info.features.sample_rate), info.features)
         cut = normalise_windows_np(cut_windows(features, window_frames or info.window_frames), info)
         cuts.append(cut)
         owners.append(np.full(cut.shape[0], i))

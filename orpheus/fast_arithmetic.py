@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from orpheus import cpu
+from orpheus.files import publish_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,6 @@ def fast_model(ir, info, window_frames: int, cache_root: Path | None, model_key:
 def _cache_choice(folder: Path, chosen: FastModel, record: dict, window_frames: int) -> None:
     import openvino as ov
 
-    from orpheus.files import write_json_atomic
-    from orpheus.inference import publish
     name, flags = cpu_info()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +239,6 @@ def _cache_choice(folder: Path, chosen: FastModel, record: dict, window_frames: 
                 "chosen": chosen.arithmetic, "cpu": name, "cpu_flags": flags, "openvino": ov.__version__,
                 "window_frames": window_frames, "check_bound": CHECK_BOUND, "candidates": record})
             shutil.rmtree(folder, ignore_errors=True)  # a damaged record
-            publish(Path(tmp), folder)
+            publish_dir(Path(tmp), folder)
     except OSError as err:  # a read-only cache only costs the choice next time
         log.info("cannot cache --precision fast's choice in %s (%s)", folder, err)

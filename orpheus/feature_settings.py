@@ -14,7 +14,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import numpy as np
 
 FORMATS = ("waveform", "log-mel-spectrogram", "mfcc")
 SPECTRAL_FORMATS = ("log-mel-spectrogram", "mfcc")
@@ -65,13 +64,6 @@ class FeatureSettings:
     def frames(self, seconds: float) -> int:
         """Length of `seconds` of audio on the time axis (samples or frames), rounded."""
         return int(round(seconds * self.frames_per_second))
-
-    def compute(self, samples: np.ndarray) -> np.ndarray:
-        """float32 [n_samples] at `sample_rate` -> features, float32 [n_frames, n_bins] or [n_samples]."""
-        from orpheus.features import features  # that module imports this one for the format names
-
-        return features(samples, self.sample_rate, format=self.format, n_mels=self.n_mels, n_fft=self.n_fft,
-                        hop_length=self.hop_length, preset=self.preset, n_mfcc=self.n_mfcc)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,7 +20,7 @@ import scipy.fft
 import scipy.sparse
 
 from orpheus.errors import ConfigError
-from orpheus.feature_settings import FORMATS, FeatureSettings  # noqa: F401  (FeatureSettings: re-exported)
+from orpheus.feature_settings import FORMATS, FeatureSettings
 
 
 COMPRESSIONS = ("db", "log10")
@@ -282,3 +282,11 @@ def features(audio: np.ndarray, sample_rate: int, *, format: str, n_mels: int | 
     if format == "mfcc":
         return mfcc(audio, sample_rate, 20 if n_mfcc is None else n_mfcc, n_mels, n_fft, hop_length)
     raise ConfigError(f"unknown feature format {format!r}; expected one of {', '.join(FORMATS)}")
+
+
+def compute_features(samples: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """The features `settings` describe: float32 [n_samples] at `settings.sample_rate` -> float32
+    [n_frames, n_bins], or [n_samples] for waveform."""
+    return features(samples, settings.sample_rate, format=settings.format, n_mels=settings.n_mels,
+                    n_fft=settings.n_fft, hop_length=settings.hop_length, preset=settings.preset,
+                    n_mfcc=settings.n_mfcc)

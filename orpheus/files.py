@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError, OutputWriteError
-from orpheus.ownership import FolderKind, Kind, claim, mark
+from orpheus import __version__
+from orpheus.ownership import MARKER, FolderKind, Kind, claim
 
 T = TypeVar("T")
 
@@ -252,6 +253,33 @@ def read_json_record(path: str | os.PathLike, cls: type[T], *, what: str, tuple_
         return cls(**raw)
     except (ValueError, TypeError, KeyError) as err:
         raise DataFormatError(f"{path}: malformed {what} ({err}); {malformed}") from err
+
+
+def default_cache_dir() -> Path:
+    """`$ORPHEUS_CACHE` if set, else `$XDG_CACHE_HOME/orpheus`, else `~/.cache/orpheus`."""
+    if os.environ.get("ORPHEUS_CACHE"):
+        return Path(os.environ["ORPHEUS_CACHE"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "orpheus"
+    return Path.home() / ".cache" / "orpheus"
+
+
+def publish_dir(folder: Path, target: Path) -> None:
+    """Copy a finished cache folder to `target` atomically (a concurrent run may publish it first: then theirs stays)."""
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():
+            raise
+
+
+def mark(folder: str | os.PathLike, kind: FolderKind) -> None:
+    """Write `folder`'s ownership marker (`orpheus.ownership.MARKER`), saying Orpheus wrote it as `kind`."""
+    write_json_atomic(Path(folder) / MARKER, {"kind": kind.name, "written_by": f"orpheus {__version__}"})
 
 
 def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence]) -> None:

@@ -239,7 +239,7 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
     """
     from orpheus.config import load_config
     from orpheus.files import atomic_dir, check_output, write_json_atomic
-    from orpheus.tagging import load_model
+    from orpheus.rundir import load_model
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha {alpha}: must be between 0 (the source) and 1 (the fine-tuned run)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)

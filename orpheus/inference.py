@@ -73,6 +73,9 @@ from typing import Callable
 import numpy as np
 
 from orpheus.errors import ConfigError, DataFormatError
+from orpheus.fast_arithmetic import fast_model
+from orpheus.files import default_cache_dir, publish_dir, write_json_atomic
+from orpheus.rundir import MODEL_FILE, load_model, read_run_info
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +197,6 @@ def openvino_ir(run_dir: Path, embeddings: bool) -> Path | None:
     passing reason (the child killed for memory, a full /tmp) is tried again by the next run."""
     import openvino as ov
 
-    from orpheus.pretrained import default_cache_dir
-    from orpheus.rundir import MODEL_FILE
     cache = default_cache_dir() / "openvino" / f"{model_digest(run_dir / MODEL_FILE)}{'-emb' if embeddings else ''}"
     failed = cache / failed_file(ov.__version__)
     if (cache / "model.xml").is_file() and (cache / CHECK_FILE).is_file():
@@ -222,7 +223,7 @@ def openvino_ir(run_dir: Path, embeddings: bool) -> Path | None:
                 return None
             if cache.is_dir() and not (cache / CHECK_FILE).is_file():
                 shutil.rmtree(cache, ignore_errors=True)  # an unchecked IR, or failures of other OpenVINO versions
-            publish(out, cache)
+            publish_dir(out, cache)
         except OSError as err:  # a read-only cache only costs the conversion next time
             log.warning("cannot cache the OpenVINO model in %s (%s): every run converts it again; set ORPHEUS_CACHE "
                         "to a folder you can write to", cache, err.strerror or err)
@@ -270,9 +271,6 @@ def openvino_backend(ir, precision: str, run_dir: Path, window_frames: int, embe
     import openvino.properties.hint as hints
     core = ov.Core()
     if precision == "fast":
-        from orpheus.fast_arithmetic import fast_model
-        from orpheus.pretrained import default_cache_dir
-        from orpheus.rundir import MODEL_FILE, read_run_info
         key = f"{model_digest(run_dir / MODEL_FILE)}{'-emb' if embeddings else ''}"
         chosen = fast_model(ir, read_run_info(run_dir), window_frames, default_cache_dir(), key)
         model, config, name = chosen.model, chosen.config, chosen.arithmetic
@@ -341,9 +339,6 @@ def convert(run_dir: str | Path, out: str | Path, embeddings: bool = False) -> P
     import openvino as ov
     import openvino.properties.hint as hints
 
-    from orpheus.files import write_json_atomic
-    from orpheus.rundir import read_run_info
-    from orpheus.tagging import load_model
     run_dir, out = Path(run_dir), Path(out)
     model = forward_model(load_model(run_dir), embeddings)
     graph = compiled_model(model, len(model.inputs[0].shape))
@@ -370,29 +365,15 @@ def convert(run_dir: str | Path, out: str | Path, embeddings: bool = False) -> P
     return out / "model.xml"
 
 
-def publish(folder: Path, target: Path) -> None:
-    """Copy a finished IR folder to `target` atomically (a concurrent run may publish it first)."""
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(folder, tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process cached it first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not target.is_dir():
-            raise
-
-
-def make_backend(run_dir: str | Path, precision: str, embeddings: bool, load_model: Callable[[], object],
+def make_backend(run_dir: str | Path, precision: str, embeddings: bool, keras_model: Callable[[], object],
                  engine: str = "auto", window_frames: int | None = None) -> Backend:
-    """The backend for `precision` (see the module docstring); `load_model()` gives the Keras model,
+    """The backend for `precision` (see the module docstring); `keras_model()` gives the Keras model,
     called only when TensorFlow runs it. `engine` "tensorflow" skips OpenVINO. `window_frames`: the
     time axis the caller feeds (default the run's window), which fast's model is compiled for."""
-    from orpheus.rundir import MODEL_FILE
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     run_dir = Path(run_dir)
-    if engine == "auto" and (run_dir / MODEL_FILE).is_file():  # else load_model() names what is missing
+    if engine == "auto" and (run_dir / MODEL_FILE).is_file():  # else keras_model() names what is missing
         try:
             import openvino  # noqa: F401
         except ImportError:
@@ -401,15 +382,14 @@ def make_backend(run_dir: str | Path, precision: str, embeddings: bool, load_mod
                             "running exact")
         else:
             if window_frames is None:
-                from orpheus.rundir import read_run_info
-                window_frames = read_run_info(run_dir).window_frames
+                            window_frames = read_run_info(run_dir).window_frames
             backend = checked_backend(run_dir, precision, embeddings, window_frames)
             if backend is not None:
                 return backend
             if precision == "fast":
                 log.warning("--precision fast: no OpenVINO model; running exact in TensorFlow")
     return_freed_memory()
-    return tf_backend(forward_model(load_model(), embeddings))
+    return tf_backend(forward_model(keras_model(), embeddings))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,13 +153,6 @@ def what_is_there(path: Path, kind: Kind) -> str | None:
     return "ours" if kind.recognise(path) else describe_file(path)
 
 
-def mark(folder: str | os.PathLike, kind: FolderKind) -> None:
-    """Write `folder`'s `MARKER`, saying Orpheus wrote it as `kind`."""
-    from orpheus import __version__
-    from orpheus.files import write_json_atomic
-    write_json_atomic(Path(folder) / MARKER, {"kind": kind.name, "written_by": f"orpheus {__version__}"})
-
-
 def marker_kind(folder: Path) -> str | None:
     """The kind named by `folder`'s `MARKER`, or None when it has none (or an unreadable one)."""
     try:

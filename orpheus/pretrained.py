@@ -46,7 +46,7 @@ from orpheus.data import data_file
 from orpheus.feature_settings import FeatureSettings
 from orpheus.errors import (DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError,
                             OutputWriteError)
-from orpheus.files import atomic_dir, check_output
+from orpheus.files import atomic_dir, check_output, default_cache_dir
 from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INSTALL_COMMAND,  # noqa: F401
                                         MUSICNN_SCOPES, VGG_SCOPES, checkpoint_digest, checkpoint_folder,
                                         is_optimizer_state, load_checkpoint_values, musicnn_package_dir,
@@ -151,15 +151,6 @@ def get_pretrained(name: str) -> PretrainedModel:
     if name not in PRETRAINED:
         raise MissingInputError(f"unknown pretrained model {name!r}; choose one of {', '.join(PRETRAINED)}")
     return PRETRAINED[name]
-
-
-def default_cache_dir() -> Path:
-    """`$ORPHEUS_CACHE` if set, else `$XDG_CACHE_HOME/orpheus`, else `~/.cache/orpheus`."""
-    if os.environ.get("ORPHEUS_CACHE"):
-        return Path(os.environ["ORPHEUS_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "orpheus"
-    return Path.home() / ".cache" / "orpheus"
 
 
 def locate_checkpoint(name: str, package_dir: str | os.PathLike | None = None) -> Path:

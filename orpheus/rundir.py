@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orpheus.errors import DataFormatError
+from orpheus.errors import DataFormatError, MissingInputError
 from orpheus.files import read_json_record, write_json_atomic
 from orpheus.feature_settings import FORMATS, NORMALISATIONS, FeatureSettings, nest_features
 from orpheus.ownership import FolderKind
@@ -100,3 +100,21 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     if info.features.format not in FORMATS or info.normalise not in NORMALISATIONS:
         raise DataFormatError(f"{path}: unknown format {info.features.format!r} or normalisation {info.normalise!r}")
     return info
+
+
+def load_model(run_dir: str | Path):
+    """Load `run_dir/model.keras` (the one loader of a run's model: tagging, evaluation, export, fine-tuning).
+
+    Importing `orpheus.models` registers the custom layers before deserialising; it is imported here, not at the
+    top, because it imports Keras and TensorFlow, which reading a run's `run.json` never needs."""
+    import keras
+
+    import orpheus.models  # noqa: F401  (registers the custom layers)
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise MissingInputError(f"{path}: model not found; --run-dir must hold a trained or converted model")
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except (ValueError, OSError, TypeError) as err:
+        raise DataFormatError(f"{path}: cannot load the model ({str(err).splitlines()[0]}); retrain or "
+                              "reconvert it") from err

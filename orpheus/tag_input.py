@@ -17,6 +17,7 @@ import soundfile as sf
 
 from orpheus import audio as audio_io
 from orpheus.feature_settings import FeatureSettings
+from orpheus.features import compute_features
 from orpheus.errors import MissingInputError, OrpheusError
 from orpheus.files import first_paths, walk_files
 
@@ -108,7 +109,7 @@ def decode_features(task: tuple[str, FeatureSettings, float]) -> Decoded:
         samples, _ = audio_io.load_audio(path, settings.sample_rate)
         stats = AudioStats(settings.sample_rate)
         stats.add(samples)
-        return Decoded(path, features=settings.compute(samples),
+        return Decoded(path, features=compute_features(samples, settings),
                        warnings=input_warnings(stats, window_s=window_s, header_s=duration_s(path) or None))
     except OrpheusError as err:
         return Decoded(path, error=error_naming(path, err))
@@ -147,7 +148,7 @@ def stream_features(path: str | Path, settings: FeatureSettings, block_s: float 
         last_exact = (end - margin) // hop  # frames < last_exact have their right context in the buffer
         if last_exact - next_frame < max(1, int(block_s * settings.sample_rate / hop) // 2):
             continue
-        feats = settings.compute(buffer)
+        feats = compute_features(buffer, settings)
         first = next_frame - buffer_start // hop
         yield feats[first:last_exact - buffer_start // hop]
         next_frame = last_exact
@@ -155,7 +156,7 @@ def stream_features(path: str | Path, settings: FeatureSettings, block_s: float 
         buffer = buffer[keep_from - buffer_start:]
         buffer_start = keep_from
     if buffer.shape[0]:
-        feats = settings.compute(buffer)
+        feats = compute_features(buffer, settings)
         tail = feats[next_frame - buffer_start // hop:]
         if tail.shape[0]:
             yield tail

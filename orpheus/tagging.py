@@ -31,7 +31,10 @@ import numpy as np
 from tqdm import tqdm
 
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OrpheusError
+from orpheus.features import compute_features
+from orpheus.inference import PRECISIONS, make_backend
 from orpheus.parallel import parallel_map
+from orpheus.rundir import load_model, read_run_info
 from orpheus.tag_input import (  # noqa: F401
     STREAM_BLOCK_S,
     STREAM_THRESHOLD_S,
@@ -100,26 +103,6 @@ class _Pending:
         return self.closed and sum(p.shape[0] for p in self.probabilities) == self.n_windows
 
 
-def load_model(run_dir: str | Path):
-    """Load `run_dir/model.keras` for inference (custom layers registered via `orpheus.models`)."""
-    import keras
-
-    from orpheus.rundir import MODEL_FILE
-    try:
-        import orpheus.models  # noqa: F401  (registers the custom layers before deserialising)
-    except ModuleNotFoundError as err:
-        if err.name not in ("orpheus.models",):
-            raise
-    path = Path(run_dir) / MODEL_FILE
-    if not path.is_file():
-        raise MissingInputError(f"{path}: model not found; --run-dir must hold a trained or converted model")
-    try:
-        return keras.saving.load_model(str(path), compile=False)
-    except (ValueError, OSError, TypeError) as err:
-        raise DataFormatError(f"{path}: cannot load the model ({str(err).splitlines()[0]}); retrain or "
-                              "reconvert it") from err
-
-
 class Tagger:
     """A loaded model plus the settings to turn audio into its windows.
 
@@ -140,8 +123,6 @@ class Tagger:
     def __init__(self, run_dir: str | Path, *, window_s: float | None = None, hop_s: float | None = None,
                  aggregate: str = "mean", batch_size: int | None = None, embeddings: bool = False,
                  precision: str = "exact", engine: str = "auto") -> None:
-        from orpheus.inference import PRECISIONS, make_backend
-        from orpheus.rundir import read_run_info
         if aggregate not in AGGREGATES:
             raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
         if precision not in PRECISIONS:
@@ -242,7 +223,7 @@ class Tagger:
         samples = np.asarray(samples, np.float32)
         stats = AudioStats(self.settings.sample_rate)
         stats.add(samples)
-        return self.tag_features(name, self.settings.compute(samples),
+        return self.tag_features(name, compute_features(samples, self.settings),
                                  warnings=input_warnings(stats, window_s=self.window_s))
 
     def tag_files(self, files: Sequence[str | Path], *, jobs: int = 1, quiet: bool = False,

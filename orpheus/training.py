@@ -53,10 +53,10 @@ from orpheus.callbacks import BEST_WEIGHTS, MONITOR, make_callbacks
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
-from orpheus.files import atomic_path, write_json_atomic, writing_to
+from orpheus.files import atomic_path, mark, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
 from orpheus.models.layers import copy_model
-from orpheus.ownership import ForeignOutputError, claim, mark
+from orpheus.ownership import ForeignOutputError, claim
 from orpheus.precision import POLICIES, resolve_precision
 from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orpheus import pretrained
+from orpheus import files, pretrained
 from orpheus.errors import DataFormatError, MissingDependencyError, OutputExistsError
+from orpheus.features import compute_features
 from orpheus.pretrained import (INSTALL_COMMAND, PRETRAINED, checkpoint_digest, convert, load_checkpoint_values,
                                 locate_checkpoint, musicnn_package_dir, open_checkpoint, pretrained_run_dir)
 from orpheus.ownership import MARKER
@@ -321,12 +322,12 @@ def test_cache_converts_once_and_keys_on_checkpoint_content(tmp_path, cache_dir)
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "a"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
-    assert pretrained.default_cache_dir() == tmp_path / "a"
+    assert files.default_cache_dir() == tmp_path / "a"
     monkeypatch.delenv("ORPHEUS_CACHE")
-    assert pretrained.default_cache_dir() == tmp_path / "b" / "orpheus"
+    assert files.default_cache_dir() == tmp_path / "b" / "orpheus"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert pretrained.default_cache_dir() == tmp_path / "home" / ".cache" / "orpheus"
+    assert files.default_cache_dir() == tmp_path / "home" / ".cache" / "orpheus"
 
 
 @needs_musicnn
@@ -368,7 +369,7 @@ def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, c
     from orpheus.audio import load_audio
     info = read_run_info(pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir))
     audio, sample_rate = load_audio(music_dir / REAL_CLIP, info.features.sample_rate)
-    spectrogram = info.features.compute(audio)
+    spectrogram = compute_features(audio, info.features)
     assert abs(spectrogram.shape[0] - music_patches.shape[0]) <= 1
     ours = np.asarray(converted("MSD_musicnn")(split_patches(spectrogram, info.window_frames), training=False))
     expected, _ = reference("MSD_musicnn", split_patches(music_patches))

@@ -14,6 +14,7 @@ import soundfile as sf
 from orpheus import tagging
 from orpheus.audio import load_audio
 from orpheus.errors import ConfigError, MissingInputError
+from orpheus.features import compute_features
 from orpheus.windows import cut_windows, normalise_windows, window_starts
 from tests.fixtures_tagging import link_clips, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -28,7 +29,7 @@ def tagger(tiny_run_dir):  # noqa: F811
 def reference_scores(tagger, path, hop_frames=None):
     """The whole-file path spelled out: decode, features, cut_windows, normalise, model, mean."""
     samples, _ = load_audio(path, 16000)
-    windows = cut_windows(tagger.settings.compute(samples), tagger.window_frames, hop_frames)
+    windows = cut_windows(compute_features(samples, tagger.settings), tagger.window_frames, hop_frames)
     probs = np.asarray(tagger.model(normalise_windows(windows, tagger.info), training=False))
     return probs
 
@@ -103,7 +104,7 @@ def test_folder_in_pool_keeps_order_and_reports_bad_file(tagger, tmp_path, music
 
 def test_stream_features_equal_whole_file(tagger, music_dir):
     path = music_dir / CLIPS[1]
-    whole = tagger.settings.compute(load_audio(path, 16000)[0])
+    whole = compute_features(load_audio(path, 16000)[0], tagger.settings)
     blocks = list(tagging.stream_features(path, tagger.settings, block_s=1.3))
     assert len(blocks) > 4
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=2e-3)

@@ -57,7 +57,8 @@ from orpheus import audio
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
 from orpheus.feature_settings import FORMATS
-from orpheus.ownership import claim, mark
+from orpheus.files import mark
+from orpheus.ownership import claim
 from tfrecords.plan import SPLIT_NAMES, Shard, Track, hash_split, plan, shards_per_split  # noqa: F401
 from tfrecords.runners import (IN_FLIGHT_MEMORY_BYTES, RUNNERS, TRACKS_IN_FLIGHT_PER_JOB,  # noqa: F401
                                folder_lock, run_beam, run_pool, tracks_in_flight)

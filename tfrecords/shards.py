@@ -24,6 +24,7 @@ import numpy as np
 
 from orpheus import audio, spec
 from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OutputWriteError
+from orpheus.features import compute_features
 from orpheus.feature_settings import FORMATS, FeatureSettings
 from orpheus.files import atomic_path, output_write_error, write_csv_atomic, write_json_atomic
 from orpheus.ownership import FolderKind
@@ -87,7 +88,7 @@ def extract(track: Track, settings: ShardSettings) -> tuple[np.ndarray | None, s
     length_s = samples.shape[0] / rate
     if length_s < settings.min_length_s:
         return None, f"too short: {length_s:.2f} s < {settings.min_length_s:g} s"
-    values = settings.features.compute(samples)
+    values = compute_features(samples, settings.features)
     return (values.astype(np.float16) if settings.storage == "float16" else values), ""
 
 

@@ -6,7 +6,8 @@ Used by the tests, the benchmarks and the demo; never by the stages themselves.
 from pathlib import Path
 
 from orpheus.errors import OutputExistsError
-from orpheus.ownership import FolderKind, claim, mark
+from orpheus.files import mark
+from orpheus.ownership import FolderKind, claim
 
 # A generated corpus's folder; written before the ownership marker, it holds its generator's record
 CORPUS = FolderKind("miniature dataset", legacy=lambda folder: any(

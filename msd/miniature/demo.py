@@ -42,7 +42,8 @@ from typing import Callable, Sequence  # noqa: E402
 from orpheus import cli  # noqa: E402
 from orpheus.data import data_file  # noqa: E402
 from orpheus.errors import EXIT_PARTIAL, OrpheusError  # noqa: E402
-from orpheus.ownership import FolderKind, claim, mark  # noqa: E402
+from orpheus.files import mark  # noqa: E402
+from orpheus.ownership import FolderKind, claim  # noqa: E402
 
 log = logging.getLogger(__name__)
 
