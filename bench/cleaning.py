@@ -225,7 +225,7 @@ def build_audio_tree(root: Path, n_tracks: int, seed: int) -> pd.DataFrame:
     """Encode real clips (or synthetic signals) as `<d0>/<d1>/<id>.clip.mp3`; return a wrangle-like table."""
     import soundfile as sf
 
-    from orpheus.audio import load_audio
+    from orpheus.audio.decode import load_audio
 
     candidates = [REPO.parent / "shared" / "audio" / "clips", REPO.parents[1] / "shared" / "audio" / "clips"]
     clips = next((sorted(c.glob("*.ogg")) for c in candidates if c.is_dir()), [])

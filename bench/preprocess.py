@@ -45,7 +45,9 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from orpheus import audio, cpu
+from orpheus import cpu
+
+from orpheus.audio import decode as audio
 from orpheus.cli import default_jobs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -74,7 +74,7 @@ def make_mp3s(folder: Path, count: int, seconds: float = 30.0, seed: int = 0) ->
     """`count` stereo 44.1 kHz mp3s of `seconds` each (concatenated shared clips, else synthesised)."""
     import soundfile as sf
 
-    from orpheus.audio import load_audio
+    from orpheus.audio.decode import load_audio
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     clips = sorted(CLIPS.glob("*.ogg")) if CLIPS.is_dir() else []

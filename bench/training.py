@@ -48,8 +48,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from orpheus import data_input, finetune, training  # noqa: E402
-from orpheus.audio import AUDIO_EXTENSIONS, features, load_audio  # noqa: E402
-from orpheus.feature_settings import FeatureSettings  # noqa: E402
+from orpheus.audio.decode import AUDIO_EXTENSIONS, load_audio  # noqa: E402
+from orpheus.audio.features import features  # noqa: E402
+from orpheus.audio.settings import FeatureSettings  # noqa: E402
 from orpheus.config import ModelConfig, load_config  # noqa: E402
 from orpheus.models import MODELS, WAVEFORM_FORMATS, build_model  # noqa: E402
 from orpheus.models.layers import copy_model  # noqa: E402

@@ -48,7 +48,7 @@ import pandas as pd
 
 from msd.converters.common import MASTER_CSV_KIND
 from msd.drop_report import DROP_REPORT, dropped_path, format_drop_summary
-from orpheus.audio import load_audio
+from orpheus.audio.decode import load_audio
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import DataFormatError, MissingInputError
 from orpheus.files import atomic_path, check_output, partial_path, read_partial, require_dir, require_file

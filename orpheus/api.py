@@ -233,7 +233,7 @@ class Tagger:
         Raises:
             OrpheusError: the array or rate is not one of those (the message says what was expected).
         """
-        from orpheus.audio import resample
+        from orpheus.audio.decode import resample
         mono, rate, warnings = samples_to_mono(samples, sample_rate, name)
         result = self.core.tag_audio(name, resample(mono, rate, self.sample_rate))
         result.warnings[:0] = warnings
@@ -262,7 +262,7 @@ def samples_to_mono(samples, sample_rate: float, name: str = "<array>") -> tuple
     Raises:
         OrpheusError: naming `name` and what was expected.
     """
-    from orpheus.audio import to_mono
+    from orpheus.audio.decode import to_mono
     from orpheus.errors import ConfigError
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
             or not np.isfinite(sample_rate) or sample_rate <= 0 or sample_rate != int(sample_rate):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from orpheus.errors import ConfigError
-from orpheus.feature_settings import NORMALISATIONS
+from orpheus.audio.settings import NORMALISATIONS
 
 log = logging.getLogger(__name__)
 

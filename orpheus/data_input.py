@@ -11,7 +11,7 @@ Excluded track ids (`data.exclude_tids`) are left out of everything made from th
 (dropped right after parsing, before the crop, so no work is spent on them), `make_track_windows` (what
 `test` scores), the dataset statistics, and the counts behind `top_n_tags` and the steps of an epoch
 (`kept_dataset_info`). Training crops a random window, evaluation the centred one; `make_track_windows`
-yields every consecutive window of each track (the windows of `orpheus.windows`, as tagging sees them) for
+yields every consecutive window of each track (the windows of `orpheus.audio.windows`, as tagging sees them) for
 per-track evaluation.
 
 Every random choice derives from `seed`, the epoch number and, when an epoch needs more than one pass over
@@ -33,7 +33,7 @@ from orpheus.config import Config, DataConfig
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError
 from orpheus.rundir import RunInfo
 from orpheus.spec import DatasetInfo, parse_fn, read_dataset_info, shard_paths
-from orpheus.windows import cut_windows, normalise_windows
+from orpheus.audio.windows import cut_windows, normalise_windows
 
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
@@ -340,7 +340,7 @@ def make_track_windows(shard_dir: str | Path, split: str, run_info: RunInfo, *,
                        ) -> tf.data.Dataset:
     """Every consecutive window of every track, for per-track evaluation (`test_model.py test`).
 
-    Windows are `orpheus.windows.cut_windows` of `run_info.window_frames` (no overlap, the last one
+    Windows are `orpheus.audio.windows.cut_windows` of `run_info.window_frames` (no overlap, the last one
     aligned to the track's end, a short track zero-padded to one window), normalised by
     `normalise_windows` as tagging does. Tracks come in file order, unbatched: average the model's
     scores over a track's windows to score the track.

@@ -55,7 +55,7 @@ EPILOG = """examples:
 
 def feature_description(info) -> dict[str, Any]:
     """Everything needed to turn audio into the model's input windows, from a RunInfo."""
-    from orpheus.audio import PRESETS
+    from orpheus.audio.features import PRESETS
     description: dict[str, Any] = {
         "format": info.features.format,
         "sample_rate": info.features.sample_rate,
@@ -86,7 +86,7 @@ def feature_description(info) -> dict[str, Any]:
         "cutting": "windows start every hop_frames; one more window aligned to the end of the track; a "
                    "track shorter than one window is zero-padded to one window",
     }
-    from orpheus.windows import EPSILON
+    from orpheus.audio.windows import EPSILON
     description["normalise"] = {
         "method": info.normalise,
         "formula": {"per_example": f"each window: (x - mean(x)) / (std(x) + {EPSILON}) over all its values",

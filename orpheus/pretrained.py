@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from orpheus.cli import HelpFormatter, add_common_args, make_parser, run_main
 from orpheus.data import data_file
-from orpheus.feature_settings import FeatureSettings
+from orpheus.audio.settings import FeatureSettings
 from orpheus.errors import (DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError,
                             OutputWriteError)
 from orpheus.files import atomic_dir, check_output, default_cache_dir

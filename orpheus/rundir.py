@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from orpheus.errors import DataFormatError, MissingInputError
 from orpheus.files import read_json_record, write_json_atomic
-from orpheus.feature_settings import FORMATS, NORMALISATIONS, FeatureSettings, nest_features
+from orpheus.audio.settings import FORMATS, NORMALISATIONS, FeatureSettings, nest_features
 from orpheus.ownership import FolderKind
 
 if TYPE_CHECKING:  # the TFRecord spec imports TensorFlow, which tagging with --precision fast never loads
@@ -47,7 +47,7 @@ class RunInfo:
     """How to turn audio into the model's input, and what its outputs mean.
 
     tags:         model output names, in output order.
-    features:     how audio becomes the model input (`orpheus.feature_settings.FeatureSettings`,
+    features:     how audio becomes the model input (`orpheus.audio.settings.FeatureSettings`,
                   the same record as a shard folder's `DatasetInfo.features`).
     window_s:     seconds of audio per model input window.
     normalise:    one of `NORMALISATIONS`: "per_example" (standardise each window), "dataset"

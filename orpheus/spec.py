@@ -1,7 +1,7 @@
 """The TFRecord schema, declared once: the writer and the parser are both generated from it.
 
 A shard folder describes itself with `dataset.json` (see `DatasetInfo`): the feature settings (format,
-sample rate, spectrogram settings: `orpheus.feature_settings.FeatureSettings`), the tag names in output order and the counts per split. Training,
+sample rate, spectrogram settings: `orpheus.audio.settings.FeatureSettings`), the tag names in output order and the counts per split. Training,
 evaluation and tagging read only that folder, so the label order can never drift from the weights.
 
 Every example holds:
@@ -30,7 +30,7 @@ import google_crc32c
 import numpy as np
 
 from orpheus.errors import DataFormatError
-from orpheus.feature_settings import FORMATS, FeatureSettings, nest_features
+from orpheus.audio.settings import FORMATS, FeatureSettings, nest_features
 from orpheus.files import read_json_record, write_json_atomic
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ def shard_paths(shard_dir: str | Path, split: str) -> list[str]:
 class DatasetInfo:
     """What a shard folder holds, stored as its `dataset.json`.
 
-    features:      how the audio became the stored values (`orpheus.feature_settings.FeatureSettings`).
+    features:      how the audio became the stored values (`orpheus.audio.settings.FeatureSettings`).
     tags:          tag names in the order of the `tags` multi-hot vector.
     storage:       "float32" or "float16".
     counts:        tracks per split.

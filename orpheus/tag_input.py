@@ -15,9 +15,9 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from orpheus import audio as audio_io
-from orpheus.feature_settings import FeatureSettings
-from orpheus.features import compute_features
+from orpheus.audio import decode as audio_io
+from orpheus.audio.settings import FeatureSettings
+from orpheus.audio.features import compute_features
 from orpheus.errors import MissingInputError, OrpheusError
 from orpheus.files import first_paths, walk_files
 

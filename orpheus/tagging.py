@@ -3,7 +3,7 @@
 Input: a run directory (`run.json` + `model.keras`, see `orpheus.rundir`) and audio files
 (mp3/ogg/opus/flac/wav) or a recorded signal. Output: one `TrackTags` per file, in the sorted file order:
 the track's score per tag (mean, or max, over consecutive windows covering the whole track, the last
-window aligned to the end as `orpheus.windows` does), the per-window probabilities (the taggram),
+window aligned to the end as `orpheus.audio.windows` does), the per-window probabilities (the taggram),
 when asked the "embedding" layer's output per window, and warnings about odd input.
 
 Seams: the input side (file listing, features in worker processes, input warnings, streaming) is
@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OrpheusError
-from orpheus.features import compute_features
+from orpheus.audio.features import compute_features
 from orpheus.inference import PRECISIONS, make_backend
 from orpheus.parallel import parallel_map
 from orpheus.rundir import load_model, read_run_info
@@ -172,13 +172,13 @@ class Tagger:
                         ) -> tuple[np.ndarray, np.ndarray | None]:
         """Run the model on windows float32 [n, window_frames(, n_bins)], `batch_size` at a time.
 
-        Windows are normalised here (`orpheus.windows.normalise_windows_np`) unless `normalised`.
+        Windows are normalised here (`orpheus.audio.windows.normalise_windows_np`) unless `normalised`.
         One graph traced for any batch size (`orpheus.inference`).
 
         Returns:
             (probabilities float32 [n, n_tags], embeddings float32 [n, dim] or None).
         """
-        from orpheus.windows import normalise_windows_np
+        from orpheus.audio.windows import normalise_windows_np
         probs, embeds = [], []
         for start in range(0, windows.shape[0], self.batch_size):
             chunk = windows[start:start + self.batch_size]
@@ -196,7 +196,7 @@ class Tagger:
         if self._start is None:  # TensorFlow: run it now
             result = self.predict_windows(windows)
             return lambda: result
-        from orpheus.windows import normalise_windows_np
+        from orpheus.audio.windows import normalise_windows_np
         wait = self._start(np.asarray(normalise_windows_np(windows, self.info), np.float32))
 
         def outputs() -> tuple[np.ndarray, np.ndarray | None]:
@@ -275,7 +275,7 @@ class Tagger:
         the next tracks, so a result comes out a batch later than it would synchronously.
         Each source is (name, iterator of consecutive feature blocks, error, warnings: a list that
         may be filled while the blocks are read). Windows of a streamed
-        track are cut from a rolling frame buffer, at the same starts as `orpheus.windows.window_starts`
+        track are cut from a rolling frame buffer, at the same starts as `orpheus.audio.windows.window_starts`
         on the whole track (last window aligned to the end).
         """
         queue: deque[_Pending] = deque()
@@ -361,7 +361,7 @@ def windows_from_blocks(blocks: Iterable[np.ndarray], width: int, hop: int
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Cut windows from consecutive feature blocks with a rolling buffer, as `cut_windows` would whole.
 
-    The starts are those of `orpheus.windows.window_starts` on the whole track: every `hop` frames,
+    The starts are those of `orpheus.audio.windows.window_starts` on the whole track: every `hop` frames,
     plus a last window aligned to the end; a track shorter than `width` is zero-padded to one window.
     Only about `width + block` frames are held at once.
 

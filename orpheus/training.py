@@ -62,7 +62,7 @@ from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, 
 from orpheus.schedules import make_schedule
 from orpheus.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
                               worker_count)
-from orpheus.feature_settings import FORMATS
+from orpheus.audio.settings import FORMATS
 from orpheus.spec import DatasetInfo, read_dataset_info
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ def build_tiny_run_dir(run_dir: Path, *, normalise: str = "per_example") -> Path
     import keras
     from keras import layers
 
-    from orpheus.feature_settings import FeatureSettings
+    from orpheus.audio.settings import FeatureSettings
     from orpheus.rundir import MODEL_FILE, RunInfo, write_run_info
     keras.utils.set_random_seed(0)
     inputs = keras.Input((None, 96), name="audio")

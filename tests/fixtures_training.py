@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from orpheus.feature_settings import FeatureSettings
+from orpheus.audio.settings import FeatureSettings
 from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
 
 SAMPLE_RATE = 16000

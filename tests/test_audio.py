@@ -1,4 +1,4 @@
-"""Features of orpheus.audio against librosa 0.11 (the reference) on music, and streaming decode.
+"""Features of orpheus.audio.decode against librosa 0.11 (the reference) on music, and streaming decode.
 
 The music: generated clips always, the real clips of ../shared/audio too when present (`music_dir`).
 """
@@ -9,7 +9,8 @@ import scipy.fft
 import scipy.sparse
 import soundfile as sf
 
-from orpheus import audio
+from orpheus.audio import decode as audio
+from orpheus.audio import features as audio_features
 from orpheus.errors import AudioDecodeError, ConfigError
 
 librosa = pytest.importorskip("librosa")
@@ -31,7 +32,7 @@ def music(music_dir):
     (44100, 4096, 128, 0.0, None),
 ])
 def test_mel_filterbank_matches_librosa(sample_rate, n_fft, n_mels, fmin, fmax):
-    ours = audio.mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    ours = audio_features.mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
     ref = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
     assert ours.shape == ref.shape == (n_mels, 1 + n_fft // 2)
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-9)
@@ -39,7 +40,7 @@ def test_mel_filterbank_matches_librosa(sample_rate, n_fft, n_mels, fmin, fmax):
 
 def test_power_spectrogram_matches_librosa_stft(music):
     y = music[0]
-    ours = audio.power_spectrogram(y, 2048, 512)
+    ours = audio_features.power_spectrogram(y, 2048, 512)
     ref = (np.abs(librosa.stft(y, n_fft=2048, hop_length=512)) ** 2).T
     assert ours.shape == ref.shape == (1 + len(y) // 512, 1025) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-6 * ref.max())
@@ -52,7 +53,7 @@ def _mel_power_in_one_block(y, sample_rate, n_mels, n_fft, hop):
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)  # periodic Hann
     spectrum = scipy.fft.rfft(frames * window, axis=-1)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
-    filters_t = scipy.sparse.csr_matrix(audio.mel_filterbank(sample_rate, n_fft, n_mels).T.astype(np.float32))
+    filters_t = scipy.sparse.csr_matrix(audio_features.mel_filterbank(sample_rate, n_fft, n_mels).T.astype(np.float32))
     return np.asarray((filters_t.T @ power.T).T)
 
 
@@ -62,10 +63,10 @@ def _mel_power_in_one_block(y, sample_rate, n_mels, n_fft, hop):
 def test_mel_power_in_blocks_equals_one_block_bit_for_bit(music, n_samples, n_fft, hop):
     """Blocks (and the zero padding built per block) change no bit: shards stay what earlier versions wrote."""
     y = np.concatenate(music[:1] * 6)[:n_samples]
-    ours = audio.mel_power(y, 16000, 64, n_fft, hop)
+    ours = audio_features.mel_power(y, 16000, 64, n_fft, hop)
     assert ours.dtype == np.float32 and ours.shape == (1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop, 64)
     np.testing.assert_array_equal(ours, _mel_power_in_one_block(y, 16000, 64, n_fft, hop))
-    np.testing.assert_array_equal(audio.mel_power(y[::2], 16000, 64, n_fft, hop),  # a strided view
+    np.testing.assert_array_equal(audio_features.mel_power(y[::2], 16000, 64, n_fft, hop),  # a strided view
                                   _mel_power_in_one_block(y[::2].copy(), 16000, 64, n_fft, hop))
 
 
@@ -74,7 +75,7 @@ def test_db_preset_within_1e3_db_of_librosa_on_music(music):
     for y in music:
         ref = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=16000, n_mels=96),
                                   ref=1.0, amin=1e-10, top_db=80).T
-        ours = audio.log_mel(y, 16000, 96, compression="db")
+        ours = audio_features.log_mel(y, 16000, 96, compression="db")
         assert ours.shape == ref.shape and ours.dtype == np.float32
         worst = max(worst, float(np.abs(ours - ref).max()))
     assert worst < 1e-3
@@ -84,7 +85,7 @@ def test_musicnn_preset_matches_musicnn_recipe(music):
     for y in music[:3]:
         mel = librosa.feature.melspectrogram(y=y, sr=16000, hop_length=256, n_fft=512, n_mels=96).T
         ref = np.log10(10000 * mel + 1)
-        ours = audio.features(y, 16000, format="log-mel-spectrogram", preset="musicnn")
+        ours = audio_features.features(y, 16000, format="log-mel-spectrogram", preset="musicnn")
         assert ours.shape == ref.shape == (1 + len(y) // 256, 96) and ours.dtype == np.float32
         np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
 
@@ -92,31 +93,31 @@ def test_musicnn_preset_matches_musicnn_recipe(music):
 def test_mfcc_matches_librosa(music):
     for y in music[:3]:
         ref = librosa.feature.mfcc(y=y, sr=16000, n_mfcc=20).T
-        ours = audio.mfcc(y, 16000, n_mfcc=20)
+        ours = audio_features.mfcc(y, 16000, n_mfcc=20)
         assert ours.shape == ref.shape == (1 + len(y) // 512, 20)
         np.testing.assert_allclose(ours, ref, atol=2e-3, rtol=0)
-    via_dispatch = audio.features(music[0], 16000, format="mfcc", n_mels=128, n_mfcc=13)
-    np.testing.assert_allclose(via_dispatch, audio.mfcc(music[0], 16000, 13), atol=0)
+    via_dispatch = audio_features.features(music[0], 16000, format="mfcc", n_mels=128, n_mfcc=13)
+    np.testing.assert_allclose(via_dispatch, audio_features.mfcc(music[0], 16000, 13), atol=0)
 
 
 def test_features_dispatch_and_waveform_passthrough(music):
     y = music[0]
-    np.testing.assert_array_equal(audio.features(y, 16000, format="waveform"), y)
-    db = audio.features(y, 16000, format="log-mel-spectrogram", n_mels=64, n_fft=1024, hop_length=320, preset="db")
+    np.testing.assert_array_equal(audio_features.features(y, 16000, format="waveform"), y)
+    db = audio_features.features(y, 16000, format="log-mel-spectrogram", n_mels=64, n_fft=1024, hop_length=320, preset="db")
     assert db.shape == (1 + len(y) // 320, 64)
-    np.testing.assert_array_equal(db, audio.log_mel(y, 16000, 64, 1024, 320, "db"))
+    np.testing.assert_array_equal(db, audio_features.log_mel(y, 16000, 64, 1024, 320, "db"))
     assert db.max() - db.min() <= 80.0 + 1e-4  # top_db floor
     with pytest.raises(ConfigError, match="preset"):
-        audio.features(y, 16000, format="log-mel-spectrogram", preset="nope")
+        audio_features.features(y, 16000, format="log-mel-spectrogram", preset="nope")
     with pytest.raises(ConfigError, match="format"):
-        audio.features(y, 16000, format="cqt")
+        audio_features.features(y, 16000, format="cqt")
 
 
 def test_log_mel_of_a_tone_peaks_in_its_band():
     t = np.arange(16000) / 16000
     tone = (0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
-    spec = audio.log_mel(tone, 16000, 96)
-    centres = audio._mel_to_hz(np.linspace(0, audio._hz_to_mel(8000.0), 98))[1:-1]
+    spec = audio_features.log_mel(tone, 16000, 96)
+    centres = audio_features._mel_to_hz(np.linspace(0, audio_features._hz_to_mel(8000.0), 98))[1:-1]
     assert abs(centres[int(np.argmax(spec[10]))] - 1000.0) < 60.0
 
 

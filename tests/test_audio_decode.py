@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orpheus.audio import decode, load_audio, resample, to_mono
+from orpheus.audio.decode import decode, load_audio, resample, to_mono
 from orpheus.errors import AudioDecodeError, MissingInputError
 
 

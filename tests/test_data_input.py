@@ -13,9 +13,9 @@ from orpheus.config import Config, config_from_dict
 from orpheus.data_input import (feature_statistics, kept_dataset_info, make_dataset, make_run_info,
                                 make_track_windows, selected_tags, steps_per_epoch)
 from orpheus.errors import ConfigError
-from orpheus.feature_settings import FeatureSettings
+from orpheus.audio.settings import FeatureSettings
 from orpheus.spec import DatasetInfo, read_dataset_info, shard_name, to_example, write_dataset_info
-from orpheus.windows import window_starts
+from orpheus.audio.windows import window_starts
 from tests.fixtures_training import write_learnable_shards
 
 ROOT = Path(__file__).resolve().parents[1]

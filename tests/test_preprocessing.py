@@ -16,7 +16,10 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from orpheus import audio, spec
+from orpheus import spec
+
+from orpheus.audio import decode as audio
+from orpheus.audio import features as audio_features
 from tfrecords import preprocessing as pp
 from tfrecords import shards as shards_module
 from tests.fixtures_disk import make_disk_full
@@ -149,12 +152,12 @@ def test_shards_dataset_json_and_tags(corpus, logmel_run):
         assert info.counts[split] == len(in_split)
         expected = sum((_expected_multi_hot(t) for t in in_split), np.zeros(len(TAGS), int))
         assert info.positives[split] == expected.tolist()
-    # the features are exactly orpheus.audio's, on the trimmed span where ultimate.csv gives one
+    # the features are exactly orpheus.audio.decode's, on the trimmed span where ultimate.csv gives one
     y, _ = audio.load_audio(root / "audio" / "3/TR03.clip.mp3", RATE)
-    np.testing.assert_array_equal(examples["TR03"]["audio"], audio.log_mel(y, RATE, 96))
+    np.testing.assert_array_equal(examples["TR03"]["audio"], audio_features.log_mel(y, RATE, 96))
     trimmed, _ = audio.load_audio(root / "audio" / "8/TR08.clip.mp3", RATE, offset_s=0.5, duration_s=17.5)
     assert examples["TR08"]["audio"].shape == (1 + len(trimmed) // 512, 96)
-    np.testing.assert_array_equal(examples["TR08"]["audio"], audio.log_mel(trimmed, RATE, 96))
+    np.testing.assert_array_equal(examples["TR08"]["audio"], audio_features.log_mel(trimmed, RATE, 96))
     # the shard names follow the spec and the 4 files are shared among the splits in use
     names = sorted(p.name for p in logmel_run.glob("*.tfrecord"))
     assert len(names) == 4
@@ -276,7 +279,7 @@ def test_parallel_jobs_write_the_same_bytes(corpus, logmel_run, tmp_path):
 
 
 def test_shards_equal_tensorflows_writer_of_the_same_features(corpus, logmel_run, tmp_path):
-    """The TensorFlow-free writer against the reference: each track's `orpheus.audio` features, its
+    """The TensorFlow-free writer against the reference: each track's `orpheus.audio.features` features, its
     `spec.to_example` serialised by protobuf and framed by `tf.io.TFRecordWriter`, byte for byte."""
     root, inputs = corpus
     _, shards, _ = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio",
@@ -289,7 +292,7 @@ def test_shards_equal_tensorflows_writer_of_the_same_features(corpus, logmel_run
             for track in (t for t in shard.tracks if t.track_id in written):
                 duration = None if track.end_s is None else track.end_s - track.start_s
                 y, _ = audio.load_audio(track.path, RATE, offset_s=track.start_s, duration_s=duration)
-                values = {"tid": track.track_id, "artist_id": track.artist_id, "audio": audio.log_mel(y, RATE, 96),
+                values = {"tid": track.track_id, "artist_id": track.artist_id, "audio": audio_features.log_mel(y, RATE, 96),
                           "tags": _expected_multi_hot(track.track_id)}
                 writer.write(spec.serialize(spec.to_example(values, schema)))
         assert (logmel_run / shard.name).read_bytes() == reference.read_bytes()
@@ -358,7 +361,7 @@ def test_mfcc_and_waveform_formats(corpus, tmp_path):
     assert _cli("mfcc", out, inputs, "--n-mfcc", "13", "--mels", "40") == 0
     info, examples = _read_shards(out)
     assert (info.features.format, info.features.n_mfcc, info.features.n_mels, info.features.preset, info.features.n_bins) == ("mfcc", 13, 40, "db", 13)
-    np.testing.assert_array_equal(examples["TR05"]["audio"], audio.mfcc(y, RATE, 13, 40, 2048, 512))
+    np.testing.assert_array_equal(examples["TR05"]["audio"], audio_features.mfcc(y, RATE, 13, 40, 2048, 512))
     out = tmp_path / "wave"
     assert _cli("waveform", out, inputs) == 0
     info, examples = _read_shards(out)
@@ -374,7 +377,7 @@ def test_musicnn_preset(corpus, tmp_path):
     info, examples = _read_shards(out)
     assert (info.features.preset, info.features.n_fft, info.features.hop_length, info.features.n_mels) == ("musicnn", 512, 256, 96)
     y, _ = audio.load_audio(root / "audio" / "1/TR01.clip.mp3", RATE)
-    np.testing.assert_array_equal(examples["TR01"]["audio"], audio.log_mel(y, RATE, 96, 512, 256, "log10"))
+    np.testing.assert_array_equal(examples["TR01"]["audio"], audio_features.log_mel(y, RATE, 96, 512, 256, "log10"))
 
 
 def test_refuses_other_settings_without_overwrite(corpus, tmp_path, capsys):

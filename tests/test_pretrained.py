@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from orpheus import files, pretrained
 from orpheus.errors import DataFormatError, MissingDependencyError, OutputExistsError
-from orpheus.features import compute_features
+from orpheus.audio.features import compute_features
 from orpheus.pretrained import (INSTALL_COMMAND, PRETRAINED, checkpoint_digest, convert, load_checkpoint_values,
                                 locate_checkpoint, musicnn_package_dir, open_checkpoint, pretrained_run_dir)
 from orpheus.ownership import MARKER
@@ -366,7 +366,7 @@ def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, c
                                                                      music_patches):
     """End to end as tagging does it: audio and features from run.json's settings, then model.keras,
     against musicnn's recipe (librosa features, original graph); measured 3e-7, tagging tolerance 0.01."""
-    from orpheus.audio import load_audio
+    from orpheus.audio.decode import load_audio
     info = read_run_info(pretrained_run_dir("MSD_musicnn", cache_dir=cache_dir))
     audio, sample_rate = load_audio(music_dir / REAL_CLIP, info.features.sample_rate)
     spectrogram = compute_features(audio, info.features)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orpheus.audio import load_audio
+from orpheus.audio.decode import load_audio
 from orpheus.errors import AudioDeviceError
 from orpheus.tagging import Tagger
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from orpheus import spec
 from orpheus.errors import DataFormatError, MissingInputError
-from orpheus.feature_settings import FeatureSettings
+from orpheus.audio.settings import FeatureSettings
 
 
 @pytest.mark.parametrize("fmt, n_bins, shape", [

@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 
 from orpheus import tagging
-from orpheus.audio import load_audio
+from orpheus.audio.decode import load_audio
 from orpheus.errors import ConfigError, MissingInputError
-from orpheus.features import compute_features
-from orpheus.windows import cut_windows, normalise_windows, window_starts
+from orpheus.audio.features import compute_features
+from orpheus.audio.windows import cut_windows, normalise_windows, window_starts
 from tests.fixtures_tagging import link_clips, tiny_run_dir  # noqa: F401  (fixture)
 
 CLIPS = ["asc_frontiers.ogg", "fof_armygeddon_mix.ogg"]

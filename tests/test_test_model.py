@@ -14,7 +14,7 @@ import pytest
 
 from orpheus import test_model
 from orpheus.errors import EXIT_PARTIAL
-from orpheus.feature_settings import FeatureSettings
+from orpheus.audio.settings import FeatureSettings
 from orpheus.tagging import Tagger
 from tests.fixtures_tagging import TINY_TAGS, link_clips, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -128,7 +128,7 @@ def write_shards(shard_dir, tags, labels, features, split="test"):
 def test_evaluate_on_tiny_shards_matches_sklearn(capsys, tiny_run_dir, tmp_path):  # noqa: F811
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from orpheus.windows import cut_windows, normalise_windows
+    from orpheus.audio.windows import cut_windows, normalise_windows
     rng = np.random.default_rng(3)
     n_tracks = 14
     dataset_tags = ("extra",) + tuple(reversed(TINY_TAGS))  # mapped by name, not position

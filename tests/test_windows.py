@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from orpheus.errors import DataFormatError
-from orpheus.feature_settings import FeatureSettings
+from orpheus.audio.settings import FeatureSettings
 from orpheus.rundir import RunInfo, read_run_info, write_run_info
-from orpheus.windows import cut_windows, normalise_windows, normalise_windows_np, window_starts
+from orpheus.audio.windows import cut_windows, normalise_windows, normalise_windows_np, window_starts
 
 
 def test_last_window_aligned_to_end():

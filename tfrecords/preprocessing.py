@@ -53,10 +53,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from orpheus import audio
+from orpheus.audio import decode as audio
+from orpheus.audio import features as audio_features
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
-from orpheus.feature_settings import FORMATS
+from orpheus.audio.settings import FORMATS
 from orpheus.files import mark
 from orpheus.ownership import claim
 from tfrecords.plan import SPLIT_NAMES, Shard, Track, hash_split, plan, shards_per_split  # noqa: F401
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sample rate of the decoded audio, Hz")
     parser.add_argument("--n-mels", "--mels", dest="n_mels", type=int, default=96,
                         help="mel bands (log-mel, and under the MFCC)")
-    parser.add_argument("--preset", choices=tuple(audio.PRESETS), default="db",
+    parser.add_argument("--preset", choices=tuple(audio_features.PRESETS), default="db",
                         help="log-mel recipe: db = power_to_db, n_fft 2048, hop 512; musicnn = log10(10000x+1), "
                              "n_fft 512, hop 256 (MFCC always uses db)")
     parser.add_argument("--n-fft", type=int, default=None, help="STFT size in samples; None = the preset's")

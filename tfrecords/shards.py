@@ -22,10 +22,13 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from orpheus import audio, spec
+from orpheus import spec
+
+from orpheus.audio import decode as audio
+from orpheus.audio import features as audio_features
 from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OutputWriteError
-from orpheus.features import compute_features
-from orpheus.feature_settings import FORMATS, FeatureSettings
+from orpheus.audio.features import compute_features
+from orpheus.audio.settings import FORMATS, FeatureSettings
 from orpheus.files import atomic_path, output_write_error, write_csv_atomic, write_json_atomic
 from orpheus.ownership import FolderKind
 from tfrecords.plan import SPLIT_NAMES, Shard, Track
@@ -211,9 +214,9 @@ def resolve_settings(fmt: str, *, sample_rate: int, n_mels: int, preset: str, n_
         preset = "db"
         if not 0 < n_mfcc <= n_mels:
             raise ConfigError(f"--n-mfcc must be between 1 and --n-mels ({n_mels}), got {n_mfcc}")
-    if preset not in audio.PRESETS:
-        raise ConfigError(f"unknown --preset {preset!r}; expected one of {', '.join(audio.PRESETS)}")
-    chosen = audio.PRESETS[preset]
+    if preset not in audio_features.PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; expected one of {', '.join(audio_features.PRESETS)}")
+    chosen = audio_features.PRESETS[preset]
     n_fft = chosen.n_fft if n_fft is None else n_fft
     hop_length = chosen.hop_length if hop_length is None else hop_length
     if n_mels <= 0 or n_fft <= 0 or hop_length <= 0:

@@ -51,7 +51,7 @@ from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, artist_id_from
                                    check_audio_files, check_outputs, conversion_result, hash_split, rank_tags,
                                    read_text_input)
 from msd.drop_report import dropped_path  # noqa: E402
-from orpheus.audio import AUDIO_EXTENSIONS  # noqa: E402
+from orpheus.audio.decode import AUDIO_EXTENSIONS  # noqa: E402
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import DataFormatError  # noqa: E402
 from orpheus.files import require_dir, walk_files, write_csv_atomic  # noqa: E402

@@ -20,7 +20,7 @@ import keras
 
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
-from orpheus.feature_settings import FORMATS, SPECTRAL_FORMATS
+from orpheus.audio.settings import FORMATS, SPECTRAL_FORMATS
 from orpheus.models.choi import build_crnn, build_fcn
 from orpheus.models.dabral import build_multiscale
 from orpheus.models.musicnn import MUSICNN_CONFIG, VGG_CONFIG, build_musicnn, build_vgg

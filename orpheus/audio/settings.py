@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 FORMATS = ("waveform", "log-mel-spectrogram", "mfcc")
 SPECTRAL_FORMATS = ("log-mel-spectrogram", "mfcc")
-# How windows are standardised before the model (`orpheus.windows.normalise_windows`): "per_example"
+# How windows are standardised before the model (`orpheus.audio.windows.normalise_windows`): "per_example"
 # (each window to zero mean, unit variance), "dataset" (fixed per-bin statistics of the training split)
 # or "none" (pretrained models, which normalise inside).
 NORMALISATIONS = ("per_example", "dataset", "none")
@@ -25,12 +25,12 @@ NORMALISATIONS = ("per_example", "dataset", "none")
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    """The arguments of `orpheus.audio.features`, as one picklable, serialisable value.
+    """The arguments of `orpheus.audio.features.features`, as one picklable, serialisable value.
 
     format:      one of `FORMATS`.
     sample_rate: Hz the audio is resampled to.
     n_mels / n_fft / hop_length / preset: spectrogram settings (None for waveform); `preset` names an
-                 `orpheus.audio.PRESETS` entry (its log compression and default STFT).
+                 `orpheus.audio.features.PRESETS` entry (its log compression and default STFT).
     n_mfcc:      MFCC coefficients (None unless format is "mfcc").
     """
     format: str

@@ -4,9 +4,9 @@ settings (librosa itself is never imported here):
     `power_spectrogram`   |STFT|^2 of centred, zero-padded, periodic-Hann frames (`librosa.stft`)
     `log_mel`             mel power compressed in dB (`power_to_db`) or `log10(10000 x + 1)` (musicnn)
     `mfcc`                DCT-II (ortho) of the dB log-mel (`librosa.feature.mfcc`)
-    `features`            dispatch on the `orpheus.feature_settings.FORMATS` names, used by preprocessing and tagging
+    `features`            dispatch on the `orpheus.audio.settings.FORMATS` names, used by preprocessing and tagging
 All spectral outputs are time-major: float32 [n_frames, n_bins], n_frames = 1 + n_samples // hop.
-Input audio comes from `orpheus.audio` (decode, mono, resample), which re-exports these names.
+Input audio comes from `orpheus.audio.decode` (decode, mono, resample), which re-exports these names.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import scipy.fft
 import scipy.sparse
 
 from orpheus.errors import ConfigError
-from orpheus.feature_settings import FORMATS, FeatureSettings
+from orpheus.audio.settings import FORMATS, FeatureSettings
 
 
 COMPRESSIONS = ("db", "log10")
@@ -254,7 +254,7 @@ def mfcc(audio: np.ndarray, sample_rate: int, n_mfcc: int = 20, n_mels: int = 12
 def features(audio: np.ndarray, sample_rate: int, *, format: str, n_mels: int | None = None,
              n_fft: int | None = None, hop_length: int | None = None, preset: str | None = None,
              n_mfcc: int | None = None) -> np.ndarray:
-    """The model input of one track, for a format of `orpheus.feature_settings.FORMATS`.
+    """The model input of one track, for a format of `orpheus.audio.settings.FORMATS`.
 
     Args:
         audio: float32 [n_samples], mono, in [-1, 1], already at `sample_rate`.

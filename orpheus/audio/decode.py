@@ -3,8 +3,7 @@
 Decoding uses libsndfile (via `soundfile`), which reads mp3, ogg, flac and wav at any sample rate
 and channel count; resampling uses soxr. Everything is float32.
 
-Features (log-mel, MFCC, `features`, `FeatureSettings`) live in `orpheus.features`; this module
-re-exports them, so `from orpheus.audio import log_mel, FeatureSettings` keeps working.
+Features (log-mel, MFCC) are `orpheus.audio.features`; the record of their settings is `orpheus.audio.settings`.
 """
 
 from __future__ import annotations
@@ -17,9 +16,6 @@ import soundfile as sf
 import soxr
 
 from orpheus.errors import AudioDecodeError, ConfigError, MissingInputError
-from orpheus.features import (  # noqa: F401  (re-exported: the feature half of the audio front end)
-    COMPRESSIONS, PRESETS, FeatureSettings, LogMelPreset, _hz_to_mel, _mel_to_hz, features, log_mel,
-    mel_filterbank, mel_power, mfcc, power_spectrogram, power_to_db)
 
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".opus", ".flac", ".wav")
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # what soundfile raises on a bad file
