@@ -105,7 +105,7 @@ class OrpheusPlugin(BeetsPlugin):
         run_dir = self.config["run_dir"].get()
         if run_dir:
             try:
-                from orpheus.rundir import read_run_info
+                from orpheus.formats.rundir import read_run_info
                 tags += list(read_run_info(run_dir).tags)
             except Exception as err:  # a broken config must not stop beets from starting
                 self._log.warning("cannot read the tags of run_dir {}: {}", run_dir, err)

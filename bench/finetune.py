@@ -136,8 +136,8 @@ def score_heldout(run_dir: Path, shards: Path, tags: tuple[str, ...]) -> tuple:
     import numpy as np
 
     from orpheus.data_input import make_track_windows
-    from orpheus.rundir import read_run_info
-    from orpheus.rundir import load_model
+    from orpheus.formats.rundir import read_run_info
+    from orpheus.formats.rundir import load_model
     info = read_run_info(run_dir)
     model = load_model(run_dir)
     columns = [info.tags.index(t) for t in tags]
@@ -248,7 +248,7 @@ def main(argv=None) -> int:
                                                                 "musescore", "--length-s", args.heldout_s],
                                 ["0", "0", "100"], args.jobs)
     from orpheus.pretrained import pretrained_run_dir
-    from orpheus.spec import read_dataset_info
+    from orpheus.formats.dataset import read_dataset_info
     held_tags = read_dataset_info(shards["heldout"]).tags
     train_tags = read_dataset_info(shards["train"]).tags
     tags = tuple(t for t in MTT_INSTRUMENTS if t in held_tags and t in train_tags)

@@ -172,7 +172,7 @@ def compiled_reference(run_dir):
     import tensorflow as tf
 
     import orpheus.models  # noqa: F401  (custom layers)
-    from orpheus.rundir import read_run_info
+    from orpheus.formats.rundir import read_run_info
     info = read_run_info(run_dir)
     model = keras.saving.load_model(str(Path(run_dir) / "model.keras"), compile=False)
     forward = tf.function(lambda x: model(x, training=False),
@@ -186,7 +186,7 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
     if kind == "openvino-floor":  # predict's own model, its batches, the same windows
         from orpheus import fast_arithmetic
         from orpheus.inference import openvino_backend, openvino_ir
-        from orpheus.rundir import read_run_info
+        from orpheus.formats.rundir import read_run_info
         from orpheus.tagging import BATCH_SIZES
         info = read_run_info(run_dir)
         windows = {f: reference_windows(f, info.window_frames, tail=True) for f in files}
@@ -209,7 +209,7 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
             scores[f] = probabilities[offset:offset + len(windows[f])].mean(axis=0).tolist()
             offset += len(windows[f])
     elif kind in ("reference", "reference-apart", "floor"):
-        from orpheus.rundir import read_run_info
+        from orpheus.formats.rundir import read_run_info
         start = time.perf_counter()  # the reference, like predict, counts its model load and trace
         if kind == "reference-apart":  # its two halves apart: every track decoded before TensorFlow is imported
             windows = {f: reference_windows(f, read_run_info(run_dir).window_frames) for f in files}
@@ -222,7 +222,7 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
             w = reference_windows(f, info.window_frames) if kind == "reference" else windows[f]
             scores[f] = np.asarray(forward(w)).mean(axis=0).tolist()
     else:
-        from orpheus.rundir import read_run_info
+        from orpheus.formats.rundir import read_run_info
         from orpheus.test_model import run_predict
         tags = read_run_info(run_dir).tags
         folder = str(Path(files[0]).parent) if len(files) > 1 else files[0]
@@ -312,7 +312,7 @@ def main(argv=None) -> int:
         from orpheus.fast_arithmetic import CHOICE_FILE, choice_dir
         from orpheus.inference import model_digest
         from orpheus.files import default_cache_dir
-        from orpheus.rundir import read_run_info
+        from orpheus.formats.rundir import read_run_info
         folder = choice_dir(default_cache_dir(), model_digest(Path(run_dir) / "model.keras"),
                             read_run_info(run_dir).window_frames)
         fast = json.loads((folder / CHOICE_FILE).read_text())

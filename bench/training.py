@@ -56,7 +56,8 @@ from orpheus.models import MODELS, WAVEFORM_FORMATS, build_model  # noqa: E402
 from orpheus.models.layers import copy_model  # noqa: E402
 from orpheus import cpu  # noqa: E402
 from orpheus.precision import POLICIES  # noqa: E402
-from orpheus.spec import DatasetInfo, serialize, shard_name, to_example, write_dataset_info  # noqa: E402
+from orpheus.formats.dataset import DatasetInfo, shard_name, write_dataset_info  # noqa: E402
+from orpheus.formats.tfrecord import serialize, to_example  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "audio" / "clips"

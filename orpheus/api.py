@@ -9,7 +9,7 @@
     result = tagger.tag_array(samples, sample_rate=44100)
 
 Input: audio files (mp3/ogg/opus/flac/wav; a folder is walked recursively, sorted) or arrays of samples, and a
-model: a pretrained one by name (`orpheus.pretrained`) or a run directory (`orpheus.rundir`).
+model: a pretrained one by name (`orpheus.pretrained`) or a run directory (`orpheus.formats.rundir`).
 Output: one `TagResult` per file, in input order; an input that cannot be tagged (a missing or broken file,
 a folder without audio, an item that is not a path) gets a result with `error` set instead of raising, so
 one bad item never stops a batch. `warnings` carries what `predict` prints about odd input (near-silent,
@@ -96,7 +96,7 @@ class ModelIdentity:
 
 def model_identity(run_dir: PathLike, name: str | None = None) -> ModelIdentity:
     """The identity of the model in `run_dir` (run.json + model.keras hashed in 1 MiB blocks)."""
-    from orpheus.rundir import MODEL_FILE, RUN_INFO
+    from orpheus.formats.rundir import MODEL_FILE, RUN_INFO
     run_dir = Path(run_dir)
     digest = hashlib.sha256()
     for part in (RUN_INFO, MODEL_FILE):

@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 
 from orpheus.audio.features import compute_features
-from orpheus.rundir import RunInfo
+from orpheus.formats.rundir import RunInfo
 
 CLIP_S = 10.0  # seconds per generated clip: three 3 s windows and one aligned to the end
 TABLE_SIZE = 4096  # samples per period of a note's wavetable

@@ -31,8 +31,9 @@ import tensorflow as tf
 
 from orpheus.config import Config, DataConfig
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError
-from orpheus.rundir import RunInfo
-from orpheus.spec import DatasetInfo, parse_fn, read_dataset_info, shard_paths
+from orpheus.formats.rundir import RunInfo
+from orpheus.formats.dataset import DatasetInfo, read_dataset_info, shard_paths
+from orpheus.formats.tfrecord import parse_fn
 from orpheus.audio.windows import cut_windows, normalise_windows
 
 log = logging.getLogger(__name__)

@@ -103,8 +103,8 @@ def feature_description(info) -> dict[str, Any]:
 
 def export_model(run_dir: str | Path, out: str | Path, fmt: str, *, overwrite: bool = False) -> Path:
     """Write the model of `run_dir` in `fmt` to the new folder `out`, with features.json and tags.txt."""
-    from orpheus.rundir import read_run_info
-    from orpheus.rundir import load_model
+    from orpheus.formats.rundir import read_run_info
+    from orpheus.formats.rundir import load_model
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     run_dir, out = resolve_run_dir(run_dir), Path(out)

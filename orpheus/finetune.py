@@ -44,7 +44,7 @@ import keras
 import numpy as np
 
 from orpheus.errors import ConfigError, MissingInputError
-from orpheus.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, read_run_info, write_run_info
+from orpheus.formats.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, read_run_info, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
     """
     from orpheus.config import load_config
     from orpheus.files import atomic_dir, check_output, write_json_atomic
-    from orpheus.rundir import load_model
+    from orpheus.formats.rundir import load_model
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha {alpha}: must be between 0 (the source) and 1 (the fine-tuned run)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)

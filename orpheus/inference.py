@@ -51,7 +51,6 @@ int8, and quantizes only them.
 
 from __future__ import annotations
 
-import os
 
 if __name__ == "__main__":  # the converter command: no TensorFlow log lines unless --verbose
     from orpheus.cli import quiet_tensorflow
@@ -75,7 +74,7 @@ import numpy as np
 from orpheus.errors import ConfigError, DataFormatError
 from orpheus.fast_arithmetic import fast_model
 from orpheus.files import default_cache_dir, publish_dir, write_json_atomic
-from orpheus.rundir import MODEL_FILE, load_model, read_run_info
+from orpheus.formats.rundir import MODEL_FILE, load_model, read_run_info
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Input:  the TF1 checkpoints shipped inside the installed `musicnn` package (installed with
         `pip install --no-deps musicnn==0.1.0`; its own code is never imported, only its files read):
         MUSICNN_DIR/{MSD_musicnn,MTT_musicnn,MSD_vgg,MTT_vgg}/.index + .data-00000-of-00001
-Output: a run directory (see `orpheus.rundir`) per model, identical in layout to a training run:
+Output: a run directory (see `orpheus.formats.rundir`) per model, identical in layout to a training run:
         RUN_DIR/run.json     RunInfo: the 50 tags in output order and the musicnn input preset
         RUN_DIR/model.keras  the Keras model of `orpheus.models.musicnn` holding the checkpoint's values
 
@@ -51,7 +51,7 @@ from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INS
                                         MUSICNN_SCOPES, VGG_SCOPES, checkpoint_digest, checkpoint_folder,
                                         is_optimizer_state, load_checkpoint_values, musicnn_package_dir,
                                         open_checkpoint)
-from orpheus.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, write_run_info
+from orpheus.formats.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, write_run_info
 
 if TYPE_CHECKING:  # finding a cached conversion needs no TensorFlow (tagging with --precision fast)
     import keras
@@ -234,7 +234,7 @@ def pretrained_run_dir(name: str, *, package_dir: str | os.PathLike | None = Non
         cache_dir: the cache root; default `default_cache_dir()`.
 
     Returns:
-        A run directory holding `run.json` and `model.keras` (see `orpheus.rundir`).
+        A run directory holding `run.json` and `model.keras` (see `orpheus.formats.rundir`).
     """
     run_dir = cached_run_dir(name, package_dir=package_dir, cache_dir=cache_dir)
     if is_complete_run_dir(run_dir):

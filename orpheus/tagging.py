@@ -1,6 +1,6 @@
 """Tag audio files with a run directory's model: files -> features -> windows -> batched inference -> scores.
 
-Input: a run directory (`run.json` + `model.keras`, see `orpheus.rundir`) and audio files
+Input: a run directory (`run.json` + `model.keras`, see `orpheus.formats.rundir`) and audio files
 (mp3/ogg/opus/flac/wav) or a recorded signal. Output: one `TrackTags` per file, in the sorted file order:
 the track's score per tag (mean, or max, over consecutive windows covering the whole track, the last
 window aligned to the end as `orpheus.audio.windows` does), the per-window probabilities (the taggram),
@@ -30,11 +30,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OrpheusError
+from orpheus.errors import ConfigError, DataFormatError, OrpheusError
 from orpheus.audio.features import compute_features
 from orpheus.inference import PRECISIONS, make_backend
 from orpheus.parallel import parallel_map
-from orpheus.rundir import load_model, read_run_info
+from orpheus.formats.rundir import load_model, read_run_info
 from orpheus.tag_input import (  # noqa: F401
     STREAM_BLOCK_S,
     STREAM_THRESHOLD_S,
@@ -107,7 +107,7 @@ class Tagger:
     """A loaded model plus the settings to turn audio into its windows.
 
     Args:
-        run_dir: a run directory (`orpheus.rundir`).
+        run_dir: a run directory (`orpheus.formats.rundir`).
         window_s: seconds per window; default the run's `window_s`. Other lengths need a model whose
             time axis is not fixed.
         hop_s: seconds between window starts; default `window_s` (consecutive windows).

@@ -270,7 +270,7 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
 
     from orpheus.data_input import make_track_windows
     from orpheus.evaluation import tag_kernel, write_report
-    from orpheus.spec import read_dataset_info
+    from orpheus.formats.dataset import read_dataset_info
     from orpheus.tagging import Tagger
     run_path = require_dir(run_dir, "--run-dir run")
     shard_dir = require_dir(tfrecords_dir, "--tfrecords-dir shard")

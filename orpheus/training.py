@@ -58,12 +58,12 @@ from orpheus.models import build_model, model_entry
 from orpheus.models.layers import copy_model
 from orpheus.ownership import ForeignOutputError, claim
 from orpheus.precision import POLICIES, resolve_precision
-from orpheus.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, read_run_info, write_run_info
+from orpheus.formats.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, read_run_info, write_run_info
 from orpheus.schedules import make_schedule
 from orpheus.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
                               worker_count)
 from orpheus.audio.settings import FORMATS
-from orpheus.spec import DatasetInfo, read_dataset_info
+from orpheus.formats.dataset import DatasetInfo, read_dataset_info
 
 log = logging.getLogger(__name__)
 

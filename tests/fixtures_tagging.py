@@ -16,7 +16,7 @@ def build_tiny_run_dir(run_dir: Path, *, normalise: str = "per_example") -> Path
     from keras import layers
 
     from orpheus.audio.settings import FeatureSettings
-    from orpheus.rundir import MODEL_FILE, RunInfo, write_run_info
+    from orpheus.formats.rundir import MODEL_FILE, RunInfo, write_run_info
     keras.utils.set_random_seed(0)
     inputs = keras.Input((None, 96), name="audio")
     x = layers.Conv1D(12, 5, activation="relu", name="conv")(inputs)

@@ -1,4 +1,4 @@
-"""Tiny, learnable shard folders in the real format (TFRecords via `orpheus.spec` + `dataset.json`).
+"""Tiny, learnable shard folders in the real format (TFRecords via `orpheus.formats.tfrecord` + `dataset.json`).
 
 Tag k is present exactly when mel bins k*8 .. k*8+3 carry a bright band (plus noise everywhere),
 so a small model can learn the tags in a few steps.
@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from orpheus.audio.settings import FeatureSettings
-from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
+from orpheus.formats.dataset import DatasetInfo, shard_name, write_dataset_info
+from orpheus.formats.tfrecord import to_example
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 500           # 32 frames per second

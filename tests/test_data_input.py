@@ -14,7 +14,8 @@ from orpheus.data_input import (feature_statistics, kept_dataset_info, make_data
                                 make_track_windows, selected_tags, steps_per_epoch)
 from orpheus.errors import ConfigError
 from orpheus.audio.settings import FeatureSettings
-from orpheus.spec import DatasetInfo, read_dataset_info, shard_name, to_example, write_dataset_info
+from orpheus.formats.dataset import DatasetInfo, read_dataset_info, shard_name, write_dataset_info
+from orpheus.formats.tfrecord import to_example
 from orpheus.audio.windows import window_starts
 from tests.fixtures_training import write_learnable_shards
 

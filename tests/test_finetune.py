@@ -19,7 +19,7 @@ from orpheus import finetune
 from orpheus.config import config_from_dict, load_config
 from orpheus.errors import ConfigError
 from orpheus.models import build_model
-from orpheus.rundir import read_run_info
+from orpheus.formats.rundir import read_run_info
 from orpheus.training import main, train
 from tests.fixtures_disk import make_disk_full
 from tests.fixtures_training import write_learnable_shards

@@ -140,11 +140,11 @@ def test_splits_are_hashed_by_artist_and_an_explicit_split_wins(tmp_path: Path) 
     split_b = dict(zip(second["track_id"], second["split"]))
     assert all(len({split_b[f"t{i:02d}.wav"] for i in range(k, 40, 8) if i}) == 1 for k in range(8))
     again = subprocess.run([sys.executable, "-c", "from msd.converters import common; "
-                            "print(common.hash_split('artist:artist 5', (50, 25, 25)))"],
+                            "print(common.salted_sha1_split('artist:artist 5', (50, 25, 25)))"],
                            capture_output=True, text=True, cwd=REPO)
-    assert again.stdout.strip() == common.hash_split("artist:artist 5", (50, 25, 25))
-    assert [common.hash_split(f"k{i}", (0, 0, 1)) for i in range(5)] == ["test"] * 5
-    shares = pd.Series([common.hash_split(f"k{i}", (80, 10, 10)) for i in range(3000)]).value_counts(normalize=True)
+    assert again.stdout.strip() == common.salted_sha1_split("artist:artist 5", (50, 25, 25))
+    assert [common.salted_sha1_split(f"k{i}", (0, 0, 1)) for i in range(5)] == ["test"] * 5
+    shares = pd.Series([common.salted_sha1_split(f"k{i}", (80, 10, 10)) for i in range(3000)]).value_counts(normalize=True)
     assert abs(shares["train"] - 0.8) < 0.03 and abs(shares["valid"] - 0.1) < 0.02
 
 
@@ -239,7 +239,8 @@ def _labelled_tones(tmp_path: Path, n: int) -> Path:
 
 def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
     from tests.fixtures_datasets import shards_from_clean
-    from orpheus import spec
+    from orpheus.formats import dataset as datasets
+    from orpheus.formats import tfrecord as spec
 
     root = _labelled_tones(tmp_path, 6)
     info = shards_from_clean(tmp_path / "clean", root, tmp_path / "shards")
@@ -249,11 +250,11 @@ def test_labels_then_shards_carry_the_right_tags(tmp_path: Path) -> None:
 
     expected = {f"{'low' if i % 2 else 'high'}/{i:02d}.mp3": ({"drone" if i % 2 else "whistle"}
                                                             | ({"loud"} if i % 3 == 0 else set())) for i in range(6)}
-    dataset = spec.read_dataset_info(tmp_path / "shards")
+    dataset = datasets.read_dataset_info(tmp_path / "shards")
     parse = spec.parse_fn(dataset.spec())
     seen, split_of = {}, {}
-    for split in spec.SPLITS:
-        for path in spec.shard_paths(tmp_path / "shards", split):
+    for split in datasets.SPLITS:
+        for path in datasets.shard_paths(tmp_path / "shards", split):
             for record in tf.data.TFRecordDataset(path):
                 example = parse(record)
                 tid = example["tid"].numpy().decode()
@@ -307,3 +308,15 @@ def test_tag_folders_may_be_symlinks_and_unreadable_csv_is_one_line(tmp_path: Pa
     assert labels.run(tmp_path / "out", from_folders=root, quiet=True)["kept"] == 1
     with pytest.raises(MissingInputError, match=r"songs: labels CSV not found"):
         labels.run(tmp_path / "dir", labels=labelled / "songs", root_dir=labelled, quiet=True)
+
+
+def test_salted_sha1_split_keeps_every_key_where_it_was():
+    """Users' splits must not move: the split of 300 keys, unsalted and salted, pinned (r train, v valid, t test)."""
+    def letters(keys, percentages, salt=""):
+        names = {"train": "r", "valid": "v", "test": "t"}
+        return "".join(names[common.salted_sha1_split(k, percentages, salt)] for k in keys).encode()
+
+    assert hashlib.sha256(letters([f"artist:a{i}" for i in range(300)], (50, 25, 25))).hexdigest() == \
+        "56cf8e7b82113972f5756c1b5803cd7ad2ad5abe5e5008a981295273c153f3c9"
+    assert hashlib.sha256(letters([f"k{i}" for i in range(300)], (80, 10, 10), "fold1")).hexdigest() == \
+        "8dcab65e355b2931b3041d8807720877594ee753673efeacf2dc2a90bd69cba8"

@@ -18,7 +18,7 @@ from orpheus.models import (MODELS, SPECTROGRAM_FORMATS, WAVEFORM_FORMATS, build
 from orpheus.models.__main__ import main as models_main
 from orpheus.models import pons
 from orpheus.models.choi import adapted_frequency_pools
-from orpheus.spec import FORMATS
+from orpheus.audio.settings import FORMATS
 
 N_TAGS = 5
 # Small settings per model, so that every test builds quickly: (config, n_bins or None for waveform,

@@ -16,10 +16,12 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from orpheus import spec
+from orpheus.formats import dataset as datasets
+from orpheus.formats import tfrecord as spec
 
 from orpheus.audio import decode as audio
 from orpheus.audio import features as audio_features
+from tfrecords import plan, runners
 from tfrecords import preprocessing as pp
 from tfrecords import shards as shards_module
 from tests.fixtures_disk import make_disk_full
@@ -108,11 +110,11 @@ def _cli(fmt, out_dir, inputs, *extra):
 
 
 def _read_shards(out_dir):
-    info = spec.read_dataset_info(out_dir)
+    info = datasets.read_dataset_info(out_dir)
     parse = spec.parse_fn(info.spec())
     examples = {}
-    for split in spec.SPLITS:
-        for path in spec.shard_paths(out_dir, split):
+    for split in datasets.SPLITS:
+        for path in datasets.shard_paths(out_dir, split):
             for record in tf.data.TFRecordDataset(path):
                 ex = {k: v.numpy() for k, v in parse(record).items()}
                 examples[ex["tid"].decode()] = dict(ex, split=split, shard=os.path.basename(path))
@@ -147,7 +149,7 @@ def test_shards_dataset_json_and_tags(corpus, logmel_run):
         np.testing.assert_array_equal(ex["tags"], _expected_multi_hot(tid))
         assert ex["artist_id"].decode() == CORPUS[tid][0]
     # counts and positives per split agree with what the shards hold
-    for split in spec.SPLITS:
+    for split in datasets.SPLITS:
         in_split = [tid for tid, ex in examples.items() if ex["split"] == split]
         assert info.counts[split] == len(in_split)
         expected = sum((_expected_multi_hot(t) for t in in_split), np.zeros(len(TAGS), int))
@@ -163,7 +165,7 @@ def test_shards_dataset_json_and_tags(corpus, logmel_run):
     assert len(names) == 4
     for name in names:
         split, index, _, count = name[:-len(".tfrecord")].split("-")
-        assert name == spec.shard_name(split, int(index), int(count))
+        assert name == datasets.shard_name(split, int(index), int(count))
 
 
 def test_skipped_report(logmel_run):
@@ -182,20 +184,20 @@ def test_artist_separation_and_split_determinism(corpus, logmel_run):
     split_of_artist = {}
     for ex in examples.values():
         assert split_of_artist.setdefault(ex["artist_id"], ex["split"]) == ex["split"]
-    assert set(split_of_artist.values()) == set(spec.SPLITS)
+    assert set(split_of_artist.values()) == set(datasets.SPLITS)
     for artist, split in split_of_artist.items():
-        assert pp.hash_split(artist.decode(), (40, 30, 30)) == split
+        assert plan.sha256_split(artist.decode(), (40, 30, 30)) == split
     # the hash is SHA-256 of the artist id, not Python's salted hash(): check it independently
     for artist in ("AR1", "AR2", "AR5"):
         position = int.from_bytes(hashlib.sha256(artist.encode()).digest()[:8], "big") / 2 ** 64 * 100
         expected = "train" if position < 80 else "valid" if position < 90 else "test"
-        assert pp.hash_split(artist, (80, 10, 10)) == expected
+        assert plan.sha256_split(artist, (80, 10, 10)) == expected
     # over many artists the split sizes follow the percentages
-    shares = [pp.hash_split(f"AR{i:05d}", (70, 20, 10)) for i in range(5000)]
+    shares = [plan.sha256_split(f"AR{i:05d}", (70, 20, 10)) for i in range(5000)]
     assert abs(shares.count("train") / 5000 - 0.7) < 0.03 and abs(shares.count("test") / 5000 - 0.1) < 0.02
-    first = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=(50, 25, 25),
+    first = plan.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=(50, 25, 25),
                     split_file=None, num_files=5)
-    again = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=(50, 25, 25),
+    again = plan.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio", split=(50, 25, 25),
                     split_file=None, num_files=5)
     assert first == again
     tracks = [t.track_id for shard in first[1] for t in shard.tracks]
@@ -203,9 +205,9 @@ def test_artist_separation_and_split_determinism(corpus, logmel_run):
 
 
 def test_shards_per_split_is_proportional():
-    assert pp.shards_per_split({"train": 800, "valid": 100, "test": 100}, 100) == {"train": 80, "valid": 10, "test": 10}
-    assert pp.shards_per_split({"train": 50, "valid": 1, "test": 0}, 10) == {"train": 9, "valid": 1, "test": 0}
-    assert pp.shards_per_split({"train": 3, "valid": 2, "test": 2}, 100) == {"train": 3, "valid": 2, "test": 2}
+    assert plan.shards_per_split({"train": 800, "valid": 100, "test": 100}, 100) == {"train": 80, "valid": 10, "test": 10}
+    assert plan.shards_per_split({"train": 50, "valid": 1, "test": 0}, 10) == {"train": 9, "valid": 1, "test": 0}
+    assert plan.shards_per_split({"train": 3, "valid": 2, "test": 2}, 100) == {"train": 3, "valid": 2, "test": 2}
 
 
 def test_split_file(corpus, tmp_path):
@@ -240,7 +242,7 @@ def test_resume_redoes_only_incomplete_shards(corpus, tmp_path):
     for name in kept:
         assert after[name] == before[name]                       # untouched: same mtime, same bytes
     assert not list(out.glob(".*.tmp"))
-    assert sum(spec.read_dataset_info(out).counts.values()) == len(GOOD)
+    assert sum(datasets.read_dataset_info(out).counts.values()) == len(GOOD)
     # a third run has nothing to do
     assert _cli("log-mel-spectrogram", out, inputs) == 0
     assert _snapshot(out) == after
@@ -282,11 +284,11 @@ def test_shards_equal_tensorflows_writer_of_the_same_features(corpus, logmel_run
     """The TensorFlow-free writer against the reference: each track's `orpheus.audio.features` features, its
     `spec.to_example` serialised by protobuf and framed by `tf.io.TFRecordWriter`, byte for byte."""
     root, inputs = corpus
-    _, shards, _ = pp.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio",
+    _, shards, _ = plan.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio",
                            split=[float(x) for x in SPLIT], split_file=None, num_files=4)
     schema = spec.example_spec("log-mel-spectrogram", 96, len(TAGS))
     for shard in shards:
-        written = json.loads((logmel_run / pp.PROGRESS_DIR / f"{shard.name}.json").read_text())["tracks"]
+        written = json.loads((logmel_run / shards_module.PROGRESS_DIR / f"{shard.name}.json").read_text())["tracks"]
         reference = tmp_path / shard.name
         with tf.io.TFRecordWriter(str(reference)) as writer:
             for track in (t for t in shard.tracks if t.track_id in written):
@@ -389,9 +391,9 @@ def test_refuses_other_settings_without_overwrite(corpus, tmp_path, capsys):
     assert _cli("log-mel-spectrogram", out, inputs, "--num-files", "2") == 1  # shards of another plan
     assert _cli("log-mel-spectrogram", out, inputs, "--num-files", "2", "--mels", "64", "--overwrite") == 0
     assert sorted(p.name for p in out.glob("*.tfrecord")) == sorted(
-        s.name for s in pp.plan(*(inputs[i] for i in (1, 3, 5)), split=(40, 30, 30), split_file=None,
+        s.name for s in plan.plan(*(inputs[i] for i in (1, 3, 5)), split=(40, 30, 30), split_file=None,
                                 num_files=2)[1])
-    assert spec.read_dataset_info(out).features.n_mels == 64
+    assert datasets.read_dataset_info(out).features.n_mels == 64
 
 
 def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):
@@ -466,15 +468,15 @@ def test_end_to_end_on_the_miniature_msd(tmp_path):
 
 def test_pool_batches_bound_memory():
     def settings(fmt, dtype="float32"):
-        return pp.resolve_settings(fmt, sample_rate=16000, n_mels=96, preset="db", n_fft=None, hop_length=None,
+        return shards_module.resolve_settings(fmt, sample_rate=16000, n_mels=96, preset="db", n_fft=None, hop_length=None,
                                    n_mfcc=20, dtype=dtype, min_length_s=15)
     for fmt in ("waveform", "log-mel-spectrogram", "mfcc"):
         for jobs in (1, 2, 16):
-            n = pp.tracks_in_flight(settings(fmt), jobs)
-            assert jobs * 4 <= n <= jobs * pp.TRACKS_IN_FLIGHT_PER_JOB
+            n = runners.tracks_in_flight(settings(fmt), jobs)
+            assert jobs * 4 <= n <= jobs * runners.TRACKS_IN_FLIGHT_PER_JOB
     # one minute of 16 kHz float32 waveform is 3.84 MB: 16 jobs may not hold 16 x 128 of them
-    assert pp.tracks_in_flight(settings("waveform"), 16) * 3.84e6 <= pp.IN_FLIGHT_MEMORY_BYTES * 1.01
-    assert pp.tracks_in_flight(settings("waveform", "float16"), 16) > pp.tracks_in_flight(settings("waveform"), 16)
+    assert runners.tracks_in_flight(settings("waveform"), 16) * 3.84e6 <= runners.IN_FLIGHT_MEMORY_BYTES * 1.01
+    assert runners.tracks_in_flight(settings("waveform", "float16"), 16) > runners.tracks_in_flight(settings("waveform"), 16)
 
 
 def test_old_and_new_flag_names(corpus, logmel_run, tmp_path):
@@ -496,8 +498,8 @@ def _snapshot_bytes(out_dir):
 def test_the_stage_reads_the_tag_database_without_the_cleaning_stage(corpus):
     """The stages meet through files: planning (which reads clean_lastfm.db) imports no `msd` module."""
     root, _ = corpus
-    code = ("import sys; from tfrecords import preprocessing as pp; "
-            f"vocabulary, shards, _ = pp.plan({str(root / 'ultimate.csv')!r}, {str(root / 'clean_lastfm.db')!r}, "
+    code = ("import sys; from tfrecords import plan, preprocessing; "
+            f"vocabulary, shards, _ = plan.plan({str(root / 'ultimate.csv')!r}, {str(root / 'clean_lastfm.db')!r}, "
             f"{str(root / 'audio')!r}, split=(40, 30, 30), split_file=None, num_files=4); "
             "print(vocabulary, sum(len(s.tracks) for s in shards)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'msd'))")
@@ -522,7 +524,7 @@ def test_full_disk_is_one_line_and_leaves_nothing_a_rerun_would_trust(corpus, lo
     assert "no space left on device" in _one_line_error(capsys, out).lower()
     done = list(out.glob("*.tfrecord"))
     assert len(done) == 1 and not list(out.glob(".*.tmp"))  # the shard being written is gone, no temp file
-    assert sorted(p.name for p in (out / pp.PROGRESS_DIR).glob("*.json")) == [f"{done[0].name}.json"]
+    assert sorted(p.name for p in (out / shards_module.PROGRESS_DIR).glob("*.json")) == [f"{done[0].name}.json"]
     # an OSError (ENOSPC) from the sidecar's write: the same one line
     monkeypatch.undo()
 
@@ -553,3 +555,11 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(corpus, tmp_path, c
             _one_line_error(capsys, locked)
         finally:
             locked.chmod(0o700)
+
+
+def test_sha256_split_keeps_every_key_where_it_was():
+    """Users' splits must not move: the split of 300 artist ids, pinned (r train, v valid, t test)."""
+    letters = "".join({"train": "r", "valid": "v", "test": "t"}[plan.sha256_split(f"AR{i:05d}", (70, 20, 10))]
+                      for i in range(300))
+    assert hashlib.sha256(letters.encode()).hexdigest() == \
+        "34eafb69688d9bf08b035a99e309a1428dbf2e6ffea74099c8076203fcc334c5"

@@ -22,7 +22,7 @@ from orpheus.audio.features import compute_features
 from orpheus.pretrained import (INSTALL_COMMAND, PRETRAINED, checkpoint_digest, convert, load_checkpoint_values,
                                 locate_checkpoint, musicnn_package_dir, open_checkpoint, pretrained_run_dir)
 from orpheus.ownership import MARKER
-from orpheus.rundir import MODEL_FILE, RUN_INFO, read_run_info
+from orpheus.formats.rundir import MODEL_FILE, RUN_INFO, read_run_info
 
 REAL_CLIP = "render_mma_basicrock.ogg"
 TOLERANCE = 1e-4

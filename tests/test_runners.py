@@ -16,6 +16,7 @@ import pytest
 from tests.test_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
                                      logmel_run)
 from tests.fixtures_disk import make_disk_full
+from tfrecords import shards
 from tfrecords import preprocessing as pp
 from tfrecords import runners
 
@@ -61,7 +62,7 @@ def test_beam_and_pool_write_the_same_miniature_msd_and_beam_resumes(tmp_path):
     assert (beam / "skipped.csv").read_text() == (pool / "skipped.csv").read_text()
     before = _snapshot(beam)
     names = sorted(before)
-    os.remove(beam / pp.PROGRESS_DIR / f"{names[1]}.json")  # as if killed before that shard was complete
+    os.remove(beam / shards.PROGRESS_DIR / f"{names[1]}.json")  # as if killed before that shard was complete
     assert pp.main(["log-mel-spectrogram", str(beam), *inputs, "--runner", "beam"]) == 0
     after = _snapshot(beam)
     assert after[names[1]][0] != before[names[1]][0] and after[names[1]][1] == before[names[1]][1]

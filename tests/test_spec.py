@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orpheus import spec
+from orpheus.formats import dataset as datasets
+from orpheus.formats import tfrecord as spec
 from orpheus.errors import DataFormatError, MissingInputError
 from orpheus.audio.settings import FeatureSettings
 
@@ -46,15 +47,15 @@ def test_serialize_is_deterministic():
 
 def test_parser_works_in_tf_data(tmp_path):
     schema = spec.example_spec("log-mel-spectrogram", 4, n_tags=2)
-    path = str(tmp_path / spec.shard_name("train", 0, 1))
+    path = str(tmp_path / datasets.shard_name("train", 0, 1))
     with tf.io.TFRecordWriter(path) as writer:
         for n in (3, 5):
             values = {"tid": f"T{n}", "artist_id": "", "audio": np.ones((n, 4)), "tags": [0, 1]}
             writer.write(spec.to_example(values, schema).SerializeToString())
     frames = [int(x["audio"].shape[0]) for x in tf.data.TFRecordDataset(path).map(spec.parse_fn(schema))]
     assert frames == [3, 5]
-    assert spec.shard_paths(tmp_path, "train") == [path]
-    assert spec.shard_paths(tmp_path, "test") == []
+    assert datasets.shard_paths(tmp_path, "train") == [path]
+    assert datasets.shard_paths(tmp_path, "test") == []
 
 
 @pytest.mark.parametrize("fmt, n_bins, shape", [
@@ -91,12 +92,12 @@ def test_shape_mismatch_is_an_error():
 
 
 def test_dataset_info_round_trip(tmp_path):
-    info = spec.DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=96, n_fft=512,
+    info = datasets.DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=96, n_fft=512,
                                                      hop_length=256, preset="musicnn"),
                             tags=("rock", "pop"), counts={"train": 3},
                             positives={"train": [2, 1]}, command="preprocessing.py ...")
-    spec.write_dataset_info(tmp_path, info)
-    loaded = spec.read_dataset_info(tmp_path)
+    datasets.write_dataset_info(tmp_path, info)
+    loaded = datasets.read_dataset_info(tmp_path)
     assert loaded == info
     assert loaded.features.frames_per_second == 62.5
     assert loaded.spec()["audio"].shape == (None, 96)
@@ -106,11 +107,11 @@ def test_one_feature_record_in_dataset_json_and_run_json(tmp_path):
     """dataset.json and run.json carry the same record, serialised the same way; old flat files still read."""
     import json
 
-    from orpheus.rundir import RunInfo, read_run_info, write_run_info
+    from orpheus.formats.rundir import RunInfo, read_run_info, write_run_info
 
     features = FeatureSettings("mfcc", 22050, n_mels=40, n_fft=1024, hop_length=441, preset="db", n_mfcc=13)
-    info = spec.DatasetInfo(features=features, tags=("a", "b"), counts={"train": 1})
-    spec.write_dataset_info(tmp_path / "shards", info)
+    info = datasets.DatasetInfo(features=features, tags=("a", "b"), counts={"train": 1})
+    datasets.write_dataset_info(tmp_path / "shards", info)
     run = RunInfo.from_dataset(info, ("b",), window_s=2.0)
     write_run_info(tmp_path / "run", run)
     dataset_json = json.loads((tmp_path / "shards" / "dataset.json").read_text())
@@ -120,7 +121,7 @@ def test_one_feature_record_in_dataset_json_and_run_json(tmp_path):
     # a folder written before the record was shared: the settings as top-level keys
     legacy = {**{k: v for k, v in dataset_json.items() if k != "features"}, **features.to_json()}
     (tmp_path / "shards" / "dataset.json").write_text(json.dumps(legacy))
-    assert spec.read_dataset_info(tmp_path / "shards") == info
+    assert datasets.read_dataset_info(tmp_path / "shards") == info
     legacy_run = {**{k: v for k, v in run_json.items() if k != "features"}, **features.to_json()}
     (tmp_path / "run" / "run.json").write_text(json.dumps(legacy_run))
     assert read_run_info(tmp_path / "run") == run
@@ -128,7 +129,7 @@ def test_one_feature_record_in_dataset_json_and_run_json(tmp_path):
 
 def test_dataset_info_errors(tmp_path):
     with pytest.raises(MissingInputError, match="dataset.json"):
-        spec.read_dataset_info(tmp_path)
+        datasets.read_dataset_info(tmp_path)
     (tmp_path / "dataset.json").write_text('{"format": "waveform", "sample_rate": 16000, "tags": [], "colour": 1}')
     with pytest.raises(DataFormatError, match="unknown keys"):
-        spec.read_dataset_info(tmp_path)
+        datasets.read_dataset_info(tmp_path)

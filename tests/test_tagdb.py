@@ -1,11 +1,11 @@
-"""orpheus.tagdb: the tag-database reader of the core, on SQLite files with the real three-table schema."""
+"""orpheus.formats.tagdb: the tag-database reader of the core, on SQLite files with the real three-table schema."""
 
 import sqlite3
 
 import pytest
 
 from msd.lastfm import LastFm
-from orpheus import tagdb
+from orpheus.formats import tagdb
 from orpheus.errors import DataFormatError, MissingInputError
 from tests.msd_fixtures import write_lastfm_db
 

@@ -106,10 +106,12 @@ def test_default_model_is_pretrained_msd_musicnn(capsys, music_dir):
 # ---------------------------------------------------------------- test
 
 def write_shards(shard_dir, tags, labels, features, split="test"):
-    """A real shard folder: dataset.json + two `split` shards written through orpheus.spec."""
+    """A real shard folder: dataset.json + two `split` shards written through orpheus.formats.tfrecord."""
     import tensorflow as tf
 
-    from orpheus.spec import DatasetInfo, shard_name, to_example, write_dataset_info
+    from orpheus.formats.dataset import DatasetInfo, shard_name, write_dataset_info
+
+    from orpheus.formats.tfrecord import to_example
     info = DatasetInfo(features=FeatureSettings("log-mel-spectrogram", 16000, n_mels=96, n_fft=512, hop_length=256,
                                                 preset="musicnn"),
                        tags=tuple(tags), counts={split: len(features)})

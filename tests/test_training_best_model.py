@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from orpheus import test_model
-from orpheus.rundir import load_model
+from orpheus.formats.rundir import load_model
 from orpheus.training import BEST_WEIGHTS, main
 from tests.fixtures_training import write_learnable_shards
 

@@ -3,7 +3,7 @@ import pytest
 
 from orpheus.errors import DataFormatError
 from orpheus.audio.settings import FeatureSettings
-from orpheus.rundir import RunInfo, read_run_info, write_run_info
+from orpheus.formats.rundir import RunInfo, read_run_info, write_run_info
 from orpheus.audio.windows import cut_windows, normalise_windows, normalise_windows_np, window_starts
 
 

@@ -1,7 +1,7 @@
 """What preprocessing will write, decided from the inputs alone before any decoding.
 
 Input: ultimate.csv (track_id, artist_id, mp3_path[, audio_start, audio_end]), the clean tag database
-(read with `orpheus.tagdb`), an optional split file (track_id,split). Output: the vocabulary, every
+(read with `orpheus.formats.tagdb`), an optional split file (track_id,split). Output: the vocabulary, every
 shard in global order (train, then valid, then test) with its tracks, and the tracks left out.
 
     - split per track: from --split-file, else a SHA-256 of the artist id (of the track id when the
@@ -25,9 +25,9 @@ from typing import Sequence
 
 from orpheus.errors import ConfigError, DataFormatError
 from orpheus.files import require_dir, require_file
-from orpheus.tagdb import read_positive_tags
+from orpheus.formats.dataset import SPLITS, shard_name
+from orpheus.formats.tagdb import read_positive_tags
 
-SPLIT_NAMES = ("train", "valid", "test")  # == orpheus.spec.SPLITS, checked where shards are written
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return f"{self.split}-{self.index:05d}-of-{self.count:05d}.tfrecord"  # == orpheus.spec.shard_name
+        return shard_name(self.split, self.index, self.count)
 
 
 def read_tracks_csv(csv_path: str | Path) -> list[dict[str, str]]:
@@ -96,22 +96,25 @@ def read_split_file(split_path: str | Path) -> dict[str, str]:
             raise DataFormatError(f"{path}: expected columns track_id,split")
         splits = {}
         for row in reader:
-            if row["split"] not in SPLIT_NAMES:
+            if row["split"] not in SPLITS:
                 raise DataFormatError(f"{path}: split {row['split']!r} of track {row['track_id']} is not one "
-                                      f"of {', '.join(SPLIT_NAMES)}")
+                                      f"of {', '.join(SPLITS)}")
             splits[row["track_id"]] = row["split"]
     return splits
 
 
-def hash_split(key: str, percentages: Sequence[float]) -> str:
-    """The split of a stable key (an artist id): SHA-256 mapped to [0, 100), cut at the cumulative percentages."""
+def sha256_split(key: str, percentages: Sequence[float]) -> str:
+    """The split of a stable key (an artist id): SHA-256 mapped to [0, 100), cut at the cumulative percentages.
+
+    Preprocessing's splitter; the converters' (`msd.converters.common.salted_sha1_split`) is another algorithm, kept
+    because each decides where users' tracks already are."""
     position = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64 * 100.0
     cumulative = 0.0
-    for name, share in zip(SPLIT_NAMES, percentages):
+    for name, share in zip(SPLITS, percentages):
         cumulative += share
         if position < cumulative:
             return name
-    return next(name for name, share in reversed(list(zip(SPLIT_NAMES, percentages))) if share > 0)
+    return next(name for name, share in reversed(list(zip(SPLITS, percentages))) if share > 0)
 
 
 def shards_per_split(track_counts: dict[str, int], num_files: int) -> dict[str, int]:
@@ -119,14 +122,14 @@ def shards_per_split(track_counts: dict[str, int], num_files: int) -> dict[str, 
 
     Every split with tracks gets at least one shard and never more shards than tracks.
     """
-    nonempty = [s for s in SPLIT_NAMES if track_counts.get(s, 0) > 0]
+    nonempty = [s for s in SPLITS if track_counts.get(s, 0) > 0]
     total = sum(track_counts.get(s, 0) for s in nonempty)
     if not nonempty:
-        return {s: 0 for s in SPLIT_NAMES}
+        return {s: 0 for s in SPLITS}
     budget = max(num_files, len(nonempty))
     exact = {s: budget * track_counts[s] / total for s in nonempty}
     counts = {s: max(1, math.floor(exact[s])) for s in nonempty}
-    by_remainder = sorted(nonempty, key=lambda s: (-(exact[s] - math.floor(exact[s])), SPLIT_NAMES.index(s)))
+    by_remainder = sorted(nonempty, key=lambda s: (-(exact[s] - math.floor(exact[s])), SPLITS.index(s)))
     for s in by_remainder:
         if sum(counts.values()) >= budget:
             break
@@ -134,14 +137,14 @@ def shards_per_split(track_counts: dict[str, int], num_files: int) -> dict[str, 
     while sum(counts.values()) > budget:  # the max(1, .) floors overshot: take from the largest
         largest = max((s for s in nonempty if counts[s] > 1), key=lambda s: counts[s])
         counts[largest] -= 1
-    return {s: min(counts.get(s, 0), track_counts.get(s, 0)) for s in SPLIT_NAMES}
+    return {s: min(counts.get(s, 0), track_counts.get(s, 0)) for s in SPLITS}
 
 
 def plan_shards(tracks_by_split: dict[str, list[Track]], num_files: int) -> list[Shard]:
     """All shards in global order (train, valid, test), each with its tracks (round-robin by track id)."""
     counts = shards_per_split({s: len(t) for s, t in tracks_by_split.items()}, num_files)
     shards: list[Shard] = []
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         n = counts[split]
         split_shards = [Shard(split, i, n) for i in range(n)]
         for k, track in enumerate(sorted(tracks_by_split.get(split, []), key=lambda t: t.track_id)):
@@ -168,7 +171,7 @@ def plan(csv_path: str | Path, tag_path: str | Path, root_dir: str | Path, *, sp
     if not vocabulary:
         raise DataFormatError(f"{tag_path}: the tags table is empty; rerun the tag cleaning")
     assigned = read_split_file(split_file) if split_file else None
-    tracks_by_split: dict[str, list[Track]] = {s: [] for s in SPLIT_NAMES}
+    tracks_by_split: dict[str, list[Track]] = {s: [] for s in SPLITS}
     skipped: list[tuple[str, str]] = []
     csv_file = Path(csv_path)
     for row in rows:
@@ -182,7 +185,7 @@ def plan(csv_path: str | Path, tag_path: str | Path, root_dir: str | Path, *, sp
                 continue
             split_name = assigned[tid]
         else:
-            split_name = hash_split(row["artist_id"] or tid, split)
+            split_name = sha256_split(row["artist_id"] or tid, split)
         start = _optional_seconds(row.get("audio_start"), "audio_start", tid, csv_file) or 0.0
         end = _optional_seconds(row.get("audio_end"), "audio_end", tid, csv_file)
         tracks_by_split[split_name].append(Track(tid, row["artist_id"], row["mp3_path"], str(root / row["mp3_path"]),

@@ -6,12 +6,12 @@ Inputs:
                       how the original urop2019 Orpheus dropped the leading and trailing silence found by
                       the cleaning stage. An empty value means the start / the end of the file.
     clean_lastfm.db   tables tids(tid), tags(tag), tid_tag(tid, tag, val) joined on ROWIDs, read with
-                      `orpheus.tagdb`; every tid_tag row is a positive (val >= 0).
+                      `orpheus.formats.tagdb`; every tid_tag row is a positive (val >= 0).
                       Tag output order = ROWID order of the `tags` table.
 
 Outputs in OUT_DIR:
-    {split}-{i:05d}-of-{n:05d}.tfrecord   examples per `orpheus.spec` (tid, artist_id, audio, tags)
-    dataset.json                         `orpheus.spec.DatasetInfo`: settings, tags, counts, command
+    {split}-{i:05d}-of-{n:05d}.tfrecord   examples per `orpheus.formats.tfrecord` (tid, artist_id, audio, tags)
+    dataset.json                         `orpheus.formats.tfrecord.DatasetInfo`: settings, tags, counts, command
     skipped.csv                          track_id,reason for every track left out
     progress/{shard}.json                per-shard sidecar: settings fingerprint, byte size, tracks
                                          written, per-tag positives, tracks skipped in that shard
@@ -53,17 +53,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from orpheus.audio import decode as audio
 from orpheus.audio import features as audio_features
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
 from orpheus.audio.settings import FORMATS
 from orpheus.files import mark
 from orpheus.ownership import claim
-from tfrecords.plan import SPLIT_NAMES, Shard, Track, hash_split, plan, shards_per_split  # noqa: F401
-from tfrecords.runners import (IN_FLIGHT_MEMORY_BYTES, RUNNERS, TRACKS_IN_FLIGHT_PER_JOB,  # noqa: F401
-                               folder_lock, run_beam, run_pool, tracks_in_flight)
-from tfrecords.shards import (PROGRESS_DIR, SHARD_FOLDER, SKIPPED_CSV, ShardSettings, aggregate,  # noqa: F401
+from tfrecords.plan import Shard, plan
+from tfrecords.runners import RUNNERS, folder_lock, run_beam, run_pool
+from tfrecords.shards import (PROGRESS_DIR, SHARD_FOLDER, SKIPPED_CSV, ShardSettings, aggregate,
                               fingerprint, output_errors, remove_leftovers, resolve_settings, shard_state)
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Per-track features and per-shard files: what every runner runs, in whichever process it runs.
 
 `extract` decodes one track and computes its features; `encode_track` also serialises them into
-its TFRecord (`orpheus.spec.encode_example` + `tfrecord_frame`: numpy only, no TensorFlow, so pool
+its TFRecord (`orpheus.formats.tfrecord.encode_example` + `tfrecord_frame`: numpy only, no TensorFlow, so pool
 workers start fast and the writer has only bytes left to write). `write_shard` writes one shard's
 records, in track order, to a temporary name, then its sidecar `progress/{shard}.json` (settings
 fingerprint, byte size, tracks written, per-tag positives, tracks skipped), then renames it into place. `shard_state` is the resume test: a shard is
@@ -22,16 +22,17 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from orpheus import spec
+from orpheus.formats import dataset as datasets
+from orpheus.formats import tfrecord as spec
 
 from orpheus.audio import decode as audio
 from orpheus.audio import features as audio_features
-from orpheus.errors import AudioDecodeError, ConfigError, DataFormatError, MissingInputError, OutputWriteError
+from orpheus.errors import AudioDecodeError, ConfigError, MissingInputError, OutputWriteError
 from orpheus.audio.features import compute_features
 from orpheus.audio.settings import FORMATS, FeatureSettings
 from orpheus.files import atomic_path, output_write_error, write_csv_atomic, write_json_atomic
 from orpheus.ownership import FolderKind
-from tfrecords.plan import SPLIT_NAMES, Shard, Track
+from tfrecords.plan import Shard, Track
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def encode_track(job: tuple[Track, ShardSettings, int]) -> tuple[bytes | None, s
     """`extract` one track, then serialise it: what a pool worker does for the writer.
 
     `job` is (track, settings, tags in the vocabulary). Returns (record, reason): the track's framed
-    TFRecord (`orpheus.spec` example: tid, artist_id, features, multi-hot tags) and ""; or (None,
+    TFRecord (`orpheus.formats.tfrecord` example: tid, artist_id, features, multi-hot tags) and ""; or (None,
     reason) when the track is skipped.
     """
     track, settings, n_tags = job
@@ -156,8 +157,6 @@ def write_shard(out_dir: Path, shard: Shard, records: Iterable[tuple[bytes | Non
 
     Returns the sidecar dict.
     """
-    if SPLIT_NAMES != tuple(spec.SPLITS) or shard.name != spec.shard_name(shard.split, shard.index, shard.count):
-        raise DataFormatError("orpheus.spec changed its splits or shard names; update tfrecords/plan.py")
     remove_leftovers(out_dir, shard)
     positives = np.zeros(len(vocabulary), dtype=np.int64)
     written: list[str] = []
@@ -182,8 +181,8 @@ def write_shard(out_dir: Path, shard: Shard, records: Iterable[tuple[bytes | Non
 def aggregate(out_dir: Path, shards: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
               skipped_before: Sequence[tuple[str, str]], command: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Write dataset.json and skipped.csv from all shards' sidecars; returns (counts, skipped)."""
-    counts = {s: 0 for s in SPLIT_NAMES}
-    positives = {s: np.zeros(len(vocabulary), dtype=np.int64) for s in SPLIT_NAMES}
+    counts = {s: 0 for s in datasets.SPLITS}
+    positives = {s: np.zeros(len(vocabulary), dtype=np.int64) for s in datasets.SPLITS}
     skipped = list(skipped_before)
     for shard in shards:
         sidecar = read_sidecar(out_dir, shard)
@@ -192,9 +191,9 @@ def aggregate(out_dir: Path, shards: Sequence[Shard], settings: ShardSettings, v
         skipped.extend((tid, reason) for tid, reason in sidecar["skipped"])
     skipped.sort()
     write_csv_atomic(out_dir / SKIPPED_CSV, ("track_id", "reason"), skipped)
-    info = spec.DatasetInfo(
+    info = datasets.DatasetInfo(
         features=settings.features, tags=tuple(vocabulary), storage=settings.storage, counts=counts, positives={s: p.tolist() for s, p in positives.items()}, command=command)
-    spec.write_dataset_info(out_dir, info)
+    datasets.write_dataset_info(out_dir, info)
     return counts, skipped
 
 

@@ -256,8 +256,11 @@ def hash_fraction(key: str, salt: str = "") -> float:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
-def hash_split(key: str, percentages: Sequence[float], salt: str = "") -> str:
-    """"train", "valid" or "test" for `key`, with probabilities `percentages` (train, valid, test; any scale)."""
+def salted_sha1_split(key: str, percentages: Sequence[float], salt: str = "") -> str:
+    """"train", "valid" or "test" for `key`, with probabilities `percentages` (train, valid, test; any scale).
+
+    The converters' splitter: SHA-1 of `salt + key` as a fraction of the percentages' sum. Preprocessing's
+    (`tfrecords.plan.sha256_split`) is another algorithm, kept because each decides where users' tracks already are."""
     total = float(sum(percentages))
     point, edge = hash_fraction(key, salt) * total, 0.0
     for split, share in zip(SPLITS, percentages):

@@ -48,7 +48,7 @@ import pandas as pd  # noqa: E402
 
 from msd.converters.common import add_verify_arg  # noqa: E402
 from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, artist_id_from_name,  # noqa: E402
-                                   check_audio_files, check_outputs, conversion_result, hash_split, rank_tags,
+                                   check_audio_files, check_outputs, conversion_result, salted_sha1_split, rank_tags,
                                    read_text_input)
 from msd.drop_report import dropped_path  # noqa: E402
 from orpheus.audio.decode import AUDIO_EXTENSIONS  # noqa: E402
@@ -200,7 +200,7 @@ def assign_splits(tracks: Sequence[Track], percentages: Sequence[float]) -> dict
             splits[track.track_id] = next(iter(artist_splits))
         else:
             key = f"artist:{track.artist}" if track.artist else f"track:{track.track_id}"
-            splits[track.track_id] = hash_split(key, percentages)
+            splits[track.track_id] = salted_sha1_split(key, percentages)
     return splits
 
 

@@ -271,12 +271,13 @@ def test_tracks(p: DemoPaths, corpus: Corpus, n: int) -> list[tuple[str, Path]]:
     """The first `n` tracks (by track id) of the test shards, as (track id, mp3 path)."""
     import tensorflow as tf  # only here: the rest of the demo runs the stages as subprocesses
 
-    from orpheus import spec
+    from orpheus.formats import dataset as datasets
+    from orpheus.formats import tfrecord as spec
 
-    info = spec.read_dataset_info(p.shards)
+    info = datasets.read_dataset_info(p.shards)
     parse = spec.parse_fn(info.spec())
     test_ids = {parse(record)["tid"].numpy().decode() for record in
-                tf.data.TFRecordDataset(spec.shard_paths(p.shards, "test"))}
+                tf.data.TFRecordDataset(datasets.shard_paths(p.shards, "test"))}
     with open(corpus.csv, newline="", encoding="utf-8") as f:
         rows = sorted((row for row in csv.DictReader(f) if row["track_id"] in test_ids), key=lambda r: r["track_id"])
     return [(row["track_id"], corpus.audio_root / row["mp3_path"]) for row in rows[:n]]

@@ -1,7 +1,7 @@
 """The one record of how audio becomes a model input: `FeatureSettings`.
 
-The same record is the `features` of a shard folder's `dataset.json` (`orpheus.spec.DatasetInfo`), of
-a run directory's `run.json` (`orpheus.rundir.RunInfo`), of what preprocessing's and tagging's worker
+The same record is the `features` of a shard folder's `dataset.json` (`orpheus.formats.tfrecord.DatasetInfo`), of
+a run directory's `run.json` (`orpheus.formats.rundir.RunInfo`), of what preprocessing's and tagging's worker
 processes receive, and of what `orpheus.export` writes beside an exported model. It is serialised in
 one way (`to_json` / `from_json`), and the values derived from it (bins per frame, frame rate, hop,
 context) are computed here and nowhere else. The lists of feature formats and of normalisations are

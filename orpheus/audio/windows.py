@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orpheus.errors import DataFormatError
-from orpheus.rundir import RunInfo
+from orpheus.formats.rundir import RunInfo
 
 if TYPE_CHECKING:
     import tensorflow as tf

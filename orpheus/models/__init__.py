@@ -37,7 +37,7 @@ class ModelEntry:
 
     Attributes:
         builder: `build_x(config, input_shape, n_tags) -> keras.Model`.
-        formats: the `orpheus.spec.FORMATS` the model accepts as input.
+        formats: the `orpheus.formats.tfrecord.FORMATS` the model accepts as input.
         description: one line: the paper and what the architecture does.
         reference_config: the widths of the published model when they differ from `ModelConfig`'s
             defaults (musicnn's checkpoints); None when the defaults are the reference. Used by the
@@ -110,7 +110,7 @@ def check_format(name: str, fmt: str) -> None:
 
     Args:
         name: a key of `MODELS` (model.name).
-        fmt: one of `orpheus.spec.FORMATS`, e.g. the `format` of a shard folder's dataset.json.
+        fmt: one of `orpheus.formats.tfrecord.FORMATS`, e.g. the `format` of a shard folder's dataset.json.
     """
     entry = model_entry(name)
     if fmt not in entry.formats:

@@ -1,8 +1,6 @@
 """The TFRecord schema, declared once: the writer and the parser are both generated from it.
 
-A shard folder describes itself with `dataset.json` (see `DatasetInfo`): the feature settings (format,
-sample rate, spectrogram settings: `orpheus.audio.settings.FeatureSettings`), the tag names in output order and the counts per split. Training,
-evaluation and tagging read only that folder, so the label order can never drift from the weights.
+The shard folder's own description (`dataset.json`, split names, shard file names) is `orpheus.formats.dataset`.
 
 Every example holds:
     tid        bytes   the MSD track id (or the dataset's own clip id)
@@ -10,7 +8,7 @@ Every example holds:
     audio      float32 waveform [n_samples], log-mel [n_frames, n_mels] or MFCC [n_frames, n_mfcc],
                        stored flat (float32 values, or float16 bytes for compact storage) with its
                        shape in `audio_shape`
-    tags       int64   [n_tags] multi-hot over `DatasetInfo.tags`
+    tags       int64   [n_tags] multi-hot over `orpheus.formats.dataset.DatasetInfo.tags`
 
 The writer needs no TensorFlow: `encode_example` writes a `tf.train.Example`'s wire bytes from the
 schema, and `tfrecord_frame` frames them as `tf.io.TFRecordWriter` does (both byte-identical, tested),
@@ -20,25 +18,20 @@ so preprocessing's workers serialise and its writer starts before TensorFlow cou
 
 from __future__ import annotations
 
-import dataclasses
 import struct
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import google_crc32c
 import numpy as np
 
+from orpheus.audio.settings import FORMATS
 from orpheus.errors import DataFormatError
-from orpheus.audio.settings import FORMATS, FeatureSettings, nest_features
-from orpheus.files import read_json_record, write_json_atomic
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-SPLITS = ("train", "valid", "test")
 STORAGE_DTYPES = ("float32", "float16")
-DATASET_INFO = "dataset.json"
 
 
 @dataclass(frozen=True)
@@ -244,62 +237,3 @@ def parse_fn(spec: Mapping[str, Feature]) -> Callable[[tf.Tensor], dict[str, tf.
         return out
 
     return parse
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    """`{split}-{index:05d}-of-{count:05d}.tfrecord`, the shard naming convention."""
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def shard_paths(shard_dir: str | Path, split: str) -> list[str]:
-    """The sorted shard files of `split` in `shard_dir`."""
-    if split not in SPLITS:
-        raise DataFormatError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    return sorted(str(p) for p in Path(shard_dir).glob(f"{split}-*-of-*.tfrecord"))
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a shard folder holds, stored as its `dataset.json`.
-
-    features:      how the audio became the stored values (`orpheus.audio.settings.FeatureSettings`).
-    tags:          tag names in the order of the `tags` multi-hot vector.
-    storage:       "float32" or "float16".
-    counts:        tracks per split.
-    positives:     per split, positive count of each tag (aligned with `tags`).
-    command:       the command line that wrote the folder.
-    """
-    features: FeatureSettings
-    tags: tuple[str, ...]
-    storage: str = "float32"
-    counts: dict[str, int] = field(default_factory=dict)
-    positives: dict[str, list[int]] = field(default_factory=dict)
-    command: str = ""
-
-    def spec(self) -> dict[str, Feature]:
-        """The example schema of this folder's shards."""
-        return example_spec(self.features.format, self.features.n_bins, len(self.tags), self.storage)
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["features"] = self.features.to_json()
-        out["tags"] = list(self.tags)
-        return out
-
-
-def write_dataset_info(shard_dir: str | Path, info: DatasetInfo) -> Path:
-    """Write `info` as `shard_dir/dataset.json` atomically; returns the path."""
-    path = Path(shard_dir) / DATASET_INFO
-    write_json_atomic(path, info.to_json())
-    return path
-
-
-def read_dataset_info(shard_dir: str | Path) -> DatasetInfo:
-    """Read `shard_dir/dataset.json`, with a clear error when missing or malformed."""
-    path = Path(shard_dir) / DATASET_INFO
-    info = read_json_record(path, DatasetInfo, what="dataset description", tuple_keys=("tags",),
-                            missing="point --tfrecords-dir at a folder written by tfrecords/preprocessing.py",
-                            malformed="rerun preprocessing", prepare=nest_features)
-    if info.features.format not in FORMATS:
-        raise DataFormatError(f"{path}: unknown format {info.features.format!r}; rerun preprocessing")
-    return info

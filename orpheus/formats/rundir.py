@@ -27,7 +27,7 @@ from orpheus.audio.settings import FORMATS, NORMALISATIONS, FeatureSettings, nes
 from orpheus.ownership import FolderKind
 
 if TYPE_CHECKING:  # the TFRecord spec imports TensorFlow, which tagging with --precision fast never loads
-    from orpheus.spec import DatasetInfo
+    from orpheus.formats.dataset import DatasetInfo
 
 RUN_INFO = "run.json"
 MODEL_FILE = "model.keras"

@@ -4,7 +4,7 @@ A tag database (Last.fm's `lastfm_tags.db`, or the cleaning stage's `clean_lastf
 file with three tables joined on ROWIDs: `tids(tid TEXT)`, `tags(tag TEXT)` and
 `tid_tag(tid INTEGER, tag INTEGER, val FLOAT)`, where `tid_tag.tid` is a `tids.ROWID`, `tid_tag.tag`
 a `tags.ROWID` and `val` Last.fm's 0..100 weight. This module checks the format and reads what the
-preprocessing stage needs (the vocabulary and each track's positive tags), the way `orpheus.spec`
+preprocessing stage needs (the vocabulary and each track's positive tags), the way `orpheus.formats.tfrecord`
 describes the TFRecords: the stages meet through this file format, never through each other's code.
 `msd.lastfm` builds its query layer on the same checks.
 """
