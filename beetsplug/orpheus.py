@@ -223,7 +223,7 @@ class OrpheusPlugin(BeetsPlugin):
         digest of its files, then the selection. Hashes the model's files; loads no model."""
         from orpheus.api import model_identity, resolve_model
         from orpheus.errors import OrpheusError
-        from orpheus.library_run import LibraryOptions
+        from orpheus.tagging.library import LibraryOptions
         try:
             run_dir, name = resolve_model(settings["model"], settings["run_dir"])
             identity = model_identity(run_dir, name)
@@ -255,8 +255,8 @@ class OrpheusPlugin(BeetsPlugin):
 
     def _apply(self, item, tagger, result, label: str, settings: dict) -> str | None:
         """Set the item's fields from one result; a description of the changes, or None when it failed."""
-        from orpheus.tag_writer import join_tags
-        from orpheus.tagging import ranked_tags
+        from orpheus.tagging.file_tags.writer import join_tags
+        from orpheus.tagging.outputs import ranked_tags
         for warning in result.warnings:
             self._log.warning("{}: {}", item.filepath, warning)
         if result.error is not None:

@@ -16,7 +16,7 @@ Rows (each in its own process, so each peak RSS is its own; 30 s 44.1 kHz stereo
   floor       predict's windows (11 for 30 s: the last one aligned to the end) of the same features
               through the same compiled model, decoding and features excluded; and through the OpenVINO
               models that predict may run (float32 for exact; for fast, each arithmetic this CPU offers:
-              bf16, int8+bf16 or int8, see `orpheus.fast_arithmetic`), in its batches of 16 windows,
+              bf16, int8+bf16 or int8, see `orpheus.tagging.fast_arithmetic`), in its batches of 16 windows,
               as many at once as it runs: where the time goes
   predict     `run_predict(--precision exact|fast, --jobs 1|all cores)` from model load to the last result
   memory      predict (exact, default settings) on 10 / 200 / 1000 files and one 60-minute file
@@ -184,10 +184,10 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
     watcher = PeakWatcher()
     scores = {}
     if kind == "openvino-floor":  # predict's own model, its batches, the same windows
-        from orpheus import fast_arithmetic
-        from orpheus.inference import openvino_backend, openvino_ir
+        from orpheus.tagging import fast_arithmetic
+        from orpheus.tagging.backends import openvino_backend, openvino_ir
         from orpheus.formats.rundir import read_run_info
-        from orpheus.tagging import BATCH_SIZES
+        from orpheus.tagging.tagger import BATCH_SIZES
         info = read_run_info(run_dir)
         windows = {f: reference_windows(f, info.window_frames, tail=True) for f in files}
         if precision != "exact":  # one of fast's candidates: chosen (and cached) as the only one offered
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
             path.write_text("\n".join(str(f) for f in files))
             return str(path)
 
-        from orpheus.fast_arithmetic import available_candidates
+        from orpheus.tagging.fast_arithmetic import available_candidates
         rows = [("reference: musicnn recipe, compiled once, 1 by 1", "reference", speed, 1, "exact"),
                 ("reference, decoding and model timed apart", "reference-apart", speed, 1, "exact"),
                 ("forward-only floor (same windows, same model)", "floor", speed, 1, "exact"),
@@ -309,8 +309,8 @@ def main(argv=None) -> int:
         for _, kind, _, _, arithmetic in rows:  # and each floor candidate's, so no timed row makes one
             if kind == "openvino-floor" and arithmetic != "exact":
                 run_row([kind, listing(speed[:1], "warm"), run_dir, "1", arithmetic])
-        from orpheus.fast_arithmetic import CHOICE_FILE, choice_dir
-        from orpheus.inference import model_digest
+        from orpheus.tagging.fast_arithmetic import CHOICE_FILE, choice_dir
+        from orpheus.tagging.backends import model_digest
         from orpheus.files import default_cache_dir
         from orpheus.formats.rundir import read_run_info
         folder = choice_dir(default_cache_dir(), model_digest(Path(run_dir) / "model.keras"),

@@ -25,7 +25,7 @@ Arrays (`Tagger.tag_array`), as the field's libraries return them:
 Anything else (empty, NaN or infinite samples, 0-D or 3-D, bytes, a sample rate that is not a positive whole
 number of Hz) is an `OrpheusError` naming the input and what was expected.
 
-This is a thin layer over `orpheus.tagging.Tagger` (the same code that `test_model.py predict`
+This is a thin layer over `orpheus.tagging.tagger.Tagger` (the same code that `test_model.py predict`
 runs), so the API and `predict --format json` give the same numbers. TensorFlow is imported only
 when a `Tagger` is built.
 """
@@ -133,7 +133,7 @@ def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[tuple[str, str | 
     number), comes back with its error; a missing path comes back as it is, for tagging to report.
     """
     from orpheus.errors import OrpheusError
-    from orpheus.tagging import list_audio_files
+    from orpheus.tagging.inputs import list_audio_files
     if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable):
         paths = [paths]
     out: list[tuple[str, str | None]] = []
@@ -165,9 +165,9 @@ class Tagger:
         window_s, hop_s: seconds per window and between window starts; default the model's window, no overlap.
         aggregate: "mean" or "max" of the window probabilities per tag.
         embeddings: also return the "embedding" layer's output per window.
-        batch_size: windows per model call (default `orpheus.tagging.BATCH_SIZES` of the engine that runs the
+        batch_size: windows per model call (default `orpheus.tagging.tagger.BATCH_SIZES` of the engine that runs the
             model, sized for memory).
-        precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.inference`.
+        precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.tagging.backends`.
         jobs: worker processes that decode files (1: decode in this process).
 
     Raises:
@@ -177,7 +177,7 @@ class Tagger:
     def __init__(self, model: str | None = None, *, run_dir: PathLike | None = None, window_s: float | None = None,
                  hop_s: float | None = None, aggregate: str = "mean", embeddings: bool = False,
                  batch_size: int | None = None, jobs: int = 1, precision: str = "exact") -> None:
-        from orpheus import tagging
+        from orpheus.tagging import tagger as tagging
         self.run_dir, self.name = resolve_model(model, run_dir)
         self.jobs = jobs
         self.core = tagging.Tagger(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
@@ -240,8 +240,8 @@ class Tagger:
         return self.to_result(result, threshold=threshold, top=top)
 
     def to_result(self, result, *, threshold: float | None = None, top: int | None = None) -> TagResult:
-        """A `TagResult` from an `orpheus.tagging.TrackTags`."""
-        from orpheus.tagging import ranked_tags
+        """A `TagResult` from an `orpheus.tagging.tagger.TrackTags`."""
+        from orpheus.tagging.outputs import ranked_tags
         tags = {} if result.error is not None else dict(
             ranked_tags(self.tag_names, result.scores, threshold=threshold, top=top))
         return TagResult(file=result.file, tags=tags, taggram=result.window_scores,

@@ -14,7 +14,7 @@ as MSD_musicnn also works). OUT is a new folder holding:
 
 No format carries the spectrogram front end: every exported model starts from the (log-mel) windows
 that `features.json` describes, as Orpheus' own models do. Each format is converted from the same
-`tf.function` the exact backend runs (`orpheus.inference`); `tests/test_export.py` checks each
+`tf.function` the exact backend runs (`orpheus.tagging.backends`); `tests/test_export.py` checks each
 against the Keras model (max difference <= 1e-4 in float32). Optional packages: `pip install
 orpheus-tagger[export]` (tf2onnx, onnxruntime, ai-edge-litert) and `orpheus-tagger[openvino]`.
 """
@@ -132,7 +132,7 @@ def resolve_run_dir(run_dir: str | Path) -> Path:
 
 
 def _concrete(model, window_frames: int | None = None):
-    from orpheus.inference import compiled_model
+    from orpheus.tagging.backends import compiled_model
     return compiled_model(model, len(model.input_shape), window_frames).get_concrete_function()
 
 
@@ -170,7 +170,7 @@ def write_openvino(model, path: Path, info) -> None:
         import openvino as ov
     except ImportError as err:
         raise MissingDependencyError(f"--format openvino needs {EXTRAS['openvino']}") from err
-    from orpheus.inference import openvino_model
+    from orpheus.tagging.backends import openvino_model
     ov.save_model(openvino_model(_concrete(model), len(model.outputs)), str(path), compress_to_fp16=False)
 
 

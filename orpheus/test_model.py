@@ -71,7 +71,7 @@ def resolve_run_dir(run_dir: str | None, model: str) -> Path:
 def write_outputs(results: list, tagger, *, fmt: str, threshold: float | None, top: int | None,
                   taggram: str | None, stream: TextIO) -> None:
     """Print the results in `fmt` to `stream`."""
-    from orpheus.tagging import json_record, ranked_tags
+    from orpheus.tagging.outputs import json_record, ranked_tags
     tags = tagger.tags
     if fmt == "json":
         for result in results:
@@ -148,8 +148,8 @@ def check_predict_outputs(files: Sequence[Path], *, taggram: str | None, embeddi
                           save_recording: str | None, overwrite: bool) -> None:
     """The ownership rule on predict's file outputs, before any work: each taggram PNG, the embeddings
     and their index, the saved recording."""
-    from orpheus.recording import RECORDING
-    from orpheus.tag_output import TAGGRAM
+    from orpheus.tagging.recording import RECORDING
+    from orpheus.tagging.outputs import TAGGRAM
     outputs = []
     if taggram is not None:
         outputs += [(png, TAGGRAM, "--taggram") for png in taggram_paths(taggram, files or ["<microphone>"])]
@@ -173,9 +173,11 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
                 write_genre: bool = False, dry_run: bool = False) -> Tally:
     """Tag files or a recording and print the results; returns how many files were tagged and failed.
 
-    With `output` (a JSON-lines log) or `write_tags`, runs `orpheus.library_run` instead (resumable).
+    With `output` (a JSON-lines log) or `write_tags`, runs `orpheus.tagging.library` instead (resumable).
     """
-    from orpheus.tagging import STREAM_THRESHOLD_S, Tagger, list_audio_files, plot_taggram
+    from orpheus.tagging.inputs import STREAM_THRESHOLD_S, list_audio_files
+    from orpheus.tagging.outputs import plot_taggram
+    from orpheus.tagging.tagger import Tagger
     stream = stream or sys.stdout
     if (mp3 is None) == (not record):
         raise ConfigError("give exactly one of --mp3 FILE_OR_DIR and --record")
@@ -186,21 +188,21 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     files = list_audio_files(mp3) if mp3 is not None else []
     check_predict_outputs(files, taggram=taggram, embeddings=embeddings, save_recording=save_recording,
                           overwrite=overwrite)
-    if output is not None or write_tags or write_genre or dry_run:  # library-scale run (orpheus.library_run)
+    if output is not None or write_tags or write_genre or dry_run:  # library-scale run (orpheus.tagging.library)
         return _predict_library(files, run_dir=run_dir, model=model, window_s=window_s, hop_s=hop_s,
                                 aggregate=aggregate, batch_size=batch_size, jobs=jobs, quiet=quiet,
                                 precision=precision, threshold=threshold, top=top, output=output, write_tags=write_tags,
                                 write_genre=write_genre, dry_run=dry_run, fmt=fmt, record=record, taggram=taggram,
                                 embeddings=embeddings, stream_threshold_s=stream_threshold_s or STREAM_THRESHOLD_S)
     if record:  # fail fast, before loading the model, when there is nothing to record from
-        from orpheus.recording import input_device
+        from orpheus.tagging.recording import input_device
         input_device()
     tagger = Tagger(resolve_run_dir(run_dir, model), window_s=window_s, hop_s=hop_s, aggregate=aggregate,
                     batch_size=batch_size, embeddings=embeddings is not None,
                     precision=precision)
     if record:
-        from orpheus.recording import record as record_audio
-        from orpheus.recording import save_recording as save_wav
+        from orpheus.tagging.recording import record as record_audio
+        from orpheus.tagging.recording import save_recording as save_wav
         samples = record_audio(record_length, tagger.info.features.sample_rate, countdown_s=countdown_s, quiet=quiet)
         if save_recording is not None:
             save_wav(save_recording, samples, tagger.info.features.sample_rate)
@@ -228,8 +230,8 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
 def _predict_library(files: list, *, output: str | None, write_tags: bool, write_genre: bool, dry_run: bool,
                      fmt: str, record: bool, taggram: str | None, embeddings: str | None, threshold: float | None,
                      top: int | None, **kwargs) -> Tally:
-    """Check the library-run flags, then `orpheus.library_run.run_predict_library`."""
-    from orpheus.library_run import LibraryOptions, run_predict_library
+    """Check the library-run flags, then `orpheus.tagging.library.run_predict_library`."""
+    from orpheus.tagging.library import LibraryOptions, run_predict_library
     if record or taggram is not None or embeddings is not None:
         raise ConfigError("--output and --write-tags tag files: drop --record, --taggram and --embeddings")
     if write_genre and not write_tags:
@@ -241,7 +243,7 @@ def _predict_library(files: list, *, output: str | None, write_tags: bool, write
     if write_tags and threshold is None and top is None:
         top = TABLE_TOP  # the same default selection as the table
     if output not in (None, "-") and not dry_run:   # before the model loads: the log must be new or one of ours
-        from orpheus.library_run import RESULTS_LOG
+        from orpheus.tagging.library import RESULTS_LOG
         check_output(output, RESULTS_LOG, resume=True, flag="--output")
     options = LibraryOptions(output=output, write_tags=write_tags, write_genre=write_genre, dry_run=dry_run,
                              fmt=fmt, threshold=threshold, top=top)
@@ -271,7 +273,7 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     from orpheus.data_input import make_track_windows
     from orpheus.evaluation import tag_kernel, write_report
     from orpheus.formats.dataset import read_dataset_info
-    from orpheus.tagging import Tagger
+    from orpheus.tagging.tagger import Tagger
     run_path = require_dir(run_dir, "--run-dir run")
     shard_dir = require_dir(tfrecords_dir, "--tfrecords-dir shard")
     out_dir = Path(out) if out is not None else run_path / f"report-{split}"
@@ -405,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """--batch-size and --precision, shared by predict and test."""
-    from orpheus.tagging import BATCH_SIZES
+    from orpheus.tagging.tagger import BATCH_SIZES
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"windows per model call (default {BATCH_SIZES['openvino']} in OpenVINO, split over "
                              "fast's streams, "

@@ -1,7 +1,7 @@
 """Audio files carrying everything a user's tags can hold, built byte by byte, and what the tools people read
 their files with (exiftool, ffprobe, mediainfo) show for them.
 
-The ID3 builder here is independent of `orpheus.id3v2` (it packs frames with struct and takes each frame's
+The ID3 builder here is independent of `orpheus.tagging.file_tags.id3v2` (it packs frames with struct and takes each frame's
 content from mutagen's own encoder), so a test that parses with one and builds with the other checks both.
 """
 

@@ -37,7 +37,7 @@ def test_import_orpheus_imports_no_tensorflow():
     code = "import orpheus, sys; assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; orpheus.Tagger"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    code = "import orpheus.api, orpheus.tagging, sys; assert 'tensorflow' not in sys.modules"
+    code = "import orpheus.api, orpheus.tagging.tagger, sys; assert 'tensorflow' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
     with pytest.raises(AttributeError, match="no_such_thing"):
         orpheus.no_such_thing  # noqa: B018

@@ -162,7 +162,7 @@ def test_beets_starts_without_loading_a_model(tmp_path, tiny_run_dir):  # noqa: 
     beetsdir = make_library(tmp_path, tiny_run_dir)
     code = ("import sys\nfrom beets.ui import main\n"
             "try:\n    main(['ls', 'orpheus_tags:jazz'])\nexcept SystemExit:\n    pass\n"
-            "print([m for m in ('tensorflow', 'keras', 'openvino', 'orpheus.tagging', 'orpheus.api') "
+            "print([m for m in ('tensorflow', 'keras', 'openvino', 'orpheus.tagging.tagger', 'orpheus.api') "
             "if m in sys.modules])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "BEETSDIR": str(beetsdir), "PYTHONPATH": str(ROOT)})

@@ -10,7 +10,7 @@ import pytest
 
 from orpheus import export
 from orpheus.errors import ConfigError, OutputExistsError
-from orpheus.tagging import Tagger
+from orpheus.tagging.tagger import Tagger
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
 NEEDS = {"savedmodel": None, "onnx": "tf2onnx", "openvino": "openvino", "litert": "ai_edge_litert"}

@@ -1,5 +1,5 @@
-"""`--precision fast`'s arithmetic: the int8 front end (`orpheus.quantize`), the generated calibration music
-(`orpheus.calibration`) and the per-CPU choice (`orpheus.fast_arithmetic`). Fast's promise on music, for
+"""`--precision fast`'s arithmetic: the int8 front end (`orpheus.tagging.quantize`), the generated calibration music
+(`orpheus.tagging.calibration`) and the per-CPU choice (`orpheus.tagging.fast_arithmetic`). Fast's promise on music, for
 each arithmetic, is tested in test_inference.py."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pytest
 
-from orpheus import tagging
+from orpheus.tagging import tagger as tagging
 from tests.fixtures_tagging import tiny_run_dir  # noqa: F401  (fixture)
 
 N_FRAMES, N_BINS = 40, 16
@@ -55,7 +55,7 @@ def test_fold_time_taps_keeps_every_sum():
     """Time taps as channels, dilated: the same outputs in float32 (valid, same_upper and explicit padding,
     7, 20 and 9 taps: fewer than a group, not a multiple of it, odd)."""
     pytest.importorskip("openvino")
-    from orpheus.quantize import fold_time_taps, single_channel_convolutions
+    from orpheus.tagging.quantize import fold_time_taps, single_channel_convolutions
     model = front_end_model()
     model.reshape([-1, N_FRAMES, N_BINS])
     windows = smooth_windows(5, 1)
@@ -69,7 +69,7 @@ def test_fold_time_taps_keeps_every_sum():
 
 def test_quantized_front_end_runs_in_int8_close_to_float32():
     pytest.importorskip("openvino")
-    from orpheus.quantize import quantize_front_end
+    from orpheus.tagging.quantize import quantize_front_end
     model = front_end_model()
     model.reshape([-1, N_FRAMES, N_BINS])
     windows = smooth_windows(16, 2)
@@ -95,7 +95,7 @@ def front_end_model_without_single_channel():
 
 def test_gptq_rounding_beats_rounding_to_nearest():
     """On correlated inputs (neighbouring spectrogram cells), GPTQ's rounding leaves a smaller output error."""
-    from orpheus.quantize import gptq_round
+    from orpheus.tagging.quantize import gptq_round
     rng = np.random.default_rng(0)
     inputs = np.cumsum(rng.normal(size=(4000, 24)), axis=1) / 5           # strongly correlated columns
     weights = rng.normal(size=(10, 24))
@@ -109,7 +109,7 @@ def test_gptq_rounding_beats_rounding_to_nearest():
 
 
 def test_calibration_music_is_a_function_of_its_seed():
-    from orpheus.calibration import calibration_audio
+    from orpheus.tagging.calibration import calibration_audio
     first, again, other = calibration_audio(3, 16000), calibration_audio(3, 16000), calibration_audio(4, 16000)
     assert first.shape == (160000,) and first.dtype == np.float32
     np.testing.assert_array_equal(first, again)
@@ -122,9 +122,9 @@ def test_calibration_music_is_a_function_of_its_seed():
 def test_the_choice_is_made_once_per_cpu_and_refuses_what_fails_the_check(  # noqa: F811
         tiny_run_dir, tmp_path, monkeypatch, caplog):  # noqa: F811
     pytest.importorskip("openvino")
-    from orpheus import fast_arithmetic
+    from orpheus.tagging import fast_arithmetic
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "cache"))
-    with caplog.at_level(logging.INFO, logger="orpheus.fast_arithmetic"):
+    with caplog.at_level(logging.INFO, logger="orpheus.tagging.fast_arithmetic"):
         first = tagging.Tagger(tiny_run_dir, precision="fast")
     assert [m for m in caplog.messages if "choosing" in m]
     (choice,) = (tmp_path / "cache" / "openvino-fast").glob("*/*/choice.json")
@@ -134,11 +134,11 @@ def test_the_choice_is_made_once_per_cpu_and_refuses_what_fails_the_check(  # no
     timed = {n: c["cpu_ms_per_window"] for n, c in record["candidates"].items() if c["passes"]}
     assert record["chosen"] == min(timed, key=timed.get) and first.backend.endswith(f", {record['chosen']})")
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="orpheus.fast_arithmetic"):
+    with caplog.at_level(logging.INFO, logger="orpheus.tagging.fast_arithmetic"):
         tagging.Tagger(tiny_run_dir, precision="fast")
     assert not caplog.messages                                     # read from the cache
     choice.write_text("{not json")
-    with caplog.at_level(logging.INFO, logger="orpheus.fast_arithmetic"):
+    with caplog.at_level(logging.INFO, logger="orpheus.tagging.fast_arithmetic"):
         tagging.Tagger(tiny_run_dir, precision="fast")
     assert [m for m in caplog.messages if "choosing again" in m] and json.loads(choice.read_text())["chosen"]
     monkeypatch.setattr(fast_arithmetic, "CHECK_BOUND", 0.0)  # another recipe: only float32 itself passes

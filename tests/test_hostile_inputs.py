@@ -196,7 +196,7 @@ def test_labels_walk_never_follows_a_link_into_a_folder_already_seen(capsys, tmp
 
 def test_predict_and_fetcher_walks_do_the_same(tmp_path):
     from msd.fetcher import find_clips
-    from orpheus.tag_input import list_audio_files
+    from orpheus.tagging.inputs import list_audio_files
     lib = tmp_path / "lib"
     plant_loops(lib)
     assert list_audio_files(lib) == [lib / "pop" / "c.wav", lib / "rock" / "album" / "a.wav"]
@@ -374,8 +374,8 @@ def test_a_truncated_cached_openvino_model_is_rebuilt(tiny_run_dir, tmp_path, mo
     pytest.importorskip("openvino")
     import numpy as np
 
-    from orpheus.inference import model_digest
-    from orpheus.tagging import Tagger
+    from orpheus.tagging.backends import model_digest
+    from orpheus.tagging.tagger import Tagger
     audio = np.random.default_rng(0).normal(size=48000).astype(np.float32) * 0.1
     first = Tagger(tiny_run_dir)      # converted once for the whole session (ORPHEUS_CACHE of conftest.py)
     assert first.backend.startswith("exact (OpenVINO")
@@ -386,7 +386,7 @@ def test_a_truncated_cached_openvino_model_is_rebuilt(tiny_run_dir, tmp_path, mo
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "cache"))
     weights = tmp_path / "cache" / "openvino" / cached.name / "model.bin"
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])   # a disk that filled while copying
-    with caplog.at_level(logging.WARNING, logger="orpheus.inference"):
+    with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
         again = Tagger(tiny_run_dir)
     assert again.backend.startswith("exact (OpenVINO")
     assert [m for m in caplog.messages if "cannot be loaded" in m and "converting again" in m]
@@ -401,7 +401,7 @@ def test_a_conversion_that_failed_for_a_passing_reason_is_tried_again(tiny_run_d
     pytest.importorskip("openvino")
     import tempfile
 
-    from orpheus.tagging import Tagger
+    from orpheus.tagging.tagger import Tagger
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "cache"))
     full = tmp_path / "tmp"
     full.mkdir()
@@ -409,7 +409,7 @@ def test_a_conversion_that_failed_for_a_passing_reason_is_tried_again(tiny_run_d
         with contextlib.suppress(OSError):
             (full / "filler").write_bytes(b"\0" * 65536)
         monkeypatch.setattr(tempfile, "tempdir", str(full))
-        with caplog.at_level(logging.WARNING, logger="orpheus.inference"):
+        with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
             slow = Tagger(tiny_run_dir, precision="fast")
         monkeypatch.setattr(tempfile, "tempdir", None)
     assert slow.backend.startswith("exact (TensorFlow")

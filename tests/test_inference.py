@@ -1,4 +1,4 @@
-"""The tagging backends (`orpheus.inference`): fast's bound on music, no TensorFlow on the fast path, errors."""
+"""The tagging backends (`orpheus.tagging.backends`): fast's bound on music, no TensorFlow on the fast path, errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orpheus import inference, tagging
+from orpheus.tagging import backends as inference
+
+from orpheus.tagging import tagger as tagging
 from orpheus.errors import ConfigError, DataFormatError
 from tests.fixtures_tagging import tiny_run_dir  # noqa: F401  (fixture)
 
@@ -38,7 +40,7 @@ def test_fast_meets_its_bound_on_music(music_dir, msd_exact_scores, arithmetic, 
     """The promise of --precision fast, for each arithmetic it may choose on this CPU: track scores within 0.03
     of exact, top-3 tags equal on >= 90% of files."""
     pytest.importorskip("openvino")
-    from orpheus import fast_arithmetic
+    from orpheus.tagging import fast_arithmetic
     if arithmetic not in fast_arithmetic.available_candidates():
         pytest.skip(f"this CPU does not offer {arithmetic}")
     monkeypatch.setattr(fast_arithmetic, "available_candidates", lambda flags=None: (arithmetic,))
@@ -61,7 +63,7 @@ def test_tagging_on_openvino_imports_no_tensorflow(tiny_run_dir, tmp_path, preci
     env = {**os.environ, "ORPHEUS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     script = (
         "import sys, json, numpy as np\n"
-        "from orpheus.tagging import Tagger\n"
+        "from orpheus.tagging.tagger import Tagger\n"
         f"tagger = Tagger({str(tiny_run_dir)!r}, precision={precision!r})\n"
         "result = tagger.tag_audio('noise', np.random.default_rng(0).normal(size=48000).astype('float32') * 0.1)\n"
         "print(json.dumps({'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules, 'backend': tagger.backend,\n"
@@ -83,7 +85,7 @@ def test_a_model_openvino_cannot_take_runs_in_tensorflow(tiny_run_dir, tmp_path,
     broken.mkdir()
     (broken / "run.json").write_text((tiny_run_dir / "run.json").read_text())
     (broken / "model.keras").write_bytes(b"not a keras archive")
-    with caplog.at_level(logging.INFO, logger="orpheus.inference"):
+    with caplog.at_level(logging.INFO, logger="orpheus.tagging.backends"):
         with pytest.raises(DataFormatError, match=r"broken/model.keras: cannot load the model"):
             tagging.Tagger(broken, precision="fast")
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -92,7 +94,7 @@ def test_a_model_openvino_cannot_take_runs_in_tensorflow(tiny_run_dir, tmp_path,
     recorded = [p.name for p in (tmp_path / "cache" / "openvino").glob("*/*")]
     assert recorded == [inference.failed_file(openvino.__version__)]   # a newer OpenVINO tries again
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="orpheus.inference"):
+    with caplog.at_level(logging.INFO, logger="orpheus.tagging.backends"):
         with pytest.raises(DataFormatError, match="cannot load the model"):
             tagging.Tagger(broken)
     assert not [m for m in caplog.messages if "converting" in m]  # the failure was remembered
@@ -104,7 +106,7 @@ def test_an_unwritable_cache_only_costs_the_conversion_next_time(tiny_run_dir, t
     pytest.importorskip("openvino")
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "a-file" / "cache"))  # mkdir fails, even for root
-    with caplog.at_level(logging.INFO, logger="orpheus.inference"):
+    with caplog.at_level(logging.INFO, logger="orpheus.tagging.backends"):
         tagger = tagging.Tagger(tiny_run_dir, precision="fast")
     assert "OpenVINO" in tagger.backend and [m for m in caplog.messages if "cannot cache" in m]
     noise = np.random.default_rng(1).normal(size=32000).astype(np.float32) * 0.1

@@ -14,9 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orpheus import tag_writer, tagging, test_model
+from orpheus import test_model
+
+from orpheus.tagging.file_tags import writer as tag_writer
+
+from orpheus.tagging import inputs
 from orpheus.errors import EXIT_PARTIAL
-from orpheus.library_run import LogBusyError, ResultsLog
+from orpheus.tagging.library import LogBusyError, ResultsLog
 from tests.fixtures_audio import write_clip
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -230,7 +234,7 @@ def test_killed_run_leaves_valid_lines_and_resumes(tiny_run_dir, tmp_path):  # n
 
 def test_opus_file_in_a_folder_is_tagged(capsys, tiny_run_dir, tmp_path):  # noqa: F811
     path = write_clip(tmp_path / "music" / "song.opus", ("folk",), duration_s=3.0)
-    assert tagging.list_audio_files(tmp_path / "music") == [path]
+    assert inputs.list_audio_files(tmp_path / "music") == [path]
     samples = sf.read(str(path), always_2d=True)[0]
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", path.parent, "--write-tags", "--top", "2")
     assert status == 0 and out.startswith(f"{path}: written: ")

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from orpheus.audio.decode import load_audio
 from orpheus.errors import AudioDeviceError
-from orpheus.tagging import Tagger
+from orpheus.tagging.tagger import Tagger
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_missing_portaudio_names_the_package(monkeypatch):
     # by hiding the library from ctypes.util.find_library and reloading the module.
     import importlib
 
-    import orpheus.recording as recording
+    import orpheus.tagging.recording as recording
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")

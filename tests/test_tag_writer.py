@@ -16,8 +16,10 @@ import pytest
 import soundfile as sf
 from mutagen.id3 import ID3
 
-from orpheus import file_rewrite, tag_writer
-from orpheus.tag_writer import SKIPPED, UNCHANGED, WOULD_WRITE, WRITTEN, TagUpdate, write_tags
+from orpheus.tagging.file_tags import rewrite as file_rewrite
+
+from orpheus.tagging.file_tags import writer as tag_writer
+from orpheus.tagging.file_tags.writer import SKIPPED, UNCHANGED, WOULD_WRITE, WRITTEN, TagUpdate, write_tags
 from tests.fixtures_audio import write_clip
 from tests.fixtures_tags import (ape_tag, every_frame, exiftool_json, exiftool_lines, ffprobe_tags, id3v1_tag,
                                  mediainfo_general, needs, pack_frame, pack_tag, split_tag, without_named)
@@ -303,7 +305,7 @@ def test_killed_write_leaves_a_temporary_copy_that_the_next_run_removes(tmp_path
     path = write_clip(tmp_path / "song.flac", duration_s=3.0)
     data = path.read_bytes()
     code = ("import resource, signal\n"
-            "from orpheus.tag_writer import TagUpdate, write_tags\n"
+            "from orpheus.tagging.file_tags.writer import TagUpdate, write_tags\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; the kernel's default kills\n"
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(data) // 2}, resource.RLIM_INFINITY))\n"
             f"write_tags({str(path)!r}, TagUpdate(('rock',), 'm'))\n")
@@ -425,7 +427,7 @@ def test_failed_write_leaves_the_original_whole(tmp_path):
     path = write_clip(tmp_path / "song.flac", duration_s=3.0)
     data = path.read_bytes()
     code = ("import resource, signal, sys\n"
-            "from orpheus.tag_writer import TagUpdate, write_tags\n"
+            "from orpheus.tagging.file_tags.writer import TagUpdate, write_tags\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({len(data) // 2}, resource.RLIM_INFINITY))\n"
             f"outcome = write_tags({str(path)!r}, TagUpdate(('rock',), 'm'))\n"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orpheus import tagging
+from orpheus.tagging import tagger as tagging
+from orpheus.tagging import inputs
 from orpheus.audio.decode import load_audio
 from orpheus.errors import ConfigError, MissingInputError
 from orpheus.audio.features import compute_features
@@ -39,13 +40,13 @@ def test_list_audio_files_recursive_sorted(tmp_path, music_dir):
     link_clips(music_dir, tmp_path / "a" / "deep", [CLIPS[1]])
     (tmp_path / "notes.txt").write_text("not audio")
     (tmp_path / "Z.WAV").write_bytes(b"")
-    files = tagging.list_audio_files(tmp_path)
+    files = inputs.list_audio_files(tmp_path)
     assert [f.relative_to(tmp_path).as_posix() for f in files] == ["Z.WAV", f"a/deep/{CLIPS[1]}", f"b/{CLIPS[0]}"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingInputError, match="no mp3/ogg/opus/flac/wav"):
-        tagging.list_audio_files(tmp_path / "empty")
+        inputs.list_audio_files(tmp_path / "empty")
     with pytest.raises(MissingInputError, match="no such file"):
-        tagging.list_audio_files(tmp_path / "missing")
+        inputs.list_audio_files(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("n_frames,width,hop,block", [(1000, 187, 187, 64), (1000, 187, 94, 1000), (150, 187, 187, 40),
@@ -94,7 +95,7 @@ def test_folder_in_pool_keeps_order_and_reports_bad_file(tagger, tmp_path, music
     links = link_clips(music_dir, tmp_path, CLIPS)
     bad = tmp_path / "broken.mp3"
     bad.write_bytes(b"\x00" * 1000)
-    files = tagging.list_audio_files(tmp_path)
+    files = inputs.list_audio_files(tmp_path)
     results = list(tagger.tag_files(files, jobs=2, quiet=True))
     assert [r.file for r in results] == [str(f) for f in files] == [str(links[0]), str(bad), str(links[1])]
     assert results[1].error is not None and "broken.mp3" in results[1].error and results[1].scores is None
@@ -105,7 +106,7 @@ def test_folder_in_pool_keeps_order_and_reports_bad_file(tagger, tmp_path, music
 def test_stream_features_equal_whole_file(tagger, music_dir):
     path = music_dir / CLIPS[1]
     whole = compute_features(load_audio(path, 16000)[0], tagger.settings)
-    blocks = list(tagging.stream_features(path, tagger.settings, block_s=1.3))
+    blocks = list(inputs.stream_features(path, tagger.settings, block_s=1.3))
     assert len(blocks) > 4
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=2e-3)
 
@@ -142,7 +143,7 @@ def test_worker_side_imports_no_tensorflow():
     """Pool workers unpickle `decode_features` from this module: it must not pull in TensorFlow."""
     import subprocess
     import sys
-    code = "import sys, orpheus.tagging; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = "import sys, orpheus.tagging.tagger; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
     assert out.split() == ["False", "False"]

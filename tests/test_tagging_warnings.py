@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orpheus import tagging
+from orpheus.tagging import tagger as tagging
 from orpheus.test_model import run_predict
 from tests.fixtures_tagging import tiny_run_dir  # noqa: F401  (fixture)
 
@@ -71,7 +71,7 @@ def test_streamed_long_file_and_recording_warn_too(tiny_run_dir, odd_files):  # 
 def test_fast_precision_matches_exact(tiny_run_dir, odd_files, arithmetic, monkeypatch, tmp_path, caplog):  # noqa: F811
     """OpenVINO float32 equals TensorFlow (1e-4); bf16 stays within the bound `fast` promises (0.03)."""
     pytest.importorskip("openvino")
-    from orpheus import fast_arithmetic
+    from orpheus.tagging import fast_arithmetic
     if arithmetic not in fast_arithmetic.available_candidates():
         pytest.skip(f"this CPU has no {arithmetic} instructions")
     monkeypatch.setattr(fast_arithmetic, "available_candidates", lambda flags=None: (arithmetic,))
@@ -103,12 +103,12 @@ def openvino_version() -> str:
 
 def test_fast_precision_without_openvino_says_so_and_runs_exact(tiny_run_dir, monkeypatch, caplog):  # noqa: F811
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
-    with caplog.at_level(logging.WARNING, logger="orpheus.inference"):
+    with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
         tagger = tagging.Tagger(tiny_run_dir, precision="fast")
     assert tagger.backend == "exact (TensorFlow, float32)" and tagger.batch_size == tagging.BATCH_SIZES["tensorflow"]
     assert [m for m in caplog.messages if "OpenVINO is not installed" in m and "running exact" in m]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="orpheus.inference"):
+    with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
         assert tagging.Tagger(tiny_run_dir).backend == "exact (TensorFlow, float32)"
     assert not caplog.messages  # exact without OpenVINO is simply TensorFlow
     with pytest.raises(tagging.ConfigError, match="--precision"):

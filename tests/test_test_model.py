@@ -15,7 +15,7 @@ import pytest
 from orpheus import test_model
 from orpheus.errors import EXIT_PARTIAL
 from orpheus.audio.settings import FeatureSettings
-from orpheus.tagging import Tagger
+from orpheus.tagging.tagger import Tagger
 from tests.fixtures_tagging import TINY_TAGS, link_clips, tiny_run_dir  # noqa: F401  (fixture)
 
 CLIPS = ["asc_frontiers.ogg", "fof_armygeddon_mix.ogg"]

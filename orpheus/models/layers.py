@@ -1,6 +1,6 @@
 """Custom Keras layers of the model zoo, registered for saving (package "orpheus").
 
-`orpheus.models` imports this module, so importing `orpheus.models` (as `orpheus.tagging.load_model` does)
+`orpheus.models` imports this module, so importing `orpheus.models` (as `orpheus.tagging.tagger.load_model` does)
 is enough to load a `.keras` file that uses these layers.
 
 Both layers here are Keras layers computed faster in training, with the same weights. Keras names a

@@ -10,7 +10,7 @@ Output:
                       written, "previous": the old values of those that changed, "method": how the file was
                       written}}
         size and mtime_ns are read after any tag writing, so they describe the file as it now is.
-    the files' own metadata (`--write-tags`, see `orpheus.tag_writer`).
+    the files' own metadata (`--write-tags`, see `orpheus.tagging.file_tags.writer`).
     stdout: with --write-tags (or --dry-run), one line per file written, skipped or that would be; with
         --format json, the record above as one JSON line per file instead. Input warnings (near-silent,
         truncated, ...) go to the log (stderr) in every mode, as with plain `predict`.
@@ -225,7 +225,7 @@ class LibraryOptions:
     """What a library run writes.
 
     output: the JSON-lines log, or None.
-    write_tags / write_genre / dry_run: see `orpheus.tag_writer`; dry_run writes nothing anywhere.
+    write_tags / write_genre / dry_run: see `orpheus.tagging.file_tags.writer`; dry_run writes nothing anywhere.
     fmt: "table" (a line per file written, skipped or that would be) or "json" (a record per file).
     threshold / top: the tag selection (as predict's --threshold / --top).
     settings: window_s, hop_s, aggregate: part of the resume key, with the selection.
@@ -261,7 +261,7 @@ class LibrarySummary:
 
     def tally(self, total: int) -> Tally:
         """The exit status's counts: files that failed, and files whose tags could not be written."""
-        from orpheus.tag_writer import SKIPPED
+        from orpheus.tagging.file_tags.writer import SKIPPED
         return Tally(total, failed=self.failed, skipped=sum(o.status == SKIPPED for o in self.outcomes))
 
 
@@ -270,9 +270,9 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
     """Tag `files` with `tagger` (an `orpheus.api.Tagger`), appending to the log and/or writing tags.
 
     `report` (default stdout) gets one line per file whose tags were written, would be written or were
-    skipped. `tag_kwargs` go to `orpheus.tagging.Tagger.tag_files` (e.g. stream_threshold_s).
+    skipped. `tag_kwargs` go to `orpheus.tagging.tagger.Tagger.tag_files` (e.g. stream_threshold_s).
     """
-    from orpheus import tag_writer
+    from orpheus.tagging.file_tags import writer as tag_writer
     report = report or sys.stdout
     identity = tagger.identity
     model_label = f"{identity.label}; {options.selection_label()}"
@@ -354,7 +354,7 @@ def _tag(tagger, files: list[str], *, quiet: bool, **tag_kwargs) -> Iterator:
 
 
 def _record(result, tagger, identity, settings: dict[str, Any], options: LibraryOptions) -> dict[str, Any]:
-    from orpheus.tagging import ranked_tags
+    from orpheus.tagging.outputs import ranked_tags
     tags = {} if result.error is not None else dict(
         ranked_tags(tagger.tag_names, result.scores, threshold=options.threshold, top=options.top))
     return {"path": os.path.abspath(result.file), "size": None, "mtime_ns": None, "model": identity.to_json(),

@@ -1,7 +1,7 @@
 """Int8 front end for `--precision fast`: post-training quantization of the convolutions that read the spectrogram.
 
-Input: an OpenVINO model (the float32 IR that `orpheus.inference` converts and checks) and calibration
-windows (`orpheus.calibration`). Output: the same model with its single-channel convolutions in int8
+Input: an OpenVINO model (the float32 IR that `orpheus.tagging.backends` converts and checks) and calibration
+windows (`orpheus.tagging.calibration`). Output: the same model with its single-channel convolutions in int8
 (FakeQuantize on their input and weights, which OpenVINO's CPU plugin runs as int8 convolutions), every
 other layer left to the compile-time precision (bf16 or float32).
 

@@ -3,13 +3,13 @@
 Candidates (those this CPU has the instructions for):
 
     bf16       the checked float32 IR compiled at bf16 inference precision (AVX512-BF16 or AMX-BF16)
-    int8+bf16  its single-channel convolutions in int8 (`orpheus.quantize`), the rest bf16 (same CPUs)
+    int8+bf16  its single-channel convolutions in int8 (`orpheus.tagging.quantize`), the rest bf16 (same CPUs)
     int8       the same with the rest in float32 (CPUs without bf16)
     float32    exact's arithmetic: always a candidate, so fast is never slower than exact
 
 At first use (per CPU model, model digest, window length and OpenVINO version) each candidate is
 compiled, timed (CPU ms per window, `TIMING_BATCH` windows a call, the fastest of `TIMING_ROUNDS`
-interleaved rounds) and checked against float32 on music generated in code (`orpheus.calibration`:
+interleaved rounds) and checked against float32 on music generated in code (`orpheus.tagging.calibration`:
 `CHECK_SEEDS`, other clips than the quantization's `CALIBRATION_SEEDS`). A candidate whose clip scores
 (mean over a clip's windows, every output) differ from float32's by more than `CHECK_BOUND`, half of
 fast's promise, is refused; the fastest one left wins. The choice, with every candidate's figures, is
@@ -82,7 +82,7 @@ def _precision(arithmetic: str) -> str:
 def candidate_model(model, arithmetic: str, calibration: np.ndarray | None):
     """`model` (static shape) as `arithmetic` runs it (int8: quantized on the `calibration` windows)."""
     if arithmetic.startswith("int8"):
-        from orpheus.quantize import quantize_front_end
+        from orpheus.tagging.quantize import quantize_front_end
         return quantize_front_end(model, calibration)
     return model
 
@@ -152,8 +152,8 @@ def choose(model, info, window_frames: int, candidates: tuple[str, ...] | None =
     """
     import openvino as ov
 
-    from orpheus.calibration import calibration_windows
-    from orpheus.quantize import single_channel_convolutions
+    from orpheus.tagging.calibration import calibration_windows
+    from orpheus.tagging.quantize import single_channel_convolutions
     static = with_static_window(model, window_frames)
     quantizable = bool(single_channel_convolutions(static))
     candidates = [c for c in (available_candidates() if candidates is None else candidates)
@@ -190,7 +190,7 @@ def choice_dir(cache_root: Path, model_key: str, window_frames: int) -> Path:
     chooses again."""
     import openvino as ov
 
-    from orpheus import quantize
+    from orpheus.tagging import quantize
     name, flags = cpu_info()
     recipe = [list(CALIBRATION_SEEDS), list(CHECK_SEEDS), CHECK_BOUND, quantize.GROUP, quantize.GPTQ_DAMPING,
               quantize.HESSIAN_STRIDE]

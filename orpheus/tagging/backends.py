@@ -7,9 +7,9 @@ exact: float32. OpenVINO's float32 equals TensorFlow's to about 1e-6; every conv
        against the Keras model on a seeded batch (max |difference| <= `EXACT_TOLERANCE`) before it is
        used, and a model that fails the check (or does not convert) runs in TensorFlow: the Keras model
        wrapped once in a `tf.function` whose batch axis is free, so one graph serves every batch size.
-fast:  the same IR in the arithmetic `orpheus.fast_arithmetic` chose for this CPU at first use, by
+fast:  the same IR in the arithmetic `orpheus.tagging.fast_arithmetic` chose for this CPU at first use, by
        timing each candidate and checking it against float32 on generated music: int8+bf16 (the
-       spectrogram-reading convolutions in int8, `orpheus.quantize`, the rest bf16) or bf16 where the
+       spectrogram-reading convolutions in int8, `orpheus.tagging.quantize`, the rest bf16) or bf16 where the
        CPU has bf16 instructions (AVX512-BF16, AMX-BF16), int8 or float32 elsewhere. Without OpenVINO
        (or a usable conversion) it says so in one log line and runs exact.
 
@@ -17,7 +17,7 @@ OpenVINO runs a batch in the background (`Backend.start`) while the tagging thre
 next tracks.
 
 The IR is cached under `$ORPHEUS_CACHE/openvino/<sha256 of model.keras>[-emb]` with its check
-(`check.json`); a cache miss converts and checks once in a child process (`python -m orpheus.inference
+(`check.json`); a cache miss converts and checks once in a child process (`python -m orpheus.tagging.backends
 convert`), so a tagging process on OpenVINO never imports TensorFlow: TensorFlow alone is 0.70 GB of
 resident memory and seconds of start-up. A deterministic failure (the converter refuses the model, or
 its float32 differs from TensorFlow's) is remembered too, per OpenVINO version (`failed-<version>.txt`);
@@ -32,7 +32,7 @@ of 8-16 windows; track-score difference from TensorFlow over 47 real clips):
     OpenVINO float32 (exact)              17.5 ms   max |dp| 4e-7, peak 0.45 GB
     OpenVINO bf16                         11.3 ms   max |dp| 0.007, top-3 tags equal on 46 of 47 clips
     OpenVINO int8, NNCF's defaults        16.4 ms   max |dp| 0.27-0.49 whichever layers are quantised
-    OpenVINO int8+bf16                    about two thirds of bf16's time (`orpheus.quantize`; one thread,
+    OpenVINO int8+bf16                    about two thirds of bf16's time (`orpheus.tagging.quantize`; one thread,
                                           under load: 11.7 against 17.9 ms); max |dp| 0.008 over 50 real clips
     ONNX Runtime float32                  slower than TensorFlow
 
@@ -45,7 +45,7 @@ without changing the arithmetic.
 Int8 everywhere misses fast's bound (max |dp| <= 0.03): per-tensor activation scales cannot hold the
 753 concatenated front-end/mid-end features, whose ranges differ by 30x; and convolutions with one
 input channel (the timbral and temporal ones, 89% of the arithmetic) stay bf16 or float32 when
-quantised as they are. `orpheus.quantize` folds their time taps into channels so that they run in
+quantised as they are. `orpheus.tagging.quantize` folds their time taps into channels so that they run in
 int8, and quantizes only them.
 """
 
@@ -72,7 +72,7 @@ from typing import Callable
 import numpy as np
 
 from orpheus.errors import ConfigError, DataFormatError
-from orpheus.fast_arithmetic import fast_model
+from orpheus.tagging.fast_arithmetic import fast_model
 from orpheus.files import default_cache_dir, publish_dir, write_json_atomic
 from orpheus.formats.rundir import MODEL_FILE, load_model, read_run_info
 
@@ -265,7 +265,7 @@ def _keep_in_memory(xml: Path):
 
 def openvino_backend(ir, precision: str, run_dir: Path, window_frames: int, embeddings: bool) -> Backend:
     """`ir` (a model.xml path or a read model) of `run_dir`'s model compiled for this CPU: float32 for exact,
-    for fast the arithmetic `orpheus.fast_arithmetic` chose on this CPU for windows of `window_frames`."""
+    for fast the arithmetic `orpheus.tagging.fast_arithmetic` chose on this CPU for windows of `window_frames`."""
     import openvino as ov
     import openvino.properties.hint as hints
     core = ov.Core()
@@ -316,7 +316,7 @@ def convert_in_child(run_dir: Path, out: Path, embeddings: bool) -> str | None:
 
     Returns None on success, else the child's one-line reason."""
     log.info("converting %s to OpenVINO once (checked against TensorFlow, cached for later runs)", run_dir)
-    command = [sys.executable, "-m", "orpheus.inference", "convert", str(run_dir), str(out), "--quiet"]
+    command = [sys.executable, "-m", "orpheus.tagging.backends", "convert", str(run_dir), str(out), "--quiet"]
     done = subprocess.run(command + (["--embeddings"] if embeddings else []), capture_output=True, text=True)
     if done.returncode == 0:
         return None
@@ -393,8 +393,8 @@ def make_backend(run_dir: str | Path, precision: str, embeddings: bool, keras_mo
 
 def main(argv: list[str] | None = None) -> int:
     from orpheus.cli import add_common_args, make_parser, run_main
-    parser = make_parser("python -m orpheus.inference", __doc__,
-                         "  python -m orpheus.inference convert runs/musicnn /tmp/musicnn-ir --embeddings")
+    parser = make_parser("python -m orpheus.tagging.backends", __doc__,
+                         "  python -m orpheus.tagging.backends convert runs/musicnn /tmp/musicnn-ir --embeddings")
     sub = parser.add_subparsers(dest="command", required=True)
     to_ir = sub.add_parser("convert", help="write a run directory's model as checked OpenVINO IR (what tagging "
                                            "caches)")

@@ -1,4 +1,4 @@
-"""Tagging's output side: ranked tags, JSON records and taggram plots of `orpheus.tagging.TrackTags`."""
+"""Tagging's output side: ranked tags, JSON records and taggram plots of `orpheus.tagging.tagger.TrackTags`."""
 
 from __future__ import annotations
 

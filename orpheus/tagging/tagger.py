@@ -7,8 +7,8 @@ window aligned to the end as `orpheus.audio.windows` does), the per-window proba
 when asked the "embedding" layer's output per window, and warnings about odd input.
 
 Seams: the input side (file listing, features in worker processes, input warnings, streaming) is
-`orpheus.tag_input`; the output side (ranked tags, JSON records, taggram plots) is `orpheus.tag_output`;
-the model backends (`--precision exact|fast`) are `orpheus.inference`. This module batches windows
+`orpheus.tagging.inputs`; the output side (ranked tags, JSON records, taggram plots) is `orpheus.tagging.outputs`;
+the model backends (`--precision exact|fast`) are `orpheus.tagging.backends`. This module batches windows
 across tracks and puts the results back together; it re-exports the public names of the other two.
 
 Throughput and memory: decoding and feature extraction run in a process pool (`orpheus.parallel`,
@@ -32,22 +32,19 @@ from tqdm import tqdm
 
 from orpheus.errors import ConfigError, DataFormatError, OrpheusError
 from orpheus.audio.features import compute_features
-from orpheus.inference import PRECISIONS, make_backend
+from orpheus.tagging.backends import PRECISIONS, make_backend
 from orpheus.parallel import parallel_map
 from orpheus.formats.rundir import load_model, read_run_info
-from orpheus.tag_input import (  # noqa: F401
+from orpheus.tagging.inputs import (
     STREAM_BLOCK_S,
     STREAM_THRESHOLD_S,
     AudioStats,
-    Decoded,
     decode_features,
     duration_s,
     error_naming,
     input_warnings,
-    list_audio_files,
     stream_features,
 )
-from orpheus.tag_output import json_record, plot_taggram, ranked_tags  # noqa: F401
 
 log = logging.getLogger(__name__)
 # oneDNN's own allocator caches every batch's activations: the system allocator gives them back
@@ -115,7 +112,7 @@ class Tagger:
         batch_size: windows per model call; the default (`BATCH_SIZES` of the engine that runs the model)
             keeps peak memory under 1 GB.
         embeddings: also return the "embedding" layer's output per window.
-        precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.inference`.
+        precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.tagging.backends`.
         engine: "auto" (OpenVINO where installed and checked against TensorFlow, else TensorFlow) or
             "tensorflow" (the Keras model itself).
     """
@@ -173,7 +170,7 @@ class Tagger:
         """Run the model on windows float32 [n, window_frames(, n_bins)], `batch_size` at a time.
 
         Windows are normalised here (`orpheus.audio.windows.normalise_windows_np`) unless `normalised`.
-        One graph traced for any batch size (`orpheus.inference`).
+        One graph traced for any batch size (`orpheus.tagging.backends`).
 
         Returns:
             (probabilities float32 [n, n_tags], embeddings float32 [n, dim] or None).

@@ -1,6 +1,6 @@
 """Music made in code for calibrating and checking `--precision fast`'s arithmetic (no files, no downloads).
 
-`orpheus.fast_arithmetic` quantizes a model's front end (`orpheus.quantize`) with the statistics of
+`orpheus.tagging.fast_arithmetic` quantizes a model's front end (`orpheus.tagging.quantize`) with the statistics of
 these windows and checks every candidate arithmetic against float32 on other seeds of them. What matters here is that the
 windows span what music puts into a spectrogram model, not that they sound like a genre: harmonic
 chords plucked (decaying) or held (pads), a bass line, a drum kit (swept-sine kick, noise snare,

@@ -17,12 +17,12 @@ mediainfo; a Vorbis field repeated once per tag shows only its last value in exi
 One value joined by "; " (the separator of Picard's multi-value display, beets' list fields and the RIFF
 INFO keywords convention) shows whole in every one of them, in every format.
 
-What stays (see `orpheus.id3v2`, `orpheus.riff_wave`, `orpheus.file_rewrite`): ID3 tags are edited frame
+What stays (see `orpheus.tagging.file_tags.id3v2`, `orpheus.tagging.file_tags.riff_wave`, `orpheus.tagging.file_tags.rewrite`): ID3 tags are edited frame
 by frame, so their version (2.2, 2.3, 2.4), every other frame, an ID3v1 tag and an APEv2 tag stay byte
 for byte; in a wav every other chunk stays; FLAC and Ogg files are written with mutagen, which rewrites
 only the comment block (FLAC) or the comment packet's pages (Ogg): the audio packets are copied, never
 decoded or re-encoded. The file keeps its owner, group, mode, extended attributes and hard links, and is
-never left half-written (`orpheus.file_rewrite`).
+never left half-written (`orpheus.tagging.file_tags.rewrite`).
 
 Files that cannot be tagged are skipped with a reason, never raised: read-only files or folders, files
 whose container mutagen does not recognise, tags this module will not rewrite, and write failures.
@@ -36,7 +36,11 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from orpheus import file_rewrite, id3v2, riff_wave
+from orpheus.tagging.file_tags import rewrite as file_rewrite
+
+from orpheus.tagging.file_tags import id3v2
+
+from orpheus.tagging.file_tags import riff_wave
 
 log = logging.getLogger(__name__)
 
