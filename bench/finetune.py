@@ -18,7 +18,7 @@ One run, the real commands end to end:
    only where the CPU has bf16 instructions), and the same config from scratch.
    A budget is spent in three `orpheus/training.py` calls (1 epoch, +2 epochs, then as many epochs as the
    measured cost per epoch leaves room for, with `--resume`);
-4. mix the fine-tuned weights with MTT_musicnn's (WiSE-FT, `python -m orpheus.finetune`, alpha 0.5: no
+4. mix the fine-tuned weights with MTT_musicnn's (WiSE-FT, `python -m orpheus.train.finetune`, alpha 0.5: no
    training, so no CPU budget);
 5. score every held-out clip (mean over its 3 s windows) with the trained models, the mix and MTT_musicnn
    as it ships (its outputs for the same-named MagnaTagATune tags), and print per-tag and macro ROC-AUC;
@@ -135,7 +135,7 @@ def score_heldout(run_dir: Path, shards: Path, tags: tuple[str, ...]) -> tuple:
     """(labels [n_tracks, n_tags], scores [n_tracks, n_tags]) of the held-out test split, by tag name."""
     import numpy as np
 
-    from orpheus.data_input import make_track_windows
+    from orpheus.train.input_pipeline import make_track_windows
     from orpheus.formats.rundir import read_run_info
     from orpheus.formats.rundir import load_model
     info = read_run_info(run_dir)
@@ -182,7 +182,7 @@ def score_files(run_dir: Path, files: list[Path], tags: tuple[str, ...]):
 
 def roc_table(title: str, tags: tuple[str, ...], labels, scores: dict) -> dict:
     """Print per-tag, macro and review-tag macro ROC-AUC of each model's `scores`; returns them."""
-    from orpheus.evaluation import per_tag_scores
+    from orpheus.evaluate import per_tag_scores
     results = {}
     for name, model_scores in scores.items():
         per_tag = {s.tag: s.roc_auc for s in per_tag_scores(labels, model_scores, tags)}
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--train-only", action="store_true", help="stop after training (rerun to evaluate)")
     parser.add_argument("--wise-alpha", type=float, default=0.5,
-                        help="weight of the fine-tuned model in the WiSE-FT row (python -m orpheus.finetune)")
+                        help="weight of the fine-tuned model in the WiSE-FT row (python -m orpheus.train.finetune)")
     parser.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
                         help="train the bf16 row: auto where the CPU has bf16 instructions (AVX512-BF16, AMX)")
     parser.add_argument("--parallel", type=int, default=2, help="trainings run side by side")
@@ -252,8 +252,8 @@ def main(argv=None) -> int:
     held_tags = read_dataset_info(shards["heldout"]).tags
     train_tags = read_dataset_info(shards["train"]).tags
     tags = tuple(t for t in MTT_INSTRUMENTS if t in held_tags and t in train_tags)
-    # WiSE-FT: the fine-tuned weights averaged with MTT_musicnn's (no training; `orpheus.finetune.interpolate`)
-    step("WiSE-FT", module("orpheus.finetune", work / "runs" / "fine-tuned", work / "runs" / "fine-tuned-wise",
+    # WiSE-FT: the fine-tuned weights averaged with MTT_musicnn's (no training; `orpheus.train.finetune.interpolate`)
+    step("WiSE-FT", module("orpheus.train.finetune", work / "runs" / "fine-tuned", work / "runs" / "fine-tuned-wise",
                            "--alpha", str(args.wise_alpha), "--overwrite", "--quiet"))
     models = {"zero-shot MTT_musicnn": pretrained_run_dir("MTT_musicnn"),
               "MTT_musicnn fine-tuned": work / "runs" / "fine-tuned",

@@ -47,7 +47,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from orpheus import data_input, finetune, training  # noqa: E402
+from orpheus import training  # noqa: E402
+
+from orpheus.train import input_pipeline as data_input
+
+from orpheus.train import finetune
 from orpheus.audio.decode import AUDIO_EXTENSIONS, load_audio  # noqa: E402
 from orpheus.audio.features import features  # noqa: E402
 from orpheus.audio.settings import FeatureSettings  # noqa: E402
@@ -55,7 +59,7 @@ from orpheus.config import ModelConfig, load_config  # noqa: E402
 from orpheus.models import MODELS, WAVEFORM_FORMATS, build_model  # noqa: E402
 from orpheus.models.layers import copy_model  # noqa: E402
 from orpheus import cpu  # noqa: E402
-from orpheus.precision import POLICIES  # noqa: E402
+from orpheus.train.precision import POLICIES  # noqa: E402
 from orpheus.formats.dataset import DatasetInfo, shard_name, write_dataset_info  # noqa: E402
 from orpheus.formats.tfrecord import serialize, to_example  # noqa: E402
 

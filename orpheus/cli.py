@@ -263,7 +263,7 @@ COMMANDS: dict[str, Command] = {
     "tag-stats": Command("msd.tag_stats", "statistics of a tag database"),
     "preprocess": Command("tfrecords.preprocessing", "write sharded TFRecords of waveform, log-mel or MFCC"),
     "train": Command("orpheus.training", "train a tagging model on a shard folder"),
-    "wise-ft": Command("orpheus.finetune", "mix a fine-tuned run with the model it started from (WiSE-FT)"),
+    "wise-ft": Command("orpheus.train.finetune", "mix a fine-tuned run with the model it started from (WiSE-FT)"),
     "test": Command("orpheus.test_model", "evaluate a run directory on a shard split", ("test",)),
     "predict": Command("orpheus.test_model", "tag audio files or a recording", ("predict",)),
     "export": Command("orpheus.export", "export a run directory for serving"),

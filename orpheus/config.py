@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "step", "cyclic", "one_cycle")
 # the float type training computes in; "auto": float16 on a GPU, bfloat16 on a CPU with bf16 instructions
-# (AVX512-BF16 or AMX), else float32 (`orpheus.precision`)
+# (AVX512-BF16 or AMX), else float32 (`orpheus.train.precision`)
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 # Trained models normalise per example or with the training split's statistics; "none" is for pretrained
 # models, which normalise inside.
@@ -40,7 +40,7 @@ TRAINING_NORMALISATIONS = tuple(n for n in NORMALISATIONS if n != "none")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Input pipeline settings (see `orpheus.data_input.make_dataset`)."""
+    """Input pipeline settings (see `orpheus.train.input_pipeline.make_dataset`)."""
     window_s: float = 15.0              # crop length in seconds
     shuffle_buffer: int = 1000          # examples in the shuffle buffer (training only)
     top_n_tags: int | None = 50         # keep the N most popular training-split tags; None keeps all
@@ -89,7 +89,7 @@ class TrainConfig:
     precision: str = "float32"          # "float32" | "bfloat16" | "float16" | "auto" (see PRECISIONS)
     xla: bool = False                   # jit_compile the training step (GPU)
     batch_norm_momentum: float | None = None  # override the model's batch-norm momentum (short runs); None keeps it
-    init_from: str | None = None        # fine-tune: a pretrained model name or a run directory (orpheus.finetune)
+    init_from: str | None = None        # fine-tune: a pretrained model name or a run directory (orpheus.train.finetune)
     freeze: tuple[str, ...] = ()        # fine-tune: parts kept fixed, e.g. ["frontend"] or ["body"]
 
     def __post_init__(self) -> None:

@@ -270,8 +270,8 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     """Evaluate every window of every track of `split`; write the report; return the metrics dict."""
     from tqdm import tqdm
 
-    from orpheus.data_input import make_track_windows
-    from orpheus.evaluation import tag_kernel, write_report
+    from orpheus.train.input_pipeline import make_track_windows
+    from orpheus.evaluate import tag_kernel, write_report
     from orpheus.formats.dataset import read_dataset_info
     from orpheus.tagging.tagger import Tagger
     run_path = require_dir(run_dir, "--run-dir run")

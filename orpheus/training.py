@@ -9,7 +9,7 @@ config (`configs/`). Output, in `--run-dir`:
     model.keras   the best epoch's model (by val_crop_pr_auc), which `test` and `predict` use
     last.keras    the last epoch's model
 
-Both loops share the strategy, the datasets (`orpheus.data_input`), the model registry, the
+Both loops share the strategy, the datasets (`orpheus.train.input_pipeline`), the model registry, the
 checkpoint layout and the Keras callbacks (checkpoints, best by val_crop_pr_auc, TensorBoard,
 early stopping, ReduceLROnPlateau, CSV log); only the step differs. The custom loop drives the same
 callbacks through a `CallbackList`.
@@ -19,10 +19,10 @@ of epoch e depends on (seed, e) only, and model, optimizer (its step counter dri
 epoch and callback states are checkpointed, so `--resume` ends where an uninterrupted run ends.
 
 Fine-tuning (`--init-from MODEL_OR_RUN_DIR`, `--freeze PART`; config `train.init_from`, `train.freeze`):
-the model starts from a pretrained model or a run directory, with a new output layer; see `orpheus.finetune`.
-`python -m orpheus.finetune RUN_DIR OUT_DIR` then mixes a fine-tuned run with its source (WiSE-FT).
+the model starts from a pretrained model or a run directory, with a new output layer; see `orpheus.train.finetune`.
+`python -m orpheus.train.finetune RUN_DIR OUT_DIR` then mixes a fine-tuned run with its source (WiSE-FT).
 
-Precision (`train.precision`, `orpheus.precision`): float32, bfloat16 (fast on CPUs with bf16
+Precision (`train.precision`, `orpheus.train.precision`): float32, bfloat16 (fast on CPUs with bf16
 instructions), float16 (GPU) or auto. Variables, the loss and the outputs stay float32, and `model.keras`
 and `last.keras` are saved in float32 whatever the run computed in. XLA (`train.xla`) compiles the step on
 any device.
@@ -48,8 +48,10 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
-from orpheus import data_input, finetune
-from orpheus.callbacks import BEST_WEIGHTS, MONITOR, make_callbacks
+from orpheus.train import input_pipeline as data_input
+
+from orpheus.train import finetune
+from orpheus.train.callbacks import BEST_WEIGHTS, MONITOR, make_callbacks
 from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
@@ -57,10 +59,10 @@ from orpheus.files import atomic_path, mark, write_json_atomic, writing_to
 from orpheus.models import build_model, model_entry
 from orpheus.models.layers import copy_model
 from orpheus.ownership import ForeignOutputError, claim
-from orpheus.precision import POLICIES, resolve_precision
+from orpheus.train.precision import POLICIES, resolve_precision
 from orpheus.formats.rundir import LAST_MODEL_FILE, MODEL_FILE, RUN_DIRECTORY, RunInfo, read_run_info, write_run_info
-from orpheus.schedules import make_schedule
-from orpheus.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
+from orpheus.train.schedules import make_schedule
+from orpheus.train.strategy import (choose_strategy, is_chief,  # noqa: F401  (choose_strategy: part of this module's API)
                               worker_count)
 from orpheus.audio.settings import FORMATS
 from orpheus.formats.dataset import DatasetInfo, read_dataset_info
@@ -148,8 +150,8 @@ def make_metrics(n_tags: int) -> list:
 def build_training_model(config: Config, run_info: RunInfo, steps_per_epoch: int, epochs: int, *,
                          precision: str = "float32", source: finetune.Source | None = None):
     """Model and optimizer (built, so checkpoints restore at once); call inside `strategy.scope()`.
-    `precision` is a resolved one ("float32", "bfloat16" or "float16": `orpheus.precision`). With a
-    fine-tuning `source`, the model starts from its weights (`orpheus.finetune.initialise`)."""
+    `precision` is a resolved one ("float32", "bfloat16" or "float16": `orpheus.train.precision`). With a
+    fine-tuning `source`, the model starts from its weights (`orpheus.train.finetune.initialise`)."""
     check_config(config, run_info.features.format)
     bins = run_info.features.n_bins
     input_shape = (run_info.window_frames,) + ((bins,) if bins else ())
@@ -421,7 +423,7 @@ EPILOG = """examples:
   python -m orpheus.training log-mel-spectrogram --tfrecords-dir data/tfrecords-musicnn \\
       --config configs/finetune_musicnn.json --epochs 10 --init-from MTT_musicnn --freeze frontend \\
       --run-dir runs/my_tags
-  python -m orpheus.finetune runs/my_tags runs/my_tags_wise    # WiSE-FT: mix it with MTT_musicnn
+  python -m orpheus.train.finetune runs/my_tags runs/my_tags_wise    # WiSE-FT: mix it with MTT_musicnn
 multi-worker: set TF_CONFIG in each worker's environment and run the same command on each."""
 
 

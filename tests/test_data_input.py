@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from orpheus.config import Config, config_from_dict
-from orpheus.data_input import (feature_statistics, kept_dataset_info, make_dataset, make_run_info,
+from orpheus.train.input_pipeline import (feature_statistics, kept_dataset_info, make_dataset, make_run_info,
                                 make_track_windows, selected_tags, steps_per_epoch)
 from orpheus.errors import ConfigError
 from orpheus.audio.settings import FeatureSettings
@@ -219,7 +219,7 @@ DISTRIBUTED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from orpheus.config import config_from_dict
-    from orpheus.data_input import make_dataset
+    from orpheus.train.input_pipeline import make_dataset
     config = config_from_dict({"data": {"window_s": 1.0, "top_n_tags": None}, "train": {"batch_size": 6}})
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     dataset = strategy.distribute_datasets_from_function(

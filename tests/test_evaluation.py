@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from orpheus import evaluation
+from orpheus import evaluate as evaluation
 from orpheus.errors import DataFormatError
 
 # Tag "a": positives score 0.9 and 0.3, negatives 0.8 and 0.1. Of the 4 (positive, negative) pairs,

@@ -1,4 +1,4 @@
-"""Fine-tuning (`orpheus.finetune`, `training.py --init-from/--freeze`) on tiny musicnn runs.
+"""Fine-tuning (`orpheus.train.finetune`, `training.py --init-from/--freeze`) on tiny musicnn runs.
 
 The source is a tiny musicnn trained here on learnable shards with tags tag0..tag3; the target shards
 have tags tag0..tag4 of which the config drops tag0, so the new head has three shared tags and a new one.
@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from orpheus import finetune
+from orpheus.train import finetune
 from orpheus.config import config_from_dict, load_config
 from orpheus.errors import ConfigError
 from orpheus.models import build_model

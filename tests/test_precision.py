@@ -20,7 +20,7 @@ import pytest
 
 from orpheus.config import config_from_dict
 from orpheus.cpu import has_bf16 as cpu_has_bf16
-from orpheus.precision import resolve_precision
+from orpheus.train.precision import resolve_precision
 from orpheus.training import train
 from tests.fixtures_training import write_learnable_shards
 from tests.test_training import TWO_REPLICAS
@@ -91,7 +91,7 @@ def test_precision_on_this_machine(caplog):
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     assert cpu_has_bf16() == any(f" {flag}" in flags for flag in ("avx512_bf16", "amx_bf16"))
     assert resolve_precision("auto") == ("bfloat16" if cpu_has_bf16() else "float32")
-    with caplog.at_level(logging.WARNING, logger="orpheus.precision"):
+    with caplog.at_level(logging.WARNING, logger="orpheus.train.precision"):
         assert resolve_precision("float16") == "float32"
     assert "float16 needs a GPU" in caplog.text
     assert resolve_precision("bfloat16") == "bfloat16" and resolve_precision("float32") == "float32"

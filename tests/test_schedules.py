@@ -4,7 +4,7 @@ import pytest
 
 from orpheus.config import TrainConfig
 from orpheus.errors import ConfigError
-from orpheus.schedules import ConstantRate, OneCycle, StepDecay, Triangular, make_schedule
+from orpheus.train.schedules import ConstantRate, OneCycle, StepDecay, Triangular, make_schedule
 
 
 def rates(schedule, steps):

@@ -165,7 +165,7 @@ def test_config_errors_leave_no_run_folder(shards, tmp_path, capsys):
 
 
 def test_batch_norm_momentum_reaches_every_batch_norm_layer(shards):
-    from orpheus.data_input import make_run_info
+    from orpheus.train.input_pipeline import make_run_info
     from orpheus.training import build_training_model
     config = config_from_dict(TINY)
     model, _ = build_training_model(config, make_run_info(shards, config), 4, 1)

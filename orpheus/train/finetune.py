@@ -16,7 +16,7 @@
 
 The source is read once, before the distribution strategy's scope; `initialise` runs inside it.
 
-5. `interpolate` (`python -m orpheus.finetune RUN_DIR OUT_DIR [--alpha 0.5]`): weight-space ensembling of a
+5. `interpolate` (`python -m orpheus.train.finetune RUN_DIR OUT_DIR [--alpha 0.5]`): weight-space ensembling of a
    fine-tuned run with the model it started from (WiSE-FT, Wortsman et al. 2022, "Robust fine-tuning of
    zero-shot models"): every weight becomes (1 - alpha) x source + alpha x fine-tuned, batch-norm statistics
    included; a head column of a tag the source had is mixed with the source's column, a new tag's column
@@ -267,8 +267,8 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
 
 
 EPILOG = """examples:
-  python -m orpheus.finetune runs/my_tags runs/my_tags_wise
-  python -m orpheus.finetune runs/my_tags runs/my_tags_wise07 --alpha 0.7
+  python -m orpheus.train.finetune runs/my_tags runs/my_tags_wise
+  python -m orpheus.train.finetune runs/my_tags runs/my_tags_wise07 --alpha 0.7
   python orpheus/test_model.py predict --run-dir runs/my_tags_wise --mp3 ~/Music --top 5
 
 alpha 1 is the fine-tuned run itself and alpha 0 the model it started from; 0.5 (the default) keeps most
@@ -277,7 +277,7 @@ of the fine-tuned gains on music like the training set and more of the source's 
 
 def build_parser():
     from orpheus.cli import add_common_args, make_parser
-    parser = make_parser("python -m orpheus.finetune", "Mix a fine-tuned run with the model it started from "
+    parser = make_parser("python -m orpheus.train.finetune", "Mix a fine-tuned run with the model it started from "
                          "(weight-space ensembling, WiSE-FT) into a new run directory.", EPILOG)
     parser.add_argument("run_dir", type=Path, help="a run trained with --init-from")
     parser.add_argument("out_dir", type=Path, help="the new run directory")
