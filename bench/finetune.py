@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     shards = {"train": prepare(work, "train", args.clips, ["--seed", "0", "--pool", "main", "--soundfont", "timgm6mb"],
                                ["90", "10", "0"], args.jobs)}
     # converted once and cached (as every use of a pretrained model does), outside the training budget
-    step("convert MTT_musicnn", module("orpheus.pretrained", "convert", "MTT_musicnn", "--quiet"))
+    step("convert MTT_musicnn", module("orpheus.models.pretrained", "convert", "MTT_musicnn", "--quiet"))
 
     shipped = json.loads((ROOT / "configs" / "finetune_musicnn.json").read_text())
     variants = {"fine-tuned-frontend": {"freeze": []}, "scratch": {"init_from": None, "freeze": []}}
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
     shards["heldout"] = prepare(work, "heldout", args.heldout, ["--seed", "1", "--pool", "heldout", "--soundfont",
                                                                 "musescore", "--length-s", args.heldout_s],
                                 ["0", "0", "100"], args.jobs)
-    from orpheus.pretrained import pretrained_run_dir
+    from orpheus.models.pretrained import pretrained_run_dir
     from orpheus.formats.dataset import read_dataset_info
     held_tags = read_dataset_info(shards["heldout"]).tags
     train_tags = read_dataset_info(shards["train"]).tags

@@ -171,7 +171,7 @@ def compiled_reference(run_dir):
     import keras
     import tensorflow as tf
 
-    import orpheus.models  # noqa: F401  (custom layers)
+    import orpheus.models.layers  # noqa: F401  (custom layers)
     from orpheus.formats.rundir import read_run_info
     info = read_run_info(run_dir)
     model = keras.saving.load_model(str(Path(run_dir) / "model.keras"), compile=False)
@@ -262,7 +262,7 @@ def main(argv=None) -> int:
         return 0
     run_dir = args.run_dir
     if run_dir is None:
-        from orpheus.pretrained import pretrained_run_dir
+        from orpheus.models.pretrained import pretrained_run_dir
         run_dir = str(pretrained_run_dir("MSD_musicnn"))
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:

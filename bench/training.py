@@ -56,7 +56,7 @@ from orpheus.audio.decode import AUDIO_EXTENSIONS, load_audio  # noqa: E402
 from orpheus.audio.features import features  # noqa: E402
 from orpheus.audio.settings import FeatureSettings  # noqa: E402
 from orpheus.config import ModelConfig, load_config  # noqa: E402
-from orpheus.models import MODELS, WAVEFORM_FORMATS, build_model  # noqa: E402
+from orpheus.models.registry import MODELS, WAVEFORM_FORMATS, build_model  # noqa: E402
 from orpheus.models.layers import copy_model  # noqa: E402
 from orpheus import cpu  # noqa: E402
 from orpheus.train.precision import POLICIES  # noqa: E402

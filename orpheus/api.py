@@ -9,7 +9,7 @@
     result = tagger.tag_array(samples, sample_rate=44100)
 
 Input: audio files (mp3/ogg/opus/flac/wav; a folder is walked recursively, sorted) or arrays of samples, and a
-model: a pretrained one by name (`orpheus.pretrained`) or a run directory (`orpheus.formats.rundir`).
+model: a pretrained one by name (`orpheus.models.pretrained`) or a run directory (`orpheus.formats.rundir`).
 Output: one `TagResult` per file, in input order; an input that cannot be tagged (a missing or broken file,
 a folder without audio, an item that is not a path) gets a result with `error` set instead of raising, so
 one bad item never stops a batch. `warnings` carries what `predict` prints about odd input (near-silent,
@@ -40,9 +40,15 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from orpheus.errors import MissingDependencyError
+from orpheus.audio.decode import resample, to_mono
+from orpheus.errors import ConfigError, OrpheusError
+from orpheus.formats.rundir import MODEL_FILE, RUN_INFO
+from orpheus.models.pretrained import DEFAULT_MODEL
+from orpheus.models.pretrained import resolve_model as resolve
+from orpheus.tagging import tagger as tagging
+from orpheus.tagging.inputs import list_audio_files
+from orpheus.tagging.outputs import ranked_tags
 
-DEFAULT_MODEL = "MSD_musicnn"
 PathLike = str | os.PathLike
 
 
@@ -96,7 +102,6 @@ class ModelIdentity:
 
 def model_identity(run_dir: PathLike, name: str | None = None) -> ModelIdentity:
     """The identity of the model in `run_dir` (run.json + model.keras hashed in 1 MiB blocks)."""
-    from orpheus.formats.rundir import MODEL_FILE, RUN_INFO
     run_dir = Path(run_dir)
     digest = hashlib.sha256()
     for part in (RUN_INFO, MODEL_FILE):
@@ -107,23 +112,13 @@ def model_identity(run_dir: PathLike, name: str | None = None) -> ModelIdentity:
 
 
 def resolve_model(model: str | None, run_dir: PathLike | None) -> tuple[Path, str]:
-    """(run directory, display name): `run_dir` when given, else the pretrained model `model`, converted once."""
-    from orpheus.files import require_dir
+    """(run directory, display name) of the API's `model` or `run_dir` (one of them; default `DEFAULT_MODEL`),
+    by the one rule of `orpheus.models.pretrained.resolve_model`."""
     if run_dir is not None:
         if model is not None:
-            from orpheus.errors import ConfigError
             raise ConfigError("give a pretrained model name or a run_dir, not both")
-        path = require_dir(run_dir, "run_dir run")
-        return path, str(path)
-    name = model or DEFAULT_MODEL
-    try:
-        from orpheus.pretrained import pretrained_run_dir
-    except ModuleNotFoundError as err:
-        if err.name != "orpheus.pretrained":
-            raise
-        raise MissingDependencyError("pretrained models are not part of this checkout; pass run_dir=RUNS/NAME "
-                                     "(a folder written by orpheus/training.py)") from err
-    return Path(pretrained_run_dir(name)), name
+        return resolve(run_dir, "run_dir")
+    return resolve(model or DEFAULT_MODEL, "model")
 
 
 def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[tuple[str, str | None]]:
@@ -132,8 +127,6 @@ def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[tuple[str, str | 
     Nothing here raises for one bad item: a folder without audio, or an item that is not a path (bytes, a
     number), comes back with its error; a missing path comes back as it is, for tagging to report.
     """
-    from orpheus.errors import OrpheusError
-    from orpheus.tagging.inputs import list_audio_files
     if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable):
         paths = [paths]
     out: list[tuple[str, str | None]] = []
@@ -177,7 +170,6 @@ class Tagger:
     def __init__(self, model: str | None = None, *, run_dir: PathLike | None = None, window_s: float | None = None,
                  hop_s: float | None = None, aggregate: str = "mean", embeddings: bool = False,
                  batch_size: int | None = None, jobs: int = 1, precision: str = "exact") -> None:
-        from orpheus.tagging import tagger as tagging
         self.run_dir, self.name = resolve_model(model, run_dir)
         self.jobs = jobs
         self.core = tagging.Tagger(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
@@ -233,7 +225,6 @@ class Tagger:
         Raises:
             OrpheusError: the array or rate is not one of those (the message says what was expected).
         """
-        from orpheus.audio.decode import resample
         mono, rate, warnings = samples_to_mono(samples, sample_rate, name)
         result = self.core.tag_audio(name, resample(mono, rate, self.sample_rate))
         result.warnings[:0] = warnings
@@ -241,7 +232,6 @@ class Tagger:
 
     def to_result(self, result, *, threshold: float | None = None, top: int | None = None) -> TagResult:
         """A `TagResult` from an `orpheus.tagging.tagger.TrackTags`."""
-        from orpheus.tagging.outputs import ranked_tags
         tags = {} if result.error is not None else dict(
             ranked_tags(self.tag_names, result.scores, threshold=threshold, top=top))
         return TagResult(file=result.file, tags=tags, taggram=result.window_scores,
@@ -262,8 +252,6 @@ def samples_to_mono(samples, sample_rate: float, name: str = "<array>") -> tuple
     Raises:
         OrpheusError: naming `name` and what was expected.
     """
-    from orpheus.audio.decode import to_mono
-    from orpheus.errors import ConfigError
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
             or not np.isfinite(sample_rate) or sample_rate <= 0 or sample_rate != int(sample_rate):
         raise ConfigError(f"{name}: sample_rate {sample_rate!r}; expected a positive whole number of Hz, e.g. 44100")

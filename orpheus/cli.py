@@ -268,7 +268,7 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("orpheus.test_model", "tag audio files or a recording", ("predict",)),
     "export": Command("orpheus.export", "export a run directory for serving"),
     "models": Command("orpheus.models.__main__", "list the model zoo with parameter counts"),
-    "pretrained": Command("orpheus.pretrained", "list or convert the pretrained musicnn models"),
+    "pretrained": Command("orpheus.models.pretrained", "list or convert the pretrained musicnn models"),
     # other datasets into the cleaning stage's outputs
     "mtt": Command("msd.converters.mtt", "convert MagnaTagATune"),
     "fma": Command("msd.converters.fma", "convert the Free Music Archive"),

@@ -35,6 +35,8 @@ if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbos
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
 from orpheus.errors import ConfigError, MissingDependencyError  # noqa: E402
 from orpheus.files import atomic_dir, check_output, write_json_atomic, write_text_atomic  # noqa: E402
+from orpheus.formats.rundir import load_model, read_run_info  # noqa: E402
+from orpheus.models.pretrained import resolve_model  # noqa: E402
 from orpheus.ownership import FolderKind, file_with  # noqa: E402
 
 log = logging.getLogger("orpheus.export")
@@ -103,11 +105,9 @@ def feature_description(info) -> dict[str, Any]:
 
 def export_model(run_dir: str | Path, out: str | Path, fmt: str, *, overwrite: bool = False) -> Path:
     """Write the model of `run_dir` in `fmt` to the new folder `out`, with features.json and tags.txt."""
-    from orpheus.formats.rundir import read_run_info
-    from orpheus.formats.rundir import load_model
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    run_dir, out = resolve_run_dir(run_dir), Path(out)
+    run_dir, out = resolve_model(run_dir, "RUN_DIR")[0], Path(out)
     rule = dict(overwrite=overwrite, inputs=[(run_dir, "run directory being exported")], flag="OUT")
     check_output(out, EXPORT, **rule)
     info = read_run_info(run_dir)
@@ -118,17 +118,6 @@ def export_model(run_dir: str | Path, out: str | Path, fmt: str, *, overwrite: b
         write_text_atomic(tmp / "tags.txt", "".join(f"{t}\n" for t in info.tags))
     log.info("%s -> %s (%s)", run_dir, out / MODEL_FILES[fmt], fmt)
     return out
-
-
-def resolve_run_dir(run_dir: str | Path) -> Path:
-    """A run directory, or the converted pretrained model of that name (MSD_musicnn, ...)."""
-    path = Path(run_dir)
-    if path.is_dir():
-        return path
-    from orpheus.pretrained import PRETRAINED, pretrained_run_dir
-    if str(run_dir) in PRETRAINED:
-        return Path(pretrained_run_dir(str(run_dir)))
-    raise ConfigError(f"{run_dir}: not a run directory nor a pretrained model ({', '.join(PRETRAINED)})")
 
 
 def _concrete(model, window_frames: int | None = None):

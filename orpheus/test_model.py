@@ -25,13 +25,13 @@ from typing import Sequence, TextIO  # noqa: E402
 import numpy as np  # noqa: E402
 
 from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError, MissingDependencyError, OrpheusError, Tally  # noqa: E402
+from orpheus.errors import ConfigError, OrpheusError, Tally  # noqa: E402
 from orpheus.files import atomic_dir, atomic_path, check_output, require_dir, write_csv_atomic  # noqa: E402
+from orpheus.models.pretrained import DEFAULT_MODEL, resolve_model  # noqa: E402
 from orpheus.ownership import FileKind, FolderKind, csv_kind, file_with, read_head  # noqa: E402
 
 log = logging.getLogger("orpheus.test_model")
 
-DEFAULT_MODEL = "MSD_musicnn"
 TABLE_TOP = 10  # tags shown per file by the table format when neither --top nor --threshold is given
 
 EPILOG = """examples:
@@ -53,20 +53,6 @@ EPILOG = """examples:
 
 
 # ---------------------------------------------------------------- predict
-
-def resolve_run_dir(run_dir: str | None, model: str) -> Path:
-    """--run-dir when given, else the converted pretrained model `model`."""
-    if run_dir is not None:
-        return require_dir(run_dir, "--run-dir run")
-    try:
-        from orpheus.pretrained import pretrained_run_dir
-    except ModuleNotFoundError as err:
-        if err.name != "orpheus.pretrained":
-            raise
-        raise MissingDependencyError("pretrained models are not part of this checkout; pass --run-dir RUNS/NAME "
-                                     "(a folder written by orpheus/training.py)") from err
-    return Path(pretrained_run_dir(model))
-
 
 def write_outputs(results: list, tagger, *, fmt: str, threshold: float | None, top: int | None,
                   taggram: str | None, stream: TextIO) -> None:
@@ -197,7 +183,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if record:  # fail fast, before loading the model, when there is nothing to record from
         from orpheus.tagging.recording import input_device
         input_device()
-    tagger = Tagger(resolve_run_dir(run_dir, model), window_s=window_s, hop_s=hop_s, aggregate=aggregate,
+    tagger = Tagger(resolve_model(run_dir, "--run-dir")[0] if run_dir is not None else resolve_model(model)[0], window_s=window_s, hop_s=hop_s, aggregate=aggregate,
                     batch_size=batch_size, embeddings=embeddings is not None,
                     precision=precision)
     if record:

@@ -56,7 +56,7 @@ from orpheus.cli import add_common_args, make_parser, run_main
 from orpheus.config import Config, load_config
 from orpheus.errors import ConfigError, DataFormatError, OutputExistsError
 from orpheus.files import atomic_path, mark, write_json_atomic, writing_to
-from orpheus.models import build_model, model_entry
+from orpheus.models.registry import build_model, model_entry
 from orpheus.models.layers import copy_model
 from orpheus.ownership import ForeignOutputError, claim
 from orpheus.train.precision import POLICIES, resolve_precision

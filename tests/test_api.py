@@ -109,7 +109,7 @@ def test_api_and_predict_json_give_the_same_numbers(capsys, tiny_run_dir, songs)
 
 
 def test_pretrained_model_by_name_matches_predict(capsys, songs):
-    pretrained = pytest.importorskip("orpheus.pretrained")
+    pretrained = pytest.importorskip("orpheus.models.pretrained")
     try:
         pretrained.locate_checkpoint("MSD_musicnn")
     except MissingDependencyError:
@@ -125,7 +125,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     """The README's Python block, as written, on generated song.mp3 / other.flac (needs the musicnn checkpoints)."""
     import ast
     import re
-    pretrained = pytest.importorskip("orpheus.pretrained")
+    pretrained = pytest.importorskip("orpheus.models.pretrained")
     try:
         pretrained.locate_checkpoint("MSD_musicnn")
     except MissingDependencyError:
@@ -212,7 +212,7 @@ def test_a_bad_item_never_stops_the_batch(tiny, songs, tmp_path):
 def test_readme_arrays_example_runs(capsys):
     """The README's block on what tag_array takes, as written (needs the musicnn checkpoints)."""
     import re
-    pretrained = pytest.importorskip("orpheus.pretrained")
+    pretrained = pytest.importorskip("orpheus.models.pretrained")
     try:
         pretrained.locate_checkpoint("MSD_musicnn")
     except MissingDependencyError:

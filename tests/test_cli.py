@@ -63,8 +63,8 @@ def test_subcommand_help_is_its_modules_help(name, capsys):
 
 
 def test_subcommand_runs_the_module_with_the_same_flags(tmp_path, capsys):
-    """`orpheus pretrained list ...` and `python -m orpheus.pretrained list ...` are one command."""
-    from orpheus import pretrained
+    """`orpheus pretrained list ...` and `python -m orpheus.models.pretrained list ...` are one command."""
+    from orpheus.models import pretrained
 
     args = ["list", "--cache-dir", str(tmp_path), "--musicnn-dir", str(tmp_path / "none")]
     assert cli.main(["pretrained", *args]) == 0

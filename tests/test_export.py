@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from orpheus import export
-from orpheus.errors import ConfigError, OutputExistsError
+from orpheus.errors import ConfigError, MissingInputError, OutputExistsError
+from orpheus.models.pretrained import resolve_model
 from orpheus.tagging.tagger import Tagger
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -48,7 +49,7 @@ def test_export_refuses_to_overwrite_and_unknown_input(tiny_run_dir, tmp_path): 
         (out / name).write_text("{}")
     with pytest.raises(OutputExistsError, match="an export written by Orpheus is already there; pass --overwrite"):
         export.export_model(tiny_run_dir, out, "savedmodel")
-    with pytest.raises(ConfigError, match="not a run directory"):
+    with pytest.raises(MissingInputError, match="neither a pretrained model .* nor a run directory"):
         export.export_model(tmp_path / "nowhere", tmp_path / "x", "savedmodel")
     with pytest.raises(ConfigError, match="--format"):
         export.export_model(tiny_run_dir, tmp_path / "y", "pickle")
@@ -62,7 +63,7 @@ def test_pretrained_musicnn_exports_match(fmt, tmp_path):
     if NEEDS[fmt] and importlib.util.find_spec(NEEDS[fmt]) is None:
         pytest.skip(f"{NEEDS[fmt]} is not installed")
     out = export.export_model("MSD_musicnn", tmp_path / fmt, fmt)
-    tagger = Tagger(export.resolve_run_dir("MSD_musicnn"))
+    tagger = Tagger(resolve_model("MSD_musicnn")[0])
     windows = np.abs(np.random.default_rng(1).normal(size=(3, tagger.window_frames, 96))).astype(np.float32)
     expected = np.asarray(tagger.model(windows, training=False))
     assert np.abs(export.load_exported(out, fmt)(windows) - expected).max() <= 1e-4

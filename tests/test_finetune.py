@@ -18,7 +18,7 @@ import pytest
 from orpheus.train import finetune
 from orpheus.config import config_from_dict, load_config
 from orpheus.errors import ConfigError
-from orpheus.models import build_model
+from orpheus.models.registry import build_model
 from orpheus.formats.rundir import read_run_info
 from orpheus.training import main, train
 from tests.fixtures_disk import make_disk_full

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def msd_exact_scores():
     """MSD_musicnn's exact track scores per music folder (computed once per folder)."""
-    from orpheus.pretrained import pretrained_run_dir
+    from orpheus.models.pretrained import pretrained_run_dir
     run_dir, scores = pretrained_run_dir("MSD_musicnn"), {}
 
     def exact(folder: Path) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import pytest
 
 from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
-from orpheus.models import (MODELS, SPECTROGRAM_FORMATS, WAVEFORM_FORMATS, build_model, check_format,
+from orpheus.models.registry import (MODELS, SPECTROGRAM_FORMATS, WAVEFORM_FORMATS, build_model, check_format,
                             count_parameters)
 from orpheus.models.__main__ import main as models_main
 from orpheus.models import pons

@@ -16,11 +16,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orpheus import files, pretrained
-from orpheus.errors import DataFormatError, MissingDependencyError, OutputExistsError
+from orpheus import files
+
+from orpheus.models import pretrained
+from orpheus.errors import DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError
 from orpheus.audio.features import compute_features
-from orpheus.pretrained import (INSTALL_COMMAND, PRETRAINED, checkpoint_digest, convert, load_checkpoint_values,
-                                locate_checkpoint, musicnn_package_dir, open_checkpoint, pretrained_run_dir)
+from orpheus.models import musicnn_checkpoint
+from orpheus.models.musicnn_checkpoint import (INSTALL_COMMAND, checkpoint_digest, load_checkpoint_values,
+                                               musicnn_package_dir, open_checkpoint)
+from orpheus.models.pretrained import PRETRAINED, convert, locate_checkpoint, pretrained_run_dir
 from orpheus.ownership import MARKER
 from orpheus.formats.rundir import MODEL_FILE, RUN_INFO, read_run_info
 
@@ -223,7 +227,7 @@ def test_every_checkpoint_variable_mapped_exactly_once(name, n_variables, n_valu
                                                                          else 50)
     assert model.count_params() == n_values
     shapes = reader.get_variable_to_shape_map()
-    weights = [name for name in shapes if not pretrained.is_optimizer_state(name)]
+    weights = [name for name in shapes if not musicnn_checkpoint.is_optimizer_state(name)]
     assert len(weights) == n_variables
     # the scope table maps distinct layers to distinct scopes
     assert len({layer for layer, _ in entry.scopes}) == len({scope for _, scope in entry.scopes}) == len(entry.scopes)
@@ -264,7 +268,7 @@ def test_conversion_reproduces_original_graph_on_random_input(name, converted):
     assert got.shape == expected.shape == (3, 50)
     assert np.abs(got - expected).max() < TOLERANCE
     assert read == {n for n in open_checkpoint(locate_checkpoint(name)).get_variable_to_shape_map()
-                    if not pretrained.is_optimizer_state(n)}   # the reference really used every weight
+                    if not musicnn_checkpoint.is_optimizer_state(n)}   # the reference really used every weight
 
 
 @needs_musicnn
@@ -313,7 +317,7 @@ def test_cache_converts_once_and_keys_on_checkpoint_content(tmp_path, cache_dir)
     # a different checkpoint file (same name) gets its own cache entry
     package = tmp_path / "musicnn"
     (package / "MTT_musicnn").mkdir(parents=True)
-    for f in pretrained.CHECKPOINT_FILES:
+    for f in musicnn_checkpoint.CHECKPOINT_FILES:
         data = (locate_checkpoint("MTT_musicnn") / f).read_bytes()
         (package / "MTT_musicnn" / f).write_bytes(data + (b"\0" if f == ".index" else b""))
     assert pretrained.cached_run_dir("MTT_musicnn", package_dir=package, cache_dir=cache_dir) != first
@@ -381,4 +385,19 @@ def test_help_has_examples(capsys):
         pretrained.main(["convert", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "python -m orpheus.pretrained convert MSD_musicnn" in out and INSTALL_COMMAND in out
+    assert "python -m orpheus.models.pretrained convert MSD_musicnn" in out and INSTALL_COMMAND in out
+
+
+def test_one_rule_resolves_a_model_name_or_a_run_directory(tmp_path, monkeypatch):
+    """A pretrained name is that model, whatever folder bears the name; anything else must be a run directory."""
+    pytest.importorskip("musicnn")
+    from orpheus.models.pretrained import resolve_model
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "MSD_musicnn").mkdir()                      # a folder that bears a pretrained model's name
+    assert resolve_model("MSD_musicnn") == (pretrained.pretrained_run_dir("MSD_musicnn"), "MSD_musicnn")
+    with pytest.raises(MissingInputError, match=r"--init-from ./MSD_musicnn: neither a pretrained model .* nor a run"):
+        resolve_model("./MSD_musicnn", "--init-from")      # reached by its path: not a run directory (no run.json)
+    run = tmp_path / "MSD_musicnn"
+    (run / "run.json").write_text("{}")
+    (run / "model.keras").write_bytes(b"")
+    assert resolve_model("./MSD_musicnn") == (Path("MSD_musicnn"), "./MSD_musicnn")

@@ -96,7 +96,7 @@ def test_missing_input_is_one_line_error(capsys, tiny_run_dir, tmp_path):  # noq
 
 
 def test_default_model_is_pretrained_msd_musicnn(capsys, music_dir):
-    pytest.importorskip("orpheus.pretrained")
+    pytest.importorskip("orpheus.models.pretrained")
     status = test_model.main(["predict", "--mp3", str(music_dir / CLIPS[1]), "--format", "json", "--quiet"])
     record = json.loads(capsys.readouterr().out)
     assert status == 0 and len(record["tags"]) == 50

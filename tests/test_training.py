@@ -17,7 +17,7 @@ import tensorflow as tf
 from orpheus.config import config_from_dict, load_config
 from orpheus.data import data_file
 from orpheus.errors import ConfigError
-from orpheus.models import MODELS
+from orpheus.models.registry import MODELS
 from orpheus.formats.rundir import read_run_info
 from orpheus.training import choose_strategy, main, train
 from tests.fixtures_training import write_learnable_shards

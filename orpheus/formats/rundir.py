@@ -109,7 +109,7 @@ def load_model(run_dir: str | Path):
     top, because it imports Keras and TensorFlow, which reading a run's `run.json` never needs."""
     import keras
 
-    import orpheus.models  # noqa: F401  (registers the custom layers)
+    import orpheus.models.layers  # noqa: F401  (registers the custom layers)
     path = Path(run_dir) / MODEL_FILE
     if not path.is_file():
         raise MissingInputError(f"{path}: model not found; --run-dir must hold a trained or converted model")

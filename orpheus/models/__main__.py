@@ -59,7 +59,7 @@ def run(*, input_seconds: float, sample_rate: int, hop_length: int, n_mels: int,
     """
     import keras
 
-    from orpheus.models import MODELS, WAVEFORM_FORMATS, build_model, count_parameters
+    from orpheus.models.registry import MODELS, WAVEFORM_FORMATS, build_model, count_parameters
 
     if input_seconds <= 0 or sample_rate < 1 or hop_length < 1 or n_mels < 1 or n_tags < 1:
         raise ConfigError("--input-seconds, --sample-rate, --hop-length, --n-mels and --n-tags must be positive")

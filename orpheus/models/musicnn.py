@@ -1,7 +1,7 @@
 """musicnn (Pons & Serra 2019) and its VGG-like baseline, as the `musicnn` 0.1.0 checkpoints define them.
 
 Keras 3 functional re-implementations of `define_model` in the PyPI package `musicnn` 0.1.0
-(musicnn/models.py), layer for layer, so that `orpheus.pretrained` can load the four checkpoints it
+(musicnn/models.py), layer for layer, so that `orpheus.models.pretrained` can load the four checkpoints it
 ships (MSD_musicnn, MTT_musicnn, MSD_vgg, MTT_vgg) and reproduce their outputs. The same builders
 train from scratch through the model registry.
 
@@ -53,6 +53,35 @@ VGG_CONFIG = ModelConfig(name="vgg", n_filters=128, n_dense=200, dropout=0.5)
 
 # (pool size, strides) over (time, frequency) after each of the five VGG conv layers.
 VGG_POOLS = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))
+
+# The freezable parts of each model (`orpheus.train.finetune`): part -> fnmatch patterns of its layer names.
+MUSICNN_PARTS = {"frontend": ("input_bn", "timbral_*", "temporal_*"), "midend": ("midend*",),
+                 "backend": ("pool_bn", "dense", "embedding")}
+VGG_PARTS = {"input_bn": ("input_bn",), **{f"conv{i}": (f"conv{i}_*",) for i in range(1, 6)}}
+
+# Keras layer -> TF1 variable scope of musicnn 0.1.0's checkpoints (`orpheus.models.musicnn_checkpoint`), in the order
+# musicnn's graph creates them. Each Keras weight `LAYER/x` takes the checkpoint variable `SCOPE/x`
+# (kernel, bias, gamma, beta, moving_mean, moving_variance).
+MUSICNN_SCOPES: tuple[tuple[str, str], ...] = (
+    ("input_bn", "batch_normalization"),
+    ("timbral_38_conv", "conv2d"), ("timbral_38_bn", "batch_normalization_1"),
+    ("timbral_67_conv", "conv2d_1"), ("timbral_67_bn", "batch_normalization_2"),
+    ("temporal_128_conv", "conv2d_2"), ("temporal_128_bn", "batch_normalization_3"),
+    ("temporal_64_conv", "conv2d_3"), ("temporal_64_bn", "batch_normalization_4"),
+    ("temporal_32_conv", "conv2d_4"), ("temporal_32_bn", "batch_normalization_5"),
+    ("midend1_conv", "conv2d_5"), ("midend1_bn", "batch_normalization_6"),
+    ("midend2_conv", "conv2d_6"), ("midend2_bn", "batch_normalization_7"),
+    ("midend3_conv", "conv2d_7"), ("midend3_bn", "batch_normalization_8"),
+    ("pool_bn", "batch_normalization_9"),
+    ("dense", "dense"), ("embedding", "batch_normalization_10"),
+    ("tags", "dense_1"),
+)
+VGG_SCOPES: tuple[tuple[str, str], ...] = (
+    ("input_bn", "batch_normalization"),
+    *((layer, scope) for i in range(1, 6)
+      for layer, scope in ((f"conv{i}_conv", f"{i}CNN"), (f"conv{i}_bn", f"batch_normalization_{i}"))),
+    ("tags", "dense"),
+)
 
 
 def _spectrogram_input(input_shape: tuple[int | None, ...]) -> tuple[keras.KerasTensor, int]:

@@ -29,6 +29,9 @@ TEMPORAL_BRANCHES = ((165, 1), (128, 2), (64, 4), (32, 8))
 # filters of the waveform front end: the stride-3 first layer, then six 3-sample layers with pooling
 WAVEFORM_FILTERS = (64, 64, 64, 128, 128, 128, 256)
 WAVEFORM_POOL = 3
+# The freezable parts of each model (`orpheus.train.finetune`): part -> fnmatch patterns of its layer names.
+LOG_MEL_PARTS = {"frontend": ("timbral*", "temporal*"), "backend": ("backend*",), "dense": ("head_dense", "embedding")}
+WAVEFORM_PARTS = {"frontend": ("sample*",), "backend": ("backend*",), "dense": ("head_dense", "embedding")}
 
 
 def log_mel_frontend(x: keras.KerasTensor, n_filters: int) -> keras.KerasTensor:

@@ -3,7 +3,7 @@
 `orpheus/training.py ... --init-from MODEL_OR_RUN_DIR [--freeze PART ...]` (the config keys
 `train.init_from`, `train.freeze`) goes through here:
 
-1. `load_source`: the source run directory (a pretrained name of `orpheus.pretrained`, converted and
+1. `load_source`: the source run directory (a pretrained name of `orpheus.models.pretrained`, converted and
    cached on first use, or any run directory): its RunInfo and its weights by layer name.
 2. `adapt_run_info`: the new run's feature settings must be the source's (format, preset, sample
    rate, mels, STFT, MFCCs), else a one-line error; the run takes the source's input normalisation
@@ -11,7 +11,7 @@
 3. `initialise`: every weighted layer of the new model but the output layer `tags` takes the
    source's weights of the same name (shapes must match: use the source's model settings); `tags`
    is rebuilt for the new tag list, and the columns of tags the source already had keep their weights.
-4. Freezing: the named parts (`PARTS`, per architecture; `body` = everything but `tags`, a linear
+4. Freezing: the named parts (per architecture, declared beside its builder; `body` = everything but `tags`, a linear
    probe on the embedding) are set non-trainable, batch norm statistics included.
 
 The source is read once, before the distribution strategy's scope; `initialise` runs inside it.
@@ -43,21 +43,17 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from orpheus.errors import ConfigError, MissingInputError
-from orpheus.formats.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, read_run_info, write_run_info
+from orpheus.config import load_config
+from orpheus.errors import ConfigError
+from orpheus.files import atomic_dir, check_output, write_json_atomic
+from orpheus.formats.rundir import (MODEL_FILE, RUN_DIRECTORY, RunInfo, load_model, read_run_info,
+                                   write_run_info)
+from orpheus.models.pretrained import resolve_model
+from orpheus.models.registry import MODELS
 
 log = logging.getLogger(__name__)
 
 HEAD = "tags"
-# architecture -> part -> fnmatch patterns of layer names (see orpheus/models/*.py).
-PARTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "musicnn": {"frontend": ("input_bn", "timbral_*", "temporal_*"), "midend": ("midend*",),
-                "backend": ("pool_bn", "dense", "embedding")},
-    "vgg": {"input_bn": ("input_bn",), **{f"conv{i}": (f"conv{i}_*",) for i in range(1, 6)}},
-    "pons_log_mel": {"frontend": ("timbral*", "temporal*"), "backend": ("backend*",),
-                     "dense": ("head_dense", "embedding")},
-    "pons_waveform": {"frontend": ("sample*",), "backend": ("backend*",), "dense": ("head_dense", "embedding")},
-}
 GENERIC_PARTS = {"body": ("*",)}   # every architecture: all but the output layer
 @dataclass(frozen=True)
 class Source:
@@ -69,42 +65,26 @@ class Source:
 
 
 def parts_of(architecture: str) -> dict[str, tuple[str, ...]]:
-    """The freezable parts of `architecture`: its own (PARTS) and `body`."""
-    return {**PARTS.get(architecture, {}), **GENERIC_PARTS}
+    """The freezable parts of `architecture`: its own (declared in its family's module, see
+    `orpheus.models.registry.ModelEntry.parts`) and `body`."""
+    entry = MODELS.get(architecture)
+    return {**(entry.parts if entry is not None else {}), **GENERIC_PARTS}
 
 
 def parts_help() -> str:
     """One line per architecture listing its parts, for --help."""
-    lines = [f"{name}: {', '.join(parts_of(name))}" for name in PARTS]
+    lines = [f"{name}: {', '.join(parts_of(name))}" for name, entry in MODELS.items() if entry.parts]
     return "; ".join(lines) + "; any other model: body"
 
 
-def resolve_source(init_from: str) -> tuple[str, Path]:
-    """(display name, run directory) of `init_from`: a pretrained model name or a run directory."""
-    from orpheus import pretrained
-    if init_from in pretrained.PRETRAINED:
-        return init_from, pretrained.pretrained_run_dir(init_from)
-    run_dir = Path(init_from)
-    if not (run_dir / RUN_INFO).is_file() or not (run_dir / MODEL_FILE).is_file():
-        raise MissingInputError(f"--init-from {init_from}: neither a pretrained model "
-                                f"({', '.join(pretrained.PRETRAINED)}) nor a run directory with {RUN_INFO} "
-                                f"and {MODEL_FILE}")
-    return str(run_dir), run_dir
-
-
 def load_source(init_from: str) -> Source:
-    """Read the source model's RunInfo and weights (numpy, by layer name)."""
-    import orpheus.models  # noqa: F401  (registers the custom layers before deserialising)
-
-    name, run_dir = resolve_source(init_from)
-    info = read_run_info(run_dir)
-    try:
-        model = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
-    except (OSError, ValueError) as err:
-        raise MissingInputError(f"{run_dir / MODEL_FILE}: cannot be loaded ({err}); retrain or reconvert it") from err
+    """Read the source model's RunInfo and weights (numpy, by layer name); `init_from` is resolved by the one rule
+    of `orpheus.models.pretrained.resolve_model` (a pretrained name, else a run directory)."""
+    run_dir, name = resolve_model(init_from, "--init-from")
+    model = load_model(run_dir)
     weights = {layer.name: [np.asarray(w) for w in layer.get_weights()]
                for layer in model.layers if layer.weights}
-    return Source(name, run_dir, info, weights)
+    return Source(name, run_dir, read_run_info(run_dir), weights)
 
 
 def adapt_run_info(run_info: RunInfo, source: Source, model_name: str) -> RunInfo:
@@ -171,7 +151,7 @@ def initialise(model: keras.Model, source: Source, tags: Sequence[str], architec
         model: the freshly built model of the new run (output layer `tags` with len(tags) units).
         source: from `load_source`.
         tags: the new run's tags in output order.
-        architecture: model.name (the key of `PARTS`).
+        architecture: model.name (a key of `orpheus.models.registry.MODELS`).
         freeze: parts to keep fixed.
 
     Returns:
@@ -237,9 +217,6 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
         MissingInputError: `run_dir` or the source is not a run directory. DataFormatError: its model cannot
         be loaded. OutputExistsError: `out_dir` exists (ForeignOutputError: it is not a run directory).
     """
-    from orpheus.config import load_config
-    from orpheus.files import atomic_dir, check_output, write_json_atomic
-    from orpheus.formats.rundir import load_model
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"--alpha {alpha}: must be between 0 (the source) and 1 (the fine-tuned run)")
     run_dir, out_dir = Path(run_dir), Path(out_dir)

@@ -3,9 +3,10 @@
 Input: MUSICNN_DIR/{MSD_musicnn,MTT_musicnn,MSD_vgg,MTT_vgg}/.index + .data-00000-of-00001, inside the
 installed `musicnn` package (found with importlib; its own code is never imported, only its files
 read). `load_checkpoint_values` assigns every Keras weight its checkpoint variable through a layer ->
-variable-scope table (`MUSICNN_SCOPES`, `VGG_SCOPES`), checking coverage in both directions.
+variable-scope table (`orpheus.models.musicnn.MUSICNN_SCOPES`, `VGG_SCOPES`), checking coverage in both
+directions.
 The registry of the four models, their conversion into run directories and the CLI are in
-`orpheus.pretrained`.
+`orpheus.models.pretrained`.
 """
 
 from __future__ import annotations
@@ -29,32 +30,6 @@ CONVERTER_VERSION = 1               # part of the cache key: bump when the conve
 
 CHECKPOINT_FILES = (".index", ".data-00000-of-00001")  # the checkpoint prefix is the folder itself
 
-# Keras layer of `orpheus.models.musicnn` -> TF1 variable scope of the checkpoint, in the order
-# musicnn's graph creates them. Each Keras weight `LAYER/x` takes the checkpoint variable `SCOPE/x`
-# (kernel, bias, gamma, beta, moving_mean, moving_variance).
-MUSICNN_SCOPES: tuple[tuple[str, str], ...] = (
-    ("input_bn", "batch_normalization"),
-    ("timbral_38_conv", "conv2d"), ("timbral_38_bn", "batch_normalization_1"),
-    ("timbral_67_conv", "conv2d_1"), ("timbral_67_bn", "batch_normalization_2"),
-    ("temporal_128_conv", "conv2d_2"), ("temporal_128_bn", "batch_normalization_3"),
-    ("temporal_64_conv", "conv2d_3"), ("temporal_64_bn", "batch_normalization_4"),
-    ("temporal_32_conv", "conv2d_4"), ("temporal_32_bn", "batch_normalization_5"),
-    ("midend1_conv", "conv2d_5"), ("midend1_bn", "batch_normalization_6"),
-    ("midend2_conv", "conv2d_6"), ("midend2_bn", "batch_normalization_7"),
-    ("midend3_conv", "conv2d_7"), ("midend3_bn", "batch_normalization_8"),
-    ("pool_bn", "batch_normalization_9"),
-    ("dense", "dense"), ("embedding", "batch_normalization_10"),
-    ("tags", "dense_1"),
-)
-VGG_SCOPES: tuple[tuple[str, str], ...] = (
-    ("input_bn", "batch_normalization"),
-    *((layer, scope) for i in range(1, 6)
-      for layer, scope in ((f"conv{i}_conv", f"{i}CNN"), (f"conv{i}_bn", f"batch_normalization_{i}"))),
-    ("tags", "dense"),
-)
-
-
-
 def musicnn_package_dir() -> Path | None:
     """The folder of the installed `musicnn` package, found without importing it (None if absent)."""
     spec = importlib.util.find_spec("musicnn")   # a top-level name: the package's code is not run
@@ -67,7 +42,7 @@ def checkpoint_folder(name: str, package_dir: str | os.PathLike | None = None) -
     """The folder of checkpoint `name` in the musicnn package (its prefix: files `.index`, `.data-*` inside).
 
     Args:
-        name: the checkpoint's folder name in the package (a key of `orpheus.pretrained.PRETRAINED`).
+        name: the checkpoint's folder name in the package (a key of `orpheus.models.pretrained.PRETRAINED`).
         package_dir: the musicnn package folder; default: the installed one, found with importlib.
 
     Raises:

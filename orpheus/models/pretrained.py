@@ -16,12 +16,12 @@ The musicnn input preset: audio at 16 kHz, STFT n_fft 512 / hop 256, 96 mel band
 slaney mel scale, power spectrogram), log10(10000 x + 1); the models were trained on 3 s patches
 of 187 frames. The models normalise their input themselves (a batch norm layer), so normalise is "none".
 
-Reading the checkpoints into the Keras models is `orpheus.musicnn_checkpoint`; its names are
+Reading the checkpoints into the Keras models is `orpheus.models.musicnn_checkpoint`; its names are
 re-exported here.
 
 Command line:
-    python -m orpheus.pretrained list
-    python -m orpheus.pretrained convert [NAME] [--out DIR]
+    python -m orpheus.models.pretrained list
+    python -m orpheus.models.pretrained convert [NAME] [--out DIR]
 """
 
 from __future__ import annotations
@@ -47,10 +47,8 @@ from orpheus.audio.settings import FeatureSettings
 from orpheus.errors import (DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError,
                             OutputWriteError)
 from orpheus.files import atomic_dir, check_output, default_cache_dir
-from orpheus.musicnn_checkpoint import (CHECKPOINT_FILES, CONVERTER_VERSION, INSTALL_COMMAND,  # noqa: F401
-                                        MUSICNN_SCOPES, VGG_SCOPES, checkpoint_digest, checkpoint_folder,
-                                        is_optimizer_state, load_checkpoint_values, musicnn_package_dir,
-                                        open_checkpoint)
+from orpheus.models.musicnn_checkpoint import (INSTALL_COMMAND, checkpoint_digest, checkpoint_folder,
+                                               load_checkpoint_values, open_checkpoint)
 from orpheus.formats.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, write_run_info
 
 if TYPE_CHECKING:  # finding a cached conversion needs no TensorFlow (tagging with --precision fast)
@@ -59,6 +57,8 @@ if TYPE_CHECKING:  # finding a cached conversion needs no TensorFlow (tagging wi
     from orpheus.config import ModelConfig
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "MSD_musicnn"   # what tagging uses when no model is named
 
 # The musicnn input preset (musicnn/configuration.py and the checkpoints' config.json).
 PRESET = "musicnn"
@@ -99,6 +99,7 @@ class PretrainedModel:
 
     @property
     def scopes(self) -> tuple[tuple[str, str], ...]:
+        from orpheus.models.musicnn import MUSICNN_SCOPES, VGG_SCOPES
         return MUSICNN_SCOPES if self.architecture == "musicnn" else VGG_SCOPES
 
     @property
@@ -252,20 +253,38 @@ def pretrained_run_dir(name: str, *, package_dir: str | os.PathLike | None = Non
     return run_dir
 
 
+def resolve_model(model: str | os.PathLike, what: str = "--model") -> tuple[Path, str]:
+    """(run directory, display name) of `model`: the one rule for "a pretrained model or a run directory".
+
+    A name of `PRETRAINED` (MSD_musicnn, ...) is that pretrained model, converted on first use and cached; anything
+    else is a run directory holding run.json and model.keras (a folder that bears a pretrained model's name is
+    reached as ./MSD_musicnn). `what` names the option in the error (--run-dir, --init-from, run_dir=).
+    Every command and the Python API resolve models here, and load them with `orpheus.formats.rundir.load_model`.
+    """
+    text = os.fspath(model)
+    if text in PRETRAINED:
+        return pretrained_run_dir(text), text
+    run_dir = Path(text)
+    if not is_complete_run_dir(run_dir):
+        raise MissingInputError(f"{what} {text}: neither a pretrained model ({', '.join(PRETRAINED)}) nor a run "
+                                f"directory with {RUN_INFO} and {MODEL_FILE}")
+    return run_dir, text
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 EPILOG = """examples:
-  python -m orpheus.pretrained list
-  python -m orpheus.pretrained convert                 # all four into the cache folder
-  python -m orpheus.pretrained convert MSD_musicnn     # one, into the cache folder; prints its path
-  python -m orpheus.pretrained convert MTT_musicnn --out runs/mtt_musicnn --overwrite
+  python -m orpheus.models.pretrained list
+  python -m orpheus.models.pretrained convert                 # all four into the cache folder
+  python -m orpheus.models.pretrained convert MSD_musicnn     # one, into the cache folder; prints its path
+  python -m orpheus.models.pretrained convert MTT_musicnn --out runs/mtt_musicnn --overwrite
 
 The cache folder is $ORPHEUS_CACHE, else $XDG_CACHE_HOME/orpheus, else ~/.cache/orpheus.
 The checkpoints come from the musicnn package: """ + INSTALL_COMMAND
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m orpheus.pretrained",
+    parser = make_parser("python -m orpheus.models.pretrained",
                          "List the pretrained musicnn models or convert them into Orpheus run directories.", EPILOG)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--musicnn-dir", type=Path, default=None,
