@@ -223,7 +223,9 @@ def row(kind: str, files: list[str], run_dir: str, jobs: int, precision: str) ->
             scores[f] = np.asarray(forward(w)).mean(axis=0).tolist()
     else:
         from orpheus.formats.rundir import read_run_info
-        from orpheus.test_model import run_predict
+        from orpheus.tagging.backends import use_system_allocator
+        from orpheus.tagging.predict import run_predict
+        use_system_allocator()   # as `orpheus predict` does at start
         tags = read_run_info(run_dir).tags
         folder = str(Path(files[0]).parent) if len(files) > 1 else files[0]
         stream = io.StringIO()

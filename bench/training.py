@@ -47,7 +47,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from orpheus import training  # noqa: E402
+from orpheus.train import loop as training_loop  # noqa: E402
 
 from orpheus.train import input_pipeline as data_input
 
@@ -216,11 +216,11 @@ class StepTimer(keras.callbacks.Callback):
 def training_examples_per_s(shard_dir: Path, config, loop: str, steps: int, epochs: int) -> float:
     """Steady-state examples/s of one loop, through the same functions `train` uses."""
     keras.utils.set_random_seed(0)
-    strategy = training.choose_strategy()
+    strategy = training_loop.choose_strategy()
     run_info = data_input.make_run_info(shard_dir, config)
     with tempfile.TemporaryDirectory() as run_dir, strategy.scope():
-        model, optimizer = training.build_training_model(config, run_info, steps, epochs)
-        callbacks, _ = training.make_callbacks(Path(run_dir), config, model, optimizer, resume=False)
+        model, optimizer = training_loop.build_training_model(config, run_info, steps, epochs)
+        callbacks, _ = training_loop.make_callbacks(Path(run_dir), config, model, optimizer, resume=False)
         timer = StepTimer()
         train_data = strategy.distribute_datasets_from_function(lambda ctx: data_input.make_dataset(
             shard_dir, "train", config, ctx, training=True, seed=0, run_info=run_info, epochs=(0, epochs),
@@ -228,10 +228,10 @@ def training_examples_per_s(shard_dir: Path, config, loop: str, steps: int, epoc
         valid_data = strategy.distribute_datasets_from_function(lambda ctx: data_input.make_dataset(
             shard_dir, "valid", config, ctx, training=False, run_info=run_info))
         if loop == "fit":
-            training.fit_loop(model, train_data, valid_data, [timer] + callbacks, start_epoch=0, epochs=epochs,
+            training_loop.fit_loop(model, train_data, valid_data, [timer] + callbacks, start_epoch=0, epochs=epochs,
                               steps=steps, quiet=True)
         else:
-            training.custom_loop(model, optimizer, strategy, train_data, valid_data, [timer] + callbacks,
+            training_loop.custom_loop(model, optimizer, strategy, train_data, valid_data, [timer] + callbacks,
                                  start_epoch=0, epochs=epochs, steps=steps, global_batch=config.train.batch_size,
                                  xla=False, quiet=True)
     steady = timer.epoch_s[1:]

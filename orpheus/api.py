@@ -162,6 +162,8 @@ class Tagger:
             model, sized for memory).
         precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.tagging.backends`.
         jobs: worker processes that decode files (1: decode in this process).
+        free_memory: where TensorFlow runs the model, hand freed batch memory back to the OS at once (glibc's
+            malloc setting for the whole process, as `orpheus predict` chooses; see `orpheus.tagging.tagger.Tagger`).
 
     Raises:
         OrpheusError: the model is missing or malformed, or an option is invalid.
@@ -169,12 +171,13 @@ class Tagger:
 
     def __init__(self, model: str | None = None, *, run_dir: PathLike | None = None, window_s: float | None = None,
                  hop_s: float | None = None, aggregate: str = "mean", embeddings: bool = False,
-                 batch_size: int | None = None, jobs: int = 1, precision: str = "exact") -> None:
+                 batch_size: int | None = None, jobs: int = 1, precision: str = "exact",
+                 free_memory: bool = False) -> None:
         self.run_dir, self.name = resolve_model(model, run_dir)
         self.jobs = jobs
         self.core = tagging.Tagger(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
                                    batch_size=batch_size, embeddings=embeddings,
-                                   precision=precision)
+                                   precision=precision, free_memory=free_memory)
         self._identity: ModelIdentity | None = None
 
     @property

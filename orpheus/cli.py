@@ -3,12 +3,13 @@
 Every command builds an `argparse` parser, then calls `run_main(parser, argv)`, which parses,
 configures logging and turns an expected `OrpheusError` into a one-line message with exit status 1,
 as it does a full disk or a read-only output folder met by any writer (`orpheus.files.output_write_error`).
-Every entry point calls `quiet_tensorflow()` before TensorFlow is imported (a module run with
-`python -m` or as a file does so in its first lines), so no TensorFlow or absl log line is printed
-unless `--verbose` is given.
+Every command starts in `run_command`, which calls `quiet_tensorflow()` before the command's module is
+imported, so no TensorFlow or absl log line is printed unless `--verbose` is given.
 
-`main` is the `orpheus` console script: `orpheus SUBCOMMAND ARGS...` imports the subcommand's module
-and calls its `main(ARGS)`, so each subcommand has the flags and `--help` of that module's command.
+`main` is the `orpheus` console script (and `python -m orpheus`): `orpheus SUBCOMMAND ARGS...` imports the
+subcommand's module and calls its `main(ARGS)`, so each subcommand has the flags and `--help` of that module's
+command. The design card's `python orpheus/training.py` and `python orpheus/test_model.py` are two files that
+call `run_command` for `orpheus train` and `orpheus test|predict`.
 `COMMANDS` below is the single place where the front door names the stages: it names their modules
 as strings, and only the chosen one is imported, on demand. The core package never imports a
 stage (`msd`, `tfrecords`) at import time.
@@ -248,7 +249,7 @@ def command_prog(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
 @dataclass(frozen=True)
 class Command:
     """A subcommand of `orpheus`: the module whose `main(argv)` runs it (imported only when chosen),
-    arguments put before the user's (`predict` is `orpheus.test_model predict ...`), one line of help."""
+    arguments put before the user's (`predict` is `orpheus.commands.predict_and_test predict ...`), one line of help."""
     module: str
     summary: str
     prefix: tuple[str, ...] = ()
@@ -262,13 +263,13 @@ COMMANDS: dict[str, Command] = {
     "lastfm-cleaning": Command("msd.lastfm_cleaning", "merge Last.fm tags into a clean vocabulary (cleaning)"),
     "tag-stats": Command("msd.tag_stats", "statistics of a tag database"),
     "preprocess": Command("tfrecords.preprocessing", "write sharded TFRecords of waveform, log-mel or MFCC"),
-    "train": Command("orpheus.training", "train a tagging model on a shard folder"),
-    "wise-ft": Command("orpheus.train.finetune", "mix a fine-tuned run with the model it started from (WiSE-FT)"),
-    "test": Command("orpheus.test_model", "evaluate a run directory on a shard split", ("test",)),
-    "predict": Command("orpheus.test_model", "tag audio files or a recording", ("predict",)),
-    "export": Command("orpheus.export", "export a run directory for serving"),
-    "models": Command("orpheus.models.__main__", "list the model zoo with parameter counts"),
-    "pretrained": Command("orpheus.models.pretrained", "list or convert the pretrained musicnn models"),
+    "train": Command("orpheus.commands.train", "train a tagging model on a shard folder"),
+    "wise-ft": Command("orpheus.commands.wise_ft", "mix a fine-tuned run with the model it started from (WiSE-FT)"),
+    "test": Command("orpheus.commands.predict_and_test", "evaluate a run directory on a shard split", ("test",)),
+    "predict": Command("orpheus.commands.predict_and_test", "tag audio files or a recording", ("predict",)),
+    "export": Command("orpheus.commands.export", "export a run directory for serving"),
+    "models": Command("orpheus.commands.models", "list the model zoo with parameter counts"),
+    "pretrained": Command("orpheus.commands.pretrained", "list or convert the pretrained musicnn models"),
     # other datasets into the cleaning stage's outputs
     "mtt": Command("msd.converters.mtt", "convert MagnaTagATune"),
     "fma": Command("msd.converters.fma", "convert the Free Music Archive"),
@@ -308,7 +309,6 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`orpheus SUBCOMMAND ARGS...`: run the subcommand's module's `main(ARGS)`; returns its status."""
-    global _prog_override
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
         args = build_parser().parse_args(argv)   # --help, --version, or a usage error (exit 2)
@@ -317,24 +317,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS.get(name)
     if command is None:
         build_parser().error(f"unknown subcommand {name!r}; choose from {', '.join(COMMANDS)}")
-    quiet_tensorflow(rest)
     try:
-        module = importlib.import_module(command.module)
+        return run_command(command.module, [*command.prefix, *rest], "orpheus" if command.prefix else f"orpheus {name}")
     except ModuleNotFoundError as err:
         if err.name is None or not (command.module == err.name or command.module.startswith(err.name + ".")):
             raise                                 # the module exists but lacks one of its dependencies
         print(f"orpheus: error: subcommand {name!r} is not available: module {command.module} is not "
               "installed with this copy of Orpheus", file=sys.stderr)
         return 1
-    _prog_override = "orpheus" if command.prefix else f"orpheus {name}"
+
+
+def run_command(module: str, argv: Sequence[str], prog: str) -> int:
+    """Import the command module `module` (TensorFlow's log lines silenced first, unless `argv` has --verbose) and
+    return its `main(argv)`, its parsers named `prog`. `main` above and the design card's scripts
+    (`python orpheus/training.py`, `python orpheus/test_model.py`) start every command here."""
+    global _prog_override
+    quiet_tensorflow(argv)
+    command = importlib.import_module(module)
+    _prog_override = prog
     try:
-        return int(module.main([*command.prefix, *rest]) or 0)
+        return int(command.main(list(argv)) or 0)
     finally:
         _prog_override = None
-
-
-if __name__ == "__main__":
-    # the package's copy of this module, the one the subcommands' modules import
-    from orpheus.cli import main as package_main
-
-    sys.exit(package_main())

@@ -1,9 +1,9 @@
 """Export a run directory's model for use outside Orpheus: SavedModel, ONNX, OpenVINO or LiteRT.
 
-    python -m orpheus.export RUN_DIR OUT [--format savedmodel|onnx|openvino|litert]
+    orpheus export RUN_DIR OUT [--format savedmodel|onnx|openvino|litert]      (`orpheus.commands.export`)
 
-RUN_DIR is any run directory (trained here, or a converted pretrained model; a pretrained name such
-as MSD_musicnn also works). OUT is a new folder holding:
+RUN_DIR is a pretrained model's name (MSD_musicnn, ...) or a run directory, by the one rule of
+`orpheus.models.pretrained.resolve_model`. OUT is a new folder holding:
 
     OUT/model.*          the model (savedmodel: OUT/saved_model/; onnx: model.onnx; openvino:
                          model.xml + model.bin; litert: model.tflite), input float32 [batch, frames,
@@ -21,25 +21,17 @@ orpheus-tagger[export]` (tf2onnx, onnxruntime, ai-edge-litert) and `orpheus-tagg
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+from orpheus.errors import ConfigError, MissingDependencyError
+from orpheus.files import atomic_dir, check_output, write_json_atomic, write_text_atomic
+from orpheus.formats.rundir import load_model, read_run_info
+from orpheus.models.pretrained import resolve_model
+from orpheus.ownership import FolderKind, file_with
 
-    quiet_tensorflow()
-
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError, MissingDependencyError  # noqa: E402
-from orpheus.files import atomic_dir, check_output, write_json_atomic, write_text_atomic  # noqa: E402
-from orpheus.formats.rundir import load_model, read_run_info  # noqa: E402
-from orpheus.models.pretrained import resolve_model  # noqa: E402
-from orpheus.ownership import FolderKind, file_with  # noqa: E402
-
-log = logging.getLogger("orpheus.export")
+log = logging.getLogger(__name__)
 
 FORMATS = ("savedmodel", "onnx", "openvino", "litert")
 EXPORT = FolderKind("export", legacy=file_with("features.json", "tags.txt"))   # OUT: what --overwrite replaces
@@ -47,12 +39,6 @@ MODEL_FILES = {"savedmodel": "saved_model", "onnx": "model.onnx", "openvino": "m
 EXTRAS = {"onnx": "tf2onnx (pip install orpheus-tagger[export])", "openvino": "openvino (pip install "
           "orpheus-tagger[openvino])", "litert": "ai-edge-litert (pip install orpheus-tagger[export])"}
 
-EPILOG = """examples:
-  # the pretrained MSD musicnn model as ONNX, with its feature settings
-  python -m orpheus.export MSD_musicnn exported/musicnn-onnx --format onnx
-  # a model trained here, as OpenVINO IR
-  python -m orpheus.export runs/musicnn exported/musicnn-ov --format openvino
-"""
 
 
 def feature_description(info) -> dict[str, Any]:
@@ -212,27 +198,3 @@ def load_exported(out: str | Path, fmt: str):
         interpreter.invoke()
         return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     return run
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("orpheus.export", "Export a run directory's model with its feature settings.", EPILOG)
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (run.json + model.keras) or a "
-                        "pretrained model name (MSD_musicnn, MTT_musicnn, MSD_vgg, MTT_vgg)")
-    parser.add_argument("out", metavar="OUT", help="new folder for the model, features.json and tags.txt "
-                        "(--overwrite replaces only an export Orpheus wrote)")
-    parser.add_argument("--format", dest="fmt", choices=FORMATS, default="savedmodel",
-                        help="savedmodel (TensorFlow), onnx (tf2onnx), openvino (IR) or litert (.tflite)")
-    add_common_args(parser, overwrite=True)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    def run(args: argparse.Namespace) -> int:
-        out = export_model(args.run_dir, args.out, args.fmt, overwrite=args.overwrite)
-        print(out / MODEL_FILES[args.fmt])
-        return 0
-    return run_main(build_parser(), argv, run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orpheus import test_model, training
+from orpheus.commands import predict_and_test
+from orpheus.commands import train as train_command
 from tfrecords import preprocessing
 
 WINDOW_S = 2.0
@@ -36,12 +37,12 @@ def train_and_test(shard_dir: Path, work: Path) -> dict:
     config = work / "tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))
     run_dir = work / "run"
-    status = training.main(["log-mel-spectrogram", "--tfrecords-dir", str(shard_dir), "--config", str(config),
+    status = train_command.main(["log-mel-spectrogram", "--tfrecords-dir", str(shard_dir), "--config", str(config),
                             "--epochs", "1", "--steps-per-epoch", "2", "--run-dir", str(run_dir), "--quiet"])
     if status != 0:
         raise AssertionError(f"training failed with status {status}")
     report = work / "report"
-    status = test_model.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(shard_dir),
+    status = predict_and_test.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(shard_dir),
                               "--out", str(report), "--quiet"])
     if status != 0:
         raise AssertionError(f"test_model test failed with status {status}")

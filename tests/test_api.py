@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 
 import orpheus
-from orpheus import test_model
+from orpheus.commands import predict_and_test
 from orpheus.errors import ConfigError, MissingDependencyError
+from orpheus.models.musicnn_checkpoint import INSTALL_COMMAND
 from tests.fixtures_audio import render_clip, write_clip
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
@@ -92,7 +93,7 @@ def test_module_level_tag_with_run_dir(tiny_run_dir, songs):  # noqa: F811
 
 
 def predict_json(capsys, *args) -> list[dict]:
-    status = test_model.main(["predict", "--quiet", "--format", "json", *map(str, args)])
+    status = predict_and_test.main(["predict", "--quiet", "--format", "json", *map(str, args)])
     assert status == 0, capsys.readouterr().err
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
@@ -113,7 +114,7 @@ def test_pretrained_model_by_name_matches_predict(capsys, songs):
     try:
         pretrained.locate_checkpoint("MSD_musicnn")
     except MissingDependencyError:
-        pytest.skip(f"musicnn checkpoints absent: {pretrained.INSTALL_COMMAND}")
+        pytest.skip(f"musicnn checkpoints absent: {INSTALL_COMMAND}")
     (result,) = orpheus.tag([songs[0]], model="MSD_musicnn", top=5)
     (record,) = predict_json(capsys, "--mp3", songs[0], "--top", "5")
     assert len(result.tags) == 5 and result.taggram.shape[1] == 50
@@ -129,7 +130,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     try:
         pretrained.locate_checkpoint("MSD_musicnn")
     except MissingDependencyError:
-        pytest.skip(f"musicnn checkpoints absent: {pretrained.INSTALL_COMMAND}")
+        pytest.skip(f"musicnn checkpoints absent: {INSTALL_COMMAND}")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     (block,) = re.findall(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
     write_clip(tmp_path / "song.mp3", ("rock", "male"), seed=7, duration_s=6.0)
@@ -216,7 +217,7 @@ def test_readme_arrays_example_runs(capsys):
     try:
         pretrained.locate_checkpoint("MSD_musicnn")
     except MissingDependencyError:
-        pytest.skip(f"musicnn checkpoints absent: {pretrained.INSTALL_COMMAND}")
+        pytest.skip(f"musicnn checkpoints absent: {INSTALL_COMMAND}")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     (block,) = re.findall(r"<!-- api-arrays-example -->\s*```python\n(.*?)```", text, re.S)
     exec(compile(block, "README.md", "exec"), {})

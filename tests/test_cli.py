@@ -63,13 +63,13 @@ def test_subcommand_help_is_its_modules_help(name, capsys):
 
 
 def test_subcommand_runs_the_module_with_the_same_flags(tmp_path, capsys):
-    """`orpheus pretrained list ...` and `python -m orpheus.models.pretrained list ...` are one command."""
-    from orpheus.models import pretrained
+    """`orpheus pretrained list ...` and the command module's `main` are one command."""
+    from orpheus.commands import pretrained as pretrained_command
 
     args = ["list", "--cache-dir", str(tmp_path), "--musicnn-dir", str(tmp_path / "none")]
     assert cli.main(["pretrained", *args]) == 0
     via_front_door = capsys.readouterr().out
-    assert pretrained.main(args) == 0
+    assert pretrained_command.main(args) == 0
     assert capsys.readouterr().out == via_front_door and "MSD_musicnn" in via_front_door
 
 
@@ -104,12 +104,15 @@ def entry_modules() -> list[Path]:
 
 
 def test_every_entry_point_silences_tensorflow_before_importing_anything_else():
-    """A module run with -m or as a file calls quiet_tensorflow() before its first non-stdlib import
-    (orpheus.cli's main does it itself; orpheus.models is imported by its package before __main__)."""
-    exempt = {ROOT / "orpheus" / "cli.py", ROOT / "orpheus" / "__main__.py",
-              ROOT / "orpheus" / "models" / "__main__.py"}
+    """A stage module run with -m or as a file calls quiet_tensorflow() before its first non-stdlib import; the
+    core's only files run as programs are `python -m orpheus` and the design card's two scripts, which start
+    their command through orpheus.cli.run_command (it silences TensorFlow before importing the command)."""
+    core = {ROOT / "orpheus" / "__main__.py", ROOT / "orpheus" / "training.py", ROOT / "orpheus" / "test_model.py"}
+    assert {p for p in entry_modules() if p.is_relative_to(ROOT / "orpheus")} == core
+    for path in core - {ROOT / "orpheus" / "__main__.py"}:
+        assert "run_command(" in path.read_text(encoding="utf-8"), path
     for path in entry_modules():
-        if path in exempt:
+        if path in core:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
@@ -181,21 +184,21 @@ def every_command_line() -> list[list[str]]:
     modules = [m.removesuffix(".__main__") for m in modules]
     files = [str(p.relative_to(ROOT)) for p in entry_modules() if p.parent.name in ("orpheus", "msd", "tfrecords")
              and p.name != "__main__.py"]
-    return [["-m", m] for m in modules] + [[f] for f in files]
+    subcommands = [["-m", "orpheus", name] for name in cli.COMMANDS]
+    return [["-m", m] for m in modules] + [[f] for f in files] + subcommands
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("argv", every_command_line(), ids=" ".join)
 def test_every_command_line_has_clean_help(argv, tmp_path):
-    """Every `python -m X --help` and `python FILE --help`: no runpy warning and no TensorFlow log line
-    (`python -m orpheus.models` is exempt from the latter: its package imports TensorFlow first)."""
+    """Every `python -m X --help`, `python FILE --help` and `python -m orpheus NAME --help`: no runpy warning and
+    no TensorFlow log line."""
     args = [str(ROOT / argv[0])] if argv[0].endswith(".py") else argv
     result = subprocess.run([sys.executable, *args, "--help"], cwd=tmp_path, env=clean_env(), capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "RuntimeWarning" not in result.stderr and "found in sys.modules" not in result.stderr, result.stderr
-    if argv != ["-m", "orpheus.models"]:
-        assert not NOISE.search(result.stderr), result.stderr
+    assert not NOISE.search(result.stderr), result.stderr
 
 
 def test_log_lines_go_to_the_stderr_of_the_moment(capsys):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from orpheus import export
+from orpheus.commands import export as export_command
 from orpheus.errors import ConfigError, MissingInputError, OutputExistsError
 from orpheus.models.pretrained import resolve_model
 from orpheus.tagging.tagger import Tagger
@@ -24,7 +25,7 @@ def test_exported_model_matches_keras(fmt, tiny_run_dir, tmp_path):  # noqa: F81
     if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("onnxruntime is not installed")
     out = tmp_path / fmt
-    assert export.main([str(tiny_run_dir), str(out), "--format", fmt, "--quiet"]) == 0
+    assert export_command.main([str(tiny_run_dir), str(out), "--format", fmt, "--quiet"]) == 0
     tagger = Tagger(tiny_run_dir)
     windows = np.random.default_rng(0).normal(size=(5, tagger.window_frames, 96)).astype(np.float32)
     expected = np.asarray(tagger.model(windows, training=False))

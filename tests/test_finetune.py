@@ -15,12 +15,14 @@ import keras
 import numpy as np
 import pytest
 
+from orpheus.commands import wise_ft
 from orpheus.train import finetune
 from orpheus.config import config_from_dict, load_config
 from orpheus.errors import ConfigError
 from orpheus.models.registry import build_model
 from orpheus.formats.rundir import read_run_info
-from orpheus.training import main, train
+from orpheus.commands.train import main
+from orpheus.train.loop import train
 from tests.fixtures_disk import make_disk_full
 from tests.fixtures_training import write_learnable_shards
 
@@ -158,23 +160,23 @@ def test_wise_ft_mixes_the_weights_with_the_source(source_run, tuned, tmp_path):
 
 def test_wise_ft_command_and_its_one_line_errors(source_run, tuned, tmp_path, capsys):
     _, run_dir = tuned
-    assert finetune.main([str(run_dir), str(tmp_path / "w"), "--quiet"]) == 0
+    assert wise_ft.main([str(run_dir), str(tmp_path / "w"), "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "w")
     for argv, expected in (([str(run_dir), str(tmp_path / "w")], "already there; pass --overwrite"),
                            ([str(run_dir), str(tmp_path / "x"), "--alpha", "1.5"], "--alpha 1.5: must be between"),
                            ([str(source_run), str(tmp_path / "x")], "was not fine-tuned"),
                            ([str(tmp_path / "nowhere"), str(tmp_path / "x")], "run.json: not found")):
-        assert finetune.main([*argv, "--quiet"]) == 1
+        assert wise_ft.main([*argv, "--quiet"]) == 1
         err = capsys.readouterr().err
         assert expected in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.*"))
-    assert finetune.main([str(source_run), str(tmp_path / "x"), "--source", str(source_run), "--quiet"]) == 0
+    assert wise_ft.main([str(source_run), str(tmp_path / "x"), "--source", str(source_run), "--quiet"]) == 0
 
 
 def test_wise_ft_on_a_full_disk_is_one_line_and_leaves_nothing(tuned, tmp_path, capsys, monkeypatch):
     _, run_dir = tuned
     make_disk_full(monkeypatch)
-    assert finetune.main([str(run_dir), str(tmp_path / "w"), "--quiet"]) == 1
+    assert wise_ft.main([str(run_dir), str(tmp_path / "w"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path}: no space left on device" in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
@@ -229,7 +231,7 @@ TWO_REPLICAS = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from orpheus.config import config_from_dict
-    from orpheus.training import train
+    from orpheus.train.loop import train
     config = config_from_dict(json.loads(sys.argv[2]))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for loop in ("fit", "custom"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from orpheus import test_model
+from orpheus.commands import predict_and_test
 
 from orpheus.tagging.file_tags import writer as tag_writer
 
@@ -38,7 +38,7 @@ def library(tmp_path) -> Path:
 
 
 def predict(capsys, run_dir, *args) -> tuple[int, str, str]:
-    status = test_model.main(["predict", "--run-dir", str(run_dir), "--quiet", *map(str, args)])
+    status = predict_and_test.main(["predict", "--run-dir", str(run_dir), "--quiet", *map(str, args)])
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -122,7 +122,7 @@ def test_write_tags_then_rerun_rewrites_nothing(capsys, tiny_run_dir, library, t
     assert dry.count("would write") == 3 and all(p.read_bytes() == data for p, data in snapshot.items())
     status, out, err = predict(capsys, tiny_run_dir, "--mp3", library, "--write-tags", "--top", "2", "--write-genre")
     assert status == EXIT_PARTIAL  # broken.mp3 could not be tagged, e.wav not written
-    assert err.splitlines()[-1] == "test_model.py predict: 1 of 5 files failed and 1 skipped; 3 done"
+    assert err.splitlines()[-1] == "orpheus predict: 1 of 5 files failed and 1 skipped; 3 done"
     assert out.count(": written: ") == 3 and f"{library / 'e.wav'}: skipped: read-only file" in out
     skips = [line for line in out.splitlines() if ": skipped: " in line]
     assert skips == [line for line in dry.splitlines() if ": skipped: " in line]  # the dry run foretold them

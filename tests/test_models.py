@@ -15,7 +15,7 @@ from orpheus.config import ModelConfig
 from orpheus.errors import ConfigError
 from orpheus.models.registry import (MODELS, SPECTROGRAM_FORMATS, WAVEFORM_FORMATS, build_model, check_format,
                             count_parameters)
-from orpheus.models.__main__ import main as models_main
+from orpheus.commands.models import main as models_main
 from orpheus.models import pons
 from orpheus.models.choi import adapted_frequency_pools
 from orpheus.audio.settings import FORMATS

@@ -15,7 +15,7 @@ FULL = "no space left on device; free space or choose another output folder"
 
 
 def test_training_on_a_full_disk_is_one_line_and_leaves_no_run_folder(tmp_path, capsys, monkeypatch):
-    from orpheus.training import main
+    from orpheus.commands.train import main
     shards = tmp_path / "shards"
     write_learnable_shards(shards, {"train": 8, "valid": 8, "test": 8}, n_frames=24)
     config = tmp_path / "tiny.json"
@@ -25,18 +25,18 @@ def test_training_on_a_full_disk_is_one_line_and_leaves_no_run_folder(tmp_path, 
     make_disk_full(monkeypatch)
     assert main(["log-mel-spectrogram", "--tfrecords-dir", str(shards), "--config", str(config), "--epochs", "1",
                  "--run-dir", str(run_dir), "--quiet"]) == 1
-    assert capsys.readouterr().err == f"orpheus/training.py: error: {run_dir}: {FULL}\n"
+    assert capsys.readouterr().err == f"orpheus train: error: {run_dir}: {FULL}\n"
     assert not run_dir.exists()  # a rerun starts afresh, without --overwrite
 
 
 def test_predict_embeddings_on_a_full_disk_is_one_line(tmp_path, capsys, tiny_run_dir, monkeypatch):  # noqa: F811
-    from orpheus import test_model
+    from orpheus.commands import predict_and_test
     rng = np.random.default_rng(0)
     song = tmp_path / "song.wav"
     sf.write(song, (0.1 * rng.standard_normal(16000 * 4)).astype(np.float32), 16000)
     out = tmp_path / "out"
     make_disk_full(monkeypatch)
-    status = test_model.main(["predict", "--run-dir", str(tiny_run_dir), "--quiet", "--jobs", "1",
+    status = predict_and_test.main(["predict", "--run-dir", str(tiny_run_dir), "--quiet", "--jobs", "1",
                               "--embeddings", str(out / "emb.npy"), "--mp3", str(song)])
     assert status == 1
     assert capsys.readouterr().err.endswith(f"error: {out}: {FULL}\n")

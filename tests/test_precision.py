@@ -21,7 +21,7 @@ import pytest
 from orpheus.config import config_from_dict
 from orpheus.cpu import has_bf16 as cpu_has_bf16
 from orpheus.train.precision import resolve_precision
-from orpheus.training import train
+from orpheus.train.loop import train
 from tests.fixtures_training import write_learnable_shards
 from tests.test_training import TWO_REPLICAS
 
@@ -103,7 +103,7 @@ def test_a_run_written_with_mixed_precision_resumes(runs, shards, tmp_path):
 
     from orpheus.config import load_config
     from orpheus.errors import ConfigError
-    from orpheus.training import prepare_run_dir
+    from orpheus.train.loop import prepare_run_dir
     old = shutil.copytree(runs["float32"], tmp_path / "old")
     saved = json.loads((old / "config.json").read_text())
     del saved["train"]["precision"]

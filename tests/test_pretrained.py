@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from orpheus import files
 
+from orpheus.commands import pretrained as pretrained_command
 from orpheus.models import pretrained
 from orpheus.errors import DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError
 from orpheus.audio.features import compute_features
@@ -209,7 +210,7 @@ def test_missing_package_gives_install_command(tmp_path, capsys):
     with pytest.raises(MissingDependencyError, match="pip install --no-deps musicnn==0.1.0"):
         pretrained_run_dir("MTT_vgg", package_dir=empty, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
-    status = pretrained.main(["convert", "MSD_musicnn", "--musicnn-dir", str(empty),
+    status = pretrained_command.main(["convert", "MSD_musicnn", "--musicnn-dir", str(empty),
                               "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert status == 1
@@ -337,12 +338,12 @@ def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):
 @needs_musicnn
 def test_convert_refuses_to_overwrite_and_cli_writes_run_dir(tmp_path, capsys):
     out = tmp_path / "runs" / "mtt_vgg"
-    assert pretrained.main(["convert", "MTT_vgg", "--out", str(out), "--quiet"]) == 0
+    assert pretrained_command.main(["convert", "MTT_vgg", "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out.strip() == f"MTT_vgg\t{out}"
     assert read_run_info(out).tags == PRETRAINED["MTT_vgg"].tags()
     with pytest.raises(OutputExistsError, match="--overwrite"):
         convert("MTT_vgg", out)
-    assert pretrained.main(["convert", "MTT_vgg", "--out", str(out), "--quiet"]) == 1
+    assert pretrained_command.main(["convert", "MTT_vgg", "--out", str(out), "--quiet"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     before = (out / MODEL_FILE).stat().st_mtime_ns
     summary = convert("MTT_vgg", out, overwrite=True)
@@ -354,14 +355,14 @@ def test_convert_refuses_to_overwrite_and_cli_writes_run_dir(tmp_path, capsys):
 
 @needs_musicnn
 def test_cli_list_shows_conversion_state(tmp_path, capsys):
-    assert pretrained.main(["list", "--cache-dir", str(tmp_path)]) == 0
+    assert pretrained_command.main(["list", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("installed, not converted yet") == 4 and "MSD_musicnn" in out
     pretrained_run_dir("MSD_vgg", cache_dir=tmp_path)
-    assert pretrained.main(["list", "--cache-dir", str(tmp_path)]) == 0
+    assert pretrained_command.main(["list", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("installed, not converted yet") == 3 and "converted: " + str(tmp_path) in out
-    assert pretrained.main(["list", "--musicnn-dir", str(tmp_path / "nowhere")]) == 0
+    assert pretrained_command.main(["list", "--musicnn-dir", str(tmp_path / "nowhere")]) == 0
     assert capsys.readouterr().out.count(INSTALL_COMMAND) == 4
 
 
@@ -382,10 +383,10 @@ def test_orpheus_features_from_run_json_tag_like_the_musicnn_recipe(cache_dir, c
 
 def test_help_has_examples(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        pretrained.main(["convert", "--help"])
+        pretrained_command.main(["convert", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "python -m orpheus.models.pretrained convert MSD_musicnn" in out and INSTALL_COMMAND in out
+    assert "orpheus pretrained convert MSD_musicnn" in out and INSTALL_COMMAND in out
 
 
 def test_one_rule_resolves_a_model_name_or_a_run_directory(tmp_path, monkeypatch):

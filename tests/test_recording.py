@@ -87,7 +87,7 @@ def test_no_input_device_is_a_clear_error(tmp_path, tiny_run_dir):  # noqa: F811
     done = run_cli(alsa_home(tmp_path, None), "--run-dir", str(tiny_run_dir), "--record", "--record-length", "1")
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("test_model.py predict: error:") and "python -m sounddevice" in last
+    assert last.startswith("python orpheus/test_model.py predict: error:") and "python -m sounddevice" in last
     assert "libportaudio2" in last or "microphone" in last
 
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from orpheus.tagging import tagger as tagging
-from orpheus.test_model import run_predict
+from orpheus.tagging.predict import run_predict
 from tests.fixtures_tagging import tiny_run_dir  # noqa: F401  (fixture)
 
 
@@ -39,7 +39,7 @@ def odd_files(tmp_path_factory):
 
 def test_predict_warns_on_silent_short_and_truncated_input(tiny_run_dir, odd_files, caplog):  # noqa: F811
     stream = io.StringIO()
-    with caplog.at_level(logging.WARNING, logger="orpheus.test_model"):
+    with caplog.at_level(logging.WARNING, logger="orpheus.tagging.predict"):
         tally = run_predict(run_dir=str(tiny_run_dir), mp3=str(odd_files), fmt="json", jobs=2, quiet=True, stream=stream)
     assert tally.status == 0 and tally.total == len(list(odd_files.iterdir()))
     records = {r["file"].rsplit("/", 1)[-1]: r for r in map(json.loads, stream.getvalue().splitlines())}

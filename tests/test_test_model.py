@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from orpheus import test_model
+from orpheus.commands import predict_and_test
 from orpheus.errors import EXIT_PARTIAL
 from orpheus.audio.settings import FeatureSettings
 from orpheus.tagging.tagger import Tagger
@@ -32,7 +32,7 @@ def folder(tmp_path, music_dir):
 
 
 def predict(capsys, run_dir, *args):
-    status = test_model.main(["predict", "--run-dir", str(run_dir), "--quiet", *map(str, args)])
+    status = predict_and_test.main(["predict", "--run-dir", str(run_dir), "--quiet", *map(str, args)])
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -41,7 +41,7 @@ def test_json_all_tags_sorted_bad_file_reported(capsys, tiny_run_dir, folder):  
     status, out, err = predict(capsys, tiny_run_dir, "--mp3", folder, "--format", "json", "--jobs", "2")
     records = [json.loads(line) for line in out.splitlines()]
     assert status == EXIT_PARTIAL and "broken.mp3" in err   # one file of three failed: reported, the others done
-    assert err.splitlines()[-1] == "test_model.py predict: 1 of 3 files failed; 2 done"
+    assert err.splitlines()[-1] == "orpheus predict: 1 of 3 files failed; 2 done"
     assert [r["file"] for r in records] == [str(folder / "a" / "broken.mp3"), str(folder / "a" / CLIPS[1]),
                                             str(folder / "b" / CLIPS[0])]
     assert "error" in records[0] and "tags" not in records[0]
@@ -91,13 +91,13 @@ def test_taggram_embeddings_window_and_aggregate(capsys, tiny_run_dir, music_dir
 
 def test_missing_input_is_one_line_error(capsys, tiny_run_dir, tmp_path):  # noqa: F811
     status, _, err = predict(capsys, tiny_run_dir, "--mp3", tmp_path / "nothing.mp3")
-    assert status == 1 and err.strip().startswith("test_model.py predict: error:") and "nothing.mp3" in err
+    assert status == 1 and err.strip().startswith("orpheus predict: error:") and "nothing.mp3" in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_default_model_is_pretrained_msd_musicnn(capsys, music_dir):
     pytest.importorskip("orpheus.models.pretrained")
-    status = test_model.main(["predict", "--mp3", str(music_dir / CLIPS[1]), "--format", "json", "--quiet"])
+    status = predict_and_test.main(["predict", "--mp3", str(music_dir / CLIPS[1]), "--format", "json", "--quiet"])
     record = json.loads(capsys.readouterr().out)
     assert status == 0 and len(record["tags"]) == 50
     assert next(iter(record["tags"])) in ("metal", "heavy metal", "rock", "hard rock")
@@ -141,7 +141,7 @@ def test_evaluate_on_tiny_shards_matches_sklearn(capsys, tiny_run_dir, tmp_path)
     shard_dir = tmp_path / "shards"
     write_shards(shard_dir, dataset_tags, labels, features)
     out = tmp_path / "report"
-    status = test_model.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(shard_dir),
+    status = predict_and_test.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(shard_dir),
                               "--out", str(out), "--quiet", "--batch-size", "5"])  # batches span tracks
     assert status == 0 and "ROC-AUC macro" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
@@ -163,7 +163,7 @@ def test_evaluate_on_tiny_shards_matches_sklearn(capsys, tiny_run_dir, tmp_path)
         np.testing.assert_array_equal(npz["labels"], truth)
     for name in ("roc_pr.png", "auc_per_tag.png", "threshold_per_tag.png", "tag_map.png", "per_tag.csv"):
         assert (out / name).stat().st_size > 100
-    status = test_model.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(shard_dir),
+    status = predict_and_test.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(shard_dir),
                               "--out", str(out), "--quiet"])
     assert status == 1 and "--overwrite" in capsys.readouterr().err
 
@@ -173,7 +173,7 @@ def test_model_tags_missing_from_dataset_is_clear_error(capsys, tiny_run_dir, tm
     tags = ("rock", "pop", "jazz")
     write_shards(tmp_path / "shards", tags, np.ones((2, 3), np.int64),
                  [rng.normal(size=(200, 96)).astype(np.float32) for _ in range(2)])
-    status = test_model.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
+    status = predict_and_test.main(["test", "--run-dir", str(tiny_run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
                               "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert status == 1 and "electronic" in err and "dataset.json" in err
@@ -195,7 +195,7 @@ def test_merged_tags_of_the_run_map_to_groups(capsys, tiny_run_dir, tmp_path):  
     labels[:, -1] = [0, 1, 0, 0, 0, 0]  # hard rock only: counts as rock
     write_shards(tmp_path / "shards", dataset_tags, labels,
                  [rng.normal(size=(300, 96)).astype(np.float32) for _ in range(6)])
-    status = test_model.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
+    status = predict_and_test.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
                               "--out", str(tmp_path / "r"), "--quiet"])
     assert status == 0, capsys.readouterr().err
     with np.load(tmp_path / "r" / "predictions.npz") as npz:
@@ -217,7 +217,7 @@ def test_excluded_tracks_of_the_run_are_not_scored(capsys, tiny_run_dir, tmp_pat
     labels[0], labels[2] = 1, 0
     write_shards(tmp_path / "shards", TINY_TAGS, labels, [rng.normal(size=(200, 96)).astype(np.float32)
                                                           for _ in range(6)])
-    status = test_model.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
+    status = predict_and_test.main(["test", "--run-dir", str(run_dir), "--tfrecords-dir", str(tmp_path / "shards"),
                               "--out", str(tmp_path / "r"), "--quiet"])
     assert status == 0, capsys.readouterr().err
     with np.load(tmp_path / "r" / "predictions.npz") as npz:
@@ -227,6 +227,6 @@ def test_excluded_tracks_of_the_run_are_not_scored(capsys, tiny_run_dir, tmp_pat
 
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        test_model.main(["predict", "--help"])
+        predict_and_test.main(["predict", "--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and "examples:" in out and "--record-length" in out

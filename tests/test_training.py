@@ -19,7 +19,9 @@ from orpheus.data import data_file
 from orpheus.errors import ConfigError
 from orpheus.models.registry import MODELS
 from orpheus.formats.rundir import read_run_info
-from orpheus.training import choose_strategy, main, train
+from orpheus.train.strategy import choose_strategy
+from orpheus.commands.train import main
+from orpheus.train.loop import train
 from tests.fixtures_training import write_learnable_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +168,7 @@ def test_config_errors_leave_no_run_folder(shards, tmp_path, capsys):
 
 def test_batch_norm_momentum_reaches_every_batch_norm_layer(shards):
     from orpheus.train.input_pipeline import make_run_info
-    from orpheus.training import build_training_model
+    from orpheus.train.loop import build_training_model
     config = config_from_dict(TINY)
     model, _ = build_training_model(config, make_run_info(shards, config), 4, 1)
     momenta = [layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -208,7 +210,7 @@ def _free_ports(n: int) -> list[int]:
 
 STRATEGY_OF_TF_CONFIG = textwrap.dedent("""
     import tensorflow as tf
-    from orpheus.training import choose_strategy, is_chief
+    from orpheus.train.strategy import choose_strategy, is_chief
     strategy = choose_strategy()
     print(isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), is_chief(strategy))
 """)
@@ -276,7 +278,7 @@ TWO_REPLICAS = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import json
     from orpheus.config import config_from_dict, load_config
-    from orpheus.training import train
+    from orpheus.train.loop import train
     config = config_from_dict(json.loads(sys.argv[2]))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for loop in ("fit", "custom"):
@@ -290,7 +292,7 @@ FINE_TUNE_ON_TWO_LOGICAL_CPUS = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
     from orpheus.config import config_from_dict
-    from orpheus.training import train
+    from orpheus.train.loop import train
 
     def two_logical_cpus():
         # as --cuda's set_visible_devices: device settings that TensorFlow takes only before its runtime starts

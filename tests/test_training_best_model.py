@@ -12,9 +12,10 @@ import keras
 import numpy as np
 import pytest
 
-from orpheus import test_model
+from orpheus.commands import predict_and_test
 from orpheus.formats.rundir import load_model
-from orpheus.training import BEST_WEIGHTS, main
+from orpheus.train.callbacks import BEST_WEIGHTS
+from orpheus.commands.train import main
 from tests.fixtures_training import write_learnable_shards
 
 # 0.003 for two epochs (8 steps), then the step schedule multiplies the rate by 1000 for the third
@@ -64,7 +65,7 @@ def test_test_scores_the_best_weights(wrecked_run, tmp_path):
     shutil.copy(run_dir / "last.keras", last_dir / "model.keras")
     macro = {}
     for name, folder in (("best", run_dir), ("last", last_dir)):
-        assert test_model.main(["test", "--run-dir", str(folder), "--tfrecords-dir", str(shards), "--split", "valid",
+        assert predict_and_test.main(["test", "--run-dir", str(folder), "--tfrecords-dir", str(shards), "--split", "valid",
                                 "--out", str(tmp_path / f"report-{name}"), "--quiet"]) == 0
         macro[name] = json.loads((tmp_path / f"report-{name}" / "metrics.json").read_text())["roc_auc_macro"]
     assert macro["best"] > macro["last"] + 0.1, macro

@@ -16,38 +16,25 @@ The musicnn input preset: audio at 16 kHz, STFT n_fft 512 / hop 256, 96 mel band
 slaney mel scale, power spectrogram), log10(10000 x + 1); the models were trained on 3 s patches
 of 187 frames. The models normalise their input themselves (a batch norm layer), so normalise is "none".
 
-Reading the checkpoints into the Keras models is `orpheus.models.musicnn_checkpoint`; its names are
-re-exported here.
-
-Command line:
-    python -m orpheus.models.pretrained list
-    python -m orpheus.models.pretrained convert [NAME] [--out DIR]
+Reading the checkpoints into the Keras models is `orpheus.models.musicnn_checkpoint`. The command that lists and
+converts them is `orpheus pretrained` (`orpheus.commands.pretrained`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
-
-import argparse
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable
 
-from orpheus.cli import HelpFormatter, add_common_args, make_parser, run_main
 from orpheus.data import data_file
 from orpheus.audio.settings import FeatureSettings
-from orpheus.errors import (DataFormatError, MissingDependencyError, MissingInputError, OutputExistsError,
+from orpheus.errors import (DataFormatError, MissingInputError, OutputExistsError,
                             OutputWriteError)
 from orpheus.files import atomic_dir, check_output, default_cache_dir
-from orpheus.models.musicnn_checkpoint import (INSTALL_COMMAND, checkpoint_digest, checkpoint_folder,
+from orpheus.models.musicnn_checkpoint import (checkpoint_digest, checkpoint_folder,
                                                load_checkpoint_values, open_checkpoint)
 from orpheus.formats.rundir import MODEL_FILE, RUN_DIRECTORY, RUN_INFO, RunInfo, write_run_info
 
@@ -269,78 +256,3 @@ def resolve_model(model: str | os.PathLike, what: str = "--model") -> tuple[Path
         raise MissingInputError(f"{what} {text}: neither a pretrained model ({', '.join(PRETRAINED)}) nor a run "
                                 f"directory with {RUN_INFO} and {MODEL_FILE}")
     return run_dir, text
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-EPILOG = """examples:
-  python -m orpheus.models.pretrained list
-  python -m orpheus.models.pretrained convert                 # all four into the cache folder
-  python -m orpheus.models.pretrained convert MSD_musicnn     # one, into the cache folder; prints its path
-  python -m orpheus.models.pretrained convert MTT_musicnn --out runs/mtt_musicnn --overwrite
-
-The cache folder is $ORPHEUS_CACHE, else $XDG_CACHE_HOME/orpheus, else ~/.cache/orpheus.
-The checkpoints come from the musicnn package: """ + INSTALL_COMMAND
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m orpheus.models.pretrained",
-                         "List the pretrained musicnn models or convert them into Orpheus run directories.", EPILOG)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--musicnn-dir", type=Path, default=None,
-                        help="folder of the musicnn package holding the checkpoints; None: the installed one")
-    common.add_argument("--cache-dir", type=Path, default=None,
-                        help="cache root; None: $ORPHEUS_CACHE, $XDG_CACHE_HOME/orpheus or ~/.cache/orpheus")
-    add_common_args(common)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", parents=[common], formatter_class=HelpFormatter, epilog=EPILOG,
-                        help="list the pretrained models and whether they are installed and converted")
-    convert_parser = commands.add_parser("convert", parents=[common], formatter_class=HelpFormatter,
-                                         epilog=EPILOG, help="convert pretrained models into run directories")
-    convert_parser.add_argument("name", nargs="?", choices=sorted(PRETRAINED), default=None,
-                                help="the model to convert; None: all four")
-    convert_parser.add_argument("--out", type=Path, default=None,
-                                help="run directory to write (with no NAME: a folder receiving one run "
-                                     "directory per model); None: the cache folder")
-    convert_parser.add_argument("--overwrite", action="store_true",
-                                help="replace a run directory that Orpheus wrote (never anything else)")
-    return parser
-
-
-def run_list(package_dir: Path | None, cache_dir: Path | None) -> list[str]:
-    """One line per pretrained model: name, architecture, tag count, status (cached path)."""
-    lines = []
-    for name, entry in PRETRAINED.items():
-        try:
-            run_dir = cached_run_dir(name, package_dir=package_dir, cache_dir=cache_dir)
-            status = f"converted: {run_dir}" if is_complete_run_dir(run_dir) else "installed, not converted yet"
-        except MissingDependencyError:
-            status = f"not installed ({INSTALL_COMMAND})"
-        lines.append(f"{name:12s} {entry.architecture:8s} {len(entry.tags()):3d} tags  {entry.description}\n"
-                     f"{'':12s} {status}")
-    return lines
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.command == "list":
-        print("\n".join(run_list(args.musicnn_dir, args.cache_dir)))
-        return 0
-    names = [args.name] if args.name else list(PRETRAINED)
-    for name in names:
-        if args.out is None:
-            run_dir = cached_run_dir(name, package_dir=args.musicnn_dir, cache_dir=args.cache_dir)
-            if args.overwrite or not is_complete_run_dir(run_dir):
-                convert(name, run_dir, overwrite=True, package_dir=args.musicnn_dir)
-        else:
-            run_dir = args.out if args.name else args.out / name
-            convert(name, run_dir, overwrite=args.overwrite, package_dir=args.musicnn_dir)
-        print(f"{name}\t{run_dir}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(build_parser(), argv, run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

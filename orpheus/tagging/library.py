@@ -366,10 +366,11 @@ def run_predict_library(files: Sequence[str | os.PathLike], options: LibraryOpti
                         model: str, window_s: float | None, hop_s: float | None, aggregate: str, batch_size: int | None,
                         jobs: int, quiet: bool, precision: str = "exact", **tag_kwargs) -> int:
     """`predict --output` / `--write-tags`: load the model, run the library; returns what was done
-    (a failed file, or a file whose tags could not be written, counts as not done)."""
+    (a failed file, or a file whose tags could not be written, counts as not done). A long run: TensorFlow's freed
+    batch memory goes back to the OS at once (`free_memory`)."""
     from orpheus.api import Tagger
     tagger = Tagger(None if run_dir is not None else model, run_dir=run_dir, window_s=window_s, hop_s=hop_s,
-                    aggregate=aggregate, batch_size=batch_size, jobs=jobs, precision=precision)
+                    aggregate=aggregate, batch_size=batch_size, jobs=jobs, precision=precision, free_memory=True)
     options.settings = {"window_s": window_s, "hop_s": hop_s, "aggregate": aggregate}
     if precision != "exact":  # exact is the model's own numbers: records of either kind stay comparable
         options.settings["precision"] = precision

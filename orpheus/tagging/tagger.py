@@ -21,7 +21,6 @@ default batch (`BATCH_SIZES[precision]` windows) is chosen for memory as well as
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +46,6 @@ from orpheus.tagging.inputs import (
 )
 
 log = logging.getLogger(__name__)
-# oneDNN's own allocator caches every batch's activations: the system allocator gives them back
-# (measured: predict's peak RSS 1.13 GB -> 0.95 GB at 8 windows per call, 1.36 -> 1.01 GB at 16).
-os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 AGGREGATES = ("mean", "max")
 # Windows per model call, by what runs the model, chosen for memory as well as speed (MSD_musicnn, 2 cores).
@@ -115,11 +111,14 @@ class Tagger:
         precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.tagging.backends`.
         engine: "auto" (OpenVINO where installed and checked against TensorFlow, else TensorFlow) or
             "tensorflow" (the Keras model itself).
+        free_memory: where TensorFlow runs the model, make glibc hand freed batch memory back to the OS at once
+            (`orpheus.tagging.backends.return_freed_memory`: a setting of the whole process, which the tagging
+            commands choose for long runs).
     """
 
     def __init__(self, run_dir: str | Path, *, window_s: float | None = None, hop_s: float | None = None,
                  aggregate: str = "mean", batch_size: int | None = None, embeddings: bool = False,
-                 precision: str = "exact", engine: str = "auto") -> None:
+                 precision: str = "exact", engine: str = "auto", free_memory: bool = False) -> None:
         if aggregate not in AGGREGATES:
             raise ConfigError(f"--aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
         if precision not in PRECISIONS:
@@ -139,7 +138,8 @@ class Tagger:
         self.embeddings = embeddings
         self.precision = precision
         self._model = None
-        backend = make_backend(self.run_dir, precision, embeddings, lambda: self.model, engine, self.window_frames)
+        backend = make_backend(self.run_dir, precision, embeddings, lambda: self.model, engine, self.window_frames,
+                               free_memory=free_memory)
         fixed = backend.input_shape[1]
         if fixed is not None and fixed != self.window_frames:
             raise ConfigError(f"this model takes windows of exactly {fixed} steps ({fixed / fps:.3f} s); "

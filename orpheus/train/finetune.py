@@ -16,7 +16,7 @@
 
 The source is read once, before the distribution strategy's scope; `initialise` runs inside it.
 
-5. `interpolate` (`python -m orpheus.train.finetune RUN_DIR OUT_DIR [--alpha 0.5]`): weight-space ensembling of a
+5. `interpolate` (`orpheus wise-ft RUN_DIR OUT_DIR [--alpha 0.5]`): weight-space ensembling of a
    fine-tuned run with the model it started from (WiSE-FT, Wortsman et al. 2022, "Robust fine-tuning of
    zero-shot models"): every weight becomes (1 - alpha) x source + alpha x fine-tuned, batch-norm statistics
    included; a head column of a tag the source had is mixed with the source's column, a new tag's column
@@ -25,13 +25,6 @@ The source is read once, before the distribution strategy's scope; `initialise` 
 """
 
 from __future__ import annotations
-
-import sys
-
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
 
 import dataclasses
 import fnmatch
@@ -241,39 +234,3 @@ def interpolate(run_dir: str | Path, out_dir: str | Path, *, alpha: float = WISE
     log.info("%s: %g x %s + %g x %s (%d head columns mixed, %d tags)", out_dir, alpha, run_dir, 1 - alpha,
              origin.name, mixed, len(info.tags))
     return out_dir
-
-
-EPILOG = """examples:
-  python -m orpheus.train.finetune runs/my_tags runs/my_tags_wise
-  python -m orpheus.train.finetune runs/my_tags runs/my_tags_wise07 --alpha 0.7
-  python orpheus/test_model.py predict --run-dir runs/my_tags_wise --mp3 ~/Music --top 5
-
-alpha 1 is the fine-tuned run itself and alpha 0 the model it started from; 0.5 (the default) keeps most
-of the fine-tuned gains on music like the training set and more of the source's on other music."""
-
-
-def build_parser():
-    from orpheus.cli import add_common_args, make_parser
-    parser = make_parser("python -m orpheus.train.finetune", "Mix a fine-tuned run with the model it started from "
-                         "(weight-space ensembling, WiSE-FT) into a new run directory.", EPILOG)
-    parser.add_argument("run_dir", type=Path, help="a run trained with --init-from")
-    parser.add_argument("out_dir", type=Path, help="the new run directory")
-    parser.add_argument("--alpha", type=float, default=WISE_ALPHA,
-                        help="weight of the fine-tuned run, 0..1 (default %(default)s)")
-    parser.add_argument("--source", help="the model the run started from (default: its train.init_from)")
-    add_common_args(parser, overwrite=True)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from orpheus.cli import run_main
-
-    def call(args) -> int:
-        print(interpolate(args.run_dir, args.out_dir, alpha=args.alpha, source=args.source,
-                          overwrite=args.overwrite))
-        return 0
-    return run_main(build_parser(), argv, call)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python -m orpheus.models`: list the registered models with their parameter counts.
+"""`orpheus models`: list the registered models (`orpheus.models.registry`) with their parameter counts.
 
 Each model is built for a stated input (a window of `--input-seconds` at `--sample-rate`: waveform
 samples, or log-mel frames of `--n-mels` bands at `--hop-length`, centred frames as the preprocessing
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Sequence
 
 from orpheus.cli import add_common_args, make_parser, run_main
@@ -19,9 +18,9 @@ from orpheus.errors import ConfigError
 
 
 EPILOG = """examples:
-  python -m orpheus.models
-  python -m orpheus.models --input-seconds 29.12 --sample-rate 12000 --hop-length 256 --n-tags 50
-  python -m orpheus.models --n-filters 32 --n-dense 1024
+  orpheus models
+  orpheus models --input-seconds 29.12 --sample-rate 12000 --hop-length 256 --n-tags 50
+  orpheus models --n-filters 32 --n-dense 1024
 """
 
 
@@ -105,7 +104,7 @@ def format_rows(rows: Sequence[ModelRow]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("python -m orpheus.models",
+    parser = make_parser("orpheus models",
                          "List the registered models with their parameter counts for a stated input.", EPILOG)
     parser.add_argument("--input-seconds", type=float, default=15.0, help="window length in seconds")
     parser.add_argument("--sample-rate", type=int, default=16000, help="audio sample rate in Hz")
@@ -132,6 +131,3 @@ def _list_models(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     return run_main(build_parser(), argv, _list_models)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
