@@ -1,5 +1,7 @@
-"""Writers of the miniature MSD's files in the real formats: the summary HDF5, the Last.fm tags database,
-`sid_mismatches.txt`, `msd_duplicates.txt` and the mp3 previews (`write_audio_job`, one per worker call).
+"""Writers of the MSD's files in the real formats: the summary HDF5 (`summary_tables`, `write_summary_h5`), the
+Last.fm tags database (`write_lastfm_db`), `sid_mismatches.txt`, `msd_duplicates.txt` and mp3 previews
+(`write_mp3`). The one writer of these formats: the miniature MSD (`write_summary`, `write_tags_db`,
+`write_audio_job`, one preview per worker call) and the tests' small inputs both write through them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from msd.miniature.msd_world import (
 from orpheus.files import atomic_path
 
 
-def _summary_dtypes() -> dict[str, np.dtype]:
+def summary_dtypes() -> dict[str, np.dtype]:
     """The compound dtypes of `metadata/songs`, `analysis/songs` and `musicbrainz/songs`."""
     text = "S256"
     metadata = [("analyzer_version", "S32"), ("artist_7digitalid", "<i4"), ("artist_familiarity", "<f8"),
@@ -53,9 +55,52 @@ def _summary_dtypes() -> dict[str, np.dtype]:
     return {"metadata": np.dtype(metadata), "analysis": np.dtype(analysis), "musicbrainz": np.dtype(musicbrainz)}
 
 
+def summary_tables(n_tracks: int) -> dict[str, np.ndarray]:
+    """The `songs` tables of groups metadata, analysis and musicbrainz, zeroed, with the real compound dtypes."""
+    return {group: np.zeros(n_tracks, dtype=dtype) for group, dtype in summary_dtypes().items()}
+
+
+def write_summary_h5(path: str | os.PathLike, tables: dict[str, np.ndarray]) -> None:
+    """Write `summary_tables` as `msd_summary_file.h5` does: GROUP/songs per group, atomically."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=False) as h5:
+            for group, table in tables.items():
+                h5.create_group(group, track_order=False).create_dataset("songs", data=table, track_times=False)
+
+
+LASTFM_SCHEMA = ("CREATE TABLE tids (tid TEXT); CREATE TABLE tags (tag TEXT);"
+                 "CREATE TABLE tid_tag (tid INT, tag INT, val FLOAT);")
+
+
+def write_lastfm_db(path: str | os.PathLike, tids: Sequence[str], tags: Sequence[str],
+                    pairs: Sequence[tuple[int, int, float]], *, tid_rowids: Sequence[int] | None = None,
+                    indexed: bool = True) -> None:
+    """The Last.fm tags database (`lastfm_tags.db`) with its real schema, atomically.
+
+    Args:
+        tids: track ids, given ROWIDs `tid_rowids` (default 1, 2, ...).
+        tags: tag names, given ROWIDs 1, 2, ... in order.
+        pairs: tid_tag rows, (tid ROWID, tag ROWID, val).
+        indexed: add the indexes on tid_tag's tid and tag columns.
+    """
+    with atomic_path(path) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.executescript(LASTFM_SCHEMA)
+            rowids = tid_rowids or range(1, len(tids) + 1)
+            con.executemany("INSERT INTO tids (ROWID, tid) VALUES (?, ?)", list(zip(rowids, tids)))
+            con.executemany("INSERT INTO tags (ROWID, tag) VALUES (?, ?)", list(enumerate(tags, start=1)))
+            con.executemany("INSERT INTO tid_tag (tid, tag, val) VALUES (?, ?, ?)", pairs)
+            if indexed:
+                con.execute("CREATE INDEX idx_tid_tag_tid ON tid_tag (tid)")
+                con.execute("CREATE INDEX idx_tid_tag_tag ON tid_tag (tag)")
+            con.commit()
+        finally:
+            con.close()
+
+
 def write_summary(path: Path, rows: Sequence[Row], artists: Sequence[dict], rng: np.random.Generator) -> None:
-    dtypes = _summary_dtypes()
-    tables = {group: np.zeros(len(rows), dtype=dtype) for group, dtype in dtypes.items()}
+    tables = summary_tables(len(rows))
     meta, ana, mb = tables["metadata"], tables["analysis"], tables["musicbrainz"]
     for i, row in enumerate(rows):
         artist = artists[row.artist]
@@ -78,35 +123,19 @@ def write_summary(path: Path, rows: Sequence[Row], artists: Sequence[dict], rng:
         ana[i]["time_signature"], ana[i]["time_signature_confidence"] = 4, rng.random()
         ana[i]["track_id"] = row.track_id
         mb[i] = (0, row.year)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False) as h5:
-            for group, table in tables.items():
-                h5.create_group(group, track_order=False).create_dataset("songs", data=table, track_times=False)
+    write_summary_h5(path, tables)
 
 
 def write_tags_db(path: Path, rows: Sequence[Row], rng: np.random.Generator) -> None:
     tagged = [rows[int(i)] for i in rng.permutation(len(rows)) if rows[int(i)].tagged and rows[int(i)].in_summary]
-    with atomic_path(path) as tmp:
-        con = sqlite3.connect(tmp)
-        try:
-            con.executescript("CREATE TABLE tids (tid TEXT); CREATE TABLE tags (tag TEXT);"
-                              "CREATE TABLE tid_tag (tid INT, tag INT, val FLOAT);")
-            tag_ids: dict[str, int] = {}
-            pairs = []
-            for tid_rowid, row in enumerate(tagged, start=1):
-                for tag, val in raw_tags(rng, row):
-                    if tag not in tag_ids:
-                        tag_ids[tag] = len(tag_ids) + 1
-                    pairs.append((tid_rowid, tag_ids[tag], val))
-            con.executemany("INSERT INTO tids (ROWID, tid) VALUES (?, ?)",
-                            [(i, r.track_id) for i, r in enumerate(tagged, start=1)])
-            con.executemany("INSERT INTO tags (ROWID, tag) VALUES (?, ?)", [(i, t) for t, i in tag_ids.items()])
-            con.executemany("INSERT INTO tid_tag (tid, tag, val) VALUES (?, ?, ?)", pairs)
-            con.execute("CREATE INDEX idx_tid_tag_tid ON tid_tag (tid)")
-            con.execute("CREATE INDEX idx_tid_tag_tag ON tid_tag (tag)")
-            con.commit()
-        finally:
-            con.close()
+    tag_ids: dict[str, int] = {}
+    pairs = []
+    for tid_rowid, row in enumerate(tagged, start=1):
+        for tag, val in raw_tags(rng, row):
+            if tag not in tag_ids:
+                tag_ids[tag] = len(tag_ids) + 1
+            pairs.append((tid_rowid, tag_ids[tag], val))
+    write_lastfm_db(path, [r.track_id for r in tagged], list(tag_ids), pairs)
 
 
 def mismatch_text(mismatches: Sequence[tuple[Row, str, str]], artists: Sequence[dict]) -> str:
@@ -126,16 +155,18 @@ def duplicates_text(groups: Sequence[list[Row]], artists: Sequence[dict], seed: 
     return "\n".join(lines) + "\n"
 
 
-def write_mp3(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, quality: float = 0.9) -> int:
+def write_mp3(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, quality: float | None = 0.9) -> int:
     """Encode float32 [n_samples, n_channels] audio in [-1, 1] as a VBR mp3, atomically.
 
     Args:
-        quality: libsndfile's compression level for VBR, 0 (best, largest) .. 1 (smallest, fastest).
+        quality: libsndfile's compression level for VBR, 0 (best, largest) .. 1 (smallest, fastest); None:
+            libsndfile's default encoding.
     Returns:
         the file size in bytes.
     """
     buffer = io.BytesIO()
-    sf.write(buffer, audio, sample_rate, format="MP3", bitrate_mode="VARIABLE", compression_level=quality)
+    encoding = {} if quality is None else {"bitrate_mode": "VARIABLE", "compression_level": quality}
+    sf.write(buffer, audio, sample_rate, format="MP3", **encoding)
     data = buffer.getvalue()
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
