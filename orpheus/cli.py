@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+from orpheus import __version__
 from orpheus.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PARTIAL, OrpheusError, Tally
 from orpheus.files import output_write_error
 
@@ -298,13 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"subcommands:\n{listing}", FRONT_DOOR_EPILOG)
     parser.add_argument("command", metavar="SUBCOMMAND", choices=sorted(COMMANDS), help="what to run (above)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments (orpheus SUBCOMMAND --help)")
-    parser.add_argument("--version", action="version", version=f"orpheus {_version()}")
+    parser.add_argument("--version", action="version", version=f"orpheus {__version__}")
     return parser
-
-
-def _version() -> str:
-    from orpheus import __version__
-    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

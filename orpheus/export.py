@@ -25,10 +25,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from orpheus.audio.features import PRESETS
+from orpheus.audio.windows import EPSILON
 from orpheus.errors import ConfigError, MissingDependencyError
 from orpheus.files import atomic_dir, check_output, write_json_atomic, write_text_atomic
 from orpheus.formats.rundir import load_model, read_run_info
 from orpheus.models.pretrained import resolve_model
+from orpheus.tagging.backends import compiled_model, openvino_model
 from orpheus.ownership import FolderKind, file_with
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,6 @@ EXTRAS = {"onnx": "tf2onnx (pip install orpheus-tagger[export])", "openvino": "o
 
 def feature_description(info) -> dict[str, Any]:
     """Everything needed to turn audio into the model's input windows, from a RunInfo."""
-    from orpheus.audio.features import PRESETS
     description: dict[str, Any] = {
         "format": info.features.format,
         "sample_rate": info.features.sample_rate,
@@ -74,7 +76,6 @@ def feature_description(info) -> dict[str, Any]:
         "cutting": "windows start every hop_frames; one more window aligned to the end of the track; a "
                    "track shorter than one window is zero-padded to one window",
     }
-    from orpheus.audio.windows import EPSILON
     description["normalise"] = {
         "method": info.normalise,
         "formula": {"per_example": f"each window: (x - mean(x)) / (std(x) + {EPSILON}) over all its values",
@@ -107,7 +108,6 @@ def export_model(run_dir: str | Path, out: str | Path, fmt: str, *, overwrite: b
 
 
 def _concrete(model, window_frames: int | None = None):
-    from orpheus.tagging.backends import compiled_model
     return compiled_model(model, len(model.input_shape), window_frames).get_concrete_function()
 
 
@@ -145,7 +145,6 @@ def write_openvino(model, path: Path, info) -> None:
         import openvino as ov
     except ImportError as err:
         raise MissingDependencyError(f"--format openvino needs {EXTRAS['openvino']}") from err
-    from orpheus.tagging.backends import openvino_model
     ov.save_model(openvino_model(_concrete(model), len(model.outputs)), str(path), compress_to_fp16=False)
 
 

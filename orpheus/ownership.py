@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from orpheus import __version__
 from orpheus.errors import OutputExistsError
 
 MARKER = ".orpheus-output.json"
@@ -263,7 +264,6 @@ def has_software_field(path: Path) -> bool:
 
 def software_name() -> str:
     """The "Software" field Orpheus writes into its PNG and WAV files."""
-    from orpheus import __version__
     return f"{SOFTWARE_PREFIX} {__version__}"
 
 

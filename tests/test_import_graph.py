@@ -1,13 +1,29 @@
-"""The import graph of `orpheus/`, read from the source with `ast` (imports inside functions included): no cycles."""
+"""The import graph of `orpheus/`, read from the source with `ast` (imports inside functions included): no cycles,
+and an import inside a function only at the boundaries declared here (and in docs/architecture.md), each of which
+keeps TensorFlow out of a light path."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "orpheus"
+
+# (importer, imported): why the import waits inside a function. Each imported module loads Keras or TensorFlow.
+BOUNDARIES = {
+    ("orpheus", "orpheus.api"): "`import orpheus` stays cheap: the Python API loads on first use of orpheus.tag",
+    ("orpheus.commands.models", "orpheus.models.registry"): "`orpheus models --help` builds no model",
+    ("orpheus.commands.predict_and_test", "orpheus.evaluate"): "`orpheus predict` (OpenVINO) never loads TensorFlow",
+    ("orpheus.formats.rundir", "orpheus.models.layers"): "reading run.json needs no Keras; loading model.keras does",
+    ("orpheus.models.pretrained", "orpheus.models.musicnn"): "finding a cached pretrained model needs no Keras",
+}
+# Modules that tagging with OpenVINO, the API and the decoding workers import: never TensorFlow or Keras.
+LIGHT = ("orpheus", "orpheus.api", "orpheus.cli", "orpheus.commands.predict_and_test", "orpheus.tagging.predict",
+         "orpheus.tagging.inputs", "orpheus.tagging.library", "orpheus.models.pretrained", "orpheus.formats.dataset",
+         "orpheus.formats.tfrecord", "orpheus.export", "tfrecords.preprocessing")
 
 
 def module_name(path: Path) -> str:
@@ -43,6 +59,21 @@ def imported_modules(path: Path, name: str, modules: dict[str, Path]) -> set[str
             if prefix in modules and prefix != name and not name.startswith(prefix + "."):
                 edges.add(prefix)
     return edges
+
+
+def function_level_imports() -> set[tuple[str, str]]:
+    """(importer, imported module) for every import of the package made inside a function."""
+    modules = package_modules()
+    found = set()
+    for name, path in modules.items():
+        for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    targets = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                        [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module or ""
+                         for a in node.names] if isinstance(node, ast.ImportFrom) else []
+                    found.update((name, t) for t in targets if t.split(".")[0] == PACKAGE)
+    return found
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -105,3 +136,14 @@ def test_orpheus_has_no_import_cycle():
     assert len(graph) > 30 and graph["orpheus.cli"]          # the package was read
     found = cycles(graph)
     assert not found, "import cycles in orpheus/: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_imports_inside_functions_are_the_declared_boundaries():
+    assert function_level_imports() == set(BOUNDARIES)
+
+
+def test_light_modules_load_no_tensorflow():
+    code = (f"import importlib, sys; [importlib.import_module(m) for m in {LIGHT!r}]; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

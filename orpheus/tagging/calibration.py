@@ -21,6 +21,7 @@ from typing import Iterable
 import numpy as np
 
 from orpheus.audio.features import compute_features
+from orpheus.audio.windows import cut_windows, normalise_windows_np
 from orpheus.formats.rundir import RunInfo
 
 CLIP_S = 10.0  # seconds per generated clip: three 3 s windows and one aligned to the end
@@ -119,7 +120,6 @@ def calibration_windows(info: RunInfo, seeds: Iterable[int], window_frames: int 
     Returns:
         (windows float32 [n_windows, window_frames(, n_bins)], clip int64 [n_windows]: which seed's clip).
     """
-    from orpheus.audio.windows import cut_windows, normalise_windows_np
     cuts, owners = [], []
     for i, seed in enumerate(seeds):
         features = compute_features(calibration_audio(seed, info.features.sample_rate), info.features)

@@ -41,6 +41,9 @@ import numpy as np
 
 from orpheus import cpu
 from orpheus.files import publish_dir, write_json_atomic
+from orpheus.tagging import quantize
+from orpheus.tagging.calibration import calibration_windows
+from orpheus.tagging.quantize import quantize_front_end, single_channel_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,6 @@ def _precision(arithmetic: str) -> str:
 def candidate_model(model, arithmetic: str, calibration: np.ndarray | None):
     """`model` (static shape) as `arithmetic` runs it (int8: quantized on the `calibration` windows)."""
     if arithmetic.startswith("int8"):
-        from orpheus.tagging.quantize import quantize_front_end
         return quantize_front_end(model, calibration)
     return model
 
@@ -152,8 +154,6 @@ def choose(model, info, window_frames: int, candidates: tuple[str, ...] | None =
     """
     import openvino as ov
 
-    from orpheus.tagging.calibration import calibration_windows
-    from orpheus.tagging.quantize import single_channel_convolutions
     static = with_static_window(model, window_frames)
     quantizable = bool(single_channel_convolutions(static))
     candidates = [c for c in (available_candidates() if candidates is None else candidates)
@@ -190,7 +190,6 @@ def choice_dir(cache_root: Path, model_key: str, window_frames: int) -> Path:
     chooses again."""
     import openvino as ov
 
-    from orpheus.tagging import quantize
     name, flags = cpu_info()
     recipe = [list(CALIBRATION_SEEDS), list(CHECK_SEEDS), CHECK_BOUND, quantize.GROUP, quantize.GPTQ_DAMPING,
               quantize.HESSIAN_STRIDE]

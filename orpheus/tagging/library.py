@@ -36,9 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
+from orpheus import __version__
+from orpheus.api import Tagger
 from orpheus.errors import OrpheusError, Tally
 from orpheus.files import check_output
 from orpheus.ownership import FileKind
+from orpheus.tagging.file_tags import writer as tag_writer
+from orpheus.tagging.file_tags.writer import SKIPPED
+from orpheus.tagging.outputs import ranked_tags
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +142,7 @@ class ResultsLog:
         if self.dropped_lines:
             log.warning("%s: ignored %d malformed lines", self.path, self.dropped_lines)
         if good_end == 0:
-            from orpheus import __version__
-            self._write({RESULTS_LOG_HEADER: RESULTS_LOG_FORMAT, "written_by": f"orpheus {__version__}"})
+                self._write({RESULTS_LOG_HEADER: RESULTS_LOG_FORMAT, "written_by": f"orpheus {__version__}"})
 
     def _index(self, record: dict[str, Any]) -> None:
         settings = sys.intern(_canonical(record.get("settings")))
@@ -261,7 +265,6 @@ class LibrarySummary:
 
     def tally(self, total: int) -> Tally:
         """The exit status's counts: files that failed, and files whose tags could not be written."""
-        from orpheus.tagging.file_tags.writer import SKIPPED
         return Tally(total, failed=self.failed, skipped=sum(o.status == SKIPPED for o in self.outcomes))
 
 
@@ -272,7 +275,6 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
     `report` (default stdout) gets one line per file whose tags were written, would be written or were
     skipped. `tag_kwargs` go to `orpheus.tagging.tagger.Tagger.tag_files` (e.g. stream_threshold_s).
     """
-    from orpheus.tagging.file_tags import writer as tag_writer
     report = report or sys.stdout
     identity = tagger.identity
     model_label = f"{identity.label}; {options.selection_label()}"
@@ -354,7 +356,6 @@ def _tag(tagger, files: list[str], *, quiet: bool, **tag_kwargs) -> Iterator:
 
 
 def _record(result, tagger, identity, settings: dict[str, Any], options: LibraryOptions) -> dict[str, Any]:
-    from orpheus.tagging.outputs import ranked_tags
     tags = {} if result.error is not None else dict(
         ranked_tags(tagger.tag_names, result.scores, threshold=options.threshold, top=options.top))
     return {"path": os.path.abspath(result.file), "size": None, "mtime_ns": None, "model": identity.to_json(),
@@ -368,7 +369,6 @@ def run_predict_library(files: Sequence[str | os.PathLike], options: LibraryOpti
     """`predict --output` / `--write-tags`: load the model, run the library; returns what was done
     (a failed file, or a file whose tags could not be written, counts as not done). A long run: TensorFlow's freed
     batch memory goes back to the OS at once (`free_memory`)."""
-    from orpheus.api import Tagger
     tagger = Tagger(None if run_dir is not None else model, run_dir=run_dir, window_s=window_s, hop_s=hop_s,
                     aggregate=aggregate, batch_size=batch_size, jobs=jobs, precision=precision, free_memory=True)
     options.settings = {"window_s": window_s, "hop_s": hop_s, "aggregate": aggregate}

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from orpheus.ownership import FileKind, has_software_field
+from orpheus.files import atomic_path
+from orpheus.ownership import FileKind, has_software_field, software_name
 
 TAGGRAM = FileKind("taggram", has_software_field)   # a PNG whose "Software" field names Orpheus
 
@@ -46,8 +47,6 @@ def plot_taggram(path: str | Path, result, tags: Sequence[str], window_s: float)
     matplotlib.use("Agg")  # files only, never a display
     import matplotlib.pyplot as plt
 
-    from orpheus.files import atomic_path
-    from orpheus.ownership import software_name
     probs = result.window_scores
     fig = plt.figure(figsize=(max(6.0, 0.25 * probs.shape[0] + 3), max(4.0, 0.18 * len(tags) + 1.5)))
     ax = fig.subplots()

@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from orpheus.audio.windows import normalise_windows_np
 from orpheus.errors import ConfigError, DataFormatError, OrpheusError
 from orpheus.audio.features import compute_features
 from orpheus.tagging.backends import PRECISIONS, make_backend
@@ -175,7 +176,6 @@ class Tagger:
         Returns:
             (probabilities float32 [n, n_tags], embeddings float32 [n, dim] or None).
         """
-        from orpheus.audio.windows import normalise_windows_np
         probs, embeds = [], []
         for start in range(0, windows.shape[0], self.batch_size):
             chunk = windows[start:start + self.batch_size]
@@ -193,7 +193,6 @@ class Tagger:
         if self._start is None:  # TensorFlow: run it now
             result = self.predict_windows(windows)
             return lambda: result
-        from orpheus.audio.windows import normalise_windows_np
         wait = self._start(np.asarray(normalise_windows_np(windows, self.info), np.float32))
 
         def outputs() -> tuple[np.ndarray, np.ndarray | None]:
