@@ -296,7 +296,7 @@ def test_a_conversion_that_keeps_no_track_is_an_error(capsys, tmp_path):
 
 
 def test_tag_stats_that_fails_leaves_no_folder(capsys, tmp_path):
-    from tests.msd_fixtures import write_lastfm_db
+    from tests.fixtures_msd import write_lastfm_db
     db = write_lastfm_db(tmp_path / "empty.db", ["TR1"], ["rock"], [])
     status, _, err = orpheus(capsys, "tag-stats", db, tmp_path / "stats", "--quiet")
     one_line_error(err, "tag-stats", db)

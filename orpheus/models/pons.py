@@ -5,7 +5,7 @@ temporal filters) or a waveform front end (sample-level convolutions), and a sha
 Written from the paper, Pons' reference code (jordipons/music-audio-tagging-at-scale-models,
 `models.py`) and urop2019's Keras port (`orpheus_model.py`); the layer configuration below follows them
 exactly, which gives, for n_filters=16, n_dense=500, 96 mels and 50 tags, 5,927,110 parameters for the
-log-mel model and 5,380,774 for the waveform model (tested in tests/test_models.py).
+log-mel model and 5,380,774 for the waveform model (tested in tests/models/test_models.py).
 
 Shapes omit the batch axis. Input "audio": float32 [n_frames, n_mels] log-mel (n_frames may be None;
 at least 8 frames) or float32 [n_samples] waveform in [-1, 1] (n_samples may be None; at least 19,680

@@ -19,7 +19,7 @@ from orpheus.formats.tfrecord import to_example
 from orpheus.audio.windows import window_starts
 from tests.fixtures_training import write_learnable_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def small_config(**data) -> Config:

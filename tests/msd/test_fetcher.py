@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from msd import fetcher
-from tests.msd_fixtures import noise, write_mp3
+from tests.fixtures_msd import noise, write_mp3
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ import soundfile as sf
 from msd.converters import mtt
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TAGS = ["female", "woman", "female vocal", "classical", "clasical", "rock", "guitar", "no vocals", "instrumental",
         "piano"]
 # clip_id -> (mp3_path, tags, fault)

@@ -5,7 +5,7 @@ import pytest
 
 from msd import wrangle
 from orpheus.errors import DataFormatError
-from tests.msd_fixtures import track_id, write_lastfm_db, write_summary_h5
+from tests.fixtures_msd import track_id, write_lastfm_db, write_summary_h5
 
 # track number -> 7digital id; 5 and 6 share one 7digital id (ambiguous)
 SEVEN = {i: 1000 + i for i in range(1, 14)}

@@ -20,7 +20,7 @@ import soundfile as sf
 from msd.converters import common, labels
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SHARED_CLIPS = Path("/work/shared/audio/clips")
 
 

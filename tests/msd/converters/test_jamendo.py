@@ -21,7 +21,7 @@ from msd.converters import jamendo
 from msd.miniature import music_synth, synthetic_jamendo
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OutputExistsError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
 # track number -> (artist, split part of split-0, tags, fault)
 TRACKS = {

@@ -19,7 +19,7 @@ import soundfile as sf
 from msd.converters import fma
 from orpheus.errors import DataFormatError, MissingInputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 GENRES = [(12, 0, "Rock", 12), (25, 12, "Punk", 12), (15, 0, "Electronic", 15), (181, 15, "Techno", 15),
           (21, 0, "Hip-Hop", 21), (5, 0, "Classical", 5)]
 # track_id -> (subset, split, genre_top, genres_all, artist_id, fault)

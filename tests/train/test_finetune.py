@@ -26,7 +26,7 @@ from orpheus.train.loop import train
 from tests.fixtures_disk import make_disk_full
 from tests.fixtures_training import write_learnable_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE = {"data": {"window_s": 0.5, "top_n_tags": None, "shuffle_buffer": 32},
           "model": {"name": "musicnn", "n_filters": 4, "n_dense": 8, "dropout": 0.1},
           "train": {"batch_size": 8, "learning_rate": 0.003, "seed": 3, "early_stopping_patience": 0}}

@@ -1,6 +1,6 @@
 """tfrecords/runners.py: the Apache Beam runner writes the pool's bytes, resumes, and the folder lock.
 
-The corpus and the pool's reference run come from tests/test_preprocessing.py (mp3s encoded with
+The corpus and the pool's reference run come from tests/tfrecords/test_preprocessing.py (mp3s encoded with
 soundfile, ultimate.csv, a clean_lastfm.db with the real schema).
 """
 
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
+from tests.tfrecords.test_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
                                      logmel_run)
 from tests.fixtures_disk import make_disk_full
 from tfrecords import shards
 from tfrecords import preprocessing as pp
 from tfrecords import runners
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
 
 

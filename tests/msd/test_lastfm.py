@@ -5,7 +5,7 @@ import pytest
 
 from msd.lastfm import LastFm
 from orpheus.errors import DataFormatError, MissingInputError
-from tests.msd_fixtures import write_lastfm_db
+from tests.fixtures_msd import write_lastfm_db
 
 TIDS = ["TRA", "TRB", "TRC", "TRD"]
 TAGS = ["rock", "pop", "jazz", "unused"]

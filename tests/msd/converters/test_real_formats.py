@@ -23,7 +23,7 @@ from msd import fetcher, wrangle
 from msd.converters import fma, jamendo, mtt
 from orpheus.errors import MissingInputError
 
-REAL_FORMATS = Path(__file__).resolve().parents[1].parent / "shared" / "real_formats"
+REAL_FORMATS = Path(__file__).resolve().parents[3].parent / "shared" / "real_formats"
 JAMENDO_SPLITS = ("train", "validation", "test")
 KNOWN_BAD_MTT = ("35644", "55753", "57881")
 

@@ -1,6 +1,6 @@
 """The musicnn and VGG-like builders: shapes, parameter counts, naming contract, pooling order, errors.
 
-Equality with the original checkpoints' graph is tested in tests/test_pretrained.py.
+Equality with the original checkpoints' graph is tested in tests/models/test_pretrained.py.
 """
 
 from __future__ import annotations

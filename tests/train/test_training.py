@@ -24,7 +24,7 @@ from orpheus.commands.train import main
 from orpheus.train.loop import train
 from tests.fixtures_training import write_learnable_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"data": {"window_s": 0.5, "top_n_tags": 3, "shuffle_buffer": 32},
         "model": {"name": "pons_log_mel", "n_filters": 1, "n_dense": 16, "dropout": 0.1},
         "train": {"batch_size": 8, "learning_rate": 0.003, "batch_norm_momentum": 0.8, "seed": 3,

@@ -145,7 +145,7 @@ def test_worker_side_imports_no_tensorflow():
     import sys
     code = "import sys, orpheus.tagging.tagger; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1])).stdout
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2])).stdout
     assert out.split() == ["False", "False"]
 
 

@@ -23,7 +23,7 @@ from orpheus.errors import AudioDeviceError
 from orpheus.tagging.tagger import Tagger
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000
 
 

@@ -23,9 +23,9 @@ from orpheus.cpu import has_bf16 as cpu_has_bf16
 from orpheus.train.precision import resolve_precision
 from orpheus.train.loop import train
 from tests.fixtures_training import write_learnable_shards
-from tests.test_training import TWO_REPLICAS
+from tests.train.test_training import TWO_REPLICAS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MUSICNN = {"data": {"window_s": 0.5, "top_n_tags": None, "shuffle_buffer": 32},
            "model": {"name": "musicnn", "n_filters": 4, "n_dense": 8, "dropout": 0.1},
            "train": {"batch_size": 8, "learning_rate": 0.003, "seed": 3, "early_stopping_patience": 0,

@@ -13,7 +13,7 @@ import pytest
 
 from msd import fetcher, lastfm_cleaning, silence, wrangle
 from msd.lastfm import LastFm
-from tests.msd_fixtures import noise, track_id, write_lastfm_db, write_mp3, write_summary_h5
+from tests.fixtures_msd import noise, track_id, write_lastfm_db, write_mp3, write_summary_h5
 
 # number -> (audio kind, raw tags)
 WORLD = {

@@ -6,7 +6,7 @@ import pytest
 from msd import lastfm_cleaning as lc
 from msd.lastfm import LastFm
 from orpheus.errors import DataFormatError
-from tests.msd_fixtures import write_lastfm_db
+from tests.fixtures_msd import write_lastfm_db
 
 SYNTHETIC_CLEAN = ["rock", "metal", "electronic", "dance", "jazz", "classical", "ambient", "hip hop", "folk", "pop",
                    "female", "male", "rap", "instrumental", "80s", "90s"]

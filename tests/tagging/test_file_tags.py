@@ -27,7 +27,7 @@ from tests.fixtures_tags import (ape_tag, every_frame, exiftool_json, exiftool_l
 FORMATS = ["mp3", "ogg", "opus", "flac", "wav"]
 UPDATE = TagUpdate(tags=("rock", "hard rock", "80s"), model="MSD_musicnn sha256:0123456789ab; top 3", genre="rock")
 JOINED = "rock; hard rock; 80s"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def decode_all(path: Path) -> np.ndarray:

@@ -24,7 +24,7 @@ from orpheus.tagging.library import LogBusyError, ResultsLog
 from tests.fixtures_audio import write_clip
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

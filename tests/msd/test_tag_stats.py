@@ -10,7 +10,7 @@ import pytest
 import sparse
 
 from msd import tag_stats
-from tests.msd_fixtures import write_lastfm_db
+from tests.fixtures_msd import write_lastfm_db
 
 TAGS = ["rock", "hip hop", "hiphop", "jazz", "unused", "pop"]  # ROWIDs 1..6; "unused" has no track
 

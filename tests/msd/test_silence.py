@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from msd import silence
-from tests.msd_fixtures import SAMPLE_RATE, noise, track_id, write_mp3
+from tests.fixtures_msd import SAMPLE_RATE, noise, track_id, write_mp3
 
 HOP_S = silence.HOP_LENGTH / SAMPLE_RATE
 FRAME_S = silence.FRAME_LENGTH / SAMPLE_RATE

@@ -14,7 +14,7 @@ import soundfile as sf
 from msd.miniature import arrangements as arr
 from msd.miniature import rendered
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.skipif(shutil.which("fluidsynth") is None or not rendered.SOUNDFONTS["timgm6mb"].is_file(),
                                 reason="needs the fluidsynth command and timgm6mb-soundfont (Makefile APT_PACKAGES)")
 LENGTH_S = 4.0

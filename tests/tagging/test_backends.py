@@ -18,7 +18,7 @@ from orpheus.tagging import tagger as tagging
 from orpheus.errors import ConfigError, DataFormatError
 from tests.fixtures_tagging import tiny_run_dir  # noqa: F401  (fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
