@@ -101,8 +101,8 @@ def prepare(work: Path, name: str, clip_count: int, extra: list, split: list, jo
     if not (shard_dir / "dataset.json").is_file():
         step(f"preprocess {name}", module(
             "tfrecords.preprocessing", "log-mel-spectrogram", shard_dir, "--csv-path", clean / "ultimate.csv",
-            "--tag-path", clean / "clean_tags.db", "--root-dir", corpus, "--preset", "musicnn", "--sr", "16000",
-            "--mels", "96", "--split-file", clean / "split.csv", "--num-files", "4", "--min-length-s", "5",
+            "--tag-path", clean / "clean_tags.db", "--root-dir", corpus, "--preset", "musicnn", "--sample-rate", "16000",
+            "--n-mels", "96", "--split-file", clean / "split.csv", "--num-files", "4", "--min-length-s", "5",
             "--jobs", jobs, "--quiet"))
     return shard_dir
 

@@ -20,8 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-# the file format's checks live in the core, shared with the preprocessing stage; re-exported here
-from orpheus.formats.tagdb import SCHEMA, SQLITE_MAGIC, check_schema, check_sqlite, connect_readonly  # noqa: F401
+from orpheus.formats.tagdb import connect_readonly
 
 
 class LastFm:

@@ -190,10 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv-path", required=True, help="ultimate.csv from the cleaning stage")
     parser.add_argument("--tag-path", required=True, help="clean_lastfm.db from the cleaning stage")
     parser.add_argument("--root-dir", required=True, help="folder the mp3_path column is relative to")
-    # --sr and --mels: the names of the first releases, still accepted
-    parser.add_argument("--sample-rate", "--sr", dest="sample_rate", type=int, default=16000,
+    parser.add_argument("--sample-rate", dest="sample_rate", type=int, default=16000,
                         help="sample rate of the decoded audio, Hz")
-    parser.add_argument("--n-mels", "--mels", dest="n_mels", type=int, default=96,
+    parser.add_argument("--n-mels", dest="n_mels", type=int, default=96,
                         help="mel bands (log-mel, and under the MFCC)")
     parser.add_argument("--preset", choices=tuple(audio_features.PRESETS), default="db",
                         help="log-mel recipe: db = power_to_db, n_fft 2048, hop 512; musicnn = log10(10000x+1), "

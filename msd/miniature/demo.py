@@ -216,7 +216,7 @@ def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: 
     return [
         Stage("preprocessing: log-mel TFRecord shards", module_command(
             "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", corpus.csv,
-            "--tag-path", corpus.tags, "--root-dir", corpus.audio_root, "--sr", "16000", "--mels", "96",
+            "--tag-path", corpus.tags, "--root-dir", corpus.audio_root, "--sample-rate", "16000", "--n-mels", "96",
             "--num-files", "10", *corpus.features, *corpus.split_args, "--jobs", str(jobs)), p.shards / "dataset.json"),
         Stage("training", module_command(
             "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", corpus.config,

@@ -135,7 +135,7 @@ def test_a_second_run_into_the_same_folder_is_refused_in_one_line(corpus, tmp_pa
 def _start_run(out_dir, inputs):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.Popen([sys.executable, str(REPO / "tfrecords" / "preprocessing.py"), "log-mel-spectrogram",
-                             str(out_dir), *inputs, "--sr", str(RATE), "--num-files", "4", "--jobs", "1", "--quiet",
+                             str(out_dir), *inputs, "--sample-rate", str(RATE), "--num-files", "4", "--jobs", "1", "--quiet",
                              "--split", *SPLIT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
