@@ -6,10 +6,10 @@
                              [--bf16 auto|yes|no] [--parallel 2]
 
 One run, the real commands end to end:
-1. render the training corpus (`msd.rendered`, seed 0, main pool, TimGM6mb) and a held-out corpus of other
+1. render the training corpus (`msd.miniature.rendered`, seed 0, main pool, TimGM6mb) and a held-out corpus of other
    pieces (seed 1, heldout pool, the other SoundFont: MuseScore General; 10 s clips by default, as the
    MuseScore SoundFont renders slowly), both resumable;
-2. `msd.labels` -> ultimate.csv, clean_tags.db, split.csv (training corpus: 90/10 train/valid by piece;
+2. `msd.converters.labels` -> ultimate.csv, clean_tags.db, split.csv (training corpus: 90/10 train/valid by piece;
    held-out: all test), then `tfrecords.preprocessing` with the musicnn preset (16 kHz, 96 mels);
 3. train the models on the same shards with the same budget of process CPU time each (the training
    processes' user + system seconds, startup included; the machine is shared, so wall time is longer),
@@ -50,7 +50,7 @@ MTT_INSTRUMENTS = ("piano", "harpsichord", "guitar", "violin", "cello", "strings
                    "synth", "choir", "drums")
 REVIEW_TAGS = ("drums", "guitar", "piano", "strings", "synth", "choir", "flute", "harp")
 EXTERNAL_DIR = ROOT.parent / "shared" / "audio"
-# General MIDI program names (as the external labels.csv spells them) -> the tag, as `msd.rendered`'s families
+# General MIDI program names (as the external labels.csv spells them) -> the tag, as `msd.miniature.rendered`'s families
 # use the programs (arrangements.FAMILIES); a "Guitar" anywhere in the name is a guitar, "Lead"/"Pad" a synth.
 GM_TAGS = {
     "drums": ("Drums",),
@@ -94,9 +94,9 @@ def module(name: str, *args) -> list:
 def prepare(work: Path, name: str, clip_count: int, extra: list, split: list, jobs: int) -> Path:
     """Render, convert and preprocess one corpus; returns its shard folder."""
     corpus, clean, shard_dir = work / f"{name}-corpus", work / f"{name}-clean", work / f"{name}-shards"
-    step(f"render {name}", module("msd.rendered", corpus, "--clips", clip_count, *extra, "--jobs", jobs, "--quiet"))
+    step(f"render {name}", module("msd.miniature.rendered", corpus, "--clips", clip_count, *extra, "--jobs", jobs, "--quiet"))
     if not (clean / "split.csv").is_file():
-        step(f"labels {name}", module("msd.labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus,
+        step(f"labels {name}", module("msd.converters.labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus,
                                       "--split", *split, "--quiet"))
     if not (shard_dir / "dataset.json").is_file():
         step(f"preprocess {name}", module(

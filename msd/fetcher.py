@@ -11,16 +11,10 @@ the file system is at fault, not the file) or `corrupt: ...` (the bytes cannot b
 Headers are logged as they are read, so an interrupted run resumes where it stopped.
 
 Example:
-    python msd/fetcher.py fetcher.csv --root-dir AUDIO_ROOT
+    orpheus fetcher fetcher.csv --root-dir AUDIO_ROOT
 """
 
 import os
-import sys
-
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
 
 import argparse
 import json
@@ -197,10 +191,10 @@ def run(output: str | Path, root_dir: str | Path, *, jobs: int = 1, overwrite: b
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "fetcher", "Scan an audio tree of <7digitalid>.clip.mp3 previews and write fetcher.csv.",
+        "orpheus fetcher", "Scan an audio tree of <7digitalid>.clip.mp3 previews and write fetcher.csv.",
         "examples:\n"
-        "  python msd/fetcher.py fetcher.csv --root-dir /data/msd/audio\n"
-        "  python -m msd.fetcher fetcher.csv --root-dir AUDIO_ROOT --jobs 2 --overwrite")
+        "  orpheus fetcher fetcher.csv --root-dir /data/msd/audio\n"
+        "  orpheus fetcher fetcher.csv --root-dir AUDIO_ROOT --jobs 2 --overwrite")
     parser.add_argument("output", help="fetcher.csv to write")
     parser.add_argument("--root-dir", required=True, help="root of the audio tree")
     add_common_args(parser, jobs=True, overwrite=True)
@@ -216,7 +210,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

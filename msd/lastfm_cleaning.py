@@ -23,15 +23,9 @@ ordered by popularity (distinct tracks, descending, ties by name) and only tags 
 `clean_tag, raw_tag, count` (pairs of that raw tag that went into the clean tag).
 
 Example:
-    python msd/lastfm_cleaning.py lastfm_tags.db clean_lastfm.db --val 0 --supp-txt-path msd/txt
+    orpheus lastfm-cleaning lastfm_tags.db clean_lastfm.db --val 0 --supp-txt-path msd/txt
 """
 
-import sys
-
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
 
 import argparse
 import itertools
@@ -328,10 +322,10 @@ def run(raw_db: str | Path, output: str | Path, *, val: float = 0.0, txt_dir: st
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "lastfm_cleaning", "Merge Last.fm raw tags into the clean vocabulary of msd/txt and write clean_lastfm.db.",
+        "orpheus lastfm-cleaning", "Merge Last.fm raw tags into the clean vocabulary of msd/txt and write clean_lastfm.db.",
         "examples:\n"
-        "  python msd/lastfm_cleaning.py lastfm_tags.db clean_lastfm.db\n"
-        "  python -m msd.lastfm_cleaning lastfm_tags.db clean_lastfm.db --val 10 --supp-txt-path my_lists/")
+        "  orpheus lastfm-cleaning lastfm_tags.db clean_lastfm.db\n"
+        "  orpheus lastfm-cleaning lastfm_tags.db clean_lastfm.db --val 10 --supp-txt-path my_lists/")
     parser.add_argument("input", help="raw Last.fm tags database (lastfm_tags.db)")
     parser.add_argument("output", help="clean database to write (clean_lastfm.db; <stem>.tags.csv beside it)")
     parser.add_argument("--val", type=float, default=0.0,
@@ -353,7 +347,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,16 +24,10 @@ logged to `.<output>.partial.jsonl` as it finishes, so rerunning an interrupted 
 where it stopped (the log is removed once the output is written).
 
 Example:
-    python msd/silence.py wrangle.csv ultimate.csv --root-dir AUDIO_ROOT --min-size 100000 \\
+    orpheus silence wrangle.csv ultimate.csv --root-dir AUDIO_ROOT --min-size 100000 \\
         --filter-trim-length 15 --filter-tot-silence 3 --filter-max-silence 1
 """
 
-import sys
-
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
 
 import argparse
 import json
@@ -258,12 +252,12 @@ def format_summary(kept: pd.DataFrame, dropped: pd.DataFrame, output: str | Path
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "silence", "Measure each track's silences (60 dB below its loudest frame) and drop unusable tracks.",
+        "orpheus silence", "Measure each track's silences (60 dB below its loudest frame) and drop unusable tracks.",
         "examples:\n"
-        "  python msd/silence.py wrangle.csv ultimate.csv --root-dir AUDIO_ROOT --min-size 100000 \\\n"
+        "  orpheus silence wrangle.csv ultimate.csv --root-dir AUDIO_ROOT --min-size 100000 \\\n"
         "         --filter-trim-length 15 --filter-tot-silence 3 --filter-max-silence 1\n"
-        "  python -m msd.silence wrangle.csv analysed.csv --root-dir AUDIO_ROOT          # analyse only\n"
-        "  python -m msd.silence analysed.csv ultimate.csv --root-dir AUDIO_ROOT --filter-trim-length 15"
+        "  orpheus silence wrangle.csv analysed.csv --root-dir AUDIO_ROOT          # analyse only\n"
+        "  orpheus silence analysed.csv ultimate.csv --root-dir AUDIO_ROOT --filter-trim-length 15"
         "   # refilter, no decoding")
     parser.add_argument("input", help="wrangle.csv (or an earlier output of this command: no re-decoding)")
     parser.add_argument("output", help="ultimate.csv to write (dropped rows go to <stem>.dropped.csv beside it)")
@@ -290,7 +284,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

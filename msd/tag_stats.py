@@ -24,16 +24,10 @@ The co-occurrence matrix is X^T X of the sparse track x tag incidence matrix X (
 over blocks of tag columns so the product never holds the pairs below `--min-count` all at once.
 
 Example:
-    python -m msd.tag_stats lastfm_tags.db stats/raw --top 40
-    python -m msd.tag_stats clean_lastfm.db stats/clean
+    orpheus tag-stats lastfm_tags.db stats/raw --top 40
+    orpheus tag-stats clean_lastfm.db stats/clean
 """
 
-import sys
-
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
 
 import argparse
 import itertools
@@ -277,11 +271,11 @@ def run(tag_db: str | Path, out_dir: str | Path, *, top: int = 40, n_pairs: int 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "tag_stats", "Tag co-occurrence of a Last.fm tags database (raw or clean): matrix, top pairs, "
+        "orpheus tag-stats", "Tag co-occurrence of a Last.fm tags database (raw or clean): matrix, top pairs, "
         "suggested merges and a clustered heat map.",
         "examples:\n"
-        "  python -m msd.tag_stats lastfm_tags.db stats/raw --top 40\n"
-        "  python -m msd.tag_stats clean_lastfm.db stats/clean --merge-threshold 0.9 --merge-min-count 50")
+        "  orpheus tag-stats lastfm_tags.db stats/raw --top 40\n"
+        "  orpheus tag-stats clean_lastfm.db stats/clean --merge-threshold 0.9 --merge-min-count 50")
     parser.add_argument("tag_db", help="Last.fm tags database (lastfm_tags.db or clean_lastfm.db)")
     parser.add_argument("out_dir", help="folder for tags.csv, cooccurrence.npz, pairs.csv, merges.csv, heatmap.png")
     parser.add_argument("--top", type=int, default=40, help="most frequent tags in the heat map")
@@ -310,7 +304,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

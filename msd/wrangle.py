@@ -23,16 +23,10 @@ Drop rules, applied in this order (a row is counted once, under the first rule i
 Everything is vectorised (numpy/pandas); the 1,000,000-row summary is read field by field with h5py.
 
 Example:
-    python msd/wrangle.py fetcher.csv wrangle.csv --path-h5 msd_summary_file.h5 --path-db lastfm_tags.db \\
+    orpheus wrangle fetcher.csv wrangle.csv --path-h5 msd_summary_file.h5 --path-db lastfm_tags.db \\
         --path-txt-mism sid_mismatches.txt --path-txt-dupl msd_duplicates.txt --discard-no-tag --discard-dupl
 """
 
-import sys
-
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
 
 import argparse
 import logging
@@ -293,11 +287,11 @@ def format_summary(result: WrangleResult, output: str | Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "wrangle", "Join fetcher.csv with the MSD summary; drop unusable, mismatched, untagged and duplicate tracks.",
+        "orpheus wrangle", "Join fetcher.csv with the MSD summary; drop unusable, mismatched, untagged and duplicate tracks.",
         "examples:\n"
-        "  python msd/wrangle.py fetcher.csv wrangle.csv --path-h5 msd_summary_file.h5 --path-db lastfm_tags.db \\\n"
+        "  orpheus wrangle fetcher.csv wrangle.csv --path-h5 msd_summary_file.h5 --path-db lastfm_tags.db \\\n"
         "         --path-txt-mism sid_mismatches.txt --path-txt-dupl msd_duplicates.txt --discard-no-tag --discard-dupl\n"
-        "  python -m msd.wrangle fetcher.csv wrangle.csv --path-h5 msd_summary_file.h5   # file rules and join only")
+        "  orpheus wrangle fetcher.csv wrangle.csv --path-h5 msd_summary_file.h5   # file rules and join only")
     parser.add_argument("input", help="fetcher.csv from msd/fetcher.py")
     parser.add_argument("output", help="wrangle.csv to write (dropped rows go to <stem>.dropped.csv beside it)")
     parser.add_argument("--path-h5", required=True, help="MSD summary file (msd_summary_file.h5)")
@@ -323,7 +317,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -278,6 +278,9 @@ COMMANDS: dict[str, Command] = {
     "labels": Command("msd.converters.labels", "convert your own labelled audio"),
     # miniature datasets and the demo
     "synthetic": Command("msd.miniature.synthetic_msd", "generate a miniature MSD in the real formats"),
+    "synthetic-mtt": Command("msd.miniature.synthetic_mtt", "generate a miniature MagnaTagATune"),
+    "synthetic-fma": Command("msd.miniature.synthetic_fma", "generate a miniature FMA"),
+    "synthetic-jamendo": Command("msd.miniature.synthetic_jamendo", "generate a miniature MTG-Jamendo"),
     "rendered": Command("msd.miniature.rendered", "render a miniature dataset from MIDI"),
     "demo": Command("msd.miniature.demo", "run every stage on a built-in miniature corpus"),
 }

@@ -41,11 +41,6 @@ preset 0.002, MFCC 0.125 (coefficient 0 reaches +-500), waveform 4.9e-4.
 
 import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
-
 import argparse
 import logging
 import shlex
@@ -54,7 +49,7 @@ from pathlib import Path
 from typing import Sequence
 
 from orpheus.audio import features as audio_features
-from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.cli import add_common_args, make_parser, run_command, run_main
 from orpheus.errors import ConfigError, OutputExistsError, OutputWriteError
 from orpheus.audio.settings import FORMATS
 from orpheus.files import mark
@@ -164,7 +159,7 @@ EPILOG = """examples:
       --tag-path clean_lastfm.db --root-dir /data/msd/audio
 
   # musicnn log-mel stored as float16, a published split
-  python -m tfrecords.preprocessing log-mel-spectrogram shards_mn/ --preset musicnn --dtype float16 \\
+  orpheus preprocess log-mel-spectrogram shards_mn/ --preset musicnn --dtype float16 \\
       --csv-path ultimate.csv --tag-path clean_lastfm.db --root-dir audio --split-file split.csv
 
   # one shard per array job (Slurm: --shard-index $SLURM_ARRAY_TASK_ID), 20 MFCCs
@@ -183,7 +178,7 @@ waveform <= 4.9e-4."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("preprocessing.py", "Decode, resample and compute features of the tracks of ultimate.csv "
+    parser = make_parser("orpheus preprocess", "Decode, resample and compute features of the tracks of ultimate.csv "
                          "and write them with their clean tags as sharded TFRecords + dataset.json.", EPILOG)
     parser.add_argument("format", choices=FORMATS, help="feature to store")
     parser.add_argument("out_dir", help="output folder of shards, dataset.json, skipped.csv")
@@ -260,5 +255,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_main(build_parser(), argv, lambda args: _main(args, argv))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # the design card's `python tfrecords/preprocessing.py`, which is `orpheus preprocess`
+    sys.exit(run_command("tfrecords.preprocessing", sys.argv[1:], "python tfrecords/preprocessing.py"))

@@ -8,7 +8,7 @@ Inputs (the official FMA release):
     fma_metadata/genres.csv   genre_id, #tracks, parent, title, top_level
     AUDIO_ROOT/<first 3 digits>/<6-digit id>.mp3   (fma_small, fma_medium, fma_large or fma_full)
 
-Outputs in OUT_DIR, the same as `msd.mtt`'s:
+Outputs in OUT_DIR, the same as `msd.converters.mtt`'s:
     ultimate.csv      one row per kept track: track_id (the FMA track id), artist_id (('artist', 'id')),
                       mp3_path, file_size (bytes), channels, sample_rate (Hz), clip_length (s), subset,
                       genre_top, artist_name, title
@@ -22,27 +22,21 @@ Subsets nest: "small" is in "medium", which is in "large" (`--subset medium` kee
 
 from __future__ import annotations
 
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import ast
+import logging
+from pathlib import Path
+from typing import Sequence
 
-    quiet_tensorflow()
+import pandas as pd
 
-import argparse  # noqa: E402
-import ast  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import pandas as pd  # noqa: E402
-
-from msd.converters.common import add_verify_arg  # noqa: E402
-from msd.converters.common import (AUDIO_COLUMNS, check_audio_files, check_outputs,  # noqa: E402
+from msd.converters.common import add_verify_arg
+from msd.converters.common import (AUDIO_COLUMNS, check_audio_files, check_outputs,
                                    conversion_result, rank_tags)
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import require_dir, require_file  # noqa: E402
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import DataFormatError
+from orpheus.files import require_dir, require_file
 
 log = logging.getLogger(__name__)
 
@@ -220,19 +214,19 @@ def _text(value: object) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.fma",
+        "orpheus fma",
         "Convert an FMA subset (fma_metadata/tracks.csv, genres.csv, audio <000>/<000002>.mp3) into the "
         "cleaning stage's outputs: OUT_DIR/ultimate.csv, clean_tags.db (genre titles), split.csv (the official "
         "split) and skipped.csv (missing, empty or corrupt audio).",
         "examples:\n"
         "  # fma_small, one tag per track (its top genre), official split\n"
-        "  python -m msd.fma fma_small_clean --metadata-dir ~/data/fma_metadata --root-dir ~/data/fma_small\n"
+        "  orpheus fma fma_small_clean --metadata-dir ~/data/fma_metadata --root-dir ~/data/fma_small\n"
         "  # fma_medium with every genre of each track (multi-label)\n"
-        "  python -m msd.fma fma_medium_clean --metadata-dir ~/data/fma_metadata --root-dir ~/data/fma_medium \\\n"
+        "  orpheus fma fma_medium_clean --metadata-dir ~/data/fma_metadata --root-dir ~/data/fma_medium \\\n"
         "      --subset medium --tags all\n"
         "  # a miniature copy to try it on\n"
-        "  python -m msd.miniature.synthetic_fma mini_fma --tracks 64 && \\\n"
-        "      python -m msd.fma mini_clean --metadata-dir mini_fma/fma_metadata --root-dir mini_fma/fma_large "
+        "  orpheus synthetic-fma mini_fma --tracks 64 && \\\n"
+        "      orpheus fma mini_clean --metadata-dir mini_fma/fma_metadata --root-dir mini_fma/fma_large "
         "--subset large")
     parser.add_argument("out_dir", help="output folder for ultimate.csv, clean_tags.db, split.csv, skipped.csv")
     parser.add_argument("--metadata-dir", required=True, help="fma_metadata folder with tracks.csv and genres.csv")
@@ -257,7 +251,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

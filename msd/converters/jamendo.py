@@ -16,7 +16,7 @@ Inputs (the `data/` folder of the mtg-jamendo-dataset repository, and its audio)
 Tags and tracks come from the split files: they are the benchmark's, and drop the few tags the subset file
 has that are not in all three splits.
 
-Outputs in OUT_DIR, the same as `msd.mtt`'s and `msd.fma`'s (see `msd.converters.common`):
+Outputs in OUT_DIR, the same as `msd.converters.mtt`'s and `msd.converters.fma`'s (see `msd.converters.common`):
     ultimate.csv      one row per kept track: track_id (`track_0000214`), artist_id (`artist_000014`), mp3_path
                       (PATH, or its `.low.mp3` name where that is the file found), file_size, channels, sample_rate, clip_length (s), album_id, duration (s, from
                       the metadata); with --excerpt-s also audio_start, audio_end (s): the middle excerpt that
@@ -31,28 +31,22 @@ Outputs in OUT_DIR, the same as `msd.mtt`'s and `msd.fma`'s (see `msd.converters
 
 from __future__ import annotations
 
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
 
-    quiet_tensorflow()
+import pandas as pd
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Mapping, Sequence  # noqa: E402
-
-import pandas as pd  # noqa: E402
-
-from msd.converters.common import add_verify_arg  # noqa: E402
-from msd.converters.common import (AUDIO_COLUMNS, check_audio_files, check_outputs,  # noqa: E402
+from msd.converters.common import add_verify_arg
+from msd.converters.common import (AUDIO_COLUMNS, check_audio_files, check_outputs,
                                    conversion_result, rank_tags, read_text_input)
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import DataFormatError, MissingInputError  # noqa: E402
-from orpheus.files import require_dir  # noqa: E402
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import DataFormatError, MissingInputError
+from orpheus.files import require_dir
 
 log = logging.getLogger(__name__)
 
@@ -303,22 +297,22 @@ def run(out_dir: str | Path, metadata_dir: str | Path, root_dir: str | Path, *, 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.jamendo",
+        "orpheus jamendo",
         "Convert an MTG-Jamendo subset with one of its official splits (the mtg-jamendo-dataset repository's "
         "data/ folder and the audio NN/ID.mp3) into the cleaning stage's outputs: OUT_DIR/ultimate.csv, "
         "clean_tags.db, split.csv and skipped.csv (missing, empty or corrupt audio, tracks in no split file).",
         "examples:\n"
         "  # the top-50 tags benchmark, official split 0, tags without their category (rock, piano, happy)\n"
-        "  python -m msd.jamendo jamendo_clean --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/jamendo \\\n"
+        "  orpheus jamendo jamendo_clean --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/jamendo \\\n"
         "      --subset top50tags --split 0 --excerpt-s 30\n"
         "  # mood/theme with the full tag names (mood/theme---happy)\n"
-        "  python -m msd.jamendo moods_clean --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/jamendo \\\n"
+        "  orpheus jamendo moods_clean --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/jamendo \\\n"
         "      --subset moodtheme --split 2 --tag-names full\n"
         "  # the low-quality download (NN/ID.low.mp3) is found as well, no flag needed\n"
-        "  python -m msd.jamendo jamendo_low --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/audio_low\n"
+        "  orpheus jamendo jamendo_low --metadata-dir mtg-jamendo-dataset/data --root-dir ~/data/audio_low\n"
         "  # a miniature copy to try it on\n"
-        "  python -m msd.miniature.synthetic_jamendo mini_jamendo --tracks 64 && \\\n"
-        "      python -m msd.jamendo mini_clean --metadata-dir mini_jamendo/data --root-dir mini_jamendo/audio")
+        "  orpheus synthetic-jamendo mini_jamendo --tracks 64 && \\\n"
+        "      orpheus jamendo mini_clean --metadata-dir mini_jamendo/data --root-dir mini_jamendo/audio")
     parser.add_argument("out_dir", help="output folder for ultimate.csv, clean_tags.db, split.csv, skipped.csv")
     parser.add_argument("--metadata-dir", required=True,
                         help="the repository's data/ folder (autotagging*.tsv and splits/split-N/)")
@@ -349,7 +343,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

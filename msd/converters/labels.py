@@ -11,7 +11,7 @@ Inputs, one of:
                           in ROOT or with another extension than mp3/ogg/opus/flac/wav are reported, hidden files
                           and folders (a leading dot) are ignored
 
-Outputs in OUT_DIR, the same as `msd.mtt`'s and `msd.fma`'s (see `msd.converters.common`):
+Outputs in OUT_DIR, the same as `msd.converters.mtt`'s and `msd.converters.fma`'s (see `msd.converters.common`):
     ultimate.csv           one row per kept track: track_id (the file's path below the root, or below its tag
                            folder), artist_id (a hash of the artist's name, '' without one), mp3_path
                            (relative to the root), file_size, channels, sample_rate, clip_length, artist
@@ -27,35 +27,28 @@ Outputs in OUT_DIR, the same as `msd.mtt`'s and `msd.fma`'s (see `msd.converters
 
 from __future__ import annotations
 
-import os
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import csv
+import io
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Sequence
 
-    quiet_tensorflow()
+import pandas as pd
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
-import logging  # noqa: E402
-from collections import Counter  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path, PurePosixPath  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import pandas as pd  # noqa: E402
-
-from msd.converters.common import add_verify_arg  # noqa: E402
-from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, artist_id_from_name,  # noqa: E402
+from msd.converters.common import add_verify_arg
+from msd.converters.common import (AUDIO_COLUMNS, SPLITS, TAG_DB, artist_id_from_name,
                                    check_audio_files, check_outputs, conversion_result, salted_sha1_split, rank_tags,
                                    read_text_input)
-from msd.drop_report import dropped_path  # noqa: E402
-from orpheus.audio.decode import AUDIO_EXTENSIONS  # noqa: E402
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import require_dir, walk_files, write_csv_atomic  # noqa: E402
-from orpheus.ownership import csv_kind  # noqa: E402
+from msd.drop_report import dropped_path
+from orpheus.audio.decode import AUDIO_EXTENSIONS
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import DataFormatError
+from orpheus.files import require_dir, walk_files, write_csv_atomic
+from orpheus.ownership import csv_kind
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +243,7 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
         name = f"tag folders in {root}"
     if not tracks and not skipped:
         raise DataFormatError(f"{labels if labels is not None else root}: no tracks found; see "
-                              "`python -m msd.labels --help` for the expected layout")
+                              "`orpheus labels --help` for the expected layout")
 
     first_row: dict[str, str] = {}
     candidates = []
@@ -312,15 +305,15 @@ def run(out_dir: str | Path, *, labels: str | Path | None = None, root_dir: str 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.labels",
+        "orpheus labels",
         "Convert your own labelled audio (a labels.csv with file,tags[,artist][,split], or one folder per tag) "
         "into the cleaning stage's outputs: OUT_DIR/ultimate.csv, clean_tags.db, split.csv, skipped.csv (tracks "
         "left out and why) and clean_tags.dropped.csv (tags left out by --min-count).",
         "examples:\n"
         "  # a CSV: file,tags,artist  e.g.  songs/a.mp3,\"rock; guitar\",Iron Trio\n"
-        "  python -m msd.labels my_clean --labels my_music/labels.csv --root-dir my_music --min-count 5\n"
+        "  orpheus labels my_clean --labels my_music/labels.csv --root-dir my_music --min-count 5\n"
         "  # one folder per tag: my_music/rock/a.mp3, my_music/guitar/a.mp3 (= one track, two tags)\n"
-        "  python -m msd.labels my_clean --from-folders my_music --split 70 15 15\n"
+        "  orpheus labels my_clean --from-folders my_music --split 70 15 15\n"
         "  # then shard it with its split\n"
         "  python tfrecords/preprocessing.py log-mel-spectrogram my_shards --csv-path my_clean/ultimate.csv \\\n"
         "      --tag-path my_clean/clean_tags.db --root-dir my_music --split-file my_clean/split.csv")
@@ -351,7 +344,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,29 +23,21 @@ The dataset-independent helpers (`check_audio`, `write_dataset_outputs`, ...) li
 
 from __future__ import annotations
 
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import logging
+from pathlib import Path
+from typing import Mapping, Sequence
 
-    quiet_tensorflow()
+import pandas as pd
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Mapping, Sequence  # noqa: E402
-
-import pandas as pd  # noqa: E402
-
-# The shared helpers stay importable from here (msd.converters.mtt.check_audio, ...) for older callers.
-from msd.converters.common import add_verify_arg  # noqa: E402
-from msd.converters.common import (AUDIO_COLUMNS, MASTER_CSV, OUTPUT_NAMES, PRESENT_VAL, SKIPPED_CSV,  # noqa: E402,F401
-                                   SPLIT_CSV, TAG_DB, TXT_DIR, VERIFY_MODES, AudioCheck, artist_id_from_name,
-                                   check_audio, check_audio_files, check_outputs, conversion_result, rank_tags,
-                                   read_list_txt, summarise, write_dataset_outputs, write_tag_db)
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import DataFormatError  # noqa: E402
-from orpheus.files import require_dir, require_file  # noqa: E402
+from msd.converters.common import add_verify_arg
+from msd.converters.common import (AUDIO_COLUMNS, TXT_DIR, artist_id_from_name,
+                                   check_audio_files, check_outputs, conversion_result, rank_tags,
+                                   read_list_txt)
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import DataFormatError
+from orpheus.files import require_dir, require_file
 
 log = logging.getLogger(__name__)
 
@@ -244,18 +236,18 @@ def run(out_dir: str | Path, root_dir: str | Path, *, annotations: str | Path | 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.mtt",
+        "orpheus mtt",
         "Convert MagnaTagATune (annotations_final.csv, clip_info_final.csv, audio folders 0..f) into the "
         "cleaning stage's outputs: OUT_DIR/ultimate.csv, clean_tags.db, split.csv (standard split by "
         "folder: 0-b train, c valid, d-f test) and skipped.csv.",
         "examples:\n"
         "  # the common setting of the literature: merged synonyms, top 50 tags\n"
-        "  python -m msd.mtt mtt_clean --root-dir ~/data/magnatagatune --merge-synonyms --top 50\n"
+        "  orpheus mtt mtt_clean --root-dir ~/data/magnatagatune --merge-synonyms --top 50\n"
         "  # then shard it with the standard split\n"
         "  python tfrecords/preprocessing.py log-mel-spectrogram mtt_shards --csv-path mtt_clean/ultimate.csv \\\n"
         "      --tag-path mtt_clean/clean_tags.db --root-dir ~/data/magnatagatune --split-file mtt_clean/split.csv\n"
         "  # a miniature copy to try it on\n"
-        "  python -m msd.miniature.synthetic_mtt mini_mtt --clips 64 && python -m msd.mtt mini_clean --root-dir mini_mtt")
+        "  orpheus synthetic-mtt mini_mtt --clips 64 && orpheus mtt mini_clean --root-dir mini_mtt")
     parser.add_argument("out_dir", help="output folder for ultimate.csv, clean_tags.db, split.csv, skipped.csv")
     parser.add_argument("--root-dir", required=True, help="MagnaTagATune root with the audio folders 0..f")
     parser.add_argument("--annotations", help="annotations_final.csv (default: ROOT/annotations_final.csv)")
@@ -281,7 +273,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The whole pipeline on a built-in synthetic corpus, from raw MSD-format files to tags.
 
-    python -m msd.demo [--dataset msd|mtt|fma|jamendo|rendered] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
+    orpheus demo [--dataset msd|mtt|fma|jamendo|rendered] [--workdir demo_work] [--tracks 300] [--loop fit|custom]
 
 Every stage runs for real, as the same command a user would type (so the demo also checks the
 documented commands): generate a miniature MSD in the real formats, clean it (fetcher -> wrangle ->
@@ -10,9 +10,9 @@ pretrained musicnn models. Finished stages are skipped on a rerun (their outputs
 files, written atomically), so an interrupted demo resumes.
 
 With `--dataset mtt`, `fma` or `jamendo` the corpus is a miniature MagnaTagATune, FMA or MTG-Jamendo in
-those datasets' real formats, cleaned by `msd.mtt` / `msd.fma` / `msd.jamendo` and split by the dataset's
-own split file. With `--dataset rendered` it is MIDI pieces rendered with FluidSynth (`msd.rendered`,
-instrument families as tags), converted by `msd.labels`, and the model is MTT_musicnn fine-tuned
+those datasets' real formats, cleaned by `orpheus mtt` / `fma` / `jamendo` and split by the dataset's
+own split file. With `--dataset rendered` it is MIDI pieces rendered with FluidSynth (`orpheus rendered`,
+instrument families as tags), converted by `orpheus labels`, and the model is MTT_musicnn fine-tuned
 (configs/finetune_musicnn.json).
 
 Outputs under WORKDIR: corpus/ (the generated raw files), clean/ (CSV + tag databases), shards/,
@@ -21,29 +21,23 @@ runs/demo/, report/ (metrics and plots), predictions/.
 
 from __future__ import annotations
 
+import argparse
+import csv
+import json
+import logging
+import shlex
+import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
-
-    quiet_tensorflow()
-
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Callable, Sequence  # noqa: E402
-
-from orpheus import cli  # noqa: E402
-from orpheus.data import data_file  # noqa: E402
-from orpheus.errors import EXIT_PARTIAL, OrpheusError  # noqa: E402
-from orpheus.files import mark  # noqa: E402
-from orpheus.ownership import FolderKind, claim  # noqa: E402
+from orpheus import cli
+from orpheus.data import data_file
+from orpheus.errors import EXIT_PARTIAL, OrpheusError
+from orpheus.files import mark
+from orpheus.ownership import FolderKind, claim
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +102,9 @@ class Corpus:
     config: Path = DEMO_CONFIG
 
 
-def module_command(module: str, *args: str | Path) -> list[str]:
-    """`python -m module args...` with this interpreter."""
-    return [sys.executable, "-m", module, *map(str, args)]
+def orpheus_command(name: str, *args: str | Path) -> list[str]:
+    """`orpheus NAME args...` with this interpreter (`python -m orpheus NAME ...`)."""
+    return [sys.executable, "-m", "orpheus", name, *map(str, args)]
 
 
 def msd_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
@@ -118,21 +112,21 @@ def msd_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
     jobs_args = ["--jobs", str(jobs)]
     audio = p.raw / "audio"
     stages = [
-        Stage("generate a miniature MSD", module_command(
-            "msd.synthetic", p.raw, "--tracks", tracks, "--seed", seed, *jobs_args), p.raw / "truth.csv"),
-        Stage("fetcher: scan the audio tree", module_command(
-            "msd.fetcher", p.clean / "fetcher.csv", "--root-dir", audio, *jobs_args), p.clean / "fetcher.csv"),
-        Stage("wrangle: join with the MSD summary", module_command(
-            "msd.wrangle", p.clean / "fetcher.csv", p.clean / "wrangle.csv",
+        Stage("generate a miniature MSD", orpheus_command(
+            "synthetic", p.raw, "--tracks", tracks, "--seed", seed, *jobs_args), p.raw / "truth.csv"),
+        Stage("fetcher: scan the audio tree", orpheus_command(
+            "fetcher", p.clean / "fetcher.csv", "--root-dir", audio, *jobs_args), p.clean / "fetcher.csv"),
+        Stage("wrangle: join with the MSD summary", orpheus_command(
+            "wrangle", p.clean / "fetcher.csv", p.clean / "wrangle.csv",
             "--path-h5", p.raw / "msd_summary_file.h5", "--path-db", p.raw / "lastfm_tags.db",
             "--path-txt-mism", p.raw / "sid_mismatches.txt", "--path-txt-dupl", p.raw / "msd_duplicates.txt",
             "--discard-no-tag", "--discard-dupl"), p.clean / "wrangle.csv"),
-        Stage("silence: drop too-silent and too-short tracks", module_command(
-            "msd.silence", p.clean / "wrangle.csv", p.clean / "ultimate.csv", "--root-dir", audio,
+        Stage("silence: drop too-silent and too-short tracks", orpheus_command(
+            "silence", p.clean / "wrangle.csv", p.clean / "ultimate.csv", "--root-dir", audio,
             "--min-size", "100000", "--filter-trim-length", "15", "--filter-tot-silence", "3",
             "--filter-max-silence", "1", *jobs_args), p.clean / "ultimate.csv"),
-        Stage("lastfm_cleaning: build the clean tag vocabulary", module_command(
-            "msd.lastfm_cleaning", p.raw / "lastfm_tags.db", p.clean / "clean_lastfm.db"),
+        Stage("lastfm_cleaning: build the clean tag vocabulary", orpheus_command(
+            "lastfm-cleaning", p.raw / "lastfm_tags.db", p.clean / "clean_lastfm.db"),
             p.clean / "clean_lastfm.db"),
     ]
     return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_lastfm.db", audio,
@@ -142,11 +136,11 @@ def msd_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
 def mtt_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
     """A miniature MagnaTagATune, synonyms merged, with the standard split by folder."""
     stages = [
-        Stage("generate a miniature MagnaTagATune", module_command(
-            "msd.miniature.synthetic_mtt", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs),
+        Stage("generate a miniature MagnaTagATune", orpheus_command(
+            "synthetic-mtt", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs),
             p.raw / "synthetic_manifest.json"),
-        Stage("msd.mtt: clean tags, merge synonyms, split by folder", module_command(
-            "msd.mtt", p.clean, "--root-dir", p.raw, "--merge-synonyms", "--top", "50", "--discard-no-tag",
+        Stage("mtt: clean tags, merge synonyms, split by folder", orpheus_command(
+            "mtt", p.clean, "--root-dir", p.raw, "--merge-synonyms", "--top", "50", "--discard-no-tag",
             "--jobs", jobs), p.clean / "skipped.csv"),
     ]
     return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw,
@@ -156,11 +150,11 @@ def mtt_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
 def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
     """A miniature FMA, all genres of each track as its tags, with the official split."""
     stages = [
-        Stage("generate a miniature FMA", module_command(
-            "msd.miniature.synthetic_fma", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
+        Stage("generate a miniature FMA", orpheus_command(
+            "synthetic-fma", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
             p.raw / "synthetic_manifest.json"),
-        Stage("msd.fma: genres as tags, official split", module_command(
-            "msd.fma", p.clean, "--metadata-dir", p.raw / "fma_metadata", "--root-dir", p.raw / "fma_large",
+        Stage("fma: genres as tags, official split", orpheus_command(
+            "fma", p.clean, "--metadata-dir", p.raw / "fma_metadata", "--root-dir", p.raw / "fma_large",
             "--subset", "large", "--tags", "all", "--jobs", jobs), p.clean / "skipped.csv"),
     ]
     return Corpus(stages, p.clean / "ultimate.csv", p.clean / "clean_tags.db", p.raw / "fma_large",
@@ -170,15 +164,15 @@ def fma_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
 def jamendo_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
     """A miniature MTG-Jamendo, the top-50 tags subset (without their categories), official split 0."""
     stages = [
-        Stage("generate a miniature MTG-Jamendo", module_command(
-            "msd.miniature.synthetic_jamendo", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
+        Stage("generate a miniature MTG-Jamendo", orpheus_command(
+            "synthetic-jamendo", p.raw, "--tracks", tracks, "--seed", seed, "--jobs", jobs),
             p.raw / "synthetic_manifest.json"),
-        Stage("msd.jamendo: top-50 tags, official split 0", module_command(
-            "msd.jamendo", p.clean, "--metadata-dir", p.raw / "data", "--root-dir", p.raw / "audio",
+        Stage("jamendo: top-50 tags, official split 0", orpheus_command(
+            "jamendo", p.clean, "--metadata-dir", p.raw / "data", "--root-dir", p.raw / "audio",
             "--subset", "top50tags", "--split", "0", "--jobs", jobs), p.clean / "skipped.csv"),
     ]
 
-    def truth() -> dict[str, list[str]]:  # the manifest's raw genre---rock names, as msd.jamendo names them
+    def truth() -> dict[str, list[str]]:  # the manifest's raw genre---rock names, as msd.converters.jamendo names them
         from msd.converters.jamendo import tag_names
         raw = truth_from_manifest(p.raw, "tags")
         names = tag_names(sorted({tag for tags in raw.values() for tag in tags}), "short")
@@ -189,13 +183,13 @@ def jamendo_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
 
 
 def rendered_corpus(p: DemoPaths, tracks: int, seed: int, jobs: int) -> Corpus:
-    """MIDI pieces rendered with FluidSynth, instrument families as tags (`msd.rendered` + `msd.labels`)."""
+    """MIDI pieces rendered with FluidSynth, instrument families as tags (`msd.miniature.rendered` + `msd.converters.labels`)."""
     labels = p.raw / "labels.csv"
     stages = [
-        Stage("render MIDI pieces with FluidSynth", module_command(
-            "msd.rendered", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs), labels),
-        Stage("msd.labels: labels.csv -> the cleaning stage's outputs", module_command(
-            "msd.labels", p.clean, "--labels", labels, "--root-dir", p.raw, "--split", "70", "10", "20"),
+        Stage("render MIDI pieces with FluidSynth", orpheus_command(
+            "rendered", p.raw, "--clips", tracks, "--seed", seed, "--jobs", jobs), labels),
+        Stage("labels: labels.csv -> the cleaning stage's outputs", orpheus_command(
+            "labels", p.clean, "--labels", labels, "--root-dir", p.raw, "--split", "70", "10", "20"),
             p.clean / "split.csv"),
     ]
 
@@ -214,15 +208,15 @@ def learning_stages(p: DemoPaths, corpus: Corpus, loop: str, epochs: int, seed: 
     """Shards, training and evaluation on the cleaned corpus."""
     train_args = ["--loop", loop, "--seed", str(seed), "--epochs", str(epochs)]
     return [
-        Stage("preprocessing: log-mel TFRecord shards", module_command(
-            "tfrecords.preprocessing", "log-mel-spectrogram", p.shards, "--csv-path", corpus.csv,
+        Stage("preprocessing: log-mel TFRecord shards", orpheus_command(
+            "preprocess", "log-mel-spectrogram", p.shards, "--csv-path", corpus.csv,
             "--tag-path", corpus.tags, "--root-dir", corpus.audio_root, "--sample-rate", "16000", "--n-mels", "96",
             "--num-files", "10", *corpus.features, *corpus.split_args, "--jobs", str(jobs)), p.shards / "dataset.json"),
-        Stage("training", module_command(
-            "orpheus.training", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", corpus.config,
+        Stage("training", orpheus_command(
+            "train", "log-mel-spectrogram", "--tfrecords-dir", p.shards, "--config", corpus.config,
             "--run-dir", p.run, *train_args), p.run / "model.keras"),
-        Stage("test_model.py test: evaluate on the test split", module_command(
-            "orpheus.test_model", "test", "--run-dir", p.run, "--tfrecords-dir", p.shards, "--split", "test",
+        Stage("test: evaluate on the test split", orpheus_command(
+            "test", "--run-dir", p.run, "--tfrecords-dir", p.shards, "--split", "test",
             "--out", p.report), p.report / "metrics.json"),
     ]
 
@@ -285,7 +279,7 @@ def test_tracks(p: DemoPaths, corpus: Corpus, n: int) -> list[tuple[str, Path]]:
 
 def predict(p: DemoPaths, model_args: list[str], label: str, files: list[Path],
             verbose: bool = False) -> dict[str, dict[str, float]]:
-    """Tag `files` with `test_model.py predict`; returns file -> {tag: probability}."""
+    """Tag `files` with `orpheus predict`; returns file -> {tag: probability}."""
     folder = p.predictions / "input"
     folder.mkdir(parents=True, exist_ok=True)
     for path in files:
@@ -294,7 +288,7 @@ def predict(p: DemoPaths, model_args: list[str], label: str, files: list[Path],
             link.symlink_to(path.resolve())
     out = p.predictions / f"{label}.json"
     if not out.exists():
-        argv = module_command("orpheus.test_model", "predict", *model_args, "--mp3", folder, "--format", "json",
+        argv = orpheus_command("predict", *model_args, "--mp3", folder, "--format", "json",
                               *log_flags(False, verbose))
         print("    $ " + shlex.join(argv), flush=True)
         result = subprocess.run(argv, capture_output=True, text=True)
@@ -329,7 +323,7 @@ def run(work: Path, tracks: int, seed: int, loop: str, epochs: int, jobs: int, p
         run_stage(stage, quiet, verbose)
 
     metrics = json.loads((p.report / "metrics.json").read_text(encoding="utf-8"))
-    print("==> test_model.py predict: tags for a few test tracks", flush=True)
+    print("==> predict: tags for a few test tracks", flush=True)
     truth = corpus.truth()
     chosen = test_tracks(p, corpus, N_PREDICT_TRACKS)
     models = [("trained", ["--run-dir", str(p.run)])]
@@ -383,14 +377,14 @@ def print_summary(p: DemoPaths, summary: dict) -> None:
 
 def build_parser():
     parser = cli.make_parser(
-        "python -m msd.demo",
+        "orpheus demo",
         "Run every Orpheus stage on a built-in synthetic MSD: generate, clean, preprocess, train, evaluate, tag.",
         "examples:\n"
-        "  python -m msd.demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
-        "  python -m msd.demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
-        "  python -m msd.demo --no-pretrained      # skip the musicnn comparison\n"
-        "  python -m msd.demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead\n"
-        "  python -m msd.demo --dataset rendered --tracks 100 --workdir demo_rendered   # FluidSynth renders,\n"
+        "  orpheus demo                       # ~300 tracks, about 10 minutes on 2 cores\n"
+        "  orpheus demo --tracks 120 --workdir /tmp/orpheus_demo --loop custom\n"
+        "  orpheus demo --no-pretrained      # skip the musicnn comparison\n"
+        "  orpheus demo --dataset mtt --workdir demo_mtt   # a miniature MagnaTagATune instead\n"
+        "  orpheus demo --dataset rendered --tracks 100 --workdir demo_rendered   # FluidSynth renders,\n"
         "                                           # instrument tags, fine-tuned from MTT_musicnn")
     parser.add_argument("--dataset", choices=sorted(CORPORA), default="msd",
                         help="which dataset's formats the generated corpus takes")
@@ -409,7 +403,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     return cli.run_main(parser, argv, lambda a: run(a.workdir, a.tracks, a.seed, a.loop, a.epochs, a.jobs,
                                                      a.pretrained, a.quiet, a.dataset, a.verbose) and 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """A corpus that sounds like music: MIDI pieces rendered with FluidSynth through General MIDI SoundFonts.
 
-    python -m msd.rendered OUT_DIR --clips N --seed S [--soundfont timgm6mb|musescore|FILE.sf2]
+    orpheus rendered OUT_DIR --clips N --seed S [--soundfont timgm6mb|musescore|FILE.sf2]
                            [--pool main|heldout] [--length-s 30] [--jobs J]
 
 Each clip is a work of the `music21` corpus or a song generated here (`msd.miniature.arrangements`),
@@ -10,7 +10,7 @@ a filter) into a 44.1 kHz stereo mp3.
 
 Outputs in OUT_DIR:
     audio/NNNNN.mp3  the clips (30 s by default)
-    labels.csv       file,tags,artist,style,soundfont: the input of `python -m msd.labels`. `tags` are the
+    labels.csv       file,tags,artist,style,soundfont: the input of `orpheus labels`. `tags` are the
                      instrument families (`arrangements.TAGS`, MagnaTagATune's names) that sound for at least
                      a quarter of the clip (violin and cello also count as strings), separated by `;`;
                      `artist` is the source piece, so a piece never sits in two splits
@@ -26,33 +26,27 @@ decides), so renders of other pieces with the other SoundFont make an honest hel
 
 from __future__ import annotations
 
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
-    quiet_tensorflow()
+import numpy as np
+import soundfile as sf
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-
-from msd.miniature.arrangements import (TAGS, Arrangement, corpus_arrangement, family_fractions,  # noqa: E402
+from msd.miniature.arrangements import (TAGS, Arrangement, corpus_arrangement, family_fractions,
                                         generated_song, stable_seed, write_midi)
-from msd.miniature import start_corpus  # noqa: E402
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError, MissingDependencyError, OutputExistsError  # noqa: E402
-from orpheus.files import atomic_path, write_csv_atomic, write_json_atomic  # noqa: E402
-from orpheus.parallel import parallel_map  # noqa: E402
+from msd.miniature import start_corpus
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import ConfigError, MissingDependencyError, OutputExistsError
+from orpheus.files import atomic_path, write_csv_atomic, write_json_atomic
+from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -310,16 +304,16 @@ def _read_settings(record: Path) -> dict | None:
 
 
 EPILOG = """examples:
-  python -m msd.rendered data/rendered --clips 300 --seed 0
-  python -m msd.rendered data/rendered-heldout --clips 100 --seed 1 --pool heldout --soundfont musescore
-  python -m msd.labels data/rendered-clean --labels data/rendered/labels.csv --root-dir data/rendered
+  orpheus rendered data/rendered --clips 300 --seed 0
+  orpheus rendered data/rendered-heldout --clips 100 --seed 1 --pool heldout --soundfont musescore
+  orpheus labels data/rendered-clean --labels data/rendered/labels.csv --root-dir data/rendered
 
 SoundFonts: timgm6mb (apt-get install timgm6mb-soundfont), musescore
 (apt-get install musescore-general-soundfont-small), or any .sf2/.sf3 file."""
 
 
 def build_parser():
-    parser = make_parser("python -m msd.rendered", "Render a labelled corpus of MIDI pieces with FluidSynth.", EPILOG)
+    parser = make_parser("orpheus rendered", "Render a labelled corpus of MIDI pieces with FluidSynth.", EPILOG)
     parser.add_argument("out_dir", type=Path, help="output folder (audio/, labels.csv, skipped.csv, render.json)")
     parser.add_argument("--clips", type=int, required=True, help="clips to render")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the corpus is a function of it")
@@ -339,7 +333,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(args.out_dir / "labels.csv")
         return 0
     return run_main(build_parser(), argv, call)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ Subsets nest as in FMA (small in medium in large); "small" holds only the 8 bala
 fma_small. Each artist has one main genre and all its tracks share a split (training 80%,
 validation 10%, test 10%), as FMA's official split keeps artists apart. A few large-only tracks mix
 two top-level genres and have no genre_top, as in FMA. Planted faults: one track with no mp3, one
-0-byte mp3, one corrupt mp3. The audio is rendered by `msd.music_synth` from the genres' recipes.
+0-byte mp3, one corrupt mp3. The audio is rendered by `msd.miniature.music_synth` from the genres' recipes.
 
 The metadata files are written last, tracks.csv the very last: a finished run is refused without
 --overwrite, an interrupted one (no tracks.csv) is resumed, keeping the mp3s already written.
@@ -24,29 +24,23 @@ The metadata files are written last, tracks.csv the very last: a finished run is
 
 from __future__ import annotations
 
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import hashlib
+import logging
+from pathlib import Path
+from typing import Sequence
 
-    quiet_tensorflow()
+import numpy as np
+import pandas as pd
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from msd.converters.fma import GENRES_CSV, TRACKS_CSV, audio_path  # noqa: E402
-from msd.miniature.synthetic_mtt import clip_seed, render_to_mp3, write_fault  # noqa: E402
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError  # noqa: E402
-from msd.miniature import start_corpus  # noqa: E402
-from orpheus.files import atomic_path, write_json_atomic  # noqa: E402
-from orpheus.parallel import parallel_map  # noqa: E402
+from msd.converters.fma import GENRES_CSV, TRACKS_CSV, audio_path
+from msd.miniature.synthetic_mtt import clip_seed, render_to_mp3, write_fault
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import ConfigError
+from msd.miniature import start_corpus
+from orpheus.files import atomic_path, write_json_atomic
+from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +245,13 @@ def eval_id_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.miniature.synthetic_fma",
+        "orpheus synthetic-fma",
         "Write a miniature FMA (fma_metadata/tracks.csv with the real two-level header, genres.csv, and "
         "fma_large/<000>/<000002>.mp3 44.1 kHz stereo previews rendered from the genres) with faults.",
         "examples:\n"
-        "  python -m msd.miniature.synthetic_fma mini_fma --tracks 64 --seed 0\n"
-        "  python -m msd.miniature.synthetic_fma mini_fma_short --tracks 32 --duration-s 5 --jobs 2\n"
-        "  python -m msd.fma mini_clean --metadata-dir mini_fma/fma_metadata --root-dir mini_fma/fma_large "
+        "  orpheus synthetic-fma mini_fma --tracks 64 --seed 0\n"
+        "  orpheus synthetic-fma mini_fma_short --tracks 32 --duration-s 5 --jobs 2\n"
+        "  orpheus fma mini_clean --metadata-dir mini_fma/fma_metadata --root-dir mini_fma/fma_large "
         "--subset medium --tags all")
     parser.add_argument("out_dir", help="output folder (holds fma_metadata/ and fma_large/)")
     parser.add_argument("--tracks", type=int, default=64, help="number of tracks (at least 12)")
@@ -278,7 +272,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

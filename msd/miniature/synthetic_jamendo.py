@@ -23,29 +23,23 @@ The metadata is written last, data/autotagging.tsv the very last: a finished run
 
 from __future__ import annotations
 
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import logging
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
 
-    quiet_tensorflow()
+import numpy as np
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-from collections import Counter  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from msd.converters.jamendo import HEADER, N_SPLITS, OFFICIAL_SPLITS, audio_path, split_file, subset_stem  # noqa: E402
-from msd.miniature.synthetic_mtt import clip_seed, recipes_for, render_to_mp3, write_fault  # noqa: E402
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError  # noqa: E402
-from msd.miniature import start_corpus  # noqa: E402
-from orpheus.files import atomic_path, write_json_atomic  # noqa: E402
-from orpheus.parallel import parallel_map  # noqa: E402
+from msd.converters.jamendo import HEADER, N_SPLITS, OFFICIAL_SPLITS, audio_path, split_file, subset_stem
+from msd.miniature.synthetic_mtt import clip_seed, recipes_for, render_to_mp3, write_fault
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import ConfigError
+from msd.miniature import start_corpus
+from orpheus.files import atomic_path, write_json_atomic
+from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +240,13 @@ def generate(out_dir: str | Path, *, n_tracks: int = 64, seed: int = 0, duration
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.miniature.synthetic_jamendo",
+        "orpheus synthetic-jamendo",
         "Write a miniature MTG-Jamendo (data/autotagging*.tsv, data/splits/split-0..4/, audio NN/ID.mp3 of 44.1 "
         "kHz stereo mp3s rendered from the tags) with planted faults (missing, empty and corrupt mp3s).",
         "examples:\n"
-        "  python -m msd.miniature.synthetic_jamendo mini_jamendo --tracks 64 --seed 0\n"
-        "  python -m msd.miniature.synthetic_jamendo mini_jamendo_short --tracks 32 --duration-s 5 --jobs 2\n"
-        "  python -m msd.jamendo mini_clean --metadata-dir mini_jamendo/data --root-dir mini_jamendo/audio")
+        "  orpheus synthetic-jamendo mini_jamendo --tracks 64 --seed 0\n"
+        "  orpheus synthetic-jamendo mini_jamendo_short --tracks 32 --duration-s 5 --jobs 2\n"
+        "  orpheus jamendo mini_clean --metadata-dir mini_jamendo/data --root-dir mini_jamendo/audio")
     parser.add_argument("out_dir", help="output folder (holding data/ and audio/)")
     parser.add_argument("--tracks", type=int, default=64, help="number of tracks (at least 12)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
@@ -272,7 +266,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

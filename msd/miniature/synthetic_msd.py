@@ -1,6 +1,6 @@
 """A miniature Million Song Dataset in the real formats, with music a model can really learn.
 
-    python -m msd.synthetic OUT_DIR --tracks 300 --seed 0 [--duration-s 30] [--jobs 2]
+    orpheus synthetic OUT_DIR --tracks 300 --seed 0 [--duration-s 30] [--jobs 2]
 
 writes into OUT_DIR:
 
@@ -15,7 +15,7 @@ writes into OUT_DIR:
 - `msd_duplicates.txt`: `#` header lines, then groups opened by `%<id> <artist> - <title>`, one
   track id per line.
 - `audio/<d0>/<d1>/<track_7digitalid>.clip.mp3`: 30 s, 44.1 kHz stereo mp3 previews (d0, d1 = first
-  two digits of the 7digital id), rendered by `msd.music_synth` from each track's clean tags.
+  two digits of the 7digital id), rendered by `msd.miniature.music_synth` from each track's clean tags.
 - `truth.csv`: the ground truth for tests and the demo, one row per audio file:
   track_id, track_7digitalid, artist_id, mp3_path (relative to `audio/`), fault, tags (the clean tags
   the audio was rendered from, `;`-separated; the tag database deliberately lacks them for the
@@ -46,32 +46,25 @@ The world (rows, tags, faults) is drawn in `msd.miniature.msd_world`, its files 
 """
 
 import os
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import logging
+import shutil
+from pathlib import Path
+from typing import Sequence
 
-    quiet_tensorflow()
+import numpy as np
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from msd.miniature.msd_world import (  # noqa: E402,F401  (the names tests and msd.synthetic use)
-    FAULT_KINDS, JUNK_TAGS, MIN_DURATION_S, RAW_TAG_VARIANTS, SAMPLE_RATE, SHORT_CLIP_S, SILENCE_LENGTH_S,
-    SILENCE_START_S, TRUTH_COLUMNS, AudioJob, SyntheticMSD, audio_relpath, build_world, fault_plan)
-from msd.miniature.msd_writers import (  # noqa: E402,F401
-    duplicates_text, mismatch_text, mp3_quality, write_audio_job, write_mp3, write_summary, write_tags_db)
-from orpheus.cli import add_common_args, default_jobs, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError, OutputExistsError  # noqa: E402
-from msd.miniature import CORPUS, start_corpus  # noqa: E402
-from orpheus.files import write_csv_atomic, write_text_atomic  # noqa: E402
-from orpheus.ownership import MARKER, claim  # noqa: E402
-from orpheus.parallel import parallel_map  # noqa: E402
+from msd.miniature.msd_world import (
+    FAULT_KINDS, MIN_DURATION_S, SHORT_CLIP_S, TRUTH_COLUMNS, AudioJob, SyntheticMSD, audio_relpath, build_world)
+from msd.miniature.msd_writers import (
+    duplicates_text, mismatch_text, write_audio_job, write_summary, write_tags_db)
+from orpheus.cli import add_common_args, default_jobs, make_parser, run_main
+from orpheus.errors import ConfigError, OutputExistsError
+from msd.miniature import CORPUS, start_corpus
+from orpheus.files import write_csv_atomic, write_text_atomic
+from orpheus.ownership import MARKER, claim
+from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +149,11 @@ def generate(out_dir: str | os.PathLike, n_tracks: int, seed: int, duration_s: f
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "msd.synthetic", "Generate a miniature Million Song Dataset in the real file formats, with synthesised "
+        "orpheus synthetic", "Generate a miniature Million Song Dataset in the real file formats, with synthesised "
         "music whose content matches its tags and the faults the cleaning stage must catch.",
         "examples:\n"
-        "  python -m msd.synthetic demo_msd --tracks 300 --seed 0\n"
-        "  python msd/synthetic.py /tmp/tiny --tracks 40 --seed 1 --duration-s 20 --jobs 2 --overwrite")
+        "  orpheus synthetic demo_msd --tracks 300 --seed 0\n"
+        "  orpheus synthetic /tmp/tiny --tracks 40 --seed 1 --duration-s 20 --jobs 2 --overwrite")
     parser.add_argument("out_dir", type=Path, help="output folder (must be empty unless --overwrite)")
     parser.add_argument("--tracks", type=int, required=True, help="number of audio previews, faulty ones included")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated world")
@@ -181,11 +174,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, run)
-
-
-if __name__ == "__main__":
-    # Run the package's copy of this module, so that worker processes unpickle `msd.synthetic`
-    # functions rather than this `__main__` script's.
-    from msd.miniature.synthetic_msd import main as package_main
-
-    sys.exit(package_main())

@@ -12,7 +12,7 @@ Writes OUT_DIR/
 Clips come from albums of one style each (classical, rock, techno, ...), tagged with the realistic
 MTT vocabulary including its synonym variants (`clasical`, `female vocal`, `no voice`, ...); each
 album sits in one folder, as in the real release; every 16 albums use each folder once, in a random
-order (the first block starts 0, c, d), so every split of the standard folder split is populated. The audio is rendered by `msd.music_synth` from
+order (the first block starts 0, c, d), so every split of the standard folder split is populated. The audio is rendered by `msd.miniature.music_synth` from
 the tags' recipes, so a model can learn the tags. Planted faults: the known-bad clip ids of the real
 release as 0-byte files (35644, 55753, 57881), one more 0-byte clip, one corrupt clip (random bytes),
 one clip whose mp3 is missing, and a few clips with no tag at all.
@@ -24,31 +24,25 @@ already written.
 
 from __future__ import annotations
 
-import sys
 
-if __name__ == "__main__":  # a command: no TensorFlow log lines unless --verbose (before anything imports it)
-    from orpheus.cli import quiet_tensorflow
+import argparse
+import csv
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
 
-    quiet_tensorflow()
+import numpy as np
+import soundfile as sf
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Mapping, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-
-from msd.converters.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT,  # noqa: E402
+from msd.converters.mtt import (ANNOTATIONS, CLIP_INFO, CLIP_INFO_COLUMNS, FOLDERS, MTT_KNOWN_BAD_TXT,
                      MTT_TAGS_TXT, read_list_txt)
-from orpheus.cli import add_common_args, make_parser, run_main  # noqa: E402
-from orpheus.errors import ConfigError  # noqa: E402
-from msd.miniature import start_corpus  # noqa: E402
-from orpheus.files import atomic_path, write_json_atomic  # noqa: E402
-from orpheus.parallel import parallel_map  # noqa: E402
+from orpheus.cli import add_common_args, make_parser, run_main
+from orpheus.errors import ConfigError
+from msd.miniature import start_corpus
+from orpheus.files import atomic_path, write_json_atomic
+from orpheus.parallel import parallel_map
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +201,7 @@ def clip_seed(seed: int, key: int) -> int:
 
 
 def render_to_mp3(job: tuple[str, list[str], int, float, int, int]) -> str:
-    """Render one clip with `msd.music_synth.render_track` and write it as mp3 atomically.
+    """Render one clip with `msd.miniature.music_synth.render_track` and write it as mp3 atomically.
 
     Args:
         job: (path, recipe tags, seed, duration_s, sample_rate in Hz, channels 1 or 2).
@@ -311,13 +305,13 @@ def generate(out_dir: str | Path, *, n_clips: int = 64, seed: int = 0, duration_
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
-        "python -m msd.miniature.synthetic_mtt",
+        "orpheus synthetic-mtt",
         "Write a miniature MagnaTagATune (annotations_final.csv, clip_info_final.csv, audio folders 0..f of "
         "mono 16 kHz mp3s rendered from the tags) with the real release's faults.",
         "examples:\n"
-        "  python -m msd.miniature.synthetic_mtt mini_mtt --clips 64 --seed 0\n"
-        "  python -m msd.miniature.synthetic_mtt mini_mtt_short --clips 32 --duration-s 5 --jobs 2\n"
-        "  python -m msd.mtt mini_clean --root-dir mini_mtt --merge-synonyms --top 50")
+        "  orpheus synthetic-mtt mini_mtt --clips 64 --seed 0\n"
+        "  orpheus synthetic-mtt mini_mtt_short --clips 32 --duration-s 5 --jobs 2\n"
+        "  orpheus mtt mini_clean --root-dir mini_mtt --merge-synonyms --top 50")
     parser.add_argument("out_dir", help="output folder (the MTT root)")
     parser.add_argument("--clips", type=int, default=64, help="number of clips (at least 16)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
@@ -337,7 +331,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_main(parser, argv, command)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """End to end: the four cleaning commands, through their `main(argv)`, on a miniature MSD.
 
 `test_own_world` builds its own tiny world in the real formats (always runs). `test_synthetic_world`
-uses the project's generator `msd.synthetic` when it is present and checks the survivors against
+uses the project's generator `msd.miniature.synthetic_msd` when it is present and checks the survivors against
 its truth.csv.
 """
 
@@ -102,7 +102,7 @@ HEALTHY = ("", "no_clean_tag")  # faults that survive cleaning
 
 @pytest.fixture(scope="session")
 def synthetic_world(tmp_path_factory):
-    """A 40-track world from `msd.synthetic` (the smallest with every fault) and the four commands' outputs."""
+    """A 40-track world from `msd.miniature.synthetic_msd` (the smallest with every fault) and the four commands' outputs."""
     synthetic = pytest.importorskip("msd.miniature.synthetic_msd")
     root = tmp_path_factory.mktemp("synthetic_msd")
     msd = synthetic.generate(root / "msd", 40, seed=3, duration_s=16, jobs=2, quiet=True)
@@ -143,10 +143,10 @@ def test_synthetic_world_survivors(synthetic_world):
 @pytest.mark.slow
 def test_synthetic_world_clean_tags(synthetic_world):
     msd, out, truth = synthetic_world
-    synthetic = pytest.importorskip("msd.miniature.synthetic_msd")
+    msd_world = pytest.importorskip("msd.miniature.msd_world")
     with LastFm(out / "clean_lastfm.db") as clean:
         vocabulary = set(clean.vocabulary())
-        assert vocabulary <= set(synthetic.RAW_TAG_VARIANTS)  # no junk tag survives
+        assert vocabulary <= set(msd_world.RAW_TAG_VARIANTS)  # no junk tag survives
         kept = truth[truth["fault"].isin(HEALTHY)]
         assert vocabulary >= {t for tags in kept["tags"] for t in tags.split(";") if t}
         for tid, fault, tags in zip(kept["track_id"], kept["fault"], kept["tags"]):

@@ -60,7 +60,7 @@ def test_help_has_examples(capsys):
     with pytest.raises(SystemExit) as exit_:
         fetcher.main(["--help"])
     assert exit_.value.code == 0
-    assert "python msd/fetcher.py fetcher.csv --root-dir" in capsys.readouterr().out
+    assert "orpheus fetcher fetcher.csv --root-dir" in capsys.readouterr().out
 
 
 def test_interrupted_scan_resumes_from_its_log(tree, tmp_path, monkeypatch):

@@ -106,4 +106,4 @@ def test_min_val_and_empty_database_errors(tmp_path, capsys):
 def test_help_has_examples(capsys):
     with pytest.raises(SystemExit):
         tag_stats.main(["--help"])
-    assert "python -m msd.tag_stats" in capsys.readouterr().out
+    assert "orpheus tag-stats" in capsys.readouterr().out

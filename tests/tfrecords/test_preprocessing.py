@@ -414,8 +414,9 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path, capsys):
 
 
 def clean_miniature_msd(tmp_path, *, tracks, seed, duration_s):
-    """msd.synthetic -> fetcher, wrangle, silence, lastfm_cleaning as a user runs them; returns (msd, clean)."""
-    from msd import fetcher, lastfm_cleaning, silence, synthetic, wrangle
+    """msd.miniature.synthetic_msd -> fetcher, wrangle, silence, lastfm_cleaning as a user runs them; returns (msd, clean)."""
+    from msd import fetcher, lastfm_cleaning, silence, wrangle
+    from msd.miniature import synthetic_msd as synthetic
 
     msd, clean = tmp_path / "msd", tmp_path / "clean"
     clean.mkdir()
@@ -435,7 +436,7 @@ def clean_miniature_msd(tmp_path, *, tracks, seed, duration_s):
 
 @pytest.mark.slow
 def test_end_to_end_on_the_miniature_msd(tmp_path):
-    """msd.synthetic -> the four cleaning commands -> preprocessing; checked against the generator's truth."""
+    """msd.miniature.synthetic_msd -> the four cleaning commands -> preprocessing; checked against the generator's truth."""
     import pandas as pd
 
     from msd.lastfm import LastFm
@@ -514,7 +515,7 @@ def test_the_stage_reads_the_tag_database_without_the_cleaning_stage(corpus):
 def _one_line_error(capsys, folder):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("preprocessing.py: error: ") and str(folder) in err
+    assert err.startswith("orpheus preprocess: error: ") and str(folder) in err
     return err
 
 

@@ -48,7 +48,7 @@ def test_beam_runner_writes_the_pool_shards(corpus, logmel_run, tmp_path, capfd)
 
 @pytest.mark.slow
 def test_beam_and_pool_write_the_same_miniature_msd_and_beam_resumes(tmp_path):
-    """msd.synthetic -> the cleaning commands -> preprocessing with each runner: identical shards; then a
+    """msd.miniature.synthetic_msd -> the cleaning commands -> preprocessing with each runner: identical shards; then a
     beam rerun after a shard lost its sidecar redoes only that shard."""
     msd, clean = clean_miniature_msd(tmp_path, tracks=10, seed=5, duration_s=16)
     inputs = ["--csv-path", str(clean / "ultimate.csv"), "--tag-path", str(clean / "clean_lastfm.db"),

@@ -1,4 +1,4 @@
-"""FMA conversion (msd.fma) and the miniature generator (msd.synthetic_fma).
+"""FMA conversion (msd.converters.fma) and the miniature generator (msd.miniature.synthetic_fma).
 
 A hand-built FMA in the real formats (tracks.csv with its two header rows written by pandas from
 MultiIndex columns, genres.csv, real mp3s at <000>/<000002>.mp3, real faults) gives exact expectations.
@@ -168,9 +168,10 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(fma_dirs, tmp_path: Pat
         fma.run(tmp_path / "d", metadata, audio, quiet=True)
 
 
-def test_cli_runs_as_file(fma_dirs, tmp_path: Path) -> None:
+def test_command_runs_from_anywhere(fma_dirs, tmp_path: Path) -> None:
+    """`orpheus fma` (as `python -m orpheus fma`) from a folder outside the repository."""
     metadata, audio = fma_dirs
-    out = subprocess.run([sys.executable, str(REPO / "msd" / "fma.py"), str(tmp_path / "out"), "--metadata-dir",
+    out = subprocess.run([sys.executable, "-m", "orpheus", "fma", str(tmp_path / "out"), "--metadata-dir",
                           str(metadata), "--root-dir", str(audio), "--subset", "medium", "--tags", "all",
                           "--jobs", "1", "--quiet"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""MTG-Jamendo conversion (msd.jamendo) and its miniature generator (msd.miniature.synthetic_jamendo).
+"""MTG-Jamendo conversion (msd.converters.jamendo) and its miniature generator (msd.miniature.synthetic_jamendo).
 
 A hand-built data/ folder in the real format (tab-separated, variable tag fields, splits/split-N/) with
 real mp3s and real faults gives exact expectations; the generator is checked against its manifest.
@@ -161,7 +161,7 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(jamendo_dirs, tmp_path:
     status = jamendo.main([str(tmp_path / "cli"), "--metadata-dir", str(data), "--root-dir", str(audio),
                            "--subset", "moodtheme", "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert status == 1 and "\n" not in err and err.startswith("python -m msd.jamendo: error:") and "moodtheme" in err
+    assert status == 1 and "\n" not in err and err.startswith("orpheus jamendo: error:") and "moodtheme" in err
 
 
 def test_a_track_in_two_split_files_is_skipped_with_both_names(jamendo_dirs, tmp_path: Path) -> None:
@@ -256,7 +256,7 @@ def test_generator_is_deterministic_and_resumes(tmp_path: Path) -> None:
 
 def test_cli_runs_as_module(mini_jamendo, tmp_path: Path) -> None:
     root, _ = mini_jamendo
-    out = subprocess.run([sys.executable, "-m", "msd.jamendo", str(tmp_path / "out"), "--metadata-dir",
+    out = subprocess.run([sys.executable, "-m", "orpheus", "jamendo", str(tmp_path / "out"), "--metadata-dir",
                           str(root / "data"), "--root-dir", str(root / "audio"), "--subset", "genre", "--split", "4",
                           "--jobs", "1", "--quiet"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
@@ -307,4 +307,4 @@ def test_demo_truth_uses_the_converters_tag_names(tmp_path: Path) -> None:
     (p.raw / "synthetic_manifest.json").write_text(__import__("json").dumps(manifest))
     corpus = demo.CORPORA["jamendo"](p, 12, 0, 1)
     assert corpus.truth() == {"track_0000042": ["rock", "happy"]}
-    assert [stage.argv[2] for stage in corpus.stages] == ["msd.miniature.synthetic_jamendo", "msd.jamendo"]
+    assert [stage.argv[3] for stage in corpus.stages] == ["synthetic-jamendo", "jamendo"]

@@ -1,4 +1,4 @@
-"""Your own labelled audio (msd.labels): labels.csv or tag folders -> the converter outputs -> shards.
+"""Your own labelled audio (msd.converters.labels): labels.csv or tag folders -> the converter outputs -> shards.
 
 Tiny real audio files (mp3, ogg, wav written with soundfile) and real faults give exact expectations.
 """
@@ -201,14 +201,14 @@ def test_bad_rows_give_one_line_errors_naming_file_and_line(labelled: Path, tmp_
     status = labels.main([str(tmp_path / "cli"), "--labels", str(tmp_path / "fields.csv"), "--root-dir",
                           str(labelled), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert status == 1 and "\n" not in err and err.startswith("python -m msd.labels: error:") and "fields.csv:3" in err
+    assert status == 1 and "\n" not in err and err.startswith("orpheus labels: error:") and "fields.csv:3" in err
 
 
 def test_refuses_overwrite_and_runs_as_module(labelled: Path, tmp_path: Path) -> None:
     labels.run(tmp_path / "out", labels=labelled / "labels.csv", quiet=True)
     with pytest.raises(OutputExistsError, match="--overwrite"):
         labels.run(tmp_path / "out", labels=labelled / "labels.csv", quiet=True)
-    out = subprocess.run([sys.executable, "-m", "msd.labels", str(tmp_path / "out"), "--labels",
+    out = subprocess.run([sys.executable, "-m", "orpheus", "labels", str(tmp_path / "out"), "--labels",
                           str(labelled / "labels.csv"), "--root-dir", str(labelled), "--min-count", "2",
                           "--verify", "decode", "--overwrite", "--jobs", "1", "--quiet"],
                          capture_output=True, text=True, cwd=REPO)

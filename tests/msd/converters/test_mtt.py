@@ -1,4 +1,4 @@
-"""MagnaTagATune conversion (msd.mtt) and the miniature generator (msd.synthetic_mtt).
+"""MagnaTagATune conversion (msd.converters.mtt) and the miniature generator (msd.miniature.synthetic_mtt).
 
 A hand-built MTT in the real formats (quoted tab-separated CSVs, real mp3s in folders 0..f, real
 faults) gives exact expectations; the generator is checked against its own manifest.
@@ -182,11 +182,12 @@ def test_bad_inputs_give_one_line_errors_naming_the_file(mtt_root: Path, tmp_pat
         mtt.run(tmp_path / "e", mtt_root, annotations=empty, quiet=True)
     status = mtt.main([str(tmp_path / "d"), "--root-dir", str(mtt_root), "--annotations", str(comma), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert status == 1 and "\n" not in err and err.startswith("python -m msd.mtt: error:") and "comma.csv" in err
+    assert status == 1 and "\n" not in err and err.startswith("orpheus mtt: error:") and "comma.csv" in err
 
 
-def test_cli_runs_as_file_and_module(mtt_root: Path, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(REPO / "msd" / "mtt.py"), str(tmp_path / "out"), "--root-dir",
+def test_command_runs_from_anywhere(mtt_root: Path, tmp_path: Path) -> None:
+    """`orpheus mtt` (as `python -m orpheus mtt`) from a folder outside the repository."""
+    out = subprocess.run([sys.executable, "-m", "orpheus", "mtt", str(tmp_path / "out"), "--root-dir",
                           str(mtt_root), "--merge-synonyms", "--top", "3", "--jobs", "1", "--quiet"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

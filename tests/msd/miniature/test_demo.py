@@ -18,15 +18,15 @@ def test_stages_are_the_documented_commands(tmp_path, dataset):
     p = demo.DemoPaths(tmp_path)
     corpus = demo.CORPORA[dataset](p, 300, 0, 2)
     stages = corpus.stages + demo.learning_stages(p, corpus, "custom", 3, 0, 2)
-    modules = [stage.argv[2] for stage in stages]
-    assert all(stage.argv[:2] == [sys.executable, "-m"] for stage in stages)
-    assert modules[-3:] == ["tfrecords.preprocessing", "orpheus.training", "orpheus.test_model"]
+    names = [stage.argv[3] for stage in stages]
+    assert all(stage.argv[:3] == [sys.executable, "-m", "orpheus"] for stage in stages)
+    assert names[-3:] == ["preprocess", "train", "test"]
     training = stages[-2].argv
     assert training[training.index("--loop") + 1] == "custom" and training[training.index("--epochs") + 1] == "3"
     preprocessing = stages[-3].argv
     assert preprocessing[preprocessing.index("--csv-path") + 1] == str(corpus.csv)
     if dataset == "msd":
-        assert modules[:5] == ["msd.synthetic", "msd.fetcher", "msd.wrangle", "msd.silence", "msd.lastfm_cleaning"]
+        assert names[:5] == ["synthetic", "fetcher", "wrangle", "silence", "lastfm-cleaning"]
         wrangle = stages[2].argv
         for flag in ("--path-h5", "--path-db", "--path-txt-mism", "--path-txt-dupl", "--discard-no-tag",
                      "--discard-dupl"):
@@ -104,11 +104,11 @@ def test_stage_commands_get_the_demos_log_flags():
 
 @pytest.mark.slow
 def test_demo_from_another_folder_with_a_relative_workdir(tmp_path):
-    """`python -m msd.demo --workdir rel` started outside the repository: every stage finds its files,
+    """`orpheus demo --workdir rel` started outside the repository: every stage finds its files,
     and neither the demo nor its stage commands print TensorFlow's log lines."""
     from tests.test_cli import NOISE, clean_env
 
-    result = subprocess.run([sys.executable, "-m", "msd.demo", "--workdir", "rel", "--tracks", "40", "--epochs", "1",
+    result = subprocess.run([sys.executable, "-m", "orpheus", "demo", "--workdir", "rel", "--tracks", "40", "--epochs", "1",
                              "--no-pretrained", "--jobs", "2", "--quiet"], cwd=tmp_path, env=clean_env(),
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]

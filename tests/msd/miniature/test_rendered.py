@@ -116,16 +116,16 @@ def test_one_line_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_rendered_corpus_end_to_end(tmp_path):
-    """30 s renders -> msd.labels -> musicnn-preset shards -> fine-tuning MTT_musicnn for a few steps."""
+    """30 s renders -> orpheus labels -> musicnn-preset shards -> fine-tuning MTT_musicnn for a few steps."""
     corpus, clean, shards, run = (tmp_path / n for n in ("corpus", "clean", "shards", "run"))
 
     def call(*argv):
         done = subprocess.run([sys.executable, *map(str, argv)], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
 
-    call("-m", "msd.rendered", corpus, "--clips", "6", "--seed", "0", "--jobs", "2", "--quiet")
-    call("-m", "msd.labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus, "--split", "50", "50", "0")
-    call("-m", "tfrecords.preprocessing", "log-mel-spectrogram", shards, "--csv-path", clean / "ultimate.csv",
+    call("-m", "orpheus", "rendered", corpus, "--clips", "6", "--seed", "0", "--jobs", "2", "--quiet")
+    call("-m", "orpheus", "labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus, "--split", "50", "50", "0")
+    call("tfrecords/preprocessing.py", "log-mel-spectrogram", shards, "--csv-path", clean / "ultimate.csv",
          "--tag-path", clean / "clean_tags.db", "--root-dir", corpus, "--preset", "musicnn",
          "--split-file", clean / "split.csv", "--num-files", "2", "--quiet")
     call("orpheus/training.py", "log-mel-spectrogram", "--tfrecords-dir", shards, "--config",

@@ -7,7 +7,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from msd.miniature import music_synth
+from msd.miniature import msd_world, msd_writers
 from msd.miniature import synthetic_msd as synthetic
 
 N_TRACKS = 40
@@ -43,7 +43,7 @@ def _to_clean(raw: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> synthetic.SyntheticMSD:
+def world(tmp_path_factory) -> msd_world.SyntheticMSD:
     out = tmp_path_factory.mktemp("msd") / "world"
     return synthetic.generate(out, N_TRACKS, seed=7, duration_s=DURATION_S, jobs=2, quiet=True)
 
@@ -56,12 +56,12 @@ def truth(world) -> list[dict]:
 
 def test_every_fault_kind_is_present_and_faults_scale(truth):
     assert len(truth) == N_TRACKS
-    assert {r["fault"] for r in truth} == set(synthetic.FAULT_KINDS) | {""}
-    assert list(truth[0]) == list(synthetic.TRUTH_COLUMNS)
+    assert {r["fault"] for r in truth} == set(msd_world.FAULT_KINDS) | {""}
+    assert list(truth[0]) == list(msd_world.TRUTH_COLUMNS)
     assert sum(r["fault"] == "" for r in truth) >= N_TRACKS // 2
-    plan = synthetic.fault_plan(400)
-    assert all(plan.count(kind) == 10 for kind in synthetic.FAULT_KINDS) and len(plan) == 400
-    assert synthetic.fault_plan(8) == ["zero_byte", "corrupt"] + [""] * 6
+    plan = msd_world.fault_plan(400)
+    assert all(plan.count(kind) == 10 for kind in msd_world.FAULT_KINDS) and len(plan) == 400
+    assert msd_world.fault_plan(8) == ["zero_byte", "corrupt"] + [""] * 6
 
 
 def test_summary_h5_has_the_real_layout(world, truth):
@@ -113,25 +113,25 @@ def test_lastfm_db_has_the_real_schema_and_mess(world, truth):
     for tid, tag, val in pairs:
         by_track.setdefault(tid, []).append((tag, val))
     assert len(by_track) > N_TRACKS  # tracks without previews are tagged too
-    assert set(vocabulary) & set(synthetic.JUNK_TAGS)  # non-genre junk
+    assert set(vocabulary) & set(msd_world.JUNK_TAGS)  # non-genre junk
     assert len({t for t in vocabulary if _to_clean(t)}) > len({_to_clean(t) for t in vocabulary if _to_clean(t)})
     for row in truth:
         tags = by_track.get(row["track_id"], [])
         if row["fault"] in ("untagged", "no_summary"):
             assert tags == []
         elif row["fault"] == "no_clean_tag":
-            assert tags and all(t in synthetic.JUNK_TAGS for t, _ in tags)
+            assert tags and all(t in msd_world.JUNK_TAGS for t, _ in tags)
         else:
             clean = {_to_clean(t) for t, val in tags if val > 0} - {None}
             assert clean == set(row["tags"].split(";")), (row, tags)
 
 
 def test_every_raw_variant_maps_to_its_clean_tag_by_rule_or_synonym():
-    for clean, variants in synthetic.RAW_TAG_VARIANTS.items():
+    for clean, variants in msd_world.RAW_TAG_VARIANTS.items():
         assert clean in music_synth.TAGS
         for raw in variants:
             assert _to_clean(raw) == clean, raw
-    assert all(_to_clean(junk) is None for junk in synthetic.JUNK_TAGS)
+    assert all(_to_clean(junk) is None for junk in msd_world.JUNK_TAGS)
 
 
 def test_mismatch_and_duplicate_files_have_the_real_shape(world, truth):
@@ -192,7 +192,7 @@ def test_audio_tree_holds_decodable_stereo_mp3_previews(world, truth):
         assert sample_rate == 44100 and audio.shape[1] == 2
         length_s = audio.shape[0] / sample_rate
         if row["fault"] == "short":
-            assert abs(length_s - synthetic.SHORT_CLIP_S) < 0.1 and size > 100_000
+            assert abs(length_s - msd_world.SHORT_CLIP_S) < 0.1 and size > 100_000
         else:
             assert abs(length_s - DURATION_S) < 0.1
         if row["fault"] == "silence":
@@ -212,9 +212,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 
 def test_audio_is_deterministic(tmp_path):
-    job = synthetic.AudioJob(str(tmp_path / "a.clip.mp3"), ("folk", "female"), 5, 10.0, "")
-    synthetic.write_audio_job(job)
-    synthetic.write_audio_job(synthetic.AudioJob(str(tmp_path / "b.clip.mp3"), *list(job.__dict__.values())[1:]))
+    job = msd_world.AudioJob(str(tmp_path / "a.clip.mp3"), ("folk", "female"), 5, 10.0, "")
+    msd_writers.write_audio_job(job)
+    msd_writers.write_audio_job(msd_world.AudioJob(str(tmp_path / "b.clip.mp3"), *list(job.__dict__.values())[1:]))
     first, _ = sf.read(tmp_path / "a.clip.mp3", dtype="float32")
     second, _ = sf.read(tmp_path / "b.clip.mp3", dtype="float32")
     assert np.array_equal(first, second)
@@ -237,9 +237,9 @@ def test_cli_refuses_a_non_empty_folder_without_overwrite(tmp_path, capsys):
     assert "--duration-s" in capsys.readouterr().err
 
 
-def test_runs_as_a_file(tmp_path):
-    script = Path(synthetic.__file__)
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "w"), "--tracks", "12", "--seed", "2",
-                             "--no-audio", "--quiet"], capture_output=True, text=True, cwd=tmp_path)
+def test_command_runs_from_anywhere(tmp_path):
+    """`orpheus synthetic` (as `python -m orpheus synthetic`) from a folder outside the repository."""
+    result = subprocess.run([sys.executable, "-m", "orpheus", "synthetic", str(tmp_path / "w"), "--tracks", "12",
+                             "--seed", "2", "--no-audio", "--quiet"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "w" / "lastfm_tags.db").is_file()
