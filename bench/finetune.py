@@ -10,7 +10,7 @@ One run, the real commands end to end:
    pieces (seed 1, heldout pool, the other SoundFont: MuseScore General; 10 s clips by default, as the
    MuseScore SoundFont renders slowly), both resumable;
 2. `msd.converters.labels` -> ultimate.csv, clean_tags.db, split.csv (training corpus: 90/10 train/valid by piece;
-   held-out: all test), then `tfrecords.preprocessing` with the musicnn preset (16 kHz, 96 mels);
+   held-out: all test), then `orpheus preprocess` with the musicnn preset (16 kHz, 96 mels);
 3. train the models on the same shards with the same budget of process CPU time each (the training
    processes' user + system seconds, startup included; the machine is shared, so wall time is longer),
    `--parallel` at a time: `configs/finetune_musicnn.json` (from MTT_musicnn, front end frozen), the same
@@ -87,20 +87,21 @@ def step(name: str, argv: list) -> float:
     return cpu
 
 
-def module(name: str, *args) -> list:
-    return [sys.executable, "-m", name, *args]
+def orpheus(name: str, *args) -> list:
+    """`orpheus NAME args...` with this interpreter."""
+    return [sys.executable, "-m", "orpheus", name, *args]
 
 
 def prepare(work: Path, name: str, clip_count: int, extra: list, split: list, jobs: int) -> Path:
     """Render, convert and preprocess one corpus; returns its shard folder."""
     corpus, clean, shard_dir = work / f"{name}-corpus", work / f"{name}-clean", work / f"{name}-shards"
-    step(f"render {name}", module("msd.miniature.rendered", corpus, "--clips", clip_count, *extra, "--jobs", jobs, "--quiet"))
+    step(f"render {name}", orpheus("rendered", corpus, "--clips", clip_count, *extra, "--jobs", jobs, "--quiet"))
     if not (clean / "split.csv").is_file():
-        step(f"labels {name}", module("msd.converters.labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus,
+        step(f"labels {name}", orpheus("labels", clean, "--labels", corpus / "labels.csv", "--root-dir", corpus,
                                       "--split", *split, "--quiet"))
     if not (shard_dir / "dataset.json").is_file():
-        step(f"preprocess {name}", module(
-            "tfrecords.preprocessing", "log-mel-spectrogram", shard_dir, "--csv-path", clean / "ultimate.csv",
+        step(f"preprocess {name}", orpheus(
+            "preprocess", "log-mel-spectrogram", shard_dir, "--csv-path", clean / "ultimate.csv",
             "--tag-path", clean / "clean_tags.db", "--root-dir", corpus, "--preset", "musicnn", "--sample-rate", "16000",
             "--n-mels", "96", "--split-file", clean / "split.csv", "--num-files", "4", "--min-length-s", "5",
             "--jobs", jobs, "--quiet"))
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
     shards = {"train": prepare(work, "train", args.clips, ["--seed", "0", "--pool", "main", "--soundfont", "timgm6mb"],
                                ["90", "10", "0"], args.jobs)}
     # converted once and cached (as every use of a pretrained model does), outside the training budget
-    step("convert MTT_musicnn", module("orpheus.models.pretrained", "convert", "MTT_musicnn", "--quiet"))
+    step("convert MTT_musicnn", orpheus("pretrained", "convert", "MTT_musicnn", "--quiet"))
 
     shipped = json.loads((ROOT / "configs" / "finetune_musicnn.json").read_text())
     variants = {"fine-tuned-frontend": {"freeze": []}, "scratch": {"init_from": None, "freeze": []}}
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
     train_tags = read_dataset_info(shards["train"]).tags
     tags = tuple(t for t in MTT_INSTRUMENTS if t in held_tags and t in train_tags)
     # WiSE-FT: the fine-tuned weights averaged with MTT_musicnn's (no training; `orpheus.train.finetune.interpolate`)
-    step("WiSE-FT", module("orpheus.train.finetune", work / "runs" / "fine-tuned", work / "runs" / "fine-tuned-wise",
+    step("WiSE-FT", orpheus("wise-ft", work / "runs" / "fine-tuned", work / "runs" / "fine-tuned-wise",
                            "--alpha", str(args.wise_alpha), "--overwrite", "--quiet"))
     models = {"zero-shot MTT_musicnn": pretrained_run_dir("MTT_musicnn"),
               "MTT_musicnn fine-tuned": work / "runs" / "fine-tuned",
