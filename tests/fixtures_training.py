@@ -6,6 +6,8 @@ so a small model can learn the tags in a few steps.
 
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,22 @@ def write_learnable_shards(shard_dir: Path, counts: dict[str, int] | None = None
     info = DatasetInfo(**{**info.__dict__, "positives": positives})
     write_dataset_info(shard_dir, info)
     return info
+
+
+# A child process that trains a tiny model on two logical CPUs (MirroredStrategy) with both loops:
+# argv = shard folder, config JSON, run-directory prefix.
+TWO_REPLICAS = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import json
+    from orpheus.config import config_from_dict, load_config
+    from orpheus.train.loop import train
+    config = config_from_dict(json.loads(sys.argv[2]))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for loop in ("fit", "custom"):
+        train(sys.argv[1], config.replace(train={"loop": loop}), epochs=2, steps_per_epoch=2,
+              run_dir=sys.argv[3] + loop, strategy=strategy, quiet=True)
+    print("OK")
+""")

@@ -16,21 +16,10 @@ import pytest
 import soundfile as sf
 
 from orpheus import cli
+from tests.fixtures_commands import NOISE, clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("orpheus", "msd", "tfrecords")
-# What must never reach a user's terminal without --verbose.
-NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]|absl::InitializeLog|oneDNN|RuntimeWarning"
-                   r"|found in sys\.modules|Sharding callback", re.M)
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without the test session's own TensorFlow log settings: what a user has."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GLOG_minloglevel")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
 def available(command: cli.Command) -> bool:
     return importlib.util.find_spec(command.module.split(".")[0]) is not None and \
         importlib.util.find_spec(command.module) is not None

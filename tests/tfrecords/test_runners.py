@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.tfrecords.test_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
-                                     logmel_run)
+from tests.fixtures_preprocessing import (RATE, SPLIT, _cli, _snapshot, clean_miniature_msd, corpus,  # noqa: F401
+                                          logmel_run)
 from tests.fixtures_disk import make_disk_full
 from tfrecords import shards
 from tfrecords import preprocessing as pp

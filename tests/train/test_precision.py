@@ -23,7 +23,7 @@ from orpheus.cpu import has_bf16 as cpu_has_bf16
 from orpheus.train.precision import resolve_precision
 from orpheus.train.loop import train
 from tests.fixtures_training import write_learnable_shards
-from tests.train.test_training import TWO_REPLICAS
+from tests.fixtures_training import TWO_REPLICAS
 
 ROOT = Path(__file__).resolve().parents[2]
 MUSICNN = {"data": {"window_s": 0.5, "top_n_tags": None, "shuffle_buffer": 32},

@@ -22,7 +22,7 @@ from orpheus.formats.rundir import read_run_info
 from orpheus.train.strategy import choose_strategy
 from orpheus.commands.train import main
 from orpheus.train.loop import train
-from tests.fixtures_training import write_learnable_shards
+from tests.fixtures_training import TWO_REPLICAS, write_learnable_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"data": {"window_s": 0.5, "top_n_tags": 3, "shuffle_buffer": 32},
@@ -269,23 +269,6 @@ def test_two_local_workers_fine_tune_resume_and_tag(shards, fit_run, tmp_path, l
     assert read_run_info(run_dir).source.startswith(f"fine-tuned from {fit_run}")
     (result,) = orpheus.tag([write_clip(tmp_path / "song.wav", ("rock",), seed=3)], run_dir=run_dir)
     assert result.ok and len(result.tags) == 3
-
-
-TWO_REPLICAS = textwrap.dedent("""
-    import sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import json
-    from orpheus.config import config_from_dict, load_config
-    from orpheus.train.loop import train
-    config = config_from_dict(json.loads(sys.argv[2]))
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    for loop in ("fit", "custom"):
-        train(sys.argv[1], config.replace(train={"loop": loop}), epochs=2, steps_per_epoch=2,
-              run_dir=sys.argv[3] + loop, strategy=strategy, quiet=True)
-    print("OK")
-""")
 
 
 FINE_TUNE_ON_TWO_LOGICAL_CPUS = textwrap.dedent("""

@@ -106,7 +106,7 @@ def test_stage_commands_get_the_demos_log_flags():
 def test_demo_from_another_folder_with_a_relative_workdir(tmp_path):
     """`orpheus demo --workdir rel` started outside the repository: every stage finds its files,
     and neither the demo nor its stage commands print TensorFlow's log lines."""
-    from tests.test_cli import NOISE, clean_env
+    from tests.fixtures_commands import NOISE, clean_env
 
     result = subprocess.run([sys.executable, "-m", "orpheus", "demo", "--workdir", "rel", "--tracks", "40", "--epochs", "1",
                              "--no-pretrained", "--jobs", "2", "--quiet"], cwd=tmp_path, env=clean_env(),
