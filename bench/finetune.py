@@ -18,7 +18,7 @@ One run, the real commands end to end:
    only where the CPU has bf16 instructions), and the same config from scratch.
    A budget is spent in three `orpheus/training.py` calls (1 epoch, +2 epochs, then as many epochs as the
    measured cost per epoch leaves room for, with `--resume`);
-4. mix the fine-tuned weights with MTT_musicnn's (WiSE-FT, `python -m orpheus.train.finetune`, alpha 0.5: no
+4. mix the fine-tuned weights with MTT_musicnn's (WiSE-FT, `orpheus wise-ft`, alpha 0.5: no
    training, so no CPU budget);
 5. score every held-out clip (mean over its 3 s windows) with the trained models, the mix and MTT_musicnn
    as it ships (its outputs for the same-named MagnaTagATune tags), and print per-tag and macro ROC-AUC;
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--train-only", action="store_true", help="stop after training (rerun to evaluate)")
     parser.add_argument("--wise-alpha", type=float, default=0.5,
-                        help="weight of the fine-tuned model in the WiSE-FT row (python -m orpheus.train.finetune)")
+                        help="weight of the fine-tuned model in the WiSE-FT row (orpheus wise-ft)")
     parser.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto",
                         help="train the bf16 row: auto where the CPU has bf16 instructions (AVX512-BF16, AMX)")
     parser.add_argument("--parallel", type=int, default=2, help="trainings run side by side")

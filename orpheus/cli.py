@@ -291,7 +291,8 @@ FRONT_DOOR_EPILOG = """examples:
   orpheus train log-mel-spectrogram --tfrecords-dir shards --config my.json --epochs 20 --run-dir runs/a
   orpheus predict --help                            # a subcommand's own flags and examples
 
-Each subcommand is also a module: `orpheus NAME ARGS` runs the same as `python -m MODULE ARGS`."""
+`python -m orpheus NAME ARGS` runs the same as `orpheus NAME ARGS`. Three stages also run as the design's scripts:
+`python tfrecords/preprocessing.py`, `python orpheus/training.py`, `python orpheus/test_model.py test|predict`."""
 
 
 def build_parser() -> argparse.ArgumentParser:

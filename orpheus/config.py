@@ -60,7 +60,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model of the registry (`python -m orpheus.models` lists them) and its width."""
+    """Which model of the registry (`orpheus models` lists them) and its width."""
     name: str = "pons_log_mel"
     n_filters: int = 16                 # base number of filters of the front end
     n_dense: int = 500                  # units of the penultimate dense layer

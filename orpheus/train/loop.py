@@ -66,7 +66,7 @@ def check_config(config: Config, fmt: str) -> None:
     entry = model_entry(config.model.name)  # an unknown name: the message lists the known ones
     if fmt not in entry.formats:
         raise ConfigError(f"model.name {config.model.name!r} does not take {fmt} input; "
-                          f"pick a model for it (python -m orpheus.models)")
+                          f"pick a model for it (orpheus models)")
     train = config.train
     if train.reduce_lr_patience and train.schedule != "constant":
         raise ConfigError('train.reduce_lr_patience needs train.schedule "constant" (a schedule owns the rate)')
