@@ -25,7 +25,7 @@ Arrays (`Tagger.tag_array`), as the field's libraries return them:
 Anything else (empty, NaN or infinite samples, 0-D or 3-D, bytes, a sample rate that is not a positive whole
 number of Hz) is an `OrpheusError` naming the input and what was expected.
 
-This is a thin layer over `orpheus.tagging.tagger.Tagger` (the same code that `test_model.py predict`
+This is a thin layer over `orpheus.tagging.tagger.TaggingEngine` (the same code that `orpheus predict`
 runs), so the API and `predict --format json` give the same numbers. TensorFlow is imported only
 when a `Tagger` is built.
 """
@@ -163,7 +163,7 @@ class Tagger:
         precision: "exact" (float32) or "fast" (int8/bf16, chosen per CPU); see `orpheus.tagging.backends`.
         jobs: worker processes that decode files (1: decode in this process).
         free_memory: where TensorFlow runs the model, hand freed batch memory back to the OS at once (glibc's
-            malloc setting for the whole process, as `orpheus predict` chooses; see `orpheus.tagging.tagger.Tagger`).
+            malloc setting for the whole process, as `orpheus predict` chooses; see `orpheus.tagging.tagger.TaggingEngine`).
 
     Raises:
         OrpheusError: the model is missing or malformed, or an option is invalid.
@@ -175,7 +175,7 @@ class Tagger:
                  free_memory: bool = False) -> None:
         self.run_dir, self.name = resolve_model(model, run_dir)
         self.jobs = jobs
-        self.core = tagging.Tagger(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
+        self.core = tagging.TaggingEngine(self.run_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
                                    batch_size=batch_size, embeddings=embeddings,
                                    precision=precision, free_memory=free_memory)
         self._identity: ModelIdentity | None = None

@@ -35,7 +35,7 @@ from orpheus.errors import DataFormatError, OrpheusError
 from orpheus.files import atomic_dir, atomic_path, check_output, require_dir, write_csv_atomic, write_json_atomic
 from orpheus.formats.dataset import read_dataset_info
 from orpheus.ownership import FolderKind, file_with
-from orpheus.tagging.tagger import Tagger
+from orpheus.tagging.tagger import TaggingEngine
 from orpheus.train.input_pipeline import make_track_windows
 
 log = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ def run_test(*, run_dir: str, tfrecords_dir: str, split: str = "test", out: str 
     # The shards are read with TensorFlow (tf.data), so it is loaded here anyway (0.70 GB): exact runs the Keras
     # model itself, and fast's OpenVINO model gets smaller batches, which keeps the peak under 1 GB
     # (measured with MSD_musicnn on 200 tracks: exact 0.84 GB; fast 0.90 GB at 4 windows, 1.08 GB at 16).
-    tagger = Tagger(run_path, batch_size=batch_size or (TEST_FAST_BATCH_SIZE if precision == "fast" else None),
+    tagger = TaggingEngine(run_path, batch_size=batch_size or (TEST_FAST_BATCH_SIZE if precision == "fast" else None),
                     precision=precision, engine="tensorflow" if precision == "exact" else "auto", free_memory=True)
     batch_size = tagger.batch_size
     data = run_data_config(run_path)

@@ -12,7 +12,7 @@ from orpheus import export
 from orpheus.commands import export as export_command
 from orpheus.errors import ConfigError, MissingInputError, OutputExistsError
 from orpheus.models.pretrained import resolve_model
-from orpheus.tagging.tagger import Tagger
+from orpheus.tagging.tagger import TaggingEngine
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
 NEEDS = {"savedmodel": None, "onnx": "tf2onnx", "openvino": "openvino", "litert": "ai_edge_litert"}
@@ -26,7 +26,7 @@ def test_exported_model_matches_keras(fmt, tiny_run_dir, tmp_path):  # noqa: F81
         pytest.skip("onnxruntime is not installed")
     out = tmp_path / fmt
     assert export_command.main([str(tiny_run_dir), str(out), "--format", fmt, "--quiet"]) == 0
-    tagger = Tagger(tiny_run_dir)
+    tagger = TaggingEngine(tiny_run_dir)
     windows = np.random.default_rng(0).normal(size=(5, tagger.window_frames, 96)).astype(np.float32)
     expected = np.asarray(tagger.model(windows, training=False))
     got = export.load_exported(out, fmt)(windows)
@@ -64,7 +64,7 @@ def test_pretrained_musicnn_exports_match(fmt, tmp_path):
     if NEEDS[fmt] and importlib.util.find_spec(NEEDS[fmt]) is None:
         pytest.skip(f"{NEEDS[fmt]} is not installed")
     out = export.export_model("MSD_musicnn", tmp_path / fmt, fmt)
-    tagger = Tagger(resolve_model("MSD_musicnn")[0])
+    tagger = TaggingEngine(resolve_model("MSD_musicnn")[0])
     windows = np.abs(np.random.default_rng(1).normal(size=(3, tagger.window_frames, 96))).astype(np.float32)
     expected = np.asarray(tagger.model(windows, training=False))
     assert np.abs(export.load_exported(out, fmt)(windows) - expected).max() <= 1e-4

@@ -375,9 +375,9 @@ def test_a_truncated_cached_openvino_model_is_rebuilt(tiny_run_dir, tmp_path, mo
     import numpy as np
 
     from orpheus.tagging.backends import model_digest
-    from orpheus.tagging.tagger import Tagger
+    from orpheus.tagging.tagger import TaggingEngine
     audio = np.random.default_rng(0).normal(size=48000).astype(np.float32) * 0.1
-    first = Tagger(tiny_run_dir)      # converted once for the whole session (ORPHEUS_CACHE of conftest.py)
+    first = TaggingEngine(tiny_run_dir)      # converted once for the whole session (ORPHEUS_CACHE of conftest.py)
     assert first.backend.startswith("exact (OpenVINO")
     expected = first.tag_audio("noise", audio).scores
     shared = Path(os.environ["ORPHEUS_CACHE"]) / "openvino"
@@ -387,7 +387,7 @@ def test_a_truncated_cached_openvino_model_is_rebuilt(tiny_run_dir, tmp_path, mo
     weights = tmp_path / "cache" / "openvino" / cached.name / "model.bin"
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])   # a disk that filled while copying
     with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
-        again = Tagger(tiny_run_dir)
+        again = TaggingEngine(tiny_run_dir)
     assert again.backend.startswith("exact (OpenVINO")
     assert [m for m in caplog.messages if "cannot be loaded" in m and "converting again" in m]
     assert np.allclose(again.tag_audio("noise", audio).scores, expected, atol=1e-6)
@@ -401,7 +401,7 @@ def test_a_conversion_that_failed_for_a_passing_reason_is_tried_again(tiny_run_d
     pytest.importorskip("openvino")
     import tempfile
 
-    from orpheus.tagging.tagger import Tagger
+    from orpheus.tagging.tagger import TaggingEngine
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "cache"))
     full = tmp_path / "tmp"
     full.mkdir()
@@ -410,9 +410,9 @@ def test_a_conversion_that_failed_for_a_passing_reason_is_tried_again(tiny_run_d
             (full / "filler").write_bytes(b"\0" * 65536)
         monkeypatch.setattr(tempfile, "tempdir", str(full))
         with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
-            slow = Tagger(tiny_run_dir, precision="fast")
+            slow = TaggingEngine(tiny_run_dir, precision="fast")
         monkeypatch.setattr(tempfile, "tempdir", None)
     assert slow.backend.startswith("exact (TensorFlow")
     assert [m for m in caplog.messages if "runs in TensorFlow this time" in m and "the next run tries again" in m]
     assert not list((tmp_path / "cache").glob("openvino/*/failed*"))
-    assert Tagger(tiny_run_dir, precision="fast").backend.startswith("fast (OpenVINO")
+    assert TaggingEngine(tiny_run_dir, precision="fast").backend.startswith("fast (OpenVINO")

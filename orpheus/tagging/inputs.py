@@ -3,7 +3,7 @@
 Workers import only numpy, soundfile and soxr (this module never imports TensorFlow), so the pool
 starts fast and stays small. `decode_features` returns one file's features with the warnings a user
 should see beside its tags (near-silent, shorter than a window, shorter than its header says);
-`stream_features` does the same block by block for long files. `Tagger` (orpheus.tagging.tagger) consumes both.
+`stream_features` does the same block by block for long files. `TaggingEngine` (orpheus.tagging.tagger) consumes both.
 """
 
 from __future__ import annotations

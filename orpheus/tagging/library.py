@@ -273,7 +273,7 @@ def run_library(tagger, files: Sequence[str | os.PathLike], options: LibraryOpti
     """Tag `files` with `tagger` (an `orpheus.api.Tagger`), appending to the log and/or writing tags.
 
     `report` (default stdout) gets one line per file whose tags were written, would be written or were
-    skipped. `tag_kwargs` go to `orpheus.tagging.tagger.Tagger.tag_files` (e.g. stream_threshold_s).
+    skipped. `tag_kwargs` go to `orpheus.tagging.tagger.TaggingEngine.tag_files` (e.g. stream_threshold_s).
     """
     report = report or sys.stdout
     identity = tagger.identity

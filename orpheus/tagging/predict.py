@@ -26,7 +26,7 @@ from orpheus.tagging.outputs import TAGGRAM, json_record, plot_taggram, ranked_t
 from orpheus.tagging.recording import RECORDING, input_device
 from orpheus.tagging.recording import record as record_audio
 from orpheus.tagging.recording import save_recording as save_wav
-from orpheus.tagging.tagger import Tagger
+from orpheus.tagging.tagger import TaggingEngine
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def run_predict(*, run_dir: str | None = None, model: str = DEFAULT_MODEL, mp3: 
     if record:  # fail fast, before loading the model, when there is nothing to record from
         input_device()
     model_dir = resolve_model(run_dir, "--run-dir")[0] if run_dir is not None else resolve_model(model)[0]
-    tagger = Tagger(model_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate, batch_size=batch_size,
+    tagger = TaggingEngine(model_dir, window_s=window_s, hop_s=hop_s, aggregate=aggregate, batch_size=batch_size,
                     embeddings=embeddings is not None, precision=precision, free_memory=True)
     if record:
         samples = record_audio(record_length, tagger.info.features.sample_rate, countdown_s=countdown_s, quiet=quiet)

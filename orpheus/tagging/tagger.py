@@ -9,7 +9,8 @@ when asked the "embedding" layer's output per window, and warnings about odd inp
 Seams: the input side (file listing, features in worker processes, input warnings, streaming) is
 `orpheus.tagging.inputs`; the output side (ranked tags, JSON records, taggram plots) is `orpheus.tagging.outputs`;
 the model backends (`--precision exact|fast`) are `orpheus.tagging.backends`. This module batches windows
-across tracks and puts the results back together; it re-exports the public names of the other two.
+across tracks and puts the results back together. `TaggingEngine` is the machinery behind the Python API's
+`orpheus.Tagger` (which adds model names, in-memory audio and thresholds) and the predict and test commands.
 
 Throughput and memory: decoding and feature extraction run in a process pool (`orpheus.parallel`,
 workers import no TensorFlow), overlapped with batched inference across tracks in the main process;
@@ -97,7 +98,7 @@ class _Pending:
         return self.closed and sum(p.shape[0] for p in self.probabilities) == self.n_windows
 
 
-class Tagger:
+class TaggingEngine:
     """A loaded model plus the settings to turn audio into its windows.
 
     Args:

@@ -30,7 +30,7 @@ def msd_exact_scores():
     def exact(folder: Path) -> dict[str, np.ndarray]:
         if folder not in scores:
             files = sorted(folder.glob("*.ogg"))
-            scores[folder] = {r.file: r.scores for r in tagging.Tagger(run_dir).tag_files(files, quiet=True)}
+            scores[folder] = {r.file: r.scores for r in tagging.TaggingEngine(run_dir).tag_files(files, quiet=True)}
         return scores[folder]
     return run_dir, exact
 
@@ -46,7 +46,7 @@ def test_fast_meets_its_bound_on_music(music_dir, msd_exact_scores, arithmetic, 
     monkeypatch.setattr(fast_arithmetic, "available_candidates", lambda flags=None: (arithmetic,))
     run_dir, exact_scores = msd_exact_scores
     exact = exact_scores(music_dir)
-    fast_tagger = tagging.Tagger(run_dir, precision="fast")
+    fast_tagger = tagging.TaggingEngine(run_dir, precision="fast")
     assert fast_tagger.backend.startswith("fast (OpenVINO") and fast_tagger.backend.endswith(f", {arithmetic})")
     fast = {r.file: r.scores for r in fast_tagger.tag_files(sorted(music_dir.glob("*.ogg")), quiet=True)}
     assert len(fast) == len(exact) >= 3
@@ -63,8 +63,8 @@ def test_tagging_on_openvino_imports_no_tensorflow(tiny_run_dir, tmp_path, preci
     env = {**os.environ, "ORPHEUS_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     script = (
         "import sys, json, numpy as np\n"
-        "from orpheus.tagging.tagger import Tagger\n"
-        f"tagger = Tagger({str(tiny_run_dir)!r}, precision={precision!r})\n"
+        "from orpheus.tagging.tagger import TaggingEngine\n"
+        f"tagger = TaggingEngine({str(tiny_run_dir)!r}, precision={precision!r})\n"
         "result = tagger.tag_audio('noise', np.random.default_rng(0).normal(size=48000).astype('float32') * 0.1)\n"
         "print(json.dumps({'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules, 'backend': tagger.backend,\n"
         "                  'n': len(result.scores)}))\n")
@@ -87,7 +87,7 @@ def test_a_model_openvino_cannot_take_runs_in_tensorflow(tiny_run_dir, tmp_path,
     (broken / "model.keras").write_bytes(b"not a keras archive")
     with caplog.at_level(logging.INFO, logger="orpheus.tagging.backends"):
         with pytest.raises(DataFormatError, match=r"broken/model.keras: cannot load the model"):
-            tagging.Tagger(broken, precision="fast")
+            tagging.TaggingEngine(broken, precision="fast")
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [m for m in warned if "OpenVINO" in m and "cannot run this model exactly" in m and "cannot load" in m
             and "delete it to try again" in m]
@@ -96,7 +96,7 @@ def test_a_model_openvino_cannot_take_runs_in_tensorflow(tiny_run_dir, tmp_path,
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="orpheus.tagging.backends"):
         with pytest.raises(DataFormatError, match="cannot load the model"):
-            tagging.Tagger(broken)
+            tagging.TaggingEngine(broken)
     assert not [m for m in caplog.messages if "converting" in m]  # the failure was remembered
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [m for m in warned if "runs in TensorFlow, slower" in m]   # every fall back says so
@@ -107,21 +107,21 @@ def test_an_unwritable_cache_only_costs_the_conversion_next_time(tiny_run_dir, t
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "a-file" / "cache"))  # mkdir fails, even for root
     with caplog.at_level(logging.INFO, logger="orpheus.tagging.backends"):
-        tagger = tagging.Tagger(tiny_run_dir, precision="fast")
+        tagger = tagging.TaggingEngine(tiny_run_dir, precision="fast")
     assert "OpenVINO" in tagger.backend and [m for m in caplog.messages if "cannot cache" in m]
     noise = np.random.default_rng(1).normal(size=32000).astype(np.float32) * 0.1
-    reference = tagging.Tagger(tiny_run_dir, engine="tensorflow").tag_audio("noise", noise).scores
+    reference = tagging.TaggingEngine(tiny_run_dir, engine="tensorflow").tag_audio("noise", noise).scores
     np.testing.assert_allclose(tagger.tag_audio("noise", noise).scores, reference, atol=0.03)
 
 
 def test_batch_size_defaults_follow_the_engine(tiny_run_dir):  # noqa: F811
-    tensorflow = tagging.Tagger(tiny_run_dir, engine="tensorflow")
+    tensorflow = tagging.TaggingEngine(tiny_run_dir, engine="tensorflow")
     assert tensorflow.batch_size == tagging.BATCH_SIZES["tensorflow"] == 8
-    assert tagging.Tagger(tiny_run_dir, engine="tensorflow", batch_size=3).batch_size == 3
+    assert tagging.TaggingEngine(tiny_run_dir, engine="tensorflow", batch_size=3).batch_size == 3
     pytest.importorskip("openvino")
     for precision in ("exact", "fast"):
-        tagger = tagging.Tagger(tiny_run_dir, precision=precision)
+        tagger = tagging.TaggingEngine(tiny_run_dir, precision=precision)
         assert "OpenVINO" in tagger.backend and tagging.BATCH_SIZES["openvino"] == 16
         assert tagger.batch_size * tagger._in_flight == 16  # fast runs batches at once: 16 windows in all
     with pytest.raises(ConfigError, match="engine"):
-        tagging.Tagger(tiny_run_dir, engine="onnx")
+        tagging.TaggingEngine(tiny_run_dir, engine="onnx")

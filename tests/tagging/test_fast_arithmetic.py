@@ -125,7 +125,7 @@ def test_the_choice_is_made_once_per_cpu_and_refuses_what_fails_the_check(  # no
     from orpheus.tagging import fast_arithmetic
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="orpheus.tagging.fast_arithmetic"):
-        first = tagging.Tagger(tiny_run_dir, precision="fast")
+        first = tagging.TaggingEngine(tiny_run_dir, precision="fast")
     assert [m for m in caplog.messages if "choosing" in m]
     (choice,) = (tmp_path / "cache" / "openvino-fast").glob("*/*/choice.json")
     record = json.loads(choice.read_text())
@@ -135,14 +135,14 @@ def test_the_choice_is_made_once_per_cpu_and_refuses_what_fails_the_check(  # no
     assert record["chosen"] == min(timed, key=timed.get) and first.backend.endswith(f", {record['chosen']})")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="orpheus.tagging.fast_arithmetic"):
-        tagging.Tagger(tiny_run_dir, precision="fast")
+        tagging.TaggingEngine(tiny_run_dir, precision="fast")
     assert not caplog.messages                                     # read from the cache
     choice.write_text("{not json")
     with caplog.at_level(logging.INFO, logger="orpheus.tagging.fast_arithmetic"):
-        tagging.Tagger(tiny_run_dir, precision="fast")
+        tagging.TaggingEngine(tiny_run_dir, precision="fast")
     assert [m for m in caplog.messages if "choosing again" in m] and json.loads(choice.read_text())["chosen"]
     monkeypatch.setattr(fast_arithmetic, "CHECK_BOUND", 0.0)  # another recipe: only float32 itself passes
-    assert tagging.Tagger(tiny_run_dir, precision="fast").backend.endswith(", float32)")
+    assert tagging.TaggingEngine(tiny_run_dir, precision="fast").backend.endswith(", float32)")
     monkeypatch.setattr(fast_arithmetic, "cpu_info", lambda: ("Another CPU", ["avx2"]))  # another CPU
-    tagging.Tagger(tiny_run_dir, precision="fast")
+    tagging.TaggingEngine(tiny_run_dir, precision="fast")
     assert len(list((tmp_path / "cache" / "openvino-fast").glob("*/*/choice.json"))) == 3

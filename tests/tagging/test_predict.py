@@ -15,7 +15,7 @@ import pytest
 from orpheus.commands import predict_and_test
 from orpheus.errors import EXIT_PARTIAL
 from orpheus.audio.settings import FeatureSettings
-from orpheus.tagging.tagger import Tagger
+from orpheus.tagging.tagger import TaggingEngine
 from tests.fixtures_tagging import TINY_TAGS, link_clips, tiny_run_dir  # noqa: F401  (fixture)
 
 CLIPS = ["asc_frontiers.ogg", "fof_armygeddon_mix.ogg"]
@@ -45,7 +45,7 @@ def test_json_all_tags_sorted_bad_file_reported(capsys, tiny_run_dir, folder):  
     assert [r["file"] for r in records] == [str(folder / "a" / "broken.mp3"), str(folder / "a" / CLIPS[1]),
                                             str(folder / "b" / CLIPS[0])]
     assert "error" in records[0] and "tags" not in records[0]
-    expected = Tagger(tiny_run_dir).tag_files([folder / "b" / CLIPS[0]], quiet=True)
+    expected = TaggingEngine(tiny_run_dir).tag_files([folder / "b" / CLIPS[0]], quiet=True)
     expected_scores = dict(zip(TINY_TAGS, next(expected).scores.tolist()))
     for record in records[1:]:
         probabilities = list(record["tags"].values())
@@ -59,7 +59,7 @@ def test_csv_top_and_table_threshold(capsys, tiny_run_dir, music_dir):  # noqa: 
     status, out, _ = predict(capsys, tiny_run_dir, "--mp3", clip, "--format", "csv", "--top", "2")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert status == 0 and [r["rank"] for r in rows] == ["1", "2"]
-    scores = dict(zip(TINY_TAGS, next(Tagger(tiny_run_dir).tag_files([clip], quiet=True)).scores))
+    scores = dict(zip(TINY_TAGS, next(TaggingEngine(tiny_run_dir).tag_files([clip], quiet=True)).scores))
     best = sorted(scores, key=lambda t: -scores[t])
     assert [r["tag"] for r in rows] == best[:2]
     assert float(rows[0]["probability"]) == pytest.approx(scores[best[0]], abs=1e-6)
@@ -146,7 +146,7 @@ def test_evaluate_on_tiny_shards_matches_sklearn(capsys, tiny_run_dir, tmp_path)
     assert status == 0 and "ROC-AUC macro" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
 
-    tagger = Tagger(tiny_run_dir)
+    tagger = TaggingEngine(tiny_run_dir)
     scores = np.stack([np.asarray(tagger.model(normalise_windows(cut_windows(f, 187), tagger.info))).mean(axis=0)
                        for f in features])
     truth = labels[:, [dataset_tags.index(t) for t in TINY_TAGS]]

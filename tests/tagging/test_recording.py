@@ -20,7 +20,7 @@ import soundfile as sf
 
 from orpheus.audio.decode import load_audio
 from orpheus.errors import AudioDeviceError
-from orpheus.tagging.tagger import Tagger
+from orpheus.tagging.tagger import TaggingEngine
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ def test_recorded_clip_tags_like_the_file(tmp_path, tiny_run_dir, music_dir):  #
     recorded, rate = sf.read(str(saved), dtype="int16")
     assert rate == RATE and recorded.shape == (6 * RATE,)
     np.testing.assert_array_equal(recorded, pcm[:6 * RATE])  # bit-exact through PortAudio
-    expected = next(Tagger(tiny_run_dir).tag_files([clip_wav], quiet=True))
+    expected = next(TaggingEngine(tiny_run_dir).tag_files([clip_wav], quiet=True))
     assert record["file"] == str(saved)
     assert record["tags"] == pytest.approx(dict(zip(TINY_TAGS, expected.scores.tolist())),
                                            abs=1e-4)

@@ -24,7 +24,7 @@ CLIPS = ["asc_frontiers.ogg", "fof_armygeddon_mix.ogg"]
 
 @pytest.fixture(scope="module")
 def tagger(tiny_run_dir):  # noqa: F811
-    return tagging.Tagger(tiny_run_dir, embeddings=True, batch_size=16)
+    return tagging.TaggingEngine(tiny_run_dir, embeddings=True, batch_size=16)
 
 
 def reference_scores(tagger, path, hop_frames=None):
@@ -74,19 +74,19 @@ def test_track_score_is_mean_of_window_scores(tagger, music_dir):
 
 def test_max_aggregation_and_hop(tiny_run_dir, music_dir):  # noqa: F811
     path = music_dir / CLIPS[1]
-    mean = next(tagging.Tagger(tiny_run_dir).tag_files([path], quiet=True))
-    max_tagger = tagging.Tagger(tiny_run_dir, aggregate="max", hop_s=1.5)
+    mean = next(tagging.TaggingEngine(tiny_run_dir).tag_files([path], quiet=True))
+    max_tagger = tagging.TaggingEngine(tiny_run_dir, aggregate="max", hop_s=1.5)
     top = next(max_tagger.tag_files([path], quiet=True))
     expected = reference_scores(max_tagger, path, hop_frames=94)
     assert top.window_scores.shape[0] == len(window_starts(626, 187, 94)) == 6  # 0, 94, ..., 376 and 439
     np.testing.assert_allclose(top.scores, expected.max(axis=0), atol=1e-5)
     assert not np.allclose(top.scores, mean.scores)
     with pytest.raises(ConfigError, match="aggregate"):
-        tagging.Tagger(tiny_run_dir, aggregate="median")
+        tagging.TaggingEngine(tiny_run_dir, aggregate="median")
 
 
 def test_longer_window_on_free_time_axis(tiny_run_dir, music_dir):  # noqa: F811
-    result = next(tagging.Tagger(tiny_run_dir, window_s=6.0).tag_files([music_dir / CLIPS[0]], quiet=True))
+    result = next(tagging.TaggingEngine(tiny_run_dir, window_s=6.0).tag_files([music_dir / CLIPS[0]], quiet=True))
     assert result.window_scores.shape == (2, 6)  # 375 frames per window over 626 -> starts 0 and 251
     np.testing.assert_allclose(result.window_start_s, [0, 251 * 256 / 16000])
 
@@ -120,7 +120,7 @@ def test_long_file_streams_in_bounded_memory(tiny_run_dir, tmp_path):  # noqa: F
         for minute in range(seconds // 60):
             t = np.arange(60 * rate) / rate
             f.write((0.3 * np.sin(2 * np.pi * (220 + 40 * minute) * t) + 0.05 * rng.normal(size=t.size)) / 1.5)
-    tagger = tagging.Tagger(tiny_run_dir)
+    tagger = tagging.TaggingEngine(tiny_run_dir)
 
     def peak_of(**kwargs):
         tracemalloc.start()

@@ -51,13 +51,13 @@ def test_predict_warns_on_silent_short_and_truncated_input(tiny_run_dir, odd_fil
     assert truncated.startswith("truncated: decoded ") and "of the 30.0 s its header announces" in truncated
     decoded_s = float(truncated.split()[2])
     assert 4.5 < decoded_s < 7.5, truncated
-    assert all(len(r["tags"]) == len(tagging.Tagger(tiny_run_dir).tags) for r in records.values())
+    assert all(len(r["tags"]) == len(tagging.TaggingEngine(tiny_run_dir).tags) for r in records.values())
     logged = [m for m in caplog.messages if "truncated" in m or "near-silent" in m or "very short" in m]
     assert len(logged) == 3
 
 
 def test_streamed_long_file_and_recording_warn_too(tiny_run_dir, odd_files):  # noqa: F811
-    tagger = tagging.Tagger(tiny_run_dir)
+    tagger = tagging.TaggingEngine(tiny_run_dir)
     streamed = next(tagger.tag_files([odd_files / "silence.flac"], quiet=True, stream_threshold_s=60, block_s=20))
     whole = next(tagger.tag_files([odd_files / "silence.flac"], quiet=True))
     assert streamed.warnings == whole.warnings and "near-silent" in streamed.warnings[0]
@@ -76,9 +76,9 @@ def test_fast_precision_matches_exact(tiny_run_dir, odd_files, arithmetic, monke
         pytest.skip(f"this CPU has no {arithmetic} instructions")
     monkeypatch.setattr(fast_arithmetic, "available_candidates", lambda flags=None: (arithmetic,))
     monkeypatch.setenv("ORPHEUS_CACHE", str(tmp_path / "cache"))
-    exact = tagging.Tagger(tiny_run_dir, embeddings=True, engine="tensorflow")
+    exact = tagging.TaggingEngine(tiny_run_dir, embeddings=True, engine="tensorflow")
     with caplog.at_level(logging.INFO, logger="orpheus"):
-        fast = tagging.Tagger(tiny_run_dir, embeddings=True, precision="fast")
+        fast = tagging.TaggingEngine(tiny_run_dir, embeddings=True, precision="fast")
     assert [m for m in caplog.messages if "converting" in m] and [m for m in caplog.messages if "choosing" in m]
     assert exact.backend == "exact (TensorFlow, float32)"
     assert fast.backend == f"fast (OpenVINO {openvino_version()}, {arithmetic})"
@@ -91,7 +91,7 @@ def test_fast_precision_matches_exact(tiny_run_dir, odd_files, arithmetic, monke
     assert [p.parent.name.endswith("-emb") for p in cached.glob("*/model.xml")] == [True]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="orpheus"):
-        again = tagging.Tagger(tiny_run_dir, embeddings=True, precision="fast")  # from the cached conversion
+        again = tagging.TaggingEngine(tiny_run_dir, embeddings=True, precision="fast")  # from the cached conversion
     assert again.backend == fast.backend
     assert not [m for m in caplog.messages if "converting" in m or "choosing" in m]
 
@@ -104,12 +104,12 @@ def openvino_version() -> str:
 def test_fast_precision_without_openvino_says_so_and_runs_exact(tiny_run_dir, monkeypatch, caplog):  # noqa: F811
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
-        tagger = tagging.Tagger(tiny_run_dir, precision="fast")
+        tagger = tagging.TaggingEngine(tiny_run_dir, precision="fast")
     assert tagger.backend == "exact (TensorFlow, float32)" and tagger.batch_size == tagging.BATCH_SIZES["tensorflow"]
     assert [m for m in caplog.messages if "OpenVINO is not installed" in m and "running exact" in m]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="orpheus.tagging.backends"):
-        assert tagging.Tagger(tiny_run_dir).backend == "exact (TensorFlow, float32)"
+        assert tagging.TaggingEngine(tiny_run_dir).backend == "exact (TensorFlow, float32)"
     assert not caplog.messages  # exact without OpenVINO is simply TensorFlow
     with pytest.raises(tagging.ConfigError, match="--precision"):
-        tagging.Tagger(tiny_run_dir, precision="half")
+        tagging.TaggingEngine(tiny_run_dir, precision="half")
