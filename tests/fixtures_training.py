@@ -73,7 +73,7 @@ def write_learnable_shards(shard_dir: Path, counts: dict[str, int] | None = None
 
 
 # A child process that trains a tiny model on two logical CPUs (MirroredStrategy) with both loops:
-# argv = shard folder, config JSON, run-directory prefix.
+# argv = shard folder, config JSON, run-directory prefix[, epochs (default 2)].
 TWO_REPLICAS = textwrap.dedent("""
     import sys
     import tensorflow as tf
@@ -85,7 +85,8 @@ TWO_REPLICAS = textwrap.dedent("""
     config = config_from_dict(json.loads(sys.argv[2]))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     for loop in ("fit", "custom"):
-        train(sys.argv[1], config.replace(train={"loop": loop}), epochs=2, steps_per_epoch=2,
+        train(sys.argv[1], config.replace(train={"loop": loop}), epochs=int(sys.argv[4]) if len(sys.argv) > 4 else 2,
+              steps_per_epoch=2,
               run_dir=sys.argv[3] + loop, strategy=strategy, quiet=True)
     print("OK")
 """)

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -24,7 +23,7 @@ from orpheus.formats.rundir import read_run_info
 from orpheus.commands.train import main
 from orpheus.train.loop import train
 from tests.fixtures_disk import make_disk_full
-from tests.fixtures_training import write_learnable_shards
+from tests.fixtures_training import TWO_REPLICAS, write_learnable_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = {"data": {"window_s": 0.5, "top_n_tags": None, "shuffle_buffer": 32},
@@ -225,28 +224,12 @@ def test_shipped_finetune_config():
     assert data_file("finetune_musicnn.json").read_bytes() == (ROOT / "configs" / "finetune_musicnn.json").read_bytes()
 
 
-TWO_REPLICAS = textwrap.dedent("""
-    import json, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from orpheus.config import config_from_dict
-    from orpheus.train.loop import train
-    config = config_from_dict(json.loads(sys.argv[2]))
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    for loop in ("fit", "custom"):
-        train(sys.argv[1], config.replace(train={"loop": loop}), epochs=1, steps_per_epoch=2,
-              run_dir=sys.argv[3] + loop, strategy=strategy, quiet=True)
-    print("OK")
-""")
-
-
 @pytest.mark.slow
 def test_fine_tuning_on_two_logical_cpus(source_run, target_shards, tmp_path):
     config = {**TARGET, "train": {**TARGET["train"], "init_from": str(source_run), "freeze": ["frontend"]}}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, "-c", TWO_REPLICAS, str(target_shards), json.dumps(config),
-                             str(tmp_path / "r")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                             str(tmp_path / "r"), "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     before = layer_weights(source_run)
     for loop in ("fit", "custom"):
