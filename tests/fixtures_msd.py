@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +40,31 @@ def write_lastfm_db(path: Path, tids: Sequence[str], tags: Sequence[str],
     """A Last.fm database with the real schema, without indexes; pairs are (tid ROWID, tag ROWID, val)."""
     msd_writers.write_lastfm_db(path, tids, tags, pairs, tid_rowids=tid_rowids, indexed=False)
     return path
+
+
+def read_tag_db(path: Path) -> tuple[list[str], list[str], dict[str, set[str]]]:
+    """(track ids, tags, track id -> its tags) of a tag database with the Last.fm schema (`tids`, `tags`,
+    `tid_tag`), ids and tags in ROWID order: a converter's clean_tags.db or a cleaned lastfm database."""
+    con = sqlite3.connect(path)
+    try:
+        tids = [r[0] for r in con.execute("SELECT tid FROM tids ORDER BY ROWID")]
+        tags = [r[0] for r in con.execute("SELECT tag FROM tags ORDER BY ROWID")]
+        pairs: dict[str, set[str]] = {}
+        for tid, tag in con.execute("SELECT tids.tid, tags.tag FROM tid_tag JOIN tids ON tid_tag.tid = tids.ROWID "
+                                    "JOIN tags ON tid_tag.tag = tags.ROWID"):
+            pairs.setdefault(tid, set()).add(tag)
+        return tids, tags, pairs
+    finally:
+        con.close()
+
+
+def tag_db_values(path: Path) -> set[float]:
+    """The distinct `tid_tag.val` of a tag database with the Last.fm schema."""
+    con = sqlite3.connect(path)
+    try:
+        return {r[0] for r in con.execute("SELECT DISTINCT val FROM tid_tag")}
+    finally:
+        con.close()
 
 
 def noise(seconds: float, rng: np.random.Generator, level: float = 0.3) -> np.ndarray:

@@ -6,7 +6,6 @@ MultiIndex columns, genres.csv, real mp3s at <000>/<000002>.mp3, real faults) gi
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import soundfile as sf
 
 from msd.converters import fma
 from orpheus.errors import DataFormatError, MissingInputError
+from tests.fixtures_msd import read_tag_db, tag_db_values
 
 REPO = Path(__file__).resolve().parents[3]
 GENRES = [(12, 0, "Rock", 12), (25, 12, "Punk", 12), (15, 0, "Electronic", 15), (181, 15, "Techno", 15),
@@ -72,21 +72,6 @@ def fma_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return write_fma(tmp_path / "fma")
 
 
-def read_db(path: Path) -> tuple[list[str], list[str], dict[str, set[str]]]:
-    con = sqlite3.connect(path)
-    try:
-        tids = [r[0] for r in con.execute("SELECT tid FROM tids ORDER BY ROWID")]
-        tags = [r[0] for r in con.execute("SELECT tag FROM tags ORDER BY ROWID")]
-        pairs: dict[str, set[str]] = {}
-        for tid, tag, val in con.execute("SELECT tids.tid, tags.tag, val FROM tid_tag JOIN tids ON tid_tag.tid = "
-                                         "tids.ROWID JOIN tags ON tid_tag.tag = tags.ROWID"):
-            assert val == 100.0
-            pairs.setdefault(tid, set()).add(tag)
-    finally:
-        con.close()
-    return tids, tags, pairs
-
-
 def test_audio_path_layout() -> None:
     assert fma.audio_path(2) == "000/000002.mp3"
     assert fma.audio_path(123456) == "123/123456.mp3"
@@ -126,17 +111,20 @@ def test_official_split_and_artist_ids(fma_dirs, tmp_path: Path) -> None:
 def test_tags_top_versus_all(fma_dirs, tmp_path: Path) -> None:
     metadata, audio = fma_dirs
     fma.run(tmp_path / "top", metadata, audio, subset="large", tags="top", quiet=True)
-    tids, tags, pairs = read_db(tmp_path / "top" / "clean_tags.db")
+    tids, tags, pairs = read_tag_db(tmp_path / "top" / "clean_tags.db")
     assert tids == ["2", "5", "140", "1001", "20000"]
     assert tags == ["Rock", "Electronic", "Hip-Hop"]  # Rock 2; then ties by name
     assert pairs == {"2": {"Hip-Hop"}, "5": {"Rock"}, "140": {"Electronic"}, "1001": {"Rock"}}  # 20000: no genre_top
+    assert tag_db_values(tmp_path / "top" / "clean_tags.db") <= {100.0}
     fma.run(tmp_path / "all", metadata, audio, subset="large", tags="all", quiet=True)
-    _, tags, pairs = read_db(tmp_path / "all" / "clean_tags.db")
+    _, tags, pairs = read_tag_db(tmp_path / "all" / "clean_tags.db")
     assert tags == ["Rock", "Classical", "Electronic", "Hip-Hop", "Punk", "Techno"]
     assert pairs["5"] == {"Rock", "Punk"} and pairs["140"] == {"Electronic", "Techno"}
     assert pairs["20000"] == {"Classical", "Rock"}
+    assert tag_db_values(tmp_path / "all" / "clean_tags.db") <= {100.0}
     fma.run(tmp_path / "top1", metadata, audio, subset="large", tags="all", top=1, quiet=True)
-    assert read_db(tmp_path / "top1" / "clean_tags.db")[1] == ["Rock"]
+    assert read_tag_db(tmp_path / "top1" / "clean_tags.db")[1] == ["Rock"]
+    assert tag_db_values(tmp_path / "top1" / "clean_tags.db") <= {100.0}
 
 
 def test_malformed_literal_names_file_and_column(tmp_path: Path, capsys) -> None:

@@ -7,7 +7,6 @@ real mp3s and real faults gives exact expectations; the generator is checked aga
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import soundfile as sf
 from msd.converters import jamendo
 from msd.miniature import music_synth, synthetic_jamendo
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OutputExistsError
+from tests.fixtures_msd import read_tag_db
 
 REPO = Path(__file__).resolve().parents[3]
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
@@ -67,20 +67,6 @@ def jamendo_dirs(tmp_path: Path) -> tuple[Path, Path]:
     return data, audio
 
 
-def read_db(path: Path) -> tuple[list[str], list[str], dict[str, set[str]]]:
-    con = sqlite3.connect(path)
-    try:
-        tids = [r[0] for r in con.execute("SELECT tid FROM tids ORDER BY ROWID")]
-        tags = [r[0] for r in con.execute("SELECT tag FROM tags ORDER BY ROWID")]
-        pairs: dict[str, set[str]] = {}
-        for tid, tag in con.execute("SELECT tids.tid, tags.tag FROM tid_tag JOIN tids ON tid_tag.tid = tids.ROWID "
-                                    "JOIN tags ON tid_tag.tag = tags.ROWID"):
-            pairs.setdefault(tid, set()).add(tag)
-    finally:
-        con.close()
-    return tids, tags, pairs
-
-
 def test_audio_path_layout() -> None:
     assert jamendo.audio_path(214) == "14/214.mp3" and jamendo.audio_path(1405384) == "84/1405384.mp3"
     assert jamendo.audio_path(1195900) == "00/1195900.mp3" and jamendo.audio_path(7) == "07/7.mp3"
@@ -105,7 +91,7 @@ def test_kept_skipped_split_and_short_tag_names(jamendo_dirs, tmp_path: Path) ->
     assert dict(zip(split["track_id"], split["split"])) == {
         "track_0000214": "train", "track_0000215": "train", "track_0001301": "valid", "track_0090017": "test",
         "track_0090019": "test"}
-    tids, tags, pairs = read_db(tmp_path / "out" / "clean_tags.db")
+    tids, tags, pairs = read_tag_db(tmp_path / "out" / "clean_tags.db")
     assert tids == kept
     # "soundtrack" is a genre and a mood/theme: both keep their category; the others lose it
     assert pairs["track_0000214"] == {"rock", "guitar", "happy"}
@@ -119,7 +105,7 @@ def test_kept_skipped_split_and_short_tag_names(jamendo_dirs, tmp_path: Path) ->
 def test_full_tag_names_and_excerpts(jamendo_dirs, tmp_path: Path) -> None:
     data, audio = jamendo_dirs
     jamendo.run(tmp_path / "out", data, audio, tag_names_mode="full", excerpt_s=0.2, quiet=True)
-    _, tags, pairs = read_db(tmp_path / "out" / "clean_tags.db")
+    _, tags, pairs = read_tag_db(tmp_path / "out" / "clean_tags.db")
     assert pairs["track_0000214"] == {"genre---rock", "instrument---guitar", "mood/theme---happy"}
     assert all("---" in tag for tag in tags)
     master = pd.read_csv(tmp_path / "out" / "ultimate.csv").set_index("track_id")
@@ -228,7 +214,7 @@ def test_converter_on_the_generated_dataset_matches_its_manifest(mini_jamendo, t
         tid: REASON_OF_FAULT[e["fault"]].split(" (")[0] for tid, e in manifest.items() if e["fault"]}
     split = pd.read_csv(tmp_path / "out" / "split.csv", dtype=str)
     assert dict(zip(split["track_id"], split["split"])) == {tid: manifest[tid]["splits"][2] for tid in split["track_id"]}
-    _, _, pairs = read_db(tmp_path / "out" / "clean_tags.db")
+    _, _, pairs = read_tag_db(tmp_path / "out" / "clean_tags.db")
     tid = master["track_id"][0]
     assert pairs[tid] <= {tag.split("---")[1] for tag in manifest[tid]["tags"]}
     assert result["splits"].keys() == {"train", "valid", "test"}
@@ -281,7 +267,7 @@ def test_clean_then_shards_with_the_official_split(tmp_path: Path) -> None:
 
     audio, clean = _clean_mini_jamendo(tmp_path, 2.5)
     info = shards_from_clean(clean, audio, tmp_path / "shards")
-    _, vocabulary, pairs = read_db(clean / "clean_tags.db")
+    _, vocabulary, pairs = read_tag_db(clean / "clean_tags.db")
     split = pd.read_csv(clean / "split.csv", dtype=str)
     assert info["counts"] == split[split["track_id"].isin(pairs)]["split"].value_counts().to_dict()
     assert list(info["tags"]) == vocabulary

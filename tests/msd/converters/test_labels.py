@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import soundfile as sf
 
 from msd.converters import common, labels
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
+from tests.fixtures_msd import read_tag_db
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED_CLIPS = Path("/work/shared/audio/clips")
@@ -29,20 +29,6 @@ def tone(path: Path, freq_hz: float, duration_s: float = 0.5, sample_rate: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".mp3": "MP3", ".ogg": "OGG", ".wav": "WAV", ".flac": "FLAC"}[path.suffix]
     sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32), sample_rate, format=fmt)
-
-
-def read_db(path: Path) -> tuple[list[str], list[str], dict[str, set[str]]]:
-    con = sqlite3.connect(path)
-    try:
-        tids = [r[0] for r in con.execute("SELECT tid FROM tids ORDER BY ROWID")]
-        tags = [r[0] for r in con.execute("SELECT tag FROM tags ORDER BY ROWID")]
-        pairs: dict[str, set[str]] = {}
-        for tid, tag in con.execute("SELECT tids.tid, tags.tag FROM tid_tag JOIN tids ON tid_tag.tid = tids.ROWID "
-                                    "JOIN tags ON tid_tag.tag = tags.ROWID"):
-            pairs.setdefault(tid, set()).add(tag)
-    finally:
-        con.close()
-    return tids, tags, pairs
 
 
 def reasons_of(out: Path) -> dict[str, str]:
@@ -93,7 +79,7 @@ def test_labels_csv_kept_skipped_and_tags(labelled: Path, tmp_path: Path) -> Non
     assert reasons["songs/corrupt.mp3"].startswith("corrupt audio")
     assert reasons["songs/a.mp3"].startswith("duplicate row (first at ") and reasons["songs/a.mp3"].endswith(":2)")
     assert result["kept"] == 5 and result["skipped"] == 5
-    tids, tags, pairs = read_db(out / "clean_tags.db")
+    tids, tags, pairs = read_tag_db(out / "clean_tags.db")
     assert tids == list(master["track_id"])
     assert tags == ["piano", "rock", "calm", "guitar", "kazoo"]  # by count, then name; "jazz" was on the duplicate
     assert pairs["songs/a.mp3"] == {"rock", "guitar"} and pairs["songs/c.wav"] == {"piano", "calm"}
@@ -102,7 +88,7 @@ def test_labels_csv_kept_skipped_and_tags(labelled: Path, tmp_path: Path) -> Non
 def test_min_count_drops_tags_and_tracks_with_reasons(labelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = labels.run(out, labels=labelled / "labels.csv", root_dir=labelled, min_count=2, quiet=True)
-    _, tags, pairs = read_db(out / "clean_tags.db")
+    _, tags, pairs = read_tag_db(out / "clean_tags.db")
     assert tags == ["piano", "rock"]
     assert pairs["songs/a.mp3"] == {"rock"} and pairs["songs/c.wav"] == {"piano"}
     dropped = pd.read_csv(out / "clean_tags.dropped.csv", dtype=str)
@@ -164,7 +150,7 @@ def test_tag_folders_merge_the_same_file_under_several_tags(tmp_path: Path) -> N
     master = pd.read_csv(out / "ultimate.csv", dtype=str, keep_default_na=False).set_index("track_id")
     assert list(master.index) == ["live/y.ogg", "x.mp3", "y.ogg"]
     assert master.loc["x.mp3", "mp3_path"] == "guitar/x.mp3" and master.loc["live/y.ogg", "mp3_path"] == "rock/live/y.ogg"
-    _, tags, pairs = read_db(out / "clean_tags.db")
+    _, tags, pairs = read_tag_db(out / "clean_tags.db")
     assert pairs == {"x.mp3": {"guitar", "rock"}, "live/y.ogg": {"rock"}, "y.ogg": {"piano"}}
     assert tags == ["rock", "guitar", "piano"]
     reasons = reasons_of(out)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import soundfile as sf
 
 from msd.converters import mtt
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
+from tests.fixtures_msd import read_tag_db, tag_db_values
 
 REPO = Path(__file__).resolve().parents[3]
 TAGS = ["female", "woman", "female vocal", "classical", "clasical", "rock", "guitar", "no vocals", "instrumental",
@@ -76,21 +76,6 @@ def mtt_root(tmp_path: Path) -> Path:
     return root
 
 
-def read_db(path: Path) -> tuple[list[str], list[str], dict[str, set[str]], set[float]]:
-    con = sqlite3.connect(path)
-    try:
-        tids = [r[0] for r in con.execute("SELECT tid FROM tids ORDER BY ROWID")]
-        tags = [r[0] for r in con.execute("SELECT tag FROM tags ORDER BY ROWID")]
-        pairs: dict[str, set[str]] = {}
-        for tid, tag in con.execute("SELECT tids.tid, tags.tag FROM tid_tag JOIN tids ON tid_tag.tid = tids.ROWID "
-                                    "JOIN tags ON tid_tag.tag = tags.ROWID"):
-            pairs.setdefault(tid, set()).add(tag)
-        vals = {r[0] for r in con.execute("SELECT DISTINCT val FROM tid_tag")}
-    finally:
-        con.close()
-    return tids, tags, pairs, vals
-
-
 def test_kept_and_skipped_clips_with_reasons(mtt_root: Path, tmp_path: Path) -> None:
     result = mtt.run(tmp_path / "out", mtt_root, quiet=True)
     master = pd.read_csv(tmp_path / "out" / "ultimate.csv", dtype=str, keep_default_na=False)
@@ -117,7 +102,8 @@ def test_standard_split_by_folder(mtt_root: Path, tmp_path: Path) -> None:
 
 def test_tag_database_shape_order_and_values(mtt_root: Path, tmp_path: Path) -> None:
     mtt.run(tmp_path / "out", mtt_root, quiet=True)
-    tids, tags, pairs, vals = read_db(tmp_path / "out" / "clean_tags.db")
+    tids, tags, pairs = read_tag_db(tmp_path / "out" / "clean_tags.db")
+    vals = tag_db_values(tmp_path / "out" / "clean_tags.db")
     assert tids == KEPT
     # raw tags on kept clips: classical 2, rock 2, piano 1, no vocals 1, clasical 1, instrumental 1, guitar 1,
     # female vocal 1, woman 1, female 1 -> by count desc, then name
@@ -130,14 +116,14 @@ def test_tag_database_shape_order_and_values(mtt_root: Path, tmp_path: Path) -> 
 
 def test_merge_synonyms_and_top(mtt_root: Path, tmp_path: Path) -> None:
     result = mtt.run(tmp_path / "merged", mtt_root, merge_synonyms=True, quiet=True)
-    _, tags, pairs, _ = read_db(tmp_path / "merged" / "clean_tags.db")
+    _, tags, pairs = read_tag_db(tmp_path / "merged" / "clean_tags.db")
     # female <- female, woman, female vocal (3 clips); classical <- classical, clasical (3);
     # no singer <- no vocals, instrumental (2); rock 2; guitar 1; piano 1
     assert tags == ["classical", "female", "no singer", "rock", "guitar", "piano"]
     assert pairs["14"] == {"rock", "female"} and pairs["6"] == {"classical", "no singer"}
     assert result["tags"] == tags
     mtt.run(tmp_path / "top2", mtt_root, merge_synonyms=True, top=2, discard_no_tag=True, quiet=True)
-    tids, tags, pairs, _ = read_db(tmp_path / "top2" / "clean_tags.db")
+    tids, tags, pairs = read_tag_db(tmp_path / "top2" / "clean_tags.db")
     assert tags == ["classical", "female"]
     assert tids == ["2", "6", "10", "14", "20"]  # 25 has no tag at all now
     skipped = pd.read_csv(tmp_path / "top2" / "skipped.csv", dtype=str)
@@ -302,7 +288,7 @@ def test_clean_then_shards_with_the_standard_split(tmp_path: Path) -> None:
 
     root, clean, _ = _clean_mini_mtt(tmp_path, 2.5)
     info = shards_from_clean(clean, root, tmp_path / "shards")
-    _, vocabulary, pairs, _ = read_db(clean / "clean_tags.db")
+    _, vocabulary, pairs = read_tag_db(clean / "clean_tags.db")
     split = pd.read_csv(clean / "split.csv", dtype=str)
     tagged = split[split["track_id"].isin(pairs)]
     assert info["counts"] == tagged["split"].value_counts().to_dict()

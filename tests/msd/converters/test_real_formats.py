@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import re
 import shutil
-import sqlite3
 from pathlib import Path
 
 import h5py
@@ -22,6 +21,7 @@ import soundfile as sf
 from msd import fetcher, wrangle
 from msd.converters import fma, jamendo, mtt
 from orpheus.errors import MissingInputError
+from tests.fixtures_msd import read_tag_db
 
 REAL_FORMATS = Path(__file__).resolve().parents[3].parent / "shared" / "real_formats"
 JAMENDO_SPLITS = ("train", "validation", "test")
@@ -140,17 +140,6 @@ def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def tags_in_db(path: Path) -> dict[str, set[str]]:
-    """tid -> its tags in a clean tag database (tids, tags, tid_tag)."""
-    with sqlite3.connect(path) as con:
-        pairs = con.execute("SELECT tids.tid, tags.tag FROM tid_tag JOIN tids ON tid_tag.tid = tids.ROWID "
-                            "JOIN tags ON tid_tag.tag = tags.ROWID").fetchall()
-    found: dict[str, set[str]] = {}
-    for tid, tag in pairs:
-        found.setdefault(tid, set()).add(tag)
-    return found
-
-
 # ------------------------------------------------------------------------------------ MTG-Jamendo
 def split_rows(metadata: Path, subset: str) -> dict[str, list[jamendo.JamendoTrack]]:
     return {part: jamendo.read_tsv(jamendo.split_file(metadata, subset, 0, part)) for part in JAMENDO_SPLITS}
@@ -163,7 +152,7 @@ def check_jamendo_outputs(out: Path, rows: dict[str, list[jamendo.JamendoTrack]]
     expected = {t.track_id: jamendo.OFFICIAL_SPLITS[part] for part, tracks in rows.items() for t in tracks}
     assert splits == expected
     names = jamendo.tag_names(sorted({tag for tracks in rows.values() for t in tracks for tag in t.tags}), "short")
-    assert tags_in_db(out / "clean_tags.db") == {t.track_id: {names[tag] for tag in t.tags}
+    assert read_tag_db(out / "clean_tags.db")[2] == {t.track_id: {names[tag] for tag in t.tags}
                                                  for tracks in rows.values() for t in tracks if t.tags}
     ultimate = read_csv(out / "ultimate.csv")
     assert sorted(ultimate["track_id"]) == sorted(expected)
@@ -261,7 +250,7 @@ def test_mtt_converts_annotations_in_the_real_layout(formats, clip_bytes, tmp_pa
     ultimate = read_csv(tmp_path / "out" / "ultimate.csv")
     per_clip = dict(zip(ultimate["track_id"], ultimate["mp3_path"]))
     assert per_clip == {clip_id: path for clip_id, path in index if clip_id in keep - bad}
-    found = tags_in_db(tmp_path / "out" / "clean_tags.db")
+    found = read_tag_db(tmp_path / "out" / "clean_tags.db")[2]
     assert {c: found.get(c, set()) for c in keep - bad if c in tags} == {c: set(tags[c]) for c in keep - bad if c in tags}
 
 
