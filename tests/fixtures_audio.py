@@ -10,6 +10,7 @@ runs on both. Every generated file is deterministic (seeded).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -58,3 +59,15 @@ def write_clip(path: Path, tags: tuple[str, ...] = ("rock",), *, seed: int = 0, 
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), render_clip(tags, seed, duration_s, sample_rate), sample_rate, **kwargs)
     return path
+
+
+def plant_track(path: Path, fault: str | None, rng: np.random.Generator, write_audio: Callable[[Path], None]) -> None:
+    """One track of a miniature dataset: an empty file (`fault` "empty"), 2048 random bytes ("corrupt"), no file
+    (any other fault: a missing track), or `write_audio(path)` (no fault). Its folder is created in every case."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fault == "empty":
+        path.write_bytes(b"")
+    elif fault == "corrupt":
+        path.write_bytes(rng.bytes(2048))
+    elif not fault:
+        write_audio(path)

@@ -17,6 +17,7 @@ import soundfile as sf
 
 from msd.converters import fma
 from orpheus.errors import DataFormatError, MissingInputError
+from tests.fixtures_audio import plant_track
 from tests.fixtures_msd import read_tag_db, tag_db_values
 
 REPO = Path(__file__).resolve().parents[3]
@@ -53,17 +54,11 @@ def write_fma(root: Path, tracks: dict = TRACKS, literal_of=lambda genres: str(g
                  columns=["genre_id", "#tracks", "parent", "title", "top_level"]).to_csv(metadata / "genres.csv",
                                                                                         index=False)
     rng = np.random.default_rng(0)
+    t = np.arange(22050) / 44100
     for tid, (*_, fault) in tracks.items():
-        path = audio / fma.audio_path(tid)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fault == "empty":
-            path.write_bytes(b"")
-        elif fault == "corrupt":
-            path.write_bytes(rng.bytes(2048))
-        elif not fault:
-            t = np.arange(22050) / 44100
-            tone = (0.2 * np.sin(2 * np.pi * (100 + tid % 500) * t)).astype(np.float32)
-            sf.write(str(path), np.stack([tone, tone], 1), 44100, format="MP3")
+        tone = (0.2 * np.sin(2 * np.pi * (100 + tid % 500) * t)).astype(np.float32)
+        plant_track(audio / fma.audio_path(tid), fault, rng,
+                    lambda path: sf.write(str(path), np.stack([tone, tone], 1), 44100, format="MP3"))
     return metadata, audio
 
 

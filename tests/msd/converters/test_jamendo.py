@@ -19,6 +19,7 @@ import soundfile as sf
 from msd.converters import jamendo
 from msd.miniature import music_synth, synthetic_jamendo
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OutputExistsError
+from tests.fixtures_audio import plant_track
 from tests.fixtures_msd import read_tag_db
 
 REPO = Path(__file__).resolve().parents[3]
@@ -46,17 +47,11 @@ def row(number: int, artist: int, tags) -> str:
 def jamendo_dirs(tmp_path: Path) -> tuple[Path, Path]:
     data, audio = tmp_path / "repo" / "data", tmp_path / "audio"
     rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
     for number, (_, _, _, fault) in TRACKS.items():
-        path = audio / jamendo.audio_path(number)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fault == "empty":
-            path.write_bytes(b"")
-        elif fault == "corrupt":
-            path.write_bytes(rng.bytes(2048))
-        elif not fault:
-            t = np.arange(8000) / 16000
-            sf.write(str(path), (0.3 * np.sin(2 * np.pi * (100 + number % 500) * t)).astype(np.float32), 16000,
-                     format="MP3")
+        tone = (0.3 * np.sin(2 * np.pi * (100 + number % 500) * t)).astype(np.float32)
+        plant_track(audio / jamendo.audio_path(number), fault, rng,
+                    lambda path: sf.write(str(path), tone, 16000, format="MP3"))
     split_dir = data / "splits" / "split-0"
     split_dir.mkdir(parents=True)
     for part in ("train", "validation", "test"):

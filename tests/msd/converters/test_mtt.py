@@ -19,6 +19,7 @@ import soundfile as sf
 
 from msd.converters import mtt
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
+from tests.fixtures_audio import plant_track
 from tests.fixtures_msd import read_tag_db, tag_db_values
 
 REPO = Path(__file__).resolve().parents[3]
@@ -60,14 +61,7 @@ def mtt_root(tmp_path: Path) -> Path:
     root = tmp_path / "mtt"
     rng = np.random.default_rng(0)
     for clip_id, (rel, _, fault) in CLIPS.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fault == "empty":
-            path.write_bytes(b"")
-        elif fault == "corrupt":
-            path.write_bytes(rng.bytes(2048))
-        elif not fault:
-            tone_mp3(path, 200 + clip_id)
+        plant_track(root / rel, fault, rng, lambda path: tone_mp3(path, 200 + clip_id))
     write_tsv(root / "annotations_final.csv", ["clip_id", *TAGS, "mp3_path"],
               [[cid, *[int(t in tags) for t in TAGS], rel] for cid, (rel, tags, _) in CLIPS.items()])
     write_tsv(root / "clip_info_final.csv", mtt.CLIP_INFO_COLUMNS,
