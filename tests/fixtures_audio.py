@@ -71,3 +71,13 @@ def plant_track(path: Path, fault: str | None, rng: np.random.Generator, write_a
         path.write_bytes(rng.bytes(2048))
     elif not fault:
         write_audio(path)
+
+
+def longest_silence_s(audio: np.ndarray, sample_rate: int) -> float:
+    """Longest run of 2048/512 frames of `audio` [samples, channels] more than 60 dB under its loudest frame, in s."""
+    mono = audio.mean(axis=1)
+    frames = np.lib.stride_tricks.sliding_window_view(mono, 2048)[::512]
+    db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
+    silent = np.r_[0, (db < db.max() - 60).astype(int), 0]
+    edges = np.flatnonzero(np.diff(silent))
+    return float(np.max(edges[1::2] - edges[::2]) * 512 / sample_rate) if edges.size else 0.0

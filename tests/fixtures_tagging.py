@@ -6,8 +6,25 @@ from pathlib import Path
 
 import pytest
 
+from orpheus.errors import MissingDependencyError
+from orpheus.models.musicnn_checkpoint import INSTALL_COMMAND
+from orpheus.models.pretrained import PRETRAINED, locate_checkpoint
+
 TINY_TAGS = ("rock", "pop", "jazz", "electronic", "ambient", "metal")
 TINY_WINDOW_S = 2.992  # 187 frames at 16 kHz / hop 256, as musicnn
+
+
+def _musicnn_installed() -> bool:
+    """Whether the pretrained musicnn checkpoints (the musicnn package's files) are installed."""
+    try:
+        for name in PRETRAINED:
+            locate_checkpoint(name)
+    except MissingDependencyError:
+        return False
+    return True
+
+
+needs_musicnn = pytest.mark.skipif(not _musicnn_installed(), reason=f"musicnn checkpoints absent: {INSTALL_COMMAND}")
 
 
 def build_tiny_run_dir(run_dir: Path, *, normalise: str = "per_example") -> Path:

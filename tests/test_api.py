@@ -13,10 +13,9 @@ import soundfile as sf
 
 import orpheus
 from orpheus.commands import predict_and_test
-from orpheus.errors import ConfigError, MissingDependencyError
-from orpheus.models.musicnn_checkpoint import INSTALL_COMMAND
+from orpheus.errors import ConfigError
 from tests.fixtures_audio import render_clip, write_clip
-from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
+from tests.fixtures_tagging import TINY_TAGS, needs_musicnn, tiny_run_dir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,12 +108,8 @@ def test_api_and_predict_json_give_the_same_numbers(capsys, tiny_run_dir, songs)
         np.testing.assert_allclose(record["taggram"]["probabilities"], result.taggram, atol=1e-6)
 
 
+@needs_musicnn
 def test_pretrained_model_by_name_matches_predict(capsys, songs):
-    pretrained = pytest.importorskip("orpheus.models.pretrained")
-    try:
-        pretrained.locate_checkpoint("MSD_musicnn")
-    except MissingDependencyError:
-        pytest.skip(f"musicnn checkpoints absent: {INSTALL_COMMAND}")
     (result,) = orpheus.tag([songs[0]], model="MSD_musicnn", top=5)
     (record,) = predict_json(capsys, "--mp3", songs[0], "--top", "5")
     assert len(result.tags) == 5 and result.taggram.shape[1] == 50
@@ -122,15 +117,11 @@ def test_pretrained_model_by_name_matches_predict(capsys, songs):
     assert record["tags"] == pytest.approx(result.tags, abs=1e-7)
 
 
+@needs_musicnn
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     """The README's Python block, as written, on generated song.mp3 / other.flac (needs the musicnn checkpoints)."""
     import ast
     import re
-    pretrained = pytest.importorskip("orpheus.models.pretrained")
-    try:
-        pretrained.locate_checkpoint("MSD_musicnn")
-    except MissingDependencyError:
-        pytest.skip(f"musicnn checkpoints absent: {INSTALL_COMMAND}")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     (block,) = re.findall(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
     write_clip(tmp_path / "song.mp3", ("rock", "male"), seed=7, duration_s=6.0)
@@ -210,14 +201,10 @@ def test_a_bad_item_never_stops_the_batch(tiny, songs, tmp_path):
     assert [r.file for r in results][::4] == [str(songs[0]), str(songs[1])]
 
 
+@needs_musicnn
 def test_readme_arrays_example_runs(capsys):
     """The README's block on what tag_array takes, as written (needs the musicnn checkpoints)."""
     import re
-    pretrained = pytest.importorskip("orpheus.models.pretrained")
-    try:
-        pretrained.locate_checkpoint("MSD_musicnn")
-    except MissingDependencyError:
-        pytest.skip(f"musicnn checkpoints absent: {INSTALL_COMMAND}")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     (block,) = re.findall(r"<!-- api-arrays-example -->\s*```python\n(.*?)```", text, re.S)
     exec(compile(block, "README.md", "exec"), {})

@@ -17,7 +17,7 @@ import pytest
 from mutagen.id3 import ID3, TCON, TIT2, TPE1
 
 from tests.fixtures_audio import write_clip
-from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
+from tests.fixtures_tagging import TINY_TAGS, needs_musicnn, tiny_run_dir  # noqa: F401  (fixture)
 from tests.fixtures_tags import exiftool_json, ffprobe_tags, mediainfo_general
 
 beets = pytest.importorskip("beets", reason="beets is not installed: pip install orpheus-tagger[beets]")
@@ -169,13 +169,8 @@ def test_beets_starts_without_loading_a_model(tmp_path, tiny_run_dir):  # noqa: 
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
 
 
-def _musicnn_installed() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("musicnn") is not None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _musicnn_installed(), reason="musicnn checkpoints absent: pip install --no-deps musicnn==0.1.0")
+@needs_musicnn
 def test_beets_with_msd_musicnn_on_music_stays_under_1_gb(tmp_path, music_dir):
     """The pretrained MSD_musicnn through beets on music (generated clips; then the real clips where present):
     the same probabilities as orpheus.tag, a genre and a mood from the built-in vocabulary, under 1 GB."""

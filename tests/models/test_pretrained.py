@@ -26,6 +26,7 @@ from orpheus.models import musicnn_checkpoint
 from orpheus.models.musicnn_checkpoint import (INSTALL_COMMAND, checkpoint_digest, load_checkpoint_values,
                                                musicnn_package_dir, open_checkpoint)
 from orpheus.models.pretrained import PRETRAINED, convert, locate_checkpoint, pretrained_run_dir
+from tests.fixtures_tagging import needs_musicnn
 from orpheus.ownership import MARKER
 from orpheus.formats.rundir import MODEL_FILE, RUN_INFO, read_run_info
 
@@ -33,16 +34,6 @@ REAL_CLIP = "render_mma_basicrock.ogg"
 TOLERANCE = 1e-4
 
 
-def _musicnn_installed() -> bool:
-    try:
-        for name in PRETRAINED:
-            locate_checkpoint(name)
-    except MissingDependencyError:
-        return False
-    return True
-
-
-needs_musicnn = pytest.mark.skipif(not _musicnn_installed(), reason=f"musicnn checkpoints absent: {INSTALL_COMMAND}")
 
 
 # ------------------------------------------------------------------------- reference: musicnn/models.py

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from msd.miniature import music_synth
+from tests.fixtures_audio import longest_silence_s
 
 SAMPLE_RATE = 16000
 
@@ -15,16 +16,6 @@ def _log_mel(audio: np.ndarray) -> np.ndarray:
     librosa = pytest.importorskip("librosa")
     mel = librosa.feature.melspectrogram(y=audio.mean(axis=1), sr=SAMPLE_RATE, n_fft=512, hop_length=256, n_mels=96)
     return librosa.power_to_db(mel, ref=np.max)
-
-
-def _longest_silence_s(audio: np.ndarray, sample_rate: int) -> float:
-    """Longest run of 2048/512 frames more than 60 dB under the loudest frame, in seconds."""
-    mono = audio.mean(axis=1)
-    frames = np.lib.stride_tricks.sliding_window_view(mono, 2048)[::512]
-    db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
-    silent = np.r_[0, (db < db.max() - 60).astype(int), 0]
-    edges = np.flatnonzero(np.diff(silent))
-    return float(np.max(edges[1::2] - edges[::2]) * 512 / sample_rate) if edges.size else 0.0
 
 
 def test_render_track_shape_range_and_determinism():
@@ -73,7 +64,7 @@ def test_draw_tags_is_realistic_and_seeded():
                          + [["female"], ["rap", "male", "90s"], ["jazz", "80s", "male"]])
 def test_no_long_silence_in_any_genre(tags):
     audio = music_synth.render_track(tags, seed=11, duration_s=6.0, sample_rate=SAMPLE_RATE)
-    assert _longest_silence_s(audio, SAMPLE_RATE) < 0.1
+    assert longest_silence_s(audio, SAMPLE_RATE) < 0.1
 
 
 def test_tempo_and_low_end_follow_the_genre():

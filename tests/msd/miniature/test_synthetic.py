@@ -16,6 +16,7 @@ import soundfile as sf
 from msd.miniature import music_synth
 from msd.miniature import msd_world, msd_writers
 from msd.miniature import synthetic_msd as synthetic
+from tests.fixtures_audio import longest_silence_s
 
 N_TRACKS = 40
 DURATION_S = 10.0  # the shortest allowed: keeps the test fast
@@ -164,15 +165,6 @@ def test_mismatch_and_duplicate_files_have_the_real_shape(world, truth):
     assert duplicates <= {t for g in groups for t in g}
 
 
-def _longest_silence_s(audio: np.ndarray, sample_rate: int) -> float:
-    mono = audio.mean(axis=1)
-    frames = np.lib.stride_tricks.sliding_window_view(mono, 2048)[::512]
-    db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-20)
-    silent = np.r_[0, (db < db.max() - 60).astype(int), 0]
-    edges = np.flatnonzero(np.diff(silent))
-    return float(np.max(edges[1::2] - edges[::2]) * 512 / sample_rate) if edges.size else 0.0
-
-
 def test_audio_tree_holds_decodable_stereo_mp3_previews(world, truth):
     files = sorted(world.audio_dir.rglob("*.clip.mp3"))
     assert len(files) == N_TRACKS
@@ -196,9 +188,9 @@ def test_audio_tree_holds_decodable_stereo_mp3_previews(world, truth):
         else:
             assert abs(length_s - DURATION_S) < 0.1
         if row["fault"] == "silence":
-            assert _longest_silence_s(audio, sample_rate) > 5.0
+            assert longest_silence_s(audio, sample_rate) > 5.0
         elif row["fault"] == "":
-            assert size > 100_000 and _longest_silence_s(audio, sample_rate) < 1.0
+            assert size > 100_000 and longest_silence_s(audio, sample_rate) < 1.0
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
