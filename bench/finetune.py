@@ -219,7 +219,8 @@ def main(argv=None) -> int:
     parser.add_argument("--external-dir", type=Path, default=EXTERNAL_DIR,
                         help="clips of other music with labels.csv (skipped when absent; default ../shared/audio)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from orpheus.cli import quiet_tensorflow
+    quiet_tensorflow([])  # scoring imports TensorFlow in this process: no start-up lines
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     from orpheus import cpu
