@@ -4,7 +4,7 @@ Command-line entry points catch `OrpheusError` and print its message as one line
 exit status 1 (see `orpheus.cli.run_main`), so messages must name the file at fault and the fix.
 Anything else escaping is a bug and keeps its traceback.
 
-Exit statuses, the same for every command (README, "Exit statuses"):
+Exit statuses, the same for every command (docs/outputs.md, "Exit statuses"):
     0    done: every input was processed as asked (what a cleaning rule drops is processed: it is
          listed in that stage's report of dropped or skipped tracks)
     1    error: nothing was done, or an output was refused; one line `orpheus NAME: error: ...`

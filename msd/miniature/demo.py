@@ -372,7 +372,7 @@ def print_summary(p: DemoPaths, summary: dict) -> None:
                model {p.run}, report and plots {p.report}, predictions {p.predictions}
     next: tag your own music   orpheus predict --mp3 ~/Music --top 10
           on the real MSD      orpheus fetcher fetcher.csv --root-dir /data/msd/7digital
-          (then wrangle, silence, lastfm_cleaning: see README, "The cleaning stage")""")
+          (then wrangle, silence, lastfm-cleaning: see docs/cleaning.md)""")
 
 
 def build_parser():
