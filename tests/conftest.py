@@ -21,6 +21,19 @@ import pytest
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """A command's `main` configures the process's logging (`orpheus.cli.setup_logging`: root level and handler),
+    as it may in its own process; in the test process that would reach every later test on the worker, so each
+    test starts and ends with the logging configuration it found."""
+    import logging
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_model_cache(tmp_path_factory) -> None:
     """Converted pretrained models go to a folder of this test session, not the user's cache."""
