@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from orpheus import cli
@@ -6,6 +10,8 @@ from orpheus.files import atomic_dir, atomic_path, check_output, partial_path, r
 from orpheus.ownership import MARKER, FolderKind, ForeignOutputError, claim, csv_kind, marker_kind
 from orpheus.parallel import batched, parallel_map
 from tests.fixtures_disk import full_disk  # noqa: F401  (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -258,3 +264,20 @@ def test_run_main_turns_any_writers_environment_errors_into_one_line(tmp_path, c
 
     with pytest.raises(FileNotFoundError):
         cli.run_main(parser, [], bug)
+
+
+def test_workers_are_forked_only_where_that_is_safe():
+    """Forking this process is the cheapest start, but not with other threads running or an inference runtime
+    loaded (their thread pools and locks would be inherited half-held): then the fork server starts them."""
+    code = ("import threading, time\n"
+            "from orpheus.parallel import parallel_map, start_method\n"
+            "print(start_method(), list(parallel_map(abs, [-1, -2, -3], jobs=2, desc='t', quiet=True)))\n"
+            "threading.Thread(target=time.sleep, args=(3,), daemon=True).start()\n"
+            "print(start_method())\n")
+    lines = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO,
+                           timeout=120).stdout.splitlines()
+    assert lines == ["fork [1, 2, 3]", "forkserver"]
+    pytest.importorskip("onnxruntime")
+    code = "import onnxruntime\nfrom orpheus.parallel import start_method\nprint(start_method())\n"
+    assert subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO,
+                          timeout=120).stdout.split() == ["forkserver"]
