@@ -1,9 +1,15 @@
-"""A full disk for tests: the atomic writers of `orpheus.files` write into /dev/full (the kernel's ENOSPC)."""
+"""Disks for tests: a full one (the atomic writers of `orpheus.files` write into /dev/full, the kernel's ENOSPC),
+and real mounts (a small tmpfs, a read-only bind mount) where the machine allows them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
 import tempfile
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -34,3 +40,17 @@ def make_disk_full(monkeypatch, *, ending: str = "", after: int = 0) -> None:
 def full_disk(monkeypatch) -> None:
     """A full disk for the whole test (`make_disk_full`)."""
     make_disk_full(monkeypatch)
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *options: str) -> Iterator[None]:
+    """`mount OPTIONS... TARGET` for the block, or skip where this machine does not allow it."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting needs root")
+    done = subprocess.run(["mount", *options, str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine cannot mount: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=True)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from orpheus import cli
 from orpheus.errors import EXIT_ERROR, EXIT_PARTIAL
 from orpheus.ownership import ForeignOutputError
 from tests.fixtures_audio import write_clip
+from tests.fixtures_disk import mounted
 from tests.fixtures_tagging import TINY_TAGS, tiny_run_dir  # noqa: F401  (fixture)
 
 
@@ -313,20 +313,6 @@ def test_predict_counts_failed_files_in_its_exit_status(capsys, tiny_run_dir, so
 
 
 # ----------------------------------------------------------- read-only and full file systems (root)
-@contextlib.contextmanager
-def mounted(target: Path, *options: str) -> None:
-    """`mount OPTIONS... TARGET` for the block, or skip where this machine does not allow it."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting needs root")
-    done = subprocess.run(["mount", *options, str(target)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"this machine cannot mount: {done.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=True)
-
-
 def test_write_tags_on_a_read_only_file_system_is_a_skip_and_an_error(capsys, tiny_run_dir, tmp_path):  # noqa: F811
     music = tmp_path / "music"
     write_clip(music / "a.flac", ("rock",), seed=0, duration_s=2.0)

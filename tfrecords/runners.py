@@ -5,9 +5,11 @@ first, in the driver) and write each shard with `tfrecords.shards.write_shard`, 
 give the same bytes whichever runner wrote them.
 
     pool   a process pool of `--jobs` workers decodes each track, computes its features and serialises
-           its TFRecord, ahead of the main process (at most `tracks_in_flight` tracks), which only
-           writes those bytes into the shards, in order; it logs (DEBUG) how long it waited for the
-           workers and how long it wrote.
+           its TFRecord, a few consecutive tracks of a shard per task (`tracks_per_task`), into a
+           temporary file of the shard folder, ahead of the main process (at most `tracks_in_flight`
+           tracks), which appends those files to the shards, in order (`copy_file_range`: the bytes
+           never pass through a pipe or the main process); it logs (DEBUG) how long it waited for
+           the workers and how long it wrote. With one job the main process does it all, in memory.
     beam   one Beam element per shard; a worker decodes its tracks and writes the shard. Locally the
            DirectRunner runs in multi_processing mode with `--jobs` workers; `--beam-options` go to
            Beam's `PipelineOptions` (e.g. `--runner=DataflowRunner --project=... --region=...`).
@@ -34,7 +36,8 @@ from typing import Iterable, Iterator, Sequence, TextIO, TypeVar
 from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.parallel import parallel_map
 from tfrecords.plan import Shard
-from tfrecords.shards import ShardSettings, encode_track, output_errors, shard_state, write_shard
+from tfrecords.shards import (ShardSettings, encode_to_file, encode_track, output_errors, remove_leftovers, shard_state,
+                              write_shard)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ LOCK_NAME = ".preprocessing.lock"
 TRACKS_IN_FLIGHT_PER_JOB = 128
 IN_FLIGHT_MEMORY_BYTES = 1 << 30
 ESTIMATE_TRACK_S = 60.0  # MSD previews are 30 s; allow for longer tracks
+# Consecutive tracks of a shard per pool task: fewer tasks (and hand-overs) on long runs, while the
+# last tasks of a run, which may leave a core idle, stay short.
+MAX_TRACKS_PER_TASK = 8
+TASKS_PER_JOB = 16
 BEAM_INSTALL = "pip install 'orpheus-tagger[beam]' (in a clone: pip install -e '.[beam]')"
 METRICS_NAMESPACE = "orpheus.preprocessing"
 
@@ -100,30 +107,61 @@ _END = object()
 
 
 def _waited(items: Iterable[T], seconds: list[float]) -> Iterator[T]:
-    """Yield `items`, adding to `seconds[0]` the time the consumer spent blocked waiting for them."""
+    """Yield `items`, adding to `seconds[0]` the time the consumer spent blocked waiting for them;
+    closing this closes `items` (a pool then finishes its tasks and stops)."""
     iterator = iter(items)
-    while True:
-        start = time.perf_counter()
-        item = next(iterator, _END)
-        seconds[0] += time.perf_counter() - start
-        if item is _END:
-            return
-        yield item
+    try:
+        while True:
+            start = time.perf_counter()
+            item = next(iterator, _END)
+            seconds[0] += time.perf_counter() - start
+            if item is _END:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def tracks_per_task(n_tracks: int, jobs: int) -> int:
+    """Consecutive tracks per pool task: about `TASKS_PER_JOB` tasks per worker, at most `MAX_TRACKS_PER_TASK`."""
+    return max(1, min(MAX_TRACKS_PER_TASK, n_tracks // (max(1, jobs) * TASKS_PER_JOB)))
 
 
 def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
              fingerprints: dict[str, str], *, jobs: int, quiet: bool) -> None:
-    """Write `todo` in order from the main process, each track encoded by a pool of `jobs` workers."""
-    items = [(track, settings, len(vocabulary)) for shard in todo for track in shard.tracks]
+    """Write `todo` in order from the main process, its tracks encoded by a pool of `jobs` workers."""
+    n_tracks = sum(len(shard.tracks) for shard in todo)
     waited = [0.0]
-    stream = _waited(parallel_map(encode_track, items, jobs=jobs, desc="tracks", quiet=quiet,
-                                  max_pending=tracks_in_flight(settings, jobs)), waited)
     start = time.perf_counter()
-    for shard in todo:
-        write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), vocabulary, fingerprints[shard.name])
+    if jobs <= 1:
+        items = [(track, settings, len(vocabulary)) for shard in todo for track in shard.tracks]
+        stream = _waited(parallel_map(encode_track, items, jobs=1, desc="tracks", quiet=quiet), waited)
+        for shard in todo:
+            write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), vocabulary, fingerprints[shard.name])
+    else:
+        per_task = tracks_per_task(n_tracks, jobs)
+        tasks = [(str(out_dir), shard, first, min(first + per_task, len(shard.tracks)), settings, len(vocabulary))
+                 for shard in todo for first in range(0, len(shard.tracks), per_task)]
+        for shard in todo:  # what a killed run left, before the workers write this run's files
+            remove_leftovers(out_dir, shard)
+        files = _waited(parallel_map(encode_to_file, tasks, jobs=jobs, desc="tracks", quiet=quiet, sizes=[
+            stop - first for _, _, first, stop, _, _ in tasks],
+            max_pending=max(jobs, tracks_in_flight(settings, jobs) // per_task)), waited)
+        try:
+            for shard in todo:
+                n_tasks = -(-len(shard.tracks) // per_task)
+                write_shard(out_dir, shard, (next(files) for _ in range(n_tasks)), vocabulary,
+                            fingerprints[shard.name], clean=False)
+        finally:
+            files.close()  # on an error: the pool finishes its tasks, then their files are removed
+            for shard in todo:
+                if shard_state(out_dir, shard, fingerprints[shard.name]) != "done":
+                    remove_leftovers(out_dir, shard)
     total = time.perf_counter() - start
     log.debug("pool of %d: %d tracks in %.2f s; the writer waited %.2f s for the workers and worked %.2f s",
-              jobs, len(items), total, waited[0], total - waited[0])
+              jobs, n_tracks, total, waited[0], total - waited[0])
 
 
 def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: ShardSettings,

@@ -12,9 +12,11 @@ done when its file and its sidecar exist, the fingerprint matches and the byte s
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,6 +116,66 @@ def encode_track(job: tuple[Track, ShardSettings, int]) -> tuple[bytes | None, s
     return spec.tfrecord_frame(spec.encode_example(example, schema)), ""
 
 
+@dataclass(frozen=True)
+class RecordFile:
+    """The framed records of consecutive tracks of one shard, in a temporary file of the shard folder
+    (`record_file_path`): how a pool worker hands its tracks to the writer without sending their bytes
+    through a pipe. `reasons[i]` is "" when the i-th track was written, else why it was skipped."""
+    path: Path
+    reasons: tuple[str, ...]
+
+
+def record_file_path(out_dir: str | Path, shard: Shard, first_track: int) -> Path:
+    """Where the records of `shard`'s tracks from `first_track` on are handed over; `remove_leftovers` finds it."""
+    return Path(out_dir) / f".{shard.name}.from{first_track:06d}.tmp"
+
+
+def encode_to_file(job: tuple[str, Shard, int, int, ShardSettings, int]) -> RecordFile:
+    """Encode tracks [first, stop) of a shard (`encode_track`) into their `record_file_path`: a pool worker's task.
+
+    `job` is (out_dir, shard, first, stop, settings, tags in the vocabulary).
+    """
+    out_dir, shard, first, stop, settings, n_tags = job
+    path = record_file_path(out_dir, shard, first)
+    reasons = []
+    with open(path, "wb") as f:
+        for track in shard.tracks[first:stop]:
+            record, reason = encode_track((track, settings, n_tags))
+            if record is not None:
+                f.write(record)
+            reasons.append(reason)
+    return RecordFile(path, tuple(reasons))
+
+
+def _write_all(out, data: bytes) -> None:
+    """Write all of `data` to the unbuffered binary file `out` (a raw write may take less)."""
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view):]
+
+
+def _append_file(out, path: Path) -> None:
+    """Append the file `path` to the unbuffered binary file `out` (in the kernel where it can), then delete it."""
+    with open(path, "rb") as src:
+        size = os.fstat(src.fileno()).st_size
+        copied = 0
+        try:
+            while copied < size:
+                step = os.copy_file_range(src.fileno(), out.fileno(), size - copied)
+                if step == 0:
+                    break
+                copied += step
+        except OSError as err:  # another file system, or a kernel without it: copy through this process
+            if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                raise
+        if copied < size:
+            src.seek(copied)
+            out.seek(0, os.SEEK_END)
+            while block := src.read(1 << 20):
+                _write_all(out, block)
+    path.unlink()
+
+
 def fingerprint(settings: ShardSettings, vocabulary: Sequence[str], shard: Shard) -> str:
     """A hash of everything that determines a shard's content: settings, vocabulary and its tracks."""
     payload = json.dumps({"settings": asdict(settings), "tags": list(vocabulary),
@@ -151,25 +213,44 @@ def remove_leftovers(out_dir: Path, shard: Shard) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def write_shard(out_dir: Path, shard: Shard, records: Iterable[tuple[bytes | None, str]],
-                vocabulary: Sequence[str], shard_fingerprint: str) -> dict:
-    """Write one shard from its tracks' `encode_track` results (in track order), then its sidecar; rename.
+def write_shard(out_dir: Path, shard: Shard, records: Iterable[tuple[bytes | None, str] | RecordFile],
+                vocabulary: Sequence[str], shard_fingerprint: str, *, clean: bool = True) -> dict:
+    """Write one shard from its tracks' encoded records, in track order, then its sidecar; rename.
 
+    `records` holds, track after track, `encode_track` results or `RecordFile`s of consecutive
+    tracks (appended, then deleted). `clean` first deletes what a killed run left; a caller whose
+    workers are already writing this shard's record files cleans before it starts them.
     Returns the sidecar dict.
     """
-    remove_leftovers(out_dir, shard)
+    if clean:
+        remove_leftovers(out_dir, shard)
     positives = np.zeros(len(vocabulary), dtype=np.int64)
     written: list[str] = []
     skipped: list[tuple[str, str]] = []
+    tracks = iter(shard.tracks)
+
+    def account(reason: str) -> None:
+        track = next(tracks)
+        if reason:
+            skipped.append((track.track_id, reason))
+        else:
+            positives[list(track.tags)] += 1
+            written.append(track.track_id)
+
     with atomic_path(out_dir / shard.name) as tmp:
-        with open(tmp, "wb") as f:
-            for track, (record, reason) in zip(shard.tracks, records):
-                if record is None:
-                    skipped.append((track.track_id, reason))
-                    continue
-                f.write(record)
-                positives[list(track.tags)] += 1
-                written.append(track.track_id)
+        with open(tmp, "wb", buffering=0) as f:
+            for item in records:
+                if isinstance(item, RecordFile):
+                    _append_file(f, item.path)
+                    for reason in item.reasons:
+                        account(reason)
+                else:
+                    record, reason = item
+                    if record is not None:
+                        _write_all(f, record)
+                    account("" if record is not None else reason)
+                if len(written) + len(skipped) == len(shard.tracks):
+                    break
         sidecar = {"shard": shard.name, "split": shard.split, "fingerprint": shard_fingerprint,
                    "bytes": tmp.stat().st_size, "tracks": written, "positives": positives.tolist(),
                    "skipped": skipped}

@@ -24,7 +24,7 @@ from orpheus.audio import features as audio_features
 from tfrecords import plan, runners
 from tfrecords import preprocessing as pp
 from tfrecords import shards as shards_module
-from tests.fixtures_disk import make_disk_full
+from tests.fixtures_disk import make_disk_full, mounted
 from tests.fixtures_preprocessing import (  # noqa: F401  (corpus, logmel_run: fixtures)
     CORPUS, GOOD, RATE, SPLIT, TAGS, _cli, _expected_multi_hot, _read_shards, _signal, _snapshot, build_corpus,
     clean_miniature_msd, corpus, logmel_run)
@@ -438,3 +438,47 @@ def test_sha256_split_keeps_every_key_where_it_was():
                       for i in range(300))
     assert hashlib.sha256(letters.encode()).hexdigest() == \
         "34eafb69688d9bf08b035a99e309a1428dbf2e6ffea74099c8076203fcc334c5"
+
+
+# --------------------------------------------------------------------------- the pool's hand-over in files
+@pytest.mark.parametrize("tasks_per_job, tracks_per_task", [(16, 1), (3, 2), (1, 6)])
+def test_pool_workers_hand_tracks_over_in_files_and_the_shards_stay_the_same(corpus, logmel_run, tmp_path, monkeypatch,
+                                                                           tasks_per_job, tracks_per_task):
+    _, inputs = corpus
+    monkeypatch.setattr(runners, "TASKS_PER_JOB", tasks_per_job)
+    assert runners.tracks_per_task(13, 2) == tracks_per_task  # 13 tracks planned (4 of them skipped)
+    out = tmp_path / "out"
+    assert _cli("log-mel-spectrogram", out, inputs, "--jobs", "2") == 0
+    assert _snapshot_bytes(out) == _snapshot_bytes(logmel_run)
+    assert (out / "skipped.csv").read_text() == (logmel_run / "skipped.csv").read_text()
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_fresh_process_forks_its_workers_and_writes_the_same_bytes(corpus, logmel_run, tmp_path):
+    """The command in its own process (no TensorFlow loaded, as a user runs it) forks its workers."""
+    _, inputs = corpus
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(Path(pp.__file__).resolve()), "log-mel-spectrogram", str(out), *inputs,
+                           "--sample-rate", str(RATE), "--num-files", "4", "--jobs", "2", "--split", *SPLIT, "--verbose"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tracks: 2 workers started by fork" in done.stderr
+    assert _snapshot_bytes(out) == _snapshot_bytes(logmel_run)
+
+
+def test_a_disk_that_fills_under_the_pool_is_one_line_and_a_rerun_completes(corpus, logmel_run, tmp_path, capsys):
+    _, inputs = corpus
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    total = sum(len(data) for data in _snapshot_bytes(logmel_run).values())
+    with mounted(disk, "-t", "tmpfs", "-o", f"size={total // 2}", "tmpfs"):
+        out = disk / "out"
+        assert _cli("log-mel-spectrogram", out, inputs, "--jobs", "2") == 1
+        assert "no space left on device" in _one_line_error(capsys, out).lower()
+        assert not list(out.glob(".*.tmp"))  # neither the workers' files nor the shard being written
+        for shard in out.glob("*.tfrecord"):  # what is there is whole and recorded
+            assert shard.read_bytes() == (logmel_run / shard.name).read_bytes()
+            assert (out / shards_module.PROGRESS_DIR / f"{shard.name}.json").is_file()
+        subprocess.run(["mount", "-o", f"remount,size={4 * total}", str(disk)], check=True)
+        assert _cli("log-mel-spectrogram", out, inputs, "--jobs", "2") == 0
+        assert _snapshot_bytes(out) == _snapshot_bytes(logmel_run) and not list(out.glob(".*.tmp"))
