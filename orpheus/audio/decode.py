@@ -1,7 +1,8 @@
 """Audio front end shared by preprocessing and tagging: decode, mix to mono, resample.
 
 Decoding uses libsndfile (via `soundfile`), which reads mp3, ogg, flac and wav at any sample rate
-and channel count; resampling uses soxr. Everything is float32.
+and channel count; where mono is wanted, stereo mp3s are mixed inside the decoder instead
+(`orpheus.audio.mp3`: libmpg123, a quarter less decoding). Resampling uses soxr. Everything is float32.
 
 Features (log-mel, MFCC) are `orpheus.audio.features`; the record of their settings is `orpheus.audio.settings`.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from orpheus.audio import mp3
 from orpheus.errors import AudioDecodeError, ConfigError, MissingInputError
 
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".opus", ".flac", ".wav")
@@ -36,7 +38,11 @@ def decode(path: str | Path, *, offset_s: float = 0.0, duration_s: float | None 
         MissingInputError: the file does not exist.
         AudioDecodeError: the file is empty, corrupt or not audio, or holds no samples.
     """
-    path = Path(path)
+    return _decode(Path(path), offset_s, duration_s, mono=False)
+
+
+def _decode(path: Path, offset_s: float, duration_s: float | None, *, mono: bool) -> tuple[np.ndarray, int]:
+    """`decode`, or with `mono` its channel mean (`to_mono`), which stereo mp3s get from `mp3.decode_mono`."""
     if not path.is_file():
         raise MissingInputError(f"{path}: audio file not found; check the path")
     if path.stat().st_size == 0:
@@ -45,10 +51,19 @@ def decode(path: str | Path, *, offset_s: float = 0.0, duration_s: float | None 
         with sf.SoundFile(str(path)) as f:
             sample_rate = f.samplerate
             start = int(round(offset_s * sample_rate))
-            if start:
-                f.seek(min(start, f.frames) if f.frames > 0 else start)
+            if start and f.frames > 0:
+                start = min(start, f.frames)
             frames = -1 if duration_s is None else int(round(duration_s * sample_rate))
-            audio = f.read(frames, dtype="float32", always_2d=True)
+            audio = None
+            if mono and f.format == "MP3" and f.channels == 2 and f.frames > 0:
+                remaining = f.frames - start
+                audio = mp3.decode_mono(path, sample_rate, start, remaining if frames < 0 else min(frames, remaining))
+            if audio is None:
+                if start:
+                    f.seek(start)
+                audio = f.read(frames, dtype="float32", always_2d=True)
+                if mono:
+                    audio = to_mono(audio)
     except DECODE_ERRORS as err:
         raise decode_error(path, err) from err
     if audio.shape[0] == 0:
@@ -81,13 +96,13 @@ def resample(audio: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarra
 
 def load_audio(path: str | Path, sample_rate: int | None = None, *, offset_s: float = 0.0,
                duration_s: float | None = None) -> tuple[np.ndarray, int]:
-    """Decode, mix to mono and (when `sample_rate` is given) resample.
+    """Decode, mix to mono (stereo mp3s inside the decoder: `orpheus.audio.mp3`) and, when `sample_rate`
+    is given, resample.
 
     Returns:
         (audio, sample_rate): float32 [n_samples] mono in [-1, 1], and its rate in Hz.
     """
-    audio, native_rate = decode(path, offset_s=offset_s, duration_s=duration_s)
-    mono = to_mono(audio)
+    mono, native_rate = _decode(Path(path), offset_s, duration_s, mono=True)
     if sample_rate is None:
         return mono, native_rate
     return resample(mono, native_rate, sample_rate), sample_rate
@@ -124,21 +139,33 @@ def stream_mono(path: str | Path, sample_rate: int | None = None, block_s: float
             if sample_rate is not None and sample_rate != native_rate:
                 stream = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
             block_frames = max(1, int(round(block_s * native_rate)))
+            mp3_decoder = None  # stereo mp3s: mixed in the decoder, as `load_audio` does
+            if f.format == "MP3" and f.channels == 2 and f.frames > 0:
+                mp3_decoder = mp3.MonoDecoder.open(path, native_rate)
             n_read = 0
-            while True:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
-                last = block.shape[0] < block_frames
-                n_read += block.shape[0]
-                mono = to_mono(block)
-                if stream is not None:
-                    mono = stream.resample_chunk(mono, last=last).astype(np.float32, copy=False)
-                if last:
-                    if n_read == 0:
-                        raise AudioDecodeError(f"{path}: no audio samples; the file is empty or truncated: "
-                                               "re-download or remove it")
+            try:
+                while True:
+                    mono = None if mp3_decoder is None else mp3_decoder.read(block_frames)
+                    if mono is None:
+                        if mp3_decoder is not None:  # it failed mid-way: soundfile goes on from here
+                            mp3_decoder.close()
+                            mp3_decoder = None
+                            f.seek(n_read)
+                        mono = to_mono(f.read(block_frames, dtype="float32", always_2d=True))
+                    last = mono.shape[0] < block_frames
+                    n_read += mono.shape[0]
+                    if stream is not None:
+                        mono = stream.resample_chunk(mono, last=last).astype(np.float32, copy=False)
+                    if last:
+                        if n_read == 0:
+                            raise AudioDecodeError(f"{path}: no audio samples; the file is empty or truncated: "
+                                                   "re-download or remove it")
+                        yield mono
+                        return
                     yield mono
-                    return
-                yield mono
+            finally:
+                if mp3_decoder is not None:
+                    mp3_decoder.close()
     except DECODE_ERRORS as err:
         raise decode_error(path, err) from err
 

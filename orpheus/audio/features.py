@@ -103,6 +103,14 @@ def _hann(n_fft: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
 
 
+@functools.lru_cache(maxsize=8)
+def _hann_column(n_fft: int) -> np.ndarray:
+    """`_hann(n_fft)` as a read-only float32 column [n_fft, 1], made once per size."""
+    window = _hann(n_fft).astype(np.float32)[:, None]
+    window.flags.writeable = False
+    return window
+
+
 def _power_blocks(audio: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarray]:
     """Yield float32 [1 + n_fft // 2, frames_in_block] power spectra of consecutive frame blocks (bins first).
 
@@ -129,7 +137,7 @@ def _power_blocks(audio: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarra
         raise ConfigError(f"audio of {n_samples} samples is too short for n_fft={n_fft}")
     n_frames = 1 + (n_samples + 2 * half - n_fft) // hop
     per_block = max(8, _BLOCK_BYTES // (4 * n_fft))
-    window = _hann(n_fft).astype(np.float32)[:, None]
+    window = _hann_column(n_fft)
     for first in range(0, n_frames, per_block):
         count = min(per_block, n_frames - first)
         start = first * hop - half  # of the block's first frame, in unpadded samples
