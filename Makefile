@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# exiftool, ffprobe (ffmpeg) and mediainfo: the tests read the tags Orpheus writes with the tools people use
+# exiftool, ffprobe (ffmpeg) and mediainfo: the tests read the tags Orpheus writes with the tools people use;
+# libsndfile1 brings libmpg123, which mixes stereo mp3s to mono as it decodes (orpheus/audio/mp3.py)
 APT_PACKAGES := libportaudio2 libsndfile1 libasound2 fluidsynth timgm6mb-soundfont musescore-general-soundfont-small \
 	libimage-exiftool-perl ffmpeg mediainfo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -202,11 +202,14 @@ def power_to_db(power: np.ndarray, amin: float = 1e-10, top_db: float | None = 8
     """`10 log10(max(amin, power))` (reference power 1), floored `top_db` below its maximum.
 
     Same semantics as `librosa.power_to_db(power, ref=1.0, amin=amin, top_db=top_db)`; the floor
-    is relative to the maximum of the whole input, so pass one whole track.
+    is relative to the maximum of the whole input, so pass one whole track. Computed in one new
+    array, in place (the same values as one expression, with no temporaries).
     """
-    db = 10.0 * np.log10(np.maximum(amin, power))
+    db = np.maximum(amin, power)
+    np.log10(db, out=db)
+    db *= 10.0
     if top_db is not None and db.size:
-        db = np.maximum(db, db.max() - top_db)
+        np.maximum(db, db.max() - top_db, out=db)
     return db
 
 
@@ -234,7 +237,7 @@ def log_mel(audio: np.ndarray, sample_rate: int, n_mels: int = 96, n_fft: int | 
     hop = preset.hop_length if hop is None else hop
     mel = mel_power(audio, sample_rate, n_mels, n_fft, hop)
     if compression == "db":
-        return power_to_db(mel).astype(np.float32)
+        return power_to_db(mel).astype(np.float32, copy=False)
     return np.log10(np.float32(10000.0) * mel + np.float32(1.0))
 
 

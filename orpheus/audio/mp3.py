@@ -3,8 +3,9 @@
 libsndfile decodes mp3 with libmpg123 too, but always both channels, which we then average. libmpg123
 can average them itself, before its IMDCT and synthesis filterbank (`MPG123_MONO_MIX`), which then
 run once instead of twice: the same mono signal (measured on music: within 3e-6 of soundfile's
-channel mean, same length), 20-25% less decoding (measured on Zen 4, 30 s 44.1 kHz stereo mp3s:
-27.4 -> 20.9 CPU ms). Stereo mp3s are most of what MSD, MagnaTagATune and Jamendo hold.
+channel mean, the same length) for 13% less work (measured on Zen 4, 30 s 44.1 kHz stereo mp3s into
+reused buffers: soundfile 19.8 CPU ms + 0.6 to average the channels, mixed in the decoder 17.6).
+Stereo mp3s are most of what MSD (7digital previews) and MTG-Jamendo hold.
 
 The decoder is opened with libsndfile's own settings (gapless, float output, no resampling, no
 "Frankenstein" streams), so lengths and seeking agree with `soundfile` sample for sample. It is the
