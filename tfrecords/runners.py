@@ -5,7 +5,7 @@ first, in the driver) and write each shard with `tfrecords.shards.write_shard`, 
 give the same bytes whichever runner wrote them.
 
     pool   a process pool of `--jobs` workers decodes each track, computes its features and serialises
-           its TFRecord, a few consecutive tracks of a shard per task (`tracks_per_task`), into a
+           its TFRecord, a few consecutive tracks of a shard per task (`pool_tasks`), into a
            temporary file of the shard folder, ahead of the main process (at most `tracks_in_flight`
            tracks), which appends those files to the shards, in order (`copy_file_range`: the bytes
            never pass through a pipe or the main process); it logs (DEBUG) how long it waited for
@@ -48,10 +48,11 @@ LOCK_NAME = ".preprocessing.lock"
 TRACKS_IN_FLIGHT_PER_JOB = 128
 IN_FLIGHT_MEMORY_BYTES = 1 << 30
 ESTIMATE_TRACK_S = 60.0  # MSD previews are 30 s; allow for longer tracks
-# Consecutive tracks of a shard per pool task: fewer tasks (and hand-overs) on long runs, while the
-# last tasks of a run, which may leave a core idle, stay short.
+# Consecutive tracks of a shard per pool task: up to MAX_TRACKS_PER_TASK, fewer as the run nears its end
+# (about TASKS_PER_JOB tasks per worker remain at any time), so that the last tasks, which may leave a core
+# idle, are single tracks.
 MAX_TRACKS_PER_TASK = 8
-TASKS_PER_JOB = 16
+TASKS_PER_JOB = 4
 BEAM_INSTALL = "pip install 'orpheus-tagger[beam]' (in a clone: pip install -e '.[beam]')"
 METRICS_NAMESPACE = "orpheus.preprocessing"
 
@@ -124,9 +125,20 @@ def _waited(items: Iterable[T], seconds: list[float]) -> Iterator[T]:
             close()
 
 
-def tracks_per_task(n_tracks: int, jobs: int) -> int:
-    """Consecutive tracks per pool task: about `TASKS_PER_JOB` tasks per worker, at most `MAX_TRACKS_PER_TASK`."""
-    return max(1, min(MAX_TRACKS_PER_TASK, n_tracks // (max(1, jobs) * TASKS_PER_JOB)))
+def pool_tasks(todo: Sequence[Shard], jobs: int) -> list[tuple[Shard, int, int]]:
+    """The pool's tasks: (shard, first, stop) spans of consecutive tracks, in order, at most `MAX_TRACKS_PER_TASK`
+    long and shorter towards the end of the run (a span holds 1 / (`TASKS_PER_JOB` x jobs) of what remains)."""
+    remaining = sum(len(shard.tracks) for shard in todo)
+    tasks = []
+    for shard in todo:
+        first = 0
+        while first < len(shard.tracks):
+            size = min(MAX_TRACKS_PER_TASK, remaining // (max(1, jobs) * TASKS_PER_JOB), len(shard.tracks) - first)
+            size = max(1, size)
+            tasks.append((shard, first, first + size))
+            first += size
+            remaining -= size
+    return tasks
 
 
 def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
@@ -141,17 +153,17 @@ def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
         for shard in todo:
             write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), vocabulary, fingerprints[shard.name])
     else:
-        per_task = tracks_per_task(n_tracks, jobs)
-        tasks = [(str(out_dir), shard, first, min(first + per_task, len(shard.tracks)), settings, len(vocabulary))
-                 for shard in todo for first in range(0, len(shard.tracks), per_task)]
+        spans = pool_tasks(todo, jobs)
+        tasks = [(str(out_dir), shard, first, stop, settings, len(vocabulary)) for shard, first, stop in spans]
         for shard in todo:  # what a killed run left, before the workers write this run's files
             remove_leftovers(out_dir, shard)
-        files = _waited(parallel_map(encode_to_file, tasks, jobs=jobs, desc="tracks", quiet=quiet, sizes=[
-            stop - first for _, _, first, stop, _, _ in tasks],
-            max_pending=max(jobs, tracks_in_flight(settings, jobs) // per_task)), waited)
+        files = _waited(parallel_map(encode_to_file, tasks, jobs=jobs, desc="tracks", quiet=quiet,
+                                     sizes=[stop - first for _, first, stop in spans],
+                                     max_pending=max(jobs, tracks_in_flight(settings, jobs) // MAX_TRACKS_PER_TASK)),
+                        waited)
         try:
             for shard in todo:
-                n_tasks = -(-len(shard.tracks) // per_task)
+                n_tasks = sum(1 for owner, _, _ in spans if owner is shard)
                 write_shard(out_dir, shard, (next(files) for _ in range(n_tasks)), vocabulary,
                             fingerprints[shard.name], clean=False)
         finally:

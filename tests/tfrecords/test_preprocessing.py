@@ -441,12 +441,17 @@ def test_sha256_split_keeps_every_key_where_it_was():
 
 
 # --------------------------------------------------------------------------- the pool's hand-over in files
-@pytest.mark.parametrize("tasks_per_job, tracks_per_task", [(16, 1), (3, 2), (1, 6)])
+@pytest.mark.parametrize("tasks_per_job, longest_task", [(16, 1), (2, 3), (1, 4)])  # shards of 3 or 4 tracks
 def test_pool_workers_hand_tracks_over_in_files_and_the_shards_stay_the_same(corpus, logmel_run, tmp_path, monkeypatch,
-                                                                           tasks_per_job, tracks_per_task):
-    _, inputs = corpus
+                                                                           tasks_per_job, longest_task):
+    root, inputs = corpus
     monkeypatch.setattr(runners, "TASKS_PER_JOB", tasks_per_job)
-    assert runners.tracks_per_task(13, 2) == tracks_per_task  # 13 tracks planned (4 of them skipped)
+    _, planned, _ = plan.plan(root / "ultimate.csv", root / "clean_lastfm.db", root / "audio",
+                              split=[float(x) for x in SPLIT], split_file=None, num_files=4)
+    spans = runners.pool_tasks(planned, 2)
+    assert max(stop - first for _, first, stop in spans) == longest_task and spans[-1][2] - spans[-1][1] == 1
+    assert [(s.name, i) for s, first, stop in spans for i in range(first, stop)] == \
+        [(s.name, i) for s in planned for i in range(len(s.tracks))]  # every track once, in order
     out = tmp_path / "out"
     assert _cli("log-mel-spectrogram", out, inputs, "--jobs", "2") == 0
     assert _snapshot_bytes(out) == _snapshot_bytes(logmel_run)
