@@ -332,7 +332,7 @@ def compare_with_baselines(root: Path, paths: list[Path], repeated: str, args: a
           f"mp3s), log-mel dB at 16 kHz, {args.num_files} shards; each row the best of {args.best_of} runs; "
           f"marginal: fresh processes on {n} and {n * k} tracks; load average {load:.1f} at start, "
           f"{os.getloadavg()[0]:.1f} at end")
-    print(f"| row | ms per track (wall) | CPU ms per track | against |\n|---|---:|---:|---|")
+    print("| row | ms per track (wall) | CPU ms per track | against |\n|---|---:|---:|---|")
     floor, seed = ms["floor"], ms["seed"]
 
     def row(name: str, value: float, cpu_ms: float | None, against: str) -> None:

@@ -99,7 +99,10 @@ def read_header(path: str) -> tuple[int, int | None, int | None, float | None, s
     try:
         import soundfile as sf
 
-        info = sf.info(path)
+        from orpheus.audio.decode import c_notes_logged
+
+        with c_notes_logged(path):
+            info = sf.info(path)
         if info.frames > 0 and info.samplerate > 0:
             return size, int(info.channels), int(info.samplerate), info.frames / info.samplerate, None
     except Exception:  # corrupt: reported with an empty header, dropped and counted by wrangle

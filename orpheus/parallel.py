@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 # Runtimes whose native thread pools make forking this process unsafe once they are loaded.
-THREADED_RUNTIMES = ("tensorflow", "onnxruntime", "openvino", "torch", "jax")
+THREADED_RUNTIMES = ("tensorflow", "onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime", "torch", "jax")
 
 T = TypeVar("T")
 R = TypeVar("R")

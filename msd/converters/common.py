@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 import soundfile as sf
 
+from orpheus.audio.decode import c_notes_logged
 from orpheus.errors import DataFormatError, MissingInputError
 from orpheus.files import atomic_path, require_file, write_csv_atomic
 from orpheus.ownership import SQLITE_APPLICATION_ID, TAG_DATABASE, FileKind, ForeignOutputError, claim, csv_kind, within
@@ -115,7 +116,7 @@ def check_audio(job: tuple[str, str]) -> AudioCheck:
     if size == 0:
         return AudioCheck("empty file (0 bytes)", 0)
     try:
-        with sf.SoundFile(path) as f:
+        with c_notes_logged(path), sf.SoundFile(path) as f:
             channels, sample_rate, frames = f.channels, f.samplerate, f.frames
             if mode == "decode":
                 n_read = sum(len(block) for block in f.blocks(blocksize=1 << 18, dtype="float32"))

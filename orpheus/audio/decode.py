@@ -9,8 +9,13 @@ Features (log-mel, MFCC) are `orpheus.audio.features`; the record of their setti
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -18,6 +23,8 @@ import soxr
 
 from orpheus.audio import mp3
 from orpheus.errors import AudioDecodeError, ConfigError, MissingInputError
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".mp3", ".ogg", ".opus", ".flac", ".wav")
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # what soundfile raises on a bad file
@@ -48,7 +55,7 @@ def _decode(path: Path, offset_s: float, duration_s: float | None, *, mono: bool
     if path.stat().st_size == 0:
         raise AudioDecodeError(f"{path}: empty file (0 bytes); re-download or remove it")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with c_notes_logged(path), sf.SoundFile(str(path)) as f:
             sample_rate = f.samplerate
             start = int(round(offset_s * sample_rate))
             if start and f.frames > 0:
@@ -133,7 +140,9 @@ def stream_mono(path: str | Path, sample_rate: int | None = None, block_s: float
     if not path.is_file():
         raise MissingInputError(f"{path}: audio file not found; check the path")
     try:
-        with sf.SoundFile(str(path)) as f:
+        with c_notes_logged(path):
+            opened = sf.SoundFile(str(path))
+        with opened as f:
             native_rate = f.samplerate
             stream = None
             if sample_rate is not None and sample_rate != native_rate:
@@ -151,7 +160,8 @@ def stream_mono(path: str | Path, sample_rate: int | None = None, block_s: float
                             mp3_decoder.close()
                             mp3_decoder = None
                             f.seek(n_read)
-                        mono = to_mono(f.read(block_frames, dtype="float32", always_2d=True))
+                        with c_notes_logged(path):
+                            mono = to_mono(f.read(block_frames, dtype="float32", always_2d=True))
                     last = mono.shape[0] < block_frames
                     n_read += mono.shape[0]
                     if stream is not None:
@@ -168,6 +178,38 @@ def stream_mono(path: str | Path, sample_rate: int | None = None, block_s: float
                     mp3_decoder.close()
     except DECODE_ERRORS as err:
         raise decode_error(path, err) from err
+
+
+_scratch: dict[int, BinaryIO] = {}  # process id -> the file `c_notes_logged` points stderr at
+
+
+@contextlib.contextmanager
+def c_notes_logged(path: str | Path) -> Iterator[None]:
+    """Log at DEBUG (shown with `--verbose`) what the C decoders print on stderr in the block instead of printing
+    it: libsndfile's bundled libmpg123 writes "Note: Illegal Audio-MPEG-Header ... Trying to resync" for every
+    damaged mp3 (the MSD's previews hold thousands). File descriptor 2 points at a scratch file of this process for
+    the block (six system calls, a few microseconds); where it cannot, nothing changes."""
+    try:
+        scratch = _scratch.get(os.getpid())
+        if scratch is None:  # one per process: a forked worker must not share its parent's
+            scratch = _scratch[os.getpid()] = tempfile.TemporaryFile()
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr, or no room for a scratch file
+        yield
+        return
+    os.dup2(scratch.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        size = os.fstat(scratch.fileno()).st_size
+        if size:
+            for line in os.pread(scratch.fileno(), min(size, 1 << 16), 0).decode("utf-8", "replace").splitlines():
+                log.debug("%s: %s", path, line.strip())
+            os.ftruncate(scratch.fileno(), 0)
+            os.lseek(scratch.fileno(), 0, os.SEEK_SET)
 
 
 def decode_error(path: str | Path, err: Exception) -> AudioDecodeError:

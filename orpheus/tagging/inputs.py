@@ -165,7 +165,8 @@ def stream_features(path: str | Path, settings: FeatureSettings, block_s: float 
 def duration_s(path: str | Path) -> float:
     """Length of an audio file in seconds from its header, or 0 when the header cannot be read."""
     try:
-        info = sf.info(str(path))
+        with audio_io.c_notes_logged(path):
+            info = sf.info(str(path))
         return info.frames / info.samplerate if info.samplerate else 0.0
     except audio_io.DECODE_ERRORS:
         return 0.0  # the decoder reports the real error later, per file

@@ -469,6 +469,13 @@ def test_a_fresh_process_forks_its_workers_and_writes_the_same_bytes(corpus, log
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tracks: 2 workers started by fork" in done.stderr
     assert _snapshot_bytes(out) == _snapshot_bytes(logmel_run)
+    # libmpg123's notes on the damaged mp3 (TRBAD) come as debug lines naming the file, with --verbose only
+    notes = [line for line in done.stderr.splitlines() if "Illegal Audio-MPEG-Header" in line]
+    assert notes and all("TRBAD" in line and "DEBUG" in line for line in notes), done.stderr[-2000:]
+    quiet = subprocess.run([sys.executable, str(Path(pp.__file__).resolve()), "log-mel-spectrogram",
+                            str(tmp_path / "quiet"), *inputs, "--sample-rate", str(RATE), "--num-files", "4", "--jobs",
+                            "2", "--split", *SPLIT], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "MPEG" not in quiet.stderr and "Note:" not in quiet.stderr, quiet.stderr[-2000:]
 
 
 def test_a_disk_that_fills_under_the_pool_is_one_line_and_a_rerun_completes(corpus, logmel_run, tmp_path, capsys):
