@@ -49,6 +49,7 @@ from orpheus import cpu
 
 from orpheus.audio import decode as audio
 from orpheus.cli import default_jobs
+from orpheus.files import stderr_redirected
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "audio" / "clips"
@@ -109,15 +110,11 @@ def write_tables(root: Path, mp3_paths: list[str], repeat: int) -> str:
 def c_stderr_counted(counts: dict) -> Iterator[None]:
     """Send what C libraries write to stderr (libmpg123's notes on the generated mp3s) to a file, and count
     its lines into counts["lines"], so the tables stay readable."""
-    sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
         try:
-            yield
+            with stderr_redirected(sink.fileno()):
+                yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
             sink.seek(0)
             counts["lines"] = counts.get("lines", 0) + len(sink.read().splitlines())
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -112,6 +113,21 @@ def check_output(path: str | os.PathLike, kind: Kind, *, overwrite: bool = False
     with writing_to(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def stderr_redirected(fd: int) -> Iterator[int]:
+    """Point file descriptor 2 at `fd` for the block: what C libraries and child processes write to stderr goes
+    there. Yields a duplicate of the stderr it replaced, closed when the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(fd, 2)
+        yield saved
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
+from orpheus.files import stderr_redirected
 from orpheus.parallel import parallel_map
 from tfrecords.plan import Shard
 from tfrecords.shards import (ShardSettings, encode_to_file, encode_track, output_errors, remove_leftovers, shard_state,
@@ -254,16 +255,9 @@ def _children_stderr_hidden(hide: bool) -> Iterator[TextIO]:
     if not hide:
         yield sys.stderr
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink, os.fdopen(os.dup(saved), "w") as stream:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield stream
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+    with tempfile.TemporaryFile() as sink, stderr_redirected(sink.fileno()) as saved, \
+            os.fdopen(os.dup(saved), "w") as stream:
+        yield stream
 
 
 def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],

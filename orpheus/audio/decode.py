@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -23,6 +22,7 @@ import soxr
 
 from orpheus.audio import mp3
 from orpheus.errors import AudioDecodeError, ConfigError, MissingInputError
+from orpheus.files import stderr_redirected
 
 log = logging.getLogger(__name__)
 
@@ -188,28 +188,27 @@ def c_notes_logged(path: str | Path) -> Iterator[None]:
     """Log at DEBUG (shown with `--verbose`) what the C decoders print on stderr in the block instead of printing
     it: libsndfile's bundled libmpg123 writes "Note: Illegal Audio-MPEG-Header ... Trying to resync" for every
     damaged mp3 (the MSD's previews hold thousands). File descriptor 2 points at a scratch file of this process for
-    the block (six system calls, a few microseconds); where it cannot, nothing changes."""
-    try:
-        scratch = _scratch.get(os.getpid())
-        if scratch is None:  # one per process: a forked worker must not share its parent's
-            scratch = _scratch[os.getpid()] = tempfile.TemporaryFile()
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no stderr, or no room for a scratch file
+    the block (a few system calls, a few microseconds); where it cannot, nothing changes."""
+    with contextlib.ExitStack() as stack:
+        try:
+            scratch = _scratch.get(os.getpid())
+            if scratch is None:  # one per process: a forked worker must not share its parent's
+                scratch = _scratch[os.getpid()] = tempfile.TemporaryFile()
+            stack.callback(_log_notes, scratch, path)  # once stderr is back: an ExitStack unwinds last in, first out
+            stack.enter_context(stderr_redirected(scratch.fileno()))
+        except (OSError, ValueError):  # no stderr, or no room for a scratch file
+            pass
         yield
-        return
-    os.dup2(scratch.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        size = os.fstat(scratch.fileno()).st_size
-        if size:
-            for line in os.pread(scratch.fileno(), min(size, 1 << 16), 0).decode("utf-8", "replace").splitlines():
-                log.debug("%s: %s", path, line.strip())
-            os.ftruncate(scratch.fileno(), 0)
-            os.lseek(scratch.fileno(), 0, os.SEEK_SET)
+
+
+def _log_notes(scratch: BinaryIO, path: str | Path) -> None:
+    """Log and empty what `c_notes_logged`'s scratch file caught."""
+    size = os.fstat(scratch.fileno()).st_size
+    if size:
+        for line in os.pread(scratch.fileno(), min(size, 1 << 16), 0).decode("utf-8", "replace").splitlines():
+            log.debug("%s: %s", path, line.strip())
+        os.ftruncate(scratch.fileno(), 0)
+        os.lseek(scratch.fileno(), 0, os.SEEK_SET)
 
 
 def decode_error(path: str | Path, err: Exception) -> AudioDecodeError:
