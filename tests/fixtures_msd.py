@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 from typing import Sequence
@@ -76,3 +77,28 @@ def write_mp3(path: Path, mono: np.ndarray, sample_rate: int = SAMPLE_RATE) -> P
     """Encode float32 [n_samples] as a stereo mp3 (libsndfile's default encoding)."""
     msd_writers.write_mp3(path, np.stack([mono, mono], axis=1), sample_rate, quality=None)
     return path
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """Every file under `root` (relative path) -> its SHA-1: two generated trees compared byte for byte."""
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def interrupt_after(monkeypatch, owner, name: str, calls: int = 2):
+    """Make the per-item function `owner.name` (one argument) raise KeyboardInterrupt on its call number `calls`
+    + 1 (a Ctrl-C mid-run), the earlier calls running the real function.
+
+    Returns (the real function, the list of items it finished), for the test's resumed run.
+    """
+    real = getattr(owner, name)
+    done: list = []
+
+    def interrupted(item):
+        if len(done) == calls:
+            raise KeyboardInterrupt
+        done.append(item)
+        return real(item)
+
+    monkeypatch.setattr(owner, name, interrupted)
+    return real, done

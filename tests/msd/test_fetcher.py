@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from msd import fetcher
-from tests.fixtures_msd import noise, write_mp3
+from tests.fixtures_msd import interrupt_after, noise, write_mp3
 
 
 @pytest.fixture()
@@ -65,16 +65,7 @@ def test_help_has_examples(capsys):
 
 def test_interrupted_scan_resumes_from_its_log(tree, tmp_path, monkeypatch):
     out = tmp_path / "fetcher.csv"
-    real = fetcher.read_header
-    calls = []
-
-    def interrupted(path):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(path)
-        return real(path)
-
-    monkeypatch.setattr(fetcher, "read_header", interrupted)
+    real, calls = interrupt_after(monkeypatch, fetcher, "read_header")
     with pytest.raises(KeyboardInterrupt):
         fetcher.run(out, tree, quiet=True)
     assert not out.exists() and fetcher.partial_path(out).is_file()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from msd import silence
-from tests.fixtures_msd import SAMPLE_RATE, noise, track_id, write_mp3
+from tests.fixtures_msd import SAMPLE_RATE, interrupt_after, noise, track_id, write_mp3
 
 HOP_S = silence.HOP_LENGTH / SAMPLE_RATE
 FRAME_S = silence.FRAME_LENGTH / SAMPLE_RATE
@@ -155,16 +155,7 @@ def test_interrupted_run_resumes_from_its_log(tracks, tmp_path, monkeypatch):
     work_root = tmp_path / "audio"
     import shutil
     shutil.copytree(root, work_root)
-    real = silence.analyse_file
-    calls = []
-
-    def interrupted(path):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(path)
-        return real(path)
-
-    monkeypatch.setattr(silence, "analyse_file", interrupted)
+    real, calls = interrupt_after(monkeypatch, silence, "analyse_file")
     with pytest.raises(KeyboardInterrupt):
         silence.run(root.parent / "wrangle.csv", tmp_path / "u.csv", root_dir=work_root, quiet=True, jobs=1)
     assert not (tmp_path / "u.csv").exists() and silence.partial_path(tmp_path / "u.csv").is_file()

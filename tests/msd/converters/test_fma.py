@@ -18,7 +18,7 @@ import soundfile as sf
 from msd.converters import fma
 from orpheus.errors import DataFormatError, MissingInputError
 from tests.fixtures_audio import plant_track
-from tests.fixtures_msd import read_tag_db, tag_db_values
+from tests.fixtures_msd import file_digests, read_tag_db, tag_db_values
 
 REPO = Path(__file__).resolve().parents[3]
 GENRES = [(12, 0, "Rock", 12), (25, 12, "Punk", 12), (15, 0, "Electronic", 15), (181, 15, "Techno", 15),
@@ -165,8 +165,6 @@ def test_command_runs_from_anywhere(fma_dirs, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # The miniature generator.
 
-import hashlib  # noqa: E402
-
 from msd.miniature import music_synth, synthetic_fma  # noqa: E402
 
 REASON_OF_FAULT = {"empty": "empty file (0 bytes)", "corrupt": "corrupt audio", "missing": "audio missing"}
@@ -223,13 +221,9 @@ def test_converter_on_the_generated_dataset_matches_its_manifest(mini_fma, tmp_p
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
-    def digests(root: Path) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
-
     first = synthetic_fma.generate(tmp_path / "a", n_tracks=12, seed=2, duration_s=0.3, quiet=True)
     second = synthetic_fma.generate(tmp_path / "b", n_tracks=12, seed=2, duration_s=0.3, quiet=True)
-    assert first == second and digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert first == second and file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
     assert synthetic_fma.plan_tracks(12, 2).equals(synthetic_fma.plan_tracks(12, 2))
     assert not synthetic_fma.plan_tracks(12, 2).equals(synthetic_fma.plan_tracks(12, 3))
 

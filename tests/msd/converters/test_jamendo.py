@@ -6,7 +6,6 @@ real mp3s and real faults gives exact expectations; the generator is checked aga
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from msd.converters import jamendo
 from msd.miniature import music_synth, synthetic_jamendo
 from orpheus.errors import ConfigError, DataFormatError, MissingInputError, OutputExistsError
 from tests.fixtures_audio import plant_track
-from tests.fixtures_msd import read_tag_db
+from tests.fixtures_msd import file_digests, read_tag_db
 
 REPO = Path(__file__).resolve().parents[3]
 HEADER = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
@@ -216,13 +215,9 @@ def test_converter_on_the_generated_dataset_matches_its_manifest(mini_jamendo, t
 
 
 def test_generator_is_deterministic_and_resumes(tmp_path: Path) -> None:
-    def digests(root: Path) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
-
     first = synthetic_jamendo.generate(tmp_path / "a", n_tracks=12, seed=9, duration_s=0.3, quiet=True)
     second = synthetic_jamendo.generate(tmp_path / "b", n_tracks=12, seed=9, duration_s=0.3, quiet=True)
-    assert first == second and digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert first == second and file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
     assert synthetic_jamendo.plan_tracks(12, 9) != synthetic_jamendo.plan_tracks(12, 10)
     with pytest.raises(OutputExistsError):
         synthetic_jamendo.generate(tmp_path / "a", n_tracks=12, seed=9, duration_s=0.3, quiet=True)
@@ -232,7 +227,7 @@ def test_generator_is_deterministic_and_resumes(tmp_path: Path) -> None:
     kept = next(p for p in sorted((tmp_path / "b" / "audio").rglob("*.mp3")) if p.stat().st_size > 0)
     mtime = kept.stat().st_mtime_ns
     synthetic_jamendo.generate(tmp_path / "b", n_tracks=12, seed=9, duration_s=0.3, quiet=True)
-    assert kept.stat().st_mtime_ns == mtime and digests(tmp_path / "a") == digests(tmp_path / "b")
+    assert kept.stat().st_mtime_ns == mtime and file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
 
 
 def test_cli_runs_as_module(mini_jamendo, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import soundfile as sf
 from msd.converters import mtt
 from orpheus.errors import DataFormatError, MissingInputError, OutputExistsError
 from tests.fixtures_audio import plant_track
-from tests.fixtures_msd import read_tag_db, tag_db_values
+from tests.fixtures_msd import file_digests, read_tag_db, tag_db_values
 
 REPO = Path(__file__).resolve().parents[3]
 TAGS = ["female", "woman", "female vocal", "classical", "clasical", "rock", "guitar", "no vocals", "instrumental",
@@ -199,11 +199,6 @@ def mini_mtt(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("mini") / "mtt"
     manifest = synthetic_mtt.generate(root, n_clips=20, seed=5, duration_s=0.5, quiet=True)
     return root, manifest
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_generator_writes_the_real_formats(mini_mtt) -> None:
