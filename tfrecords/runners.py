@@ -20,6 +20,7 @@ for itself; `--shard-index` jobs share the folder and each locks its own shard.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
@@ -155,7 +156,9 @@ def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
             write_shard(out_dir, shard, (next(stream) for _ in shard.tracks), vocabulary, fingerprints[shard.name])
     else:
         spans = pool_tasks(todo, jobs)
-        tasks = [(str(out_dir), shard, first, stop, settings, len(vocabulary)) for shard, first, stop in spans]
+        tasks = [(str(out_dir), shard.name, first, shard.tracks[first:stop], settings, len(vocabulary))
+                 for shard, first, stop in spans]
+        tasks_of = collections.Counter(shard.name for shard, _, _ in spans)
         for shard in todo:  # what a killed run left, before the workers write this run's files
             remove_leftovers(out_dir, shard)
         files = _waited(parallel_map(encode_to_file, tasks, jobs=jobs, desc="tracks", quiet=quiet,
@@ -164,8 +167,7 @@ def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
                         waited)
         try:
             for shard in todo:
-                n_tasks = sum(1 for owner, _, _ in spans if owner is shard)
-                write_shard(out_dir, shard, (next(files) for _ in range(n_tasks)), vocabulary,
+                write_shard(out_dir, shard, (next(files) for _ in range(tasks_of[shard.name])), vocabulary,
                             fingerprints[shard.name], clean=False)
         finally:
             files.close()  # on an error: the pool finishes its tasks, then their files are removed

@@ -125,21 +125,22 @@ class RecordFile:
     reasons: tuple[str, ...]
 
 
-def record_file_path(out_dir: str | Path, shard: Shard, first_track: int) -> Path:
-    """Where the records of `shard`'s tracks from `first_track` on are handed over; `remove_leftovers` finds it."""
-    return Path(out_dir) / f".{shard.name}.from{first_track:06d}.tmp"
+def record_file_path(out_dir: str | Path, shard_name: str, first_track: int) -> Path:
+    """Where the records of a shard's tracks from `first_track` on are handed over; `remove_leftovers` finds it."""
+    return Path(out_dir) / f".{shard_name}.from{first_track:06d}.tmp"
 
 
-def encode_to_file(job: tuple[str, Shard, int, int, ShardSettings, int]) -> RecordFile:
-    """Encode tracks [first, stop) of a shard (`encode_track`) into their `record_file_path`: a pool worker's task.
+def encode_to_file(job: tuple[str, str, int, Sequence[Track], ShardSettings, int]) -> RecordFile:
+    """Encode consecutive tracks of a shard (`encode_track`) into their `record_file_path`: a pool worker's task.
 
-    `job` is (out_dir, shard, first, stop, settings, tags in the vocabulary).
+    `job` is (out_dir, shard name, index of the first track in the shard, the tracks, settings, tags in the
+    vocabulary): only the task's own tracks travel to the worker, not the whole shard.
     """
-    out_dir, shard, first, stop, settings, n_tags = job
-    path = record_file_path(out_dir, shard, first)
+    out_dir, shard_name, first, tracks, settings, n_tags = job
+    path = record_file_path(out_dir, shard_name, first)
     reasons = []
     with open(path, "wb") as f:
-        for track in shard.tracks[first:stop]:
+        for track in tracks:
             record, reason = encode_track((track, settings, n_tags))
             if record is not None:
                 f.write(record)
