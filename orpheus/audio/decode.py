@@ -2,7 +2,7 @@
 
 Decoding uses libsndfile (via `soundfile`), which reads mp3, ogg, flac and wav at any sample rate
 and channel count; where mono is wanted, stereo mp3s are mixed inside the decoder instead
-(`orpheus.audio.mp3`: libmpg123, a quarter less decoding). Resampling uses soxr. Everything is float32.
+(`orpheus.audio.mp3`: libmpg123, 13% less decoding). Resampling uses soxr. Everything is float32.
 
 Features (log-mel, MFCC) are `orpheus.audio.features`; the record of their settings is `orpheus.audio.settings`.
 """
@@ -62,7 +62,7 @@ def _decode(path: Path, offset_s: float, duration_s: float | None, *, mono: bool
                 start = min(start, f.frames)
             frames = -1 if duration_s is None else int(round(duration_s * sample_rate))
             audio = None
-            if mono and f.format == "MP3" and f.channels == 2 and f.frames > 0:
+            if mono and _mixed_in_decoder(f):
                 remaining = f.frames - start
                 audio = mp3.decode_mono(path, sample_rate, start, remaining if frames < 0 else min(frames, remaining))
             if audio is None:
@@ -99,6 +99,11 @@ def resample(audio: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarra
     if sample_rate == target_rate:
         return audio.astype(np.float32, copy=False)
     return soxr.resample(audio, sample_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def _mixed_in_decoder(f: sf.SoundFile) -> bool:
+    """Whether this open file's mono comes from `orpheus.audio.mp3` (a stereo mp3 with samples), not soundfile."""
+    return f.format == "MP3" and f.channels == 2 and f.frames > 0
 
 
 def load_audio(path: str | Path, sample_rate: int | None = None, *, offset_s: float = 0.0,
@@ -149,7 +154,7 @@ def stream_mono(path: str | Path, sample_rate: int | None = None, block_s: float
                 stream = soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32", quality="HQ")
             block_frames = max(1, int(round(block_s * native_rate)))
             mp3_decoder = None  # stereo mp3s: mixed in the decoder, as `load_audio` does
-            if f.format == "MP3" and f.channels == 2 and f.frames > 0:
+            if _mixed_in_decoder(f):
                 mp3_decoder = mp3.MonoDecoder.open(path, native_rate)
             n_read = 0
             try:
