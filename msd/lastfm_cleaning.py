@@ -244,7 +244,10 @@ def write_clean_db(path: Path, raw_path: Path, pairs: pd.DataFrame, tags: pd.Dat
     Returns:
         the number of tids copied.
     """
-    conn = sqlite3.connect(path)
+    # uri=True: the read-only ATTACH below is a URI, which SQLite takes as a file name on a connection opened
+    # without it wherever URIs are off by default, as in the SQLite inside TensorFlow, whose symbols this
+    # process's sqlite3 module uses when TensorFlow was imported first
+    conn = sqlite3.connect(path.resolve().as_uri(), uri=True)
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")

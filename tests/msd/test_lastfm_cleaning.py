@@ -1,4 +1,7 @@
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -8,6 +11,7 @@ from msd.lastfm import LastFm
 from orpheus.errors import DataFormatError
 from tests.fixtures_msd import write_lastfm_db
 
+REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC_CLEAN = ["rock", "metal", "electronic", "dance", "jazz", "classical", "ambient", "hip hop", "folk", "pop",
                    "female", "male", "rap", "instrumental", "80s", "90s"]
 
@@ -117,6 +121,19 @@ def test_clean_database(raw_db, tmp_path, capsys):
     assert rock == {"rock": 2, "Rock": 1}  # the (TRD, rock) pair had val 0
     assert sources[sources["clean_tag"] == "female"]["raw_tag"].tolist() == ["Female Vocalists", "female vocalist"]
     assert "seen live" not in set(sources["raw_tag"])
+
+
+def test_clean_database_after_tensorflow_and_at_a_path_with_uri_characters(raw_db, tmp_path):
+    """TensorFlow carries its own SQLite, with URI file names off, and once it is imported this process's sqlite3
+    module runs it: the read-only ATTACH of the raw database failed there ("unable to open database")."""
+    out = tmp_path / "clean #1?.db"  # characters a file: URI must escape
+    script = ("import sys, tensorflow\nfrom msd import lastfm_cleaning\n"
+              "sys.exit(lastfm_cleaning.main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", script, str(raw_db), str(out), "--quiet"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with LastFm(out) as clean:
+        assert clean.vocabulary() == ["rock", "80s", "electronic", "female", "hip hop", "jazz"]
 
 
 def test_val_threshold_and_overwrite(raw_db, tmp_path, capsys):
