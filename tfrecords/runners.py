@@ -10,8 +10,9 @@ give the same bytes whichever runner wrote them.
            tracks), which appends those files to the shards, in order (`copy_file_range`: the bytes
            never pass through a pipe or the main process); it logs (DEBUG) how long it waited for
            the workers and how long it wrote. With one job the main process does it all, in memory.
-    beam   one Beam element per shard; a worker decodes its tracks and writes the shard. Locally the
-           DirectRunner runs in multi_processing mode with `--jobs` workers; `--beam-options` go to
+    beam   the same spans as Beam elements: a worker encodes a span into its temporary file; the spans are
+           grouped by shard and a worker appends a shard's files in order and writes the shard. Locally
+           the DirectRunner runs in multi_processing mode with `--jobs` workers; `--beam-options` go to
            Beam's `PipelineOptions` (e.g. `--runner=DataflowRunner --project=... --region=...`).
 
 `folder_lock` keeps two runs from writing the same shards: a run over all shards locks the folder
@@ -37,9 +38,9 @@ from typing import Iterable, Iterator, Sequence, TextIO, TypeVar
 from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsError, OutputWriteError
 from orpheus.files import stderr_redirected
 from orpheus.parallel import parallel_map
-from tfrecords.plan import Shard
-from tfrecords.shards import (ShardSettings, encode_to_file, encode_track, output_errors, remove_leftovers, shard_state,
-                              write_shard)
+from tfrecords.plan import Shard, Track
+from tfrecords.shards import (RecordFile, ShardSettings, encode_to_file, encode_track, output_errors, remove_leftovers,
+                              shard_state, write_shard)
 
 log = logging.getLogger(__name__)
 
@@ -179,26 +180,53 @@ def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
               jobs, n_tracks, total, waited[0], total - waited[0])
 
 
-def write_shard_element(element: tuple[Shard, str], out_dir: str, settings: ShardSettings,
-                        vocabulary: Sequence[str]) -> str:
-    """The Beam step: decode the tracks of the element's shard and write it, in the worker that got it.
+def encode_span_element(task: tuple[str, int, Sequence[Track]], out_dir: str, settings: ShardSettings,
+                        n_tags: int) -> tuple[str, tuple[int, str | None, tuple[str, ...]]]:
+    """The first Beam step: encode a span of consecutive tracks of one shard into its record file
+    (`tfrecords.shards.encode_to_file`, as a pool task does), in whichever worker got the span.
 
-    `element` is (shard, its fingerprint).
-    A write error (full disk...) is reported to the driver as a metric, not raised, so that the
-    driver prints it as one line whichever runner ran the step. Returns the shard name.
+    `task` is (shard name, index of the span's first track in the shard, the span's tracks). Returns
+    (shard name, (first, record file path, per-track skip reasons)), keyed for the grouping by shard; the
+    path is None when the file could not be written, which is reported to the driver as a metric.
     """
     from apache_beam.metrics import Metrics
 
-    shard, shard_fingerprint = element
+    shard_name, first, tracks = task
     try:
         with output_errors(out_dir):
-            records = (encode_track((track, settings, len(vocabulary))) for track in shard.tracks)
-            write_shard(Path(out_dir), shard, records, vocabulary, shard_fingerprint)
+            handed = encode_to_file((out_dir, shard_name, first, tracks, settings, n_tags))
+    except OutputWriteError as err:
+        Metrics.string_set(METRICS_NAMESPACE, "write_errors").add(str(err))
+        return shard_name, (first, None, ())
+    return shard_name, (first, str(handed.path), handed.reasons)
+
+
+def write_shard_element(element: tuple[str, Iterable[tuple[int, str | None, tuple[str, ...]]]], out_dir: str,
+                        shards: dict[str, tuple[Shard, str]], vocabulary: Sequence[str]) -> str:
+    """The second Beam step: append a shard's record files in track order and write the shard
+    (`tfrecords.shards.write_shard`), in whichever worker got the shard's group.
+
+    `element` is (shard name, its spans from `encode_span_element`); `shards` maps each name to (shard, its
+    fingerprint). A shard with a span that could not be written is not written (its error is already
+    reported); a write error here (full disk...) is reported to the driver as a metric, not raised, so that
+    the driver prints it as one line whichever runner ran the step. Returns the shard name.
+    """
+    from apache_beam.metrics import Metrics
+
+    shard_name, spans = element
+    shard, shard_fingerprint = shards[shard_name]
+    spans = sorted(spans)
+    if any(path is None for _, path, _ in spans):
+        return shard_name
+    try:
+        with output_errors(out_dir):
+            write_shard(Path(out_dir), shard, (RecordFile(Path(path), reasons) for _, path, reasons in spans),
+                        vocabulary, shard_fingerprint, clean=False)
     except OutputWriteError as err:
         Metrics.string_set(METRICS_NAMESPACE, "write_errors").add(str(err))
     else:
         Metrics.counter(METRICS_NAMESPACE, "shards_written").inc()
-    return shard.name
+    return shard_name
 
 
 def _has_flag(flags: Sequence[str], name: str) -> bool:
@@ -265,7 +293,8 @@ def _children_stderr_hidden(hide: bool) -> Iterator[TextIO]:
 def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, vocabulary: Sequence[str],
              fingerprints: dict[str, str], *, jobs: int, quiet: bool, verbose: bool = False,
              beam_options: str = "") -> None:
-    """Write `todo` from an Apache Beam pipeline: one element per shard, written by one worker.
+    """Write `todo` from an Apache Beam pipeline: spans of a shard's tracks encoded by any worker
+    (`encode_span_element`), grouped by shard, each shard written by one worker (`write_shard_element`).
 
     Raises:
         MissingDependencyError: Apache Beam is not installed.
@@ -284,13 +313,20 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
         raise MissingDependencyError(f"--runner beam needs Apache Beam: {BEAM_INSTALL}") from None
     finally:
         root.setLevel(level)
-    # a shard is the unit of work: more local workers than shards would only start and wait
-    options = PipelineOptions(beam_flags(beam_options, min(jobs, len(todo)), verbose))
+    # the unit of work is a span of a shard's tracks, as for the pool: shards of unequal sizes, or fewer shards
+    # than workers, still keep every worker busy
+    spans = pool_tasks(todo, jobs)
+    options = PipelineOptions(beam_flags(beam_options, min(jobs, len(spans)), verbose))
+    for shard in todo:  # what a killed run left, before the workers write this run's files
+        remove_leftovers(out_dir, shard)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
-         | "shards" >> beam.Create([(shard, fingerprints[shard.name]) for shard in todo])
-         | "spread" >> beam.Reshuffle()  # one shard per worker at a time, whichever runner
-         | "write" >> beam.Map(write_shard_element, str(out_dir), settings, list(vocabulary)))
+         | "spans" >> beam.Create([(shard.name, first, shard.tracks[first:stop]) for shard, first, stop in spans])
+         | "spread" >> beam.Reshuffle()  # the spans over the workers, whichever runner
+         | "encode" >> beam.Map(encode_span_element, str(out_dir), settings, len(vocabulary))
+         | "by shard" >> beam.GroupByKey()
+         | "write" >> beam.Map(write_shard_element, str(out_dir),
+                               {shard.name: (shard, fingerprints[shard.name]) for shard in todo}, list(vocabulary)))
     stop = threading.Event()
     try:
         with _children_stderr_hidden(not verbose) as stream, _workers_import_this_checkout():
@@ -303,6 +339,9 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
             finally:
                 stop.set()
                 watcher.join()
+                for shard in todo:  # the record files of shards that could not be written
+                    if shard_state(out_dir, shard, fingerprints[shard.name]) != "done":
+                        remove_leftovers(out_dir, shard)
     except Exception as err:  # a lost worker, a cluster that refused the job: Beam's own errors
         if verbose:
             raise

@@ -131,15 +131,18 @@ def record_file_path(out_dir: str | Path, shard_name: str, first_track: int) -> 
 
 
 def encode_to_file(job: tuple[str, str, int, Sequence[Track], ShardSettings, int]) -> RecordFile:
-    """Encode consecutive tracks of a shard (`encode_track`) into their `record_file_path`: a pool worker's task.
+    """Encode consecutive tracks of a shard (`encode_track`) into their `record_file_path`: a pool worker's task,
+    and the first step of the Beam pipeline.
 
     `job` is (out_dir, shard name, index of the first track in the shard, the tracks, settings, tags in the
-    vocabulary): only the task's own tracks travel to the worker, not the whole shard.
+    vocabulary): only the task's own tracks travel to the worker, not the whole shard. The file is written
+    under a name of its own, then renamed into place, so that a task Beam runs twice (a retried bundle) leaves
+    one whole file.
     """
     out_dir, shard_name, first, tracks, settings, n_tags = job
     path = record_file_path(out_dir, shard_name, first)
     reasons = []
-    with open(path, "wb") as f:
+    with atomic_path(path) as partial, open(partial, "wb") as f:
         for track in tracks:
             record, reason = encode_track((track, settings, n_tags))
             if record is not None:
@@ -209,9 +212,11 @@ def shard_state(out_dir: Path, shard: Shard, expected_fingerprint: str) -> str:
 
 
 def remove_leftovers(out_dir: Path, shard: Shard) -> None:
-    """Delete temporary files a killed run left for `shard` (only one process ever writes a given shard)."""
-    for leftover in out_dir.glob(f".{shard.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
+    """Delete temporary files a killed run left for `shard` (only one process ever writes a given shard): its
+    own, its record files and theirs, being written (`record_file_path`, `orpheus.files.atomic_path`)."""
+    for pattern in (f".{shard.name}.*.tmp", f"..{shard.name}.*.tmp"):
+        for leftover in out_dir.glob(pattern):
+            leftover.unlink(missing_ok=True)
 
 
 def write_shard(out_dir: Path, shard: Shard, records: Iterable[tuple[bytes | None, str] | RecordFile],

@@ -19,6 +19,7 @@ from tests.fixtures_disk import make_disk_full
 from tfrecords import shards
 from tfrecords import preprocessing as pp
 from tfrecords import runners
+from tfrecords.plan import plan
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
@@ -67,6 +68,41 @@ def test_beam_and_pool_write_the_same_miniature_msd_and_beam_resumes(tmp_path):
     after = _snapshot(beam)
     assert after[names[1]][0] != before[names[1]][0] and after[names[1]][1] == before[names[1]][1]
     assert all(after[name] == before[name] for name in names if name != names[1])
+
+
+def test_beam_steps_assemble_a_shard_from_its_spans_in_any_order_retried_or_failed(corpus, logmel_run, tmp_path):
+    """Beam's two steps without Beam: spans encoded in any worker, a retried span (run twice) and spans grouped out
+    of order still give the pool's shard; a shard with a span that could not be written is not written."""
+    _, inputs = corpus
+    args = dict(zip(inputs[::2], inputs[1::2]))
+    vocabulary, planned, _ = plan(args["--csv-path"], args["--tag-path"], args["--root-dir"],
+                                  split=[float(p) for p in SPLIT], split_file=None, num_files=4)
+    settings = shards.resolve_settings("log-mel-spectrogram", sample_rate=RATE, n_mels=96, preset="db", n_fft=None,
+                                       hop_length=None, n_mfcc=20, dtype="float32", min_length_s=10.0)
+    shard = max(planned, key=lambda s: len(s.tracks))
+    assert len(shard.tracks) >= 3
+    out = tmp_path / "out"
+    out.mkdir()
+    fingerprint = shards.fingerprint(settings, vocabulary, shard)
+    keyed = [runners.encode_span_element((shard.name, i, shard.tracks[i:i + 1]), str(out), settings, len(vocabulary))
+             for i in range(len(shard.tracks))]
+    assert runners.encode_span_element((shard.name, 0, shard.tracks[:1]), str(out), settings,
+                                       len(vocabulary)) == keyed[0]  # a retried bundle: the same file, whole
+    assert {key for key, _ in keyed} == {shard.name}
+    spans = [span for _, span in reversed(keyed)]
+    assert runners.write_shard_element((shard.name, spans), str(out), {shard.name: (shard, fingerprint)},
+                                       vocabulary) == shard.name
+    assert (out / shard.name).read_bytes() == (logmel_run / shard.name).read_bytes()
+    assert shards.shard_state(out, shard, fingerprint) == "done" and not list(out.glob(".*.tmp"))
+
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    spans = [runners.encode_span_element((shard.name, 0, shard.tracks[:1]), str(failed), settings,
+                                         len(vocabulary))[1], (1, None, ())]
+    runners.write_shard_element((shard.name, spans), str(failed), {shard.name: (shard, fingerprint)}, vocabulary)
+    assert shards.shard_state(failed, shard, fingerprint) == "todo" and not (failed / shard.name).exists()
+    shards.remove_leftovers(failed, shard)  # what the driver does for a shard that is not done
+    assert not list(failed.iterdir())
 
 
 def test_beam_flags_default_to_all_local_cores_and_pass_options_through():
@@ -158,12 +194,13 @@ def test_two_real_runs_into_one_folder(corpus, logmel_run, tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
-def test_beam_worker_write_errors_reach_the_driver_as_one_line(corpus, tmp_path, monkeypatch, capsys):
-    """A full disk met by a Beam worker: reported through Beam's metrics, printed by the driver in one
-    line; the in-memory DirectRunner runs the workers in this process, where the disk is made full."""
+@pytest.mark.parametrize("ending", [".tfrecord", ""], ids=["writing a shard", "encoding its spans"])
+def test_beam_worker_write_errors_reach_the_driver_as_one_line(corpus, tmp_path, monkeypatch, capsys, ending):
+    """A full disk met by a Beam worker, in either step: reported through Beam's metrics, printed by the driver
+    in one line; the in-memory DirectRunner runs the workers in this process, where the disk is made full."""
     _, inputs = corpus
     out = tmp_path / "out"
-    make_disk_full(monkeypatch, ending=".tfrecord")
+    make_disk_full(monkeypatch, ending=ending)
     assert _cli("log-mel-spectrogram", out, inputs, "--runner", "beam",
                 "--beam-options=--direct_running_mode=in_memory") == 1
     err = capsys.readouterr().err.strip().splitlines()
