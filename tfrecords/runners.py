@@ -180,14 +180,18 @@ def run_pool(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
               jobs, n_tracks, total, waited[0], total - waited[0])
 
 
+Span = tuple[int, str | None, tuple[str, ...], tuple[Track, ...]]  # (first, record file, skip reasons, tracks)
+
+
 def encode_span_element(task: tuple[str, int, Sequence[Track]], out_dir: str, settings: ShardSettings,
-                        n_tags: int) -> tuple[str, tuple[int, str | None, tuple[str, ...]]]:
+                        n_tags: int) -> tuple[str, Span]:
     """The first Beam step: encode a span of consecutive tracks of one shard into its record file
     (`tfrecords.shards.encode_to_file`, as a pool task does), in whichever worker got the span.
 
     `task` is (shard name, index of the span's first track in the shard, the span's tracks). Returns
-    (shard name, (first, record file path, per-track skip reasons)), keyed for the grouping by shard; the
-    path is None when the file could not be written, which is reported to the driver as a metric.
+    (shard name, (first, record file path, per-track skip reasons, the tracks)), keyed for the grouping by shard:
+    the tracks travel on with their records, so that the shard's writer needs no copy of the plan. The path is
+    None when the file could not be written, which is reported to the driver as a metric.
     """
     from apache_beam.metrics import Metrics
 
@@ -197,30 +201,32 @@ def encode_span_element(task: tuple[str, int, Sequence[Track]], out_dir: str, se
             handed = encode_to_file((out_dir, shard_name, first, tracks, settings, n_tags))
     except OutputWriteError as err:
         Metrics.string_set(METRICS_NAMESPACE, "write_errors").add(str(err))
-        return shard_name, (first, None, ())
-    return shard_name, (first, str(handed.path), handed.reasons)
+        return shard_name, (first, None, (), tuple(tracks))
+    return shard_name, (first, str(handed.path), handed.reasons, tuple(tracks))
 
 
-def write_shard_element(element: tuple[str, Iterable[tuple[int, str | None, tuple[str, ...]]]], out_dir: str,
-                        shards: dict[str, tuple[Shard, str]], vocabulary: Sequence[str]) -> str:
+def write_shard_element(element: tuple[str, Iterable[Span]], out_dir: str,
+                        shards: dict[str, tuple[str, int, int, str]], vocabulary: Sequence[str]) -> str:
     """The second Beam step: append a shard's record files in track order and write the shard
     (`tfrecords.shards.write_shard`), in whichever worker got the shard's group.
 
-    `element` is (shard name, its spans from `encode_span_element`); `shards` maps each name to (shard, its
-    fingerprint). A shard with a span that could not be written is not written (its error is already
-    reported); a write error here (full disk...) is reported to the driver as a metric, not raised, so that
-    the driver prints it as one line whichever runner ran the step. Returns the shard name.
+    `element` is (shard name, its spans from `encode_span_element`); `shards` maps each name to its split,
+    index, count of its split's shards and fingerprint. A shard with a span that could not be written is not
+    written (its error is already reported); a write error here (full disk...) is reported to the driver as a
+    metric, not raised, so that the driver prints it as one line whichever runner ran the step. Returns the
+    shard name.
     """
     from apache_beam.metrics import Metrics
 
     shard_name, spans = element
-    shard, shard_fingerprint = shards[shard_name]
-    spans = sorted(spans)
-    if any(path is None for _, path, _ in spans):
+    split, index, count, shard_fingerprint = shards[shard_name]
+    spans = sorted(spans, key=lambda span: span[0])
+    if any(path is None for _, path, _, _ in spans):
         return shard_name
+    shard = Shard(split, index, count, [track for *_, tracks in spans for track in tracks])
     try:
         with output_errors(out_dir):
-            write_shard(Path(out_dir), shard, (RecordFile(Path(path), reasons) for _, path, reasons in spans),
+            write_shard(Path(out_dir), shard, (RecordFile(Path(path), reasons) for _, path, reasons, _ in spans),
                         vocabulary, shard_fingerprint, clean=False)
     except OutputWriteError as err:
         Metrics.string_set(METRICS_NAMESPACE, "write_errors").add(str(err))
@@ -326,7 +332,8 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
          | "encode" >> beam.Map(encode_span_element, str(out_dir), settings, len(vocabulary))
          | "by shard" >> beam.GroupByKey()
          | "write" >> beam.Map(write_shard_element, str(out_dir),
-                               {shard.name: (shard, fingerprints[shard.name]) for shard in todo}, list(vocabulary)))
+                               {shard.name: (shard.split, shard.index, shard.count, fingerprints[shard.name])
+                                for shard in todo}, list(vocabulary)))
     stop = threading.Event()
     try:
         with _children_stderr_hidden(not verbose) as stream, _workers_import_this_checkout():

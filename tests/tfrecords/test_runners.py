@@ -90,16 +90,16 @@ def test_beam_steps_assemble_a_shard_from_its_spans_in_any_order_retried_or_fail
                                        len(vocabulary)) == keyed[0]  # a retried bundle: the same file, whole
     assert {key for key, _ in keyed} == {shard.name}
     spans = [span for _, span in reversed(keyed)]
-    assert runners.write_shard_element((shard.name, spans), str(out), {shard.name: (shard, fingerprint)},
-                                       vocabulary) == shard.name
+    about = {shard.name: (shard.split, shard.index, shard.count, fingerprint)}
+    assert runners.write_shard_element((shard.name, spans), str(out), about, vocabulary) == shard.name
     assert (out / shard.name).read_bytes() == (logmel_run / shard.name).read_bytes()
     assert shards.shard_state(out, shard, fingerprint) == "done" and not list(out.glob(".*.tmp"))
 
     failed = tmp_path / "failed"
     failed.mkdir()
     spans = [runners.encode_span_element((shard.name, 0, shard.tracks[:1]), str(failed), settings,
-                                         len(vocabulary))[1], (1, None, ())]
-    runners.write_shard_element((shard.name, spans), str(failed), {shard.name: (shard, fingerprint)}, vocabulary)
+                                         len(vocabulary))[1], (1, None, (), tuple(shard.tracks[1:]))]
+    runners.write_shard_element((shard.name, spans), str(failed), about, vocabulary)
     assert shards.shard_state(failed, shard, fingerprint) == "todo" and not (failed / shard.name).exists()
     shards.remove_leftovers(failed, shard)  # what the driver does for a shard that is not done
     assert not list(failed.iterdir())
