@@ -39,8 +39,8 @@ from orpheus.errors import MissingDependencyError, OrpheusError, OutputExistsErr
 from orpheus.files import stderr_redirected
 from orpheus.parallel import parallel_map
 from tfrecords.plan import Shard, Track
-from tfrecords.shards import (RecordFile, ShardSettings, encode_to_file, encode_track, output_errors, remove_leftovers,
-                              shard_state, write_shard)
+from tfrecords.shards import (RecordFile, ShardSettings, encode_to_file, encode_track, output_errors, record_file_path,
+                              remove_leftovers, shard_state, write_shard)
 
 log = logging.getLogger(__name__)
 
@@ -270,18 +270,31 @@ def _workers_import_this_checkout() -> Iterator[None]:
             os.environ["PYTHONPATH"] = before
 
 
-def _watch_progress(out_dir: Path, todo: Sequence[Shard], fingerprints: dict[str, str], quiet: bool,
+def _watch_progress(out_dir: Path, spans: Sequence[tuple[Shard, int, int]], fingerprints: dict[str, str], quiet: bool,
                     stop: threading.Event, stream: TextIO) -> None:
-    """A progress bar over shards for the driver, fed by the sidecars the workers write, drawn on `stream`."""
+    """A progress bar over tracks for the driver, drawn on `stream`: a span counts once its record file is in
+    place (`record_file_path`), a shard's tracks once the shard is done (its sidecar), which the workers write."""
     from tqdm import tqdm
 
-    remaining = list(todo)
-    with tqdm(total=len(todo), desc="shards", unit="shard", disable=quiet, dynamic_ncols=True, file=stream) as bar:
+    remaining = collections.defaultdict(list)  # shard -> its spans (first, stop) not yet counted
+    for shard, first, stop_at in spans:
+        remaining[shard.name].append((shard, first, stop_at))
+    with tqdm(total=sum(b - a for _, a, b in spans), desc="tracks", unit="track", disable=quiet, dynamic_ncols=True,
+              file=stream) as bar:
         while remaining and not stop.wait(0.5):
-            finished = [s for s in remaining if shard_state(out_dir, s, fingerprints[s.name]) == "done"]
-            if finished:
-                remaining = [s for s in remaining if s not in finished]
-                bar.update(len(finished))
+            try:
+                present = set(os.listdir(out_dir))
+            except OSError:
+                continue
+            for name in list(remaining):
+                shard = remaining[name][0][0]
+                if shard_state(out_dir, shard, fingerprints[name]) == "done":
+                    bar.update(sum(b - a for _, a, b in remaining.pop(name)))
+                    continue
+                handed = [(a, b) for _, a, b in remaining[name] if record_file_path(out_dir, name, a).name in present]
+                if handed:
+                    remaining[name] = [span for span in remaining[name] if span[1:] not in handed]
+                    bar.update(sum(b - a for a, b in handed))
 
 
 @contextlib.contextmanager
@@ -337,7 +350,7 @@ def run_beam(out_dir: Path, todo: Sequence[Shard], settings: ShardSettings, voca
     stop = threading.Event()
     try:
         with _children_stderr_hidden(not verbose) as stream, _workers_import_this_checkout():
-            watcher = threading.Thread(target=_watch_progress, args=(out_dir, todo, fingerprints, quiet, stop, stream),
+            watcher = threading.Thread(target=_watch_progress, args=(out_dir, spans, fingerprints, quiet, stop, stream),
                                        daemon=True)
             watcher.start()
             try:

@@ -19,7 +19,7 @@ from tests.fixtures_disk import make_disk_full
 from tfrecords import shards
 from tfrecords import preprocessing as pp
 from tfrecords import runners
-from tfrecords.plan import plan
+from tfrecords.plan import Shard, Track, plan
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
@@ -103,6 +103,28 @@ def test_beam_steps_assemble_a_shard_from_its_spans_in_any_order_retried_or_fail
     assert shards.shard_state(failed, shard, fingerprint) == "todo" and not (failed / shard.name).exists()
     shards.remove_leftovers(failed, shard)  # what the driver does for a shard that is not done
     assert not list(failed.iterdir())
+
+
+def test_beam_progress_counts_tracks_as_spans_are_encoded_and_shards_written(tmp_path):
+    """The driver's bar moves with the workers: a span's tracks once its record file is in place, a shard's once
+    it is done; spans not yet encoded do not count."""
+    import io
+    import threading
+
+    tracks = [Track(f"TR{i}", "AR", f"{i}.mp3", f"/audio/{i}.mp3") for i in range(7)]
+    first, second = Shard("train", 0, 2, tracks[:4]), Shard("train", 1, 2, tracks[4:])
+    spans = [(first, 0, 2), (first, 2, 4), (second, 0, 3)]
+    fingerprints = {first.name: "a", second.name: "b"}
+    shards.record_file_path(tmp_path, first.name, 2).write_bytes(b"records")  # the second span of the first shard
+    shards.write_shard(tmp_path, second, [(b"x", "")] * 3, ["rock"], "b")  # the second shard: done
+    stop, stream = threading.Event(), io.StringIO()
+    watcher = threading.Thread(target=runners._watch_progress, args=(tmp_path, spans, fingerprints, False, stop, stream))
+    watcher.start()
+    time.sleep(1.2)
+    stop.set()
+    watcher.join()
+    assert stream.getvalue().replace("\r", "\n").strip().splitlines()[-1].startswith("tracks:  71%|") \
+        and "5/7" in stream.getvalue()
 
 
 def test_beam_flags_default_to_all_local_cores_and_pass_options_through():
