@@ -276,24 +276,24 @@ def _watch_progress(out_dir: Path, spans: Sequence[tuple[Shard, int, int]], fing
     place (`record_file_path`), a shard's tracks once the shard is done (its sidecar), which the workers write."""
     from tqdm import tqdm
 
-    remaining = collections.defaultdict(list)  # shard -> its spans (first, stop) not yet counted
+    pending: dict[str, tuple[Shard, list[tuple[int, int]]]] = {}  # shard name -> (shard, its spans not yet counted)
     for shard, first, stop_at in spans:
-        remaining[shard.name].append((shard, first, stop_at))
+        pending.setdefault(shard.name, (shard, []))[1].append((first, stop_at))
     with tqdm(total=sum(b - a for _, a, b in spans), desc="tracks", unit="track", disable=quiet, dynamic_ncols=True,
               file=stream) as bar:
-        while remaining and not stop.wait(0.5):
+        while pending and not stop.wait(0.5):
             try:
                 present = set(os.listdir(out_dir))
             except OSError:
                 continue
-            for name in list(remaining):
-                shard = remaining[name][0][0]
+            for name, (shard, left) in list(pending.items()):
                 if shard_state(out_dir, shard, fingerprints[name]) == "done":
-                    bar.update(sum(b - a for _, a, b in remaining.pop(name)))
+                    bar.update(sum(b - a for a, b in left))
+                    del pending[name]
                     continue
-                handed = [(a, b) for _, a, b in remaining[name] if record_file_path(out_dir, name, a).name in present]
+                handed = [(a, b) for a, b in left if record_file_path(out_dir, name, a).name in present]
                 if handed:
-                    remaining[name] = [span for span in remaining[name] if span[1:] not in handed]
+                    left[:] = [span for span in left if span not in handed]
                     bar.update(sum(b - a for a, b in handed))
 
 

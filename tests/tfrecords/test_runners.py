@@ -105,26 +105,31 @@ def test_beam_steps_assemble_a_shard_from_its_spans_in_any_order_retried_or_fail
     assert not list(failed.iterdir())
 
 
-def test_beam_progress_counts_tracks_as_spans_are_encoded_and_shards_written(tmp_path):
+def test_beam_progress_counts_tracks_as_spans_are_encoded_and_shards_written(tmp_path, monkeypatch):
     """The driver's bar moves with the workers: a span's tracks once its record file is in place, a shard's once
-    it is done; spans not yet encoded do not count."""
+    it is done; spans not yet encoded do not count; a shard whose spans are all in place waits for its file."""
     import io
     import threading
 
-    tracks = [Track(f"TR{i}", "AR", f"{i}.mp3", f"/audio/{i}.mp3") for i in range(7)]
-    first, second = Shard("train", 0, 2, tracks[:4]), Shard("train", 1, 2, tracks[4:])
-    spans = [(first, 0, 2), (first, 2, 4), (second, 0, 3)]
-    fingerprints = {first.name: "a", second.name: "b"}
-    shards.record_file_path(tmp_path, first.name, 2).write_bytes(b"records")  # the second span of the first shard
+    tracks = [Track(f"TR{i}", "AR", f"{i}.mp3", f"/audio/{i}.mp3") for i in range(9)]
+    first, second, third = Shard("train", 0, 3, tracks[:4]), Shard("train", 1, 3, tracks[4:7]), Shard("train", 2, 3,
+                                                                                                     tracks[7:])
+    spans = [(first, 0, 2), (first, 2, 4), (second, 0, 3), (third, 0, 2)]
+    fingerprints = {first.name: "a", second.name: "b", third.name: "c"}
+    for start in (0, 2):  # both spans of the first shard encoded, the shard not yet written
+        shards.record_file_path(tmp_path, first.name, start).write_bytes(b"records")
     shards.write_shard(tmp_path, second, [(b"x", "")] * 3, ["rock"], "b")  # the second shard: done
+    errors = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
     stop, stream = threading.Event(), io.StringIO()
     watcher = threading.Thread(target=runners._watch_progress, args=(tmp_path, spans, fingerprints, False, stop, stream))
     watcher.start()
-    time.sleep(1.2)
+    time.sleep(1.7)  # three polls
     stop.set()
     watcher.join()
-    assert stream.getvalue().replace("\r", "\n").strip().splitlines()[-1].startswith("tracks:  71%|") \
-        and "5/7" in stream.getvalue()
+    assert not errors
+    assert stream.getvalue().replace("\r", "\n").strip().splitlines()[-1].startswith("tracks:  78%|") \
+        and "7/9" in stream.getvalue()
 
 
 def test_beam_flags_default_to_all_local_cores_and_pass_options_through():
