@@ -276,9 +276,11 @@ def _watch_progress(out_dir: Path, spans: Sequence[tuple[Shard, int, int]], fing
     place (`record_file_path`), a shard's tracks once the shard is done (its sidecar), which the workers write."""
     from tqdm import tqdm
 
-    pending: dict[str, tuple[Shard, list[tuple[int, int]]]] = {}  # shard name -> (shard, its spans not yet counted)
+    # shard name -> (shard, {record file name: tracks} of its spans not yet counted); names made once, as a long run
+    # has a span for every 8 tracks
+    pending: dict[str, tuple[Shard, dict[str, int]]] = {}
     for shard, first, stop_at in spans:
-        pending.setdefault(shard.name, (shard, []))[1].append((first, stop_at))
+        pending.setdefault(shard.name, (shard, {}))[1][record_file_path(out_dir, shard.name, first).name] = stop_at - first
     with tqdm(total=sum(b - a for _, a, b in spans), desc="tracks", unit="track", disable=quiet, dynamic_ncols=True,
               file=stream) as bar:
         while pending and not stop.wait(0.5):
@@ -288,13 +290,12 @@ def _watch_progress(out_dir: Path, spans: Sequence[tuple[Shard, int, int]], fing
                 continue
             for name, (shard, left) in list(pending.items()):
                 if shard_state(out_dir, shard, fingerprints[name]) == "done":
-                    bar.update(sum(b - a for a, b in left))
+                    bar.update(sum(left.values()))
                     del pending[name]
                     continue
-                handed = [(a, b) for a, b in left if record_file_path(out_dir, name, a).name in present]
+                handed = [file_name for file_name in left if file_name in present]
                 if handed:
-                    left[:] = [span for span in left if span not in handed]
-                    bar.update(sum(b - a for a, b in handed))
+                    bar.update(sum(left.pop(file_name) for file_name in handed))
 
 
 @contextlib.contextmanager
